@@ -1,0 +1,50 @@
+//! The `rhizome` command: run a node, or talk to a running one over its HTTP API.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use rhizome::cli;
+
+#[derive(Parser)]
+#[command(name = "rhizome", version, about = "A RhizomeDB federation node")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node: HTTP API (and federation endpoint) on one port.
+    Serve(cli::serve::ServeArgs),
+    /// Store deltas on a running node: shorthand flags, or JSON / JSON lines on stdin.
+    Put(cli::put::PutArgs),
+    /// Query a running node's deltas; prints one JSON delta per line.
+    Query(cli::query::QueryArgs),
+    /// Print one delta by id.
+    Get(cli::query::GetArgs),
+    /// Negate a delta on a running node.
+    Negate(cli::put::NegateArgs),
+    /// Print a running node's status.
+    Status(cli::query::StatusArgs),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => cli::serve::run(args).await,
+        Command::Put(args) => cli::put::run(args).await,
+        Command::Query(args) => cli::query::run(args).await,
+        Command::Get(args) => cli::query::get(args).await,
+        Command::Negate(args) => cli::put::negate(args).await,
+        Command::Status(args) => cli::query::status(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! A small client for a node's HTTP API: what `rhizome put`, `query` and `status` use.
+
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "no rhizome node is answering at {url}; start one with `rhizome serve` or pass --node URL"
+    )]
+    Unreachable { url: String, source: reqwest::Error },
+    #[error("the node answered {status}: {code}: {message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("request to {url} failed: {source}")]
+    Http { url: String, source: reqwest::Error },
+    #[error("the node sent a response that is not JSON: {0}")]
+    BadResponse(String),
+}
+
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client for the node at `base` (for example `http://127.0.0.1:8080`).
+    pub fn new(base: &str) -> Client {
+        Client {
+            base: base.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// POSTs JSON to `path` and returns the JSON answer.
+    ///
+    /// # Errors
+    /// [`ClientError`] saying whether the node is down, refused the request or answered badly.
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let res = self.http.post(&url).json(body).send().await;
+        self.answer(url, res).await
+    }
+
+    /// GETs `path` with query parameters and returns the JSON answer.
+    ///
+    /// # Errors
+    /// As [`Client::post`].
+    pub async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let res = self.http.get(&url).query(query).send().await;
+        self.answer(url, res).await
+    }
+
+    async fn answer(
+        &self,
+        url: String,
+        res: reqwest::Result<reqwest::Response>,
+    ) -> Result<Value, ClientError> {
+        let res = res.map_err(|source| {
+            if source.is_connect() {
+                ClientError::Unreachable {
+                    url: self.base.clone(),
+                    source,
+                }
+            } else {
+                ClientError::Http {
+                    url: url.clone(),
+                    source,
+                }
+            }
+        })?;
+        let status = res.status();
+        let text = res
+            .text()
+            .await
+            .map_err(|source| ClientError::Http { url, source })?;
+        let body: Value = serde_json::from_str(&text)
+            .map_err(|_| ClientError::BadResponse(text.chars().take(200).collect()))?;
+        if status.is_success() {
+            Ok(body)
+        } else {
+            let field = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+            Err(ClientError::Api {
+                status: status.as_u16(),
+                code: field("error"),
+                message: field("message"),
+            })
+        }
+    }
+}

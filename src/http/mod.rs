@@ -1,0 +1,285 @@
+//! The node's HTTP JSON API.
+//!
+//! - `POST /deltas`: one delta, an array, or the authoring shorthand (`author` +
+//!   `pointers`; the node fills `id`, `timestamp`, `system`).
+//! - `GET /deltas?author=&system=&targetId=&context=&since=&until=&after=&limit=&includeNegated=`
+//! - `POST /query`: `{"filter": DeltaFilter, "after"?: seq, "limit"?: n}`
+//! - `GET /deltas/{id}`, `POST /deltas/{id}/negate` (`{"author"?, "reason"?}`)
+//! - `GET /status`
+
+mod error;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+pub use error::ApiError;
+
+use crate::delta::{self, Delta};
+use crate::filter::{DeltaFilter, TimestampRange};
+use crate::node::{IngestOutcome, Node, Origin};
+use crate::store::{self, Seq, StoredDelta};
+
+/// Results per `GET /deltas` page unless `limit` says otherwise, and the most a page may hold.
+const DEFAULT_LIMIT: usize = 1000;
+const MAX_LIMIT: usize = 100_000;
+
+/// The API routes over a node.
+pub fn router(node: Node) -> Router {
+    Router::new()
+        .route("/deltas", post(post_deltas).get(get_deltas))
+        .route("/query", post(post_query))
+        .route("/deltas/{id}", get(get_delta))
+        .route("/deltas/{id}/negate", post(negate_delta))
+        .route("/status", get(status))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .with_state(node)
+}
+
+fn parse_json(body: &Bytes) -> Result<Value, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request(
+            "INVALID_JSON",
+            "the request body is empty; expected JSON",
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request("INVALID_JSON", format!("the body is not valid JSON: {e}"))
+    })
+}
+
+/// A body item is a full delta when it has an `id`; otherwise the authoring shorthand.
+fn delta_from_item(node: &Node, item: &Value) -> Result<Delta, crate::InvalidDelta> {
+    match item {
+        Value::Object(obj) if !obj.contains_key("id") => {
+            let mut full = obj.clone();
+            full.insert("id".into(), json!(uuid::Uuid::new_v4().to_string()));
+            full.entry("timestamp")
+                .or_insert_with(|| json!(delta::now_millis()));
+            full.entry("system")
+                .or_insert_with(|| json!(node.system_id()));
+            Delta::from_value(&Value::Object(full))
+        }
+        other => Delta::from_value(other),
+    }
+}
+
+fn outcome_json(delta: &Delta, outcome: &IngestOutcome) -> Value {
+    match outcome {
+        IngestOutcome::Stored(seq) => json!({"id": delta.id, "status": "stored", "seq": seq}),
+        IngestOutcome::Duplicate(seq) => json!({"id": delta.id, "status": "duplicate", "seq": seq}),
+        IngestOutcome::Invalid(e) => {
+            json!({"id": delta.id, "status": "invalid", "message": e.to_string()})
+        }
+    }
+}
+
+async fn post_deltas(State(node): State<Node>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+    let body = parse_json(&body)?;
+    let (items, is_array) = match &body {
+        Value::Array(items) => (items.as_slice(), true),
+        Value::Object(_) => (std::slice::from_ref(&body), false),
+        _ => {
+            return Err(ApiError::bad_request(
+                "INVALID_DELTA",
+                "expected a delta object or an array of deltas",
+            ))
+        }
+    };
+    // All or nothing: an array with one invalid delta stores none of them, so a client
+    // can fix and resend the whole request without working out what got in.
+    let mut deltas = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        match delta_from_item(&node, item) {
+            Ok(d) => deltas.push(d),
+            Err(e) => {
+                let id = item.get("id").and_then(Value::as_str).map(str::to_owned);
+                node.report_invalid(id, &e, &Origin::Local);
+                return Err(ApiError::invalid_delta(&e, is_array.then_some(i)));
+            }
+        }
+    }
+    let outcomes = node.ingest(deltas.clone(), Origin::Local).await?;
+    let results: Vec<Value> = deltas
+        .iter()
+        .zip(&outcomes)
+        .map(|(d, o)| outcome_json(d, o))
+        .collect();
+    if is_array {
+        return Ok((StatusCode::OK, Json(json!({ "results": results }))));
+    }
+    let status = match outcomes.first() {
+        Some(IngestOutcome::Stored(_)) => StatusCode::CREATED,
+        _ => StatusCode::OK,
+    };
+    let mut result = results.into_iter().next().unwrap_or(Value::Null);
+    if let (Some(obj), Some(d)) = (result.as_object_mut(), deltas.first()) {
+        obj.insert(
+            "delta".into(),
+            serde_json::to_value(d).unwrap_or(Value::Null),
+        );
+    }
+    Ok((status, Json(result)))
+}
+
+/// Query-string form of a filter; each criterion takes one value.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DeltaParams {
+    author: Option<String>,
+    system: Option<String>,
+    target_id: Option<String>,
+    context: Option<String>,
+    id: Option<String>,
+    /// Deltas with a timestamp at or after this (ms).
+    since: Option<u64>,
+    /// Deltas with a timestamp at or before this (ms).
+    until: Option<u64>,
+    /// Paging: deltas stored after this log position.
+    after: Option<u64>,
+    limit: Option<usize>,
+    include_negated: Option<bool>,
+}
+
+async fn get_deltas(
+    State(node): State<Node>,
+    params: Result<Query<DeltaParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(p) = params.map_err(|e| ApiError::bad_request("INVALID_QUERY", e.body_text()))?;
+    let one = |v: Option<String>| v.map(|v| vec![v]);
+    let filter = DeltaFilter {
+        ids: one(p.id),
+        target_ids: one(p.target_id),
+        target_contexts: one(p.context),
+        authors: one(p.author),
+        systems: one(p.system),
+        timestamp_range: (p.since.is_some() || p.until.is_some()).then_some(TimestampRange {
+            start: p.since,
+            end: p.until,
+        }),
+        include_negated: p.include_negated,
+    };
+    run_query(&node, filter, p.after, p.limit).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueryBody {
+    #[serde(default)]
+    filter: Option<Value>,
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn post_query(State(node): State<Node>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let body = parse_json(&body)?;
+    let q: QueryBody = serde_json::from_value(body)
+        .map_err(|e| ApiError::bad_request("INVALID_QUERY", e.to_string()))?;
+    let filter = match q.filter {
+        Some(v) => DeltaFilter::from_value(&v)
+            .map_err(|e| ApiError::bad_request("INVALID_FILTER", e.to_string()))?,
+        None => DeltaFilter::default(),
+    };
+    run_query(&node, filter, q.after, q.limit).await
+}
+
+async fn run_query(
+    node: &Node,
+    filter: DeltaFilter,
+    after: Option<u64>,
+    limit: Option<usize>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::bad_request(
+            "INVALID_QUERY",
+            format!("limit must be between 1 and {MAX_LIMIT}, got {limit}"),
+        ));
+    }
+    let found = node
+        .query(store::Query {
+            filter,
+            after: Seq(after.unwrap_or(0)),
+            limit: Some(limit),
+        })
+        .await?;
+    // `next` is the cursor to pass as `after` for the following page, when the page is full.
+    let next = (found.len() == limit)
+        .then(|| found.last().map(|d| d.seq))
+        .flatten();
+    let deltas: Vec<&Delta> = found.iter().map(|d: &StoredDelta| &d.delta).collect();
+    Ok(Json(
+        json!({ "deltas": deltas, "count": deltas.len(), "next": next }),
+    ))
+}
+
+async fn get_delta(
+    State(node): State<Node>,
+    Path(id): Path<String>,
+) -> Result<Json<Delta>, ApiError> {
+    match node.get(&id)? {
+        Some(d) => Ok(Json(d.delta)),
+        None => Err(ApiError::not_found(format!("no delta with id {id:?}"))),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NegateBody {
+    author: Option<String>,
+    reason: Option<String>,
+}
+
+async fn negate_delta(
+    State(node): State<Node>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let body: NegateBody = if body.is_empty() {
+        NegateBody::default()
+    } else {
+        serde_json::from_value(parse_json(&body)?)
+            .map_err(|e| ApiError::bad_request("INVALID_REQUEST", e.to_string()))?
+    };
+    if node.get(&id)?.is_none() {
+        return Err(ApiError::not_found(format!(
+            "no delta with id {id:?} to negate"
+        )));
+    }
+    let author = body.author.unwrap_or_else(|| node.system_id().to_owned());
+    let stored = node
+        .negate(&id, &author, body.reason.as_deref())
+        .await
+        .map_err(|e| match e {
+            crate::node::CreateError::Invalid(e) => ApiError::invalid_delta(&e, None),
+            crate::node::CreateError::Store(e) => e.into(),
+        })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({"id": stored.delta.id, "status": "stored", "seq": stored.seq, "delta": stored.delta}),
+        ),
+    ))
+}
+
+async fn status(State(node): State<Node>) -> Json<Value> {
+    let store = node.store();
+    Json(json!({
+        "systemId": node.system_id(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptimeSeconds": node.uptime().as_secs(),
+        "store": {
+            "path": store.path(),
+            "temporary": store.is_temporary(),
+            "deltas": store.head().0,
+            "head": store.head().0,
+            "duplicatesSinceStart": store.duplicates(),
+            "diskBytes": store.disk_space(),
+        },
+    }))
+}

@@ -1,0 +1,35 @@
+//! # rhizome: a RhizomeDB federation node
+//!
+//! Stores immutable deltas in fjall and (with the federation modules) keeps them
+//! converged with other RhizomeDB instances over WebSocket links.
+//!
+//! # Layout
+//! - [`delta`]: the `Delta` / `Pointer` / `Target` types in the v1 wire shape,
+//!   decoding that names the bad field, validation, authoring and negation.
+//! - [`filter`]: `DeltaFilter`, strict JSON and `matches`.
+//! - [`store`]: the fjall store: gap-free log by sequence number, id index (dedup),
+//!   query indexes, negations, metadata; one writer thread with group commit.
+//! - [`log_tail`]: reading the durable log from a cursor, waiting for more.
+//! - [`events`]: what the node announces.
+//! - [`node`]: `Node`, the one ingestion path, queries and subscriptions.
+//! - [`http`]: the JSON API served by `rhizome serve`.
+//! - [`client`]: the HTTP client behind `rhizome put` / `rhizome query`.
+//! - [`server`]: binding the port, serving, graceful shutdown.
+#![deny(clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod cli;
+pub mod client;
+pub mod delta;
+pub mod events;
+pub mod filter;
+pub mod http;
+pub mod log_tail;
+pub mod node;
+pub mod server;
+pub mod store;
+
+pub use delta::{Delta, InvalidDelta, Pointer, Reference, Target};
+pub use filter::DeltaFilter;
+pub use node::{IngestOutcome, Node, NodeConfig, Origin, Storage};
+pub use store::{Seq, Store, StoredDelta};

@@ -1,0 +1,62 @@
+//! Reading the durable log from a cursor, waiting for more when caught up.
+//!
+//! This is how anything that wants "every delta from position N on" gets them:
+//! library subscriptions now, federation link senders later. Each tailer owns its
+//! cursor, so a slow one holds back only itself and nothing is ever dropped.
+
+use tokio::sync::watch;
+
+use crate::store::{Seq, Store, StoreError, StoredDelta};
+
+pub struct LogTail {
+    store: Store,
+    cursor: Seq,
+    head: watch::Receiver<Seq>,
+}
+
+impl LogTail {
+    /// A tail that will yield the deltas stored after `cursor`.
+    pub fn new(store: Store, cursor: Seq) -> LogTail {
+        let head = store.watch_head();
+        LogTail {
+            store,
+            cursor,
+            head,
+        }
+    }
+
+    /// The position of the last delta handed out.
+    pub fn cursor(&self) -> Seq {
+        self.cursor
+    }
+
+    /// Moves the cursor (for example to skip to the head, or to resume from a checkpoint).
+    pub fn seek(&mut self, cursor: Seq) {
+        self.cursor = cursor;
+    }
+
+    /// The next deltas after the cursor, up to `max`, waiting until there is at least one.
+    /// Returns `Ok(None)` when the store has closed.
+    ///
+    /// # Errors
+    /// Storage errors while reading.
+    pub async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<StoredDelta>>, StoreError> {
+        loop {
+            let head = *self.head.borrow_and_update();
+            if head > self.cursor {
+                let store = self.store.clone();
+                let after = self.cursor;
+                let batch = tokio::task::spawn_blocking(move || store.scan_after(after, max))
+                    .await
+                    .map_err(|e| StoreError::Corrupt(format!("log reader task failed: {e}")))??;
+                if let Some(last) = batch.last() {
+                    self.cursor = last.seq;
+                    return Ok(Some(batch));
+                }
+            }
+            if self.head.changed().await.is_err() {
+                return Ok(None);
+            }
+        }
+    }
+}

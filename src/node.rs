@@ -1,0 +1,383 @@
+//! The node: one store, one event bus, one ingestion path for every delta.
+//!
+//! Every delta, whether authored here, posted over HTTP or received from a peer,
+//! goes through [`Node::ingest`]: validate, then (for remote deltas, added with
+//! federation) filters and trust policies, then append with dedup, then wake the
+//! log's readers. Nothing reaches the log any other way.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::Value;
+
+use crate::delta::{self, Delta, InvalidDelta, Pointer};
+use crate::events::{EventBus, NodeEvent};
+use crate::filter::DeltaFilter;
+use crate::log_tail::LogTail;
+use crate::store::{AppendOutcome, NewEntry, Query, Seq, Store, StoreError, StoredDelta};
+
+/// Where a delta came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Authored on this node or handed to it by a local client (library, HTTP, CLI).
+    Local,
+    /// Received from a peer system over a federation link.
+    Remote { system: String },
+}
+
+impl Origin {
+    fn system(&self) -> Option<&str> {
+        match self {
+            Origin::Local => None,
+            Origin::Remote { system } => Some(system),
+        }
+    }
+}
+
+/// The result of ingesting one delta.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IngestOutcome {
+    Stored(Seq),
+    Duplicate(Seq),
+    Invalid(InvalidDelta),
+}
+
+/// Where the node keeps its deltas.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    /// A durable fjall database in this directory.
+    Path(PathBuf),
+    /// A temporary fjall database, deleted at shutdown.
+    Memory,
+}
+
+/// How to start a node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub storage: Storage,
+    /// This node's system id; by default the one kept in the store, or a new one made (and kept) once.
+    pub system_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the stored system id is not UTF-8")]
+    BadSystemId,
+}
+
+/// A running node; cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    system_id: String,
+    store: Store,
+    events: EventBus,
+    started: Instant,
+}
+
+const SYSTEM_ID_KEY: &str = "node/system_id";
+
+impl Node {
+    /// Opens the store and starts the node.
+    ///
+    /// # Errors
+    /// When the store cannot be opened (for example it is locked by another process).
+    pub async fn open(config: NodeConfig) -> Result<Node, NodeError> {
+        let storage = config.storage.clone();
+        // Opening recovers the journal: blocking work, kept off the async workers.
+        let store = tokio::task::spawn_blocking(move || match storage {
+            Storage::Path(p) => Store::open(p),
+            Storage::Memory => Store::temporary(),
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("store open task failed: {e}")))??;
+        let system_id = match (config.system_id, store.get_meta(SYSTEM_ID_KEY)?) {
+            (Some(id), stored) => {
+                if stored.as_deref() != Some(id.as_bytes()) {
+                    store
+                        .put_meta(SYSTEM_ID_KEY, id.clone().into_bytes())
+                        .await?;
+                }
+                id
+            }
+            (None, Some(stored)) => {
+                String::from_utf8(stored).map_err(|_| NodeError::BadSystemId)?
+            }
+            (None, None) => {
+                let id = format!(
+                    "rhizome-{}",
+                    &uuid::Uuid::new_v4().simple().to_string()[..12]
+                );
+                store
+                    .put_meta(SYSTEM_ID_KEY, id.clone().into_bytes())
+                    .await?;
+                id
+            }
+        };
+        Ok(Node {
+            inner: Arc::new(Inner {
+                system_id,
+                store,
+                events: EventBus::new(4096),
+                started: Instant::now(),
+            }),
+        })
+    }
+
+    /// A node on a temporary store: for tests and examples.
+    ///
+    /// # Errors
+    /// When the temporary store cannot be created.
+    pub async fn in_memory(system_id: &str) -> Result<Node, NodeError> {
+        Node::open(NodeConfig {
+            storage: Storage::Memory,
+            system_id: Some(system_id.to_owned()),
+        })
+        .await
+    }
+
+    pub fn system_id(&self) -> &str {
+        &self.inner.system_id
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn uptime(&self) -> std::time::Duration {
+        self.inner.started.elapsed()
+    }
+
+    /// Listens to the node's events.
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<NodeEvent> {
+        self.inner.events.subscribe()
+    }
+
+    pub(crate) fn emit(&self, event: NodeEvent) {
+        self.inner.events.emit(event);
+    }
+
+    /// Authors a delta on this node (fresh id, now, our system id) and stores it.
+    ///
+    /// # Errors
+    /// When the delta is invalid (for example an empty role) or the store fails.
+    pub async fn create_delta(
+        &self,
+        author: &str,
+        pointers: Vec<Pointer>,
+    ) -> Result<StoredDelta, CreateError> {
+        let d = delta::new_delta(author, self.system_id(), pointers);
+        self.store_one(d).await
+    }
+
+    /// Authors and stores a negation of `negated_id`.
+    ///
+    /// # Errors
+    /// As [`Node::create_delta`].
+    pub async fn negate(
+        &self,
+        negated_id: &str,
+        author: &str,
+        reason: Option<&str>,
+    ) -> Result<StoredDelta, CreateError> {
+        let d = delta::negate(negated_id, author, self.system_id(), reason);
+        self.store_one(d).await
+    }
+
+    async fn store_one(&self, d: Delta) -> Result<StoredDelta, CreateError> {
+        let outcome = self.ingest(vec![d.clone()], Origin::Local).await?;
+        match outcome.into_iter().next() {
+            Some(IngestOutcome::Stored(seq)) | Some(IngestOutcome::Duplicate(seq)) => {
+                Ok(StoredDelta {
+                    seq,
+                    origin: None,
+                    delta: d,
+                })
+            }
+            Some(IngestOutcome::Invalid(e)) => Err(CreateError::Invalid(e)),
+            None => Err(CreateError::Store(StoreError::Closed)),
+        }
+    }
+
+    /// The single ingestion path for deltas already in memory.
+    ///
+    /// # Errors
+    /// Only storage failures; per-delta problems are in the outcomes.
+    pub async fn ingest(
+        &self,
+        deltas: Vec<Delta>,
+        origin: Origin,
+    ) -> Result<Vec<IngestOutcome>, StoreError> {
+        let checked = deltas
+            .into_iter()
+            .map(|d| delta::validate(&d).map(|()| d))
+            .collect();
+        self.ingest_checked(checked, origin, Vec::new()).await
+    }
+
+    /// The single ingestion path for deltas as JSON (HTTP bodies, wire frames).
+    ///
+    /// # Errors
+    /// Only storage failures; per-delta problems are in the outcomes.
+    pub async fn ingest_json(
+        &self,
+        values: &[Value],
+        origin: Origin,
+    ) -> Result<Vec<IngestOutcome>, StoreError> {
+        let checked = values.iter().map(Delta::from_value).collect();
+        self.ingest_checked(checked, origin, Vec::new()).await
+    }
+
+    /// Where both entry points meet: record invalid deltas, append the valid ones with
+    /// `meta` in the same atomic batch, announce what happened.
+    pub(crate) async fn ingest_checked(
+        &self,
+        checked: Vec<Result<Delta, InvalidDelta>>,
+        origin: Origin,
+        meta: Vec<(String, Vec<u8>)>,
+    ) -> Result<Vec<IngestOutcome>, StoreError> {
+        let origin_system = origin.system().map(str::to_owned);
+        let mut outcomes: Vec<Option<IngestOutcome>> = Vec::with_capacity(checked.len());
+        let mut entries = Vec::new();
+        let mut ids = Vec::new();
+        for item in checked {
+            match item {
+                Ok(delta) => {
+                    ids.push(delta.id.clone());
+                    entries.push(NewEntry {
+                        delta,
+                        origin: origin_system.clone(),
+                    });
+                    outcomes.push(None);
+                }
+                Err(e) => {
+                    self.report_invalid(None, &e, &origin);
+                    outcomes.push(Some(IngestOutcome::Invalid(e)));
+                }
+            }
+        }
+        let appended = if entries.is_empty() && meta.is_empty() {
+            Vec::new()
+        } else {
+            self.inner.store.append(entries, meta).await?
+        };
+        let mut appended = appended.into_iter().zip(ids);
+        for slot in outcomes.iter_mut().filter(|o| o.is_none()) {
+            let Some((result, delta_id)) = appended.next() else {
+                break;
+            };
+            *slot = Some(match result {
+                AppendOutcome::Stored(seq) => {
+                    self.emit(NodeEvent::DeltaStored {
+                        delta_id,
+                        seq: seq.0,
+                        origin: origin_system.clone(),
+                    });
+                    IngestOutcome::Stored(seq)
+                }
+                AppendOutcome::Duplicate(seq) => {
+                    self.emit(NodeEvent::DeltaDuplicate {
+                        delta_id,
+                        origin: origin_system.clone(),
+                    });
+                    IngestOutcome::Duplicate(seq)
+                }
+            });
+        }
+        Ok(outcomes.into_iter().flatten().collect())
+    }
+
+    /// Announces a delta that was refused as invalid before it could enter the path
+    /// (for example a whole HTTP request refused because one of its deltas is invalid).
+    pub fn report_invalid(&self, delta_id: Option<String>, e: &InvalidDelta, origin: &Origin) {
+        tracing::debug!(field = %e.field, reason = %e.reason, "invalid delta refused");
+        self.emit(NodeEvent::DeltaInvalid {
+            delta_id,
+            field: e.field.clone(),
+            reason: e.reason.clone(),
+            origin: origin.system().map(str::to_owned),
+        });
+    }
+
+    /// A delta by id.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub fn get(&self, id: &str) -> Result<Option<StoredDelta>, StoreError> {
+        self.inner.store.get(id)
+    }
+
+    /// Deltas matching a query, in log order.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn query(&self, q: Query) -> Result<Vec<StoredDelta>, StoreError> {
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || store.query(&q))
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("query task failed: {e}")))?
+    }
+
+    /// A stream of deltas matching `filter`, stored after `from` (use `store().head()` for
+    /// "new deltas only", `Seq(0)` for everything). It reads the durable log, so a slow
+    /// subscriber only falls behind; it never misses a delta.
+    pub fn subscribe(&self, filter: DeltaFilter, from: Seq) -> Subscription {
+        Subscription {
+            tail: LogTail::new(self.inner.store.clone(), from),
+            filter,
+            pending: Vec::new().into_iter(),
+        }
+    }
+
+    /// Stops the store's writer after every submitted write is done.
+    pub fn close(&self) {
+        self.inner.store.close();
+    }
+}
+
+/// Why authoring a delta failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidDelta),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A filtered, lossless stream of stored deltas (spec section 7, subscriptions).
+pub struct Subscription {
+    tail: LogTail,
+    filter: DeltaFilter,
+    pending: std::vec::IntoIter<StoredDelta>,
+}
+
+impl Subscription {
+    /// The next matching delta; waits for one. `Ok(None)` once the node has shut down.
+    ///
+    /// # Errors
+    /// Storage failures while reading the log.
+    pub async fn next(&mut self) -> Result<Option<StoredDelta>, StoreError> {
+        loop {
+            for d in self.pending.by_ref() {
+                if self.filter.matches(&d.delta) {
+                    return Ok(Some(d));
+                }
+            }
+            match self.tail.next_batch(256).await? {
+                Some(batch) => self.pending = batch.into_iter(),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Position of the last delta read (resume a later subscription from here).
+    pub fn cursor(&self) -> Seq {
+        self.tail.cursor()
+    }
+}

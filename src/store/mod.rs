@@ -1,0 +1,468 @@
+//! The delta store on fjall: a gap-free log of deltas by local sequence number, with
+//! an id index (dedup), query indexes, the negation relation and small metadata
+//! (system id, link cursors) in one database so they commit atomically.
+//!
+//! All writes go through one writer thread (see `writer`) that groups concurrent
+//! requests into one fjall batch and one fsync. Reads go straight to fjall from any
+//! thread. Only durable entries are visible to readers of the log: the published
+//! head (`head()`, `watch_head()`) moves after commit *and* persist.
+
+mod keys;
+mod query;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use tokio::sync::{oneshot, watch};
+
+use crate::delta::Delta;
+
+pub use query::Query;
+pub use writer::{AppendOutcome, NewEntry};
+
+/// A local sequence number: position of a delta in this node's log. The first delta
+/// stored gets `Seq(1)`; `Seq(0)` means "before everything" and is the cursor of a
+/// reader that has seen nothing.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct Seq(pub u64);
+
+impl std::fmt::Display for Seq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A delta as it sits in the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredDelta {
+    pub seq: Seq,
+    /// The peer system this delta arrived from; `None` when it was made or posted here.
+    pub origin: Option<String>,
+    pub delta: Delta,
+}
+
+/// When an acknowledged write is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync (`PersistMode::SyncData`) each group commit before anything is acknowledged.
+    Sync,
+    /// Leave writes in OS buffers: for temporary stores, where there is no disk to survive on.
+    Buffered,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the data directory {0} is open in another process (only one rhizome node can use it)"
+    )]
+    Locked(PathBuf),
+    #[error("storage error: {0}")]
+    Fjall(#[from] fjall::Error),
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    #[error("could not create a temporary directory: {0}")]
+    TempDir(std::io::Error),
+    #[error("the store's writer has stopped")]
+    Closed,
+}
+
+/// A handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Keyspaces {
+    pub log: Keyspace,
+    pub ids: Keyspace,
+    pub by_target: Keyspace,
+    pub by_context: Keyspace,
+    pub by_author: Keyspace,
+    pub by_system: Keyspace,
+    pub by_time: Keyspace,
+    pub negations: Keyspace,
+    pub meta: Keyspace,
+}
+
+struct Inner {
+    db: Database,
+    ks: Arc<Keyspaces>,
+    path: PathBuf,
+    temporary: bool,
+    writer: writer::WriterHandle,
+    head: watch::Receiver<Seq>,
+    duplicates: Arc<AtomicU64>,
+}
+
+impl Store {
+    /// Opens (or creates) a durable store in `path`.
+    ///
+    /// # Errors
+    /// [`StoreError::Locked`] when another process has it open; I/O and recovery errors.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
+        Store::open_with(path.as_ref(), false, Durability::Sync)
+    }
+
+    /// A store in a fresh temporary directory, removed when the store is dropped. Same
+    /// code path as a durable store, without fsync.
+    ///
+    /// # Errors
+    /// When the directory or the database cannot be created.
+    pub fn temporary() -> Result<Store, StoreError> {
+        let dir = tempfile::Builder::new()
+            .prefix("rhizome-")
+            .tempdir()
+            .map_err(StoreError::TempDir)?;
+        Store::open_with(&dir.keep(), true, Durability::Buffered)
+    }
+
+    /// Opens a store with an explicit durability (benchmarks compare both).
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn open_with(
+        path: &Path,
+        temporary: bool,
+        durability: Durability,
+    ) -> Result<Store, StoreError> {
+        let db = Database::builder(path)
+            .temporary(temporary)
+            .open()
+            .map_err(|e| match e {
+                fjall::Error::Locked => StoreError::Locked(path.to_path_buf()),
+                other => StoreError::Fjall(other),
+            })?;
+        let open = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+        let ks = Arc::new(Keyspaces {
+            log: open("log")?,
+            ids: open("ids")?,
+            by_target: open("by_target")?,
+            by_context: open("by_context")?,
+            by_author: open("by_author")?,
+            by_system: open("by_system")?,
+            by_time: open("by_time")?,
+            negations: open("negations")?,
+            meta: open("meta")?,
+        });
+        let head = match ks.log.last_key_value() {
+            Some(guard) => keys::decode_seq(&guard.key()?)?,
+            None => Seq(0),
+        };
+        let (head_tx, head_rx) = watch::channel(head);
+        let duplicates = Arc::new(AtomicU64::new(0));
+        let persist = match durability {
+            Durability::Sync => Some(PersistMode::SyncData),
+            Durability::Buffered => None,
+        };
+        let writer = writer::spawn(
+            db.clone(),
+            ks.clone(),
+            head,
+            head_tx,
+            persist,
+            duplicates.clone(),
+        );
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                ks,
+                path: path.to_path_buf(),
+                temporary,
+                writer,
+                head: head_rx,
+                duplicates,
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    pub fn is_temporary(&self) -> bool {
+        self.inner.temporary
+    }
+
+    /// Appends deltas (already validated) and metadata writes in one atomic, durable
+    /// batch. A delta whose id is already stored is not written again and reports
+    /// [`AppendOutcome::Duplicate`]. Resolves once the batch is on disk.
+    ///
+    /// # Errors
+    /// When the writer has stopped or the write failed.
+    pub async fn append(
+        &self,
+        entries: Vec<NewEntry>,
+        meta: Vec<(String, Vec<u8>)>,
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
+        let rx = self.submit(entries, meta)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// The blocking twin of [`Store::append`], for non-async callers (it panics when
+    /// called from inside a tokio runtime, like any `blocking_recv`).
+    ///
+    /// # Errors
+    /// As [`Store::append`].
+    pub fn append_blocking(
+        &self,
+        entries: Vec<NewEntry>,
+        meta: Vec<(String, Vec<u8>)>,
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
+        let rx = self.submit(entries, meta)?;
+        rx.blocking_recv().map_err(|_| StoreError::Closed)?
+    }
+
+    fn submit(
+        &self,
+        entries: Vec<NewEntry>,
+        meta: Vec<(String, Vec<u8>)>,
+    ) -> Result<oneshot::Receiver<Result<Vec<AppendOutcome>, StoreError>>, StoreError> {
+        self.inner.writer.submit(entries, meta)
+    }
+
+    /// The highest durable sequence number (also the number of deltas stored: the log has no gaps).
+    pub fn head(&self) -> Seq {
+        *self.inner.head.borrow()
+    }
+
+    /// A receiver that changes whenever the durable head moves; log tailers wait on it.
+    pub fn watch_head(&self) -> watch::Receiver<Seq> {
+        self.inner.head.clone()
+    }
+
+    /// Deltas offered again after they were stored, since this process opened the store.
+    pub fn duplicates(&self) -> u64 {
+        self.inner.duplicates.load(Ordering::Relaxed)
+    }
+
+    /// The delta with this id.
+    ///
+    /// # Errors
+    /// Storage or corruption errors.
+    pub fn get(&self, id: &str) -> Result<Option<StoredDelta>, StoreError> {
+        match self.seq_of(id)? {
+            Some(seq) => self.get_seq(seq),
+            None => Ok(None),
+        }
+    }
+
+    /// The log position of the delta with this id.
+    ///
+    /// # Errors
+    /// Storage or corruption errors.
+    pub fn seq_of(&self, id: &str) -> Result<Option<Seq>, StoreError> {
+        match self.inner.ks.ids.get(id.as_bytes())? {
+            Some(v) => Ok(Some(keys::decode_seq(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The delta at a log position.
+    ///
+    /// # Errors
+    /// Storage or corruption errors.
+    pub fn get_seq(&self, seq: Seq) -> Result<Option<StoredDelta>, StoreError> {
+        match self.inner.ks.log.get(keys::seq_key(seq))? {
+            Some(bytes) => Ok(Some(decode_stored(seq, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Up to `limit` durable deltas after `after`, in log order: what a log tailer reads next.
+    ///
+    /// # Errors
+    /// Storage or corruption errors.
+    pub fn scan_after(&self, after: Seq, limit: usize) -> Result<Vec<StoredDelta>, StoreError> {
+        let head = self.head();
+        if after >= head || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::with_capacity(limit.min((head.0 - after.0) as usize));
+        for guard in self
+            .inner
+            .ks
+            .log
+            .range(keys::seq_key(Seq(after.0 + 1))..=keys::seq_key(head))
+        {
+            let (k, v) = guard.into_inner()?;
+            out.push(decode_stored(keys::decode_seq(&k)?, &v)?);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Like [`Store::scan_after`] but returns raw delta JSON, for senders that forward
+    /// stored bytes without re-encoding.
+    ///
+    /// # Errors
+    /// Storage or corruption errors.
+    pub fn scan_raw_after(
+        &self,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<(Seq, Option<String>, String)>, StoreError> {
+        let head = self.head();
+        if after >= head || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for guard in self
+            .inner
+            .ks
+            .log
+            .range(keys::seq_key(Seq(after.0 + 1))..=keys::seq_key(head))
+        {
+            let (k, v) = guard.into_inner()?;
+            let (origin, json) = keys::decode_record(&v)?;
+            out.push((
+                keys::decode_seq(&k)?,
+                origin.map(str::to_owned),
+                json.to_owned(),
+            ));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The last log position whose delta has a timestamp before `timestamp`, or the
+    /// position just before the first delta at or after it; used to start an initial
+    /// sync `from_timestamp` without scanning the whole log. Deltas arrive out of
+    /// timestamp order, so callers must still filter by timestamp after this position.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn first_seq_at_or_after(&self, timestamp: u64) -> Result<Option<Seq>, StoreError> {
+        let mut min: Option<Seq> = None;
+        for guard in self
+            .inner
+            .ks
+            .by_time
+            .range(keys::time_key(timestamp, Seq(0))..)
+        {
+            let k = guard.key()?;
+            let seq = keys::seq_of_index_key(&k)?;
+            min = Some(min.map_or(seq, |m| m.min(seq)));
+        }
+        Ok(min)
+    }
+
+    /// Reads a metadata value (system id, link cursors...).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.inner.ks.meta.get(key.as_bytes())?.map(|v| v.to_vec()))
+    }
+
+    /// Writes a metadata value durably, ordered with delta writes.
+    ///
+    /// # Errors
+    /// As [`Store::append`].
+    pub async fn put_meta(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        self.append(Vec::new(), vec![(key.to_owned(), value)])
+            .await
+            .map(|_| ())
+    }
+
+    /// The blocking twin of [`Store::put_meta`].
+    ///
+    /// # Errors
+    /// As [`Store::append`].
+    pub fn put_meta_blocking(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        self.append_blocking(Vec::new(), vec![(key.to_owned(), value)])
+            .map(|_| ())
+    }
+
+    /// Metadata entries whose key starts with `prefix`.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn meta_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for guard in self.inner.ks.meta.prefix(prefix.as_bytes()) {
+            let (k, v) = guard.into_inner()?;
+            out.push((String::from_utf8_lossy(&k).into_owned(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Whether the delta with this id is negated by a negation that is not itself negated.
+    ///
+    /// # Errors
+    /// Storage or corruption errors.
+    pub fn is_negated(&self, id: &str) -> Result<bool, StoreError> {
+        query::is_negated(self, id, 0)
+    }
+
+    /// The deltas that negate the delta with this id, in log order.
+    ///
+    /// # Errors
+    /// Storage or corruption errors.
+    pub fn negations_of(&self, id: &str) -> Result<Vec<StoredDelta>, StoreError> {
+        let mut out = Vec::new();
+        for guard in self.inner.ks.negations.prefix(keys::term_prefix(id)) {
+            let seq = keys::seq_of_index_key(&guard.key()?)?;
+            if let Some(d) = self.get_seq(seq)? {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deltas matching a query, in log order, using the most selective index available.
+    ///
+    /// # Errors
+    /// Storage or corruption errors.
+    pub fn query(&self, q: &Query) -> Result<Vec<StoredDelta>, StoreError> {
+        query::run(self, q)
+    }
+
+    /// Bytes the database uses on disk.
+    pub fn disk_space(&self) -> u64 {
+        self.inner.db.disk_space().unwrap_or(0)
+    }
+
+    pub(crate) fn keyspaces(&self) -> &Keyspaces {
+        &self.inner.ks
+    }
+
+    /// Waits until everything submitted so far is written and stops the writer.
+    /// Later appends fail with [`StoreError::Closed`]. Idempotent.
+    pub fn close(&self) {
+        self.inner.writer.shutdown();
+    }
+}
+
+fn decode_stored(seq: Seq, bytes: &[u8]) -> Result<StoredDelta, StoreError> {
+    let (origin, json) = keys::decode_record(bytes)?;
+    let delta = Delta::from_json(json)
+        .map_err(|e| StoreError::Corrupt(format!("delta at seq {seq}: {e}")))?;
+    Ok(StoredDelta {
+        seq,
+        origin: origin.map(str::to_owned),
+        delta,
+    })
+}
+
+#[cfg(test)]
+mod tests;

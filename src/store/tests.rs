@@ -1,0 +1,313 @@
+use super::*;
+use crate::delta::{negate, new_delta, Pointer, Target};
+use crate::filter::{DeltaFilter, TimestampRange};
+
+fn entry(author: &str, target: &str) -> NewEntry {
+    let d = new_delta(
+        author,
+        "sys-a",
+        vec![
+            Pointer::new("on", Target::reference_in(target, "ctx")),
+            Pointer::new("n", 1i64.into()),
+        ],
+    );
+    NewEntry {
+        delta: d,
+        origin: None,
+    }
+}
+
+fn ids(found: &[StoredDelta]) -> Vec<String> {
+    found.iter().map(|d| d.delta.id.clone()).collect()
+}
+
+#[test]
+fn sequence_numbers_are_gap_free_and_ordered() {
+    let store = Store::temporary().unwrap();
+    let batch: Vec<NewEntry> = (0..5).map(|i| entry("alice", &format!("t{i}"))).collect();
+    let out = store.append_blocking(batch.clone(), vec![]).unwrap();
+    assert_eq!(
+        out,
+        (1..=5)
+            .map(|s| AppendOutcome::Stored(Seq(s)))
+            .collect::<Vec<_>>()
+    );
+    let more = store
+        .append_blocking(vec![entry("bob", "x")], vec![])
+        .unwrap();
+    assert_eq!(more, vec![AppendOutcome::Stored(Seq(6))]);
+    assert_eq!(store.head(), Seq(6));
+    let scanned = store.scan_after(Seq(2), 10).unwrap();
+    assert_eq!(
+        scanned.iter().map(|d| d.seq.0).collect::<Vec<_>>(),
+        vec![3, 4, 5, 6]
+    );
+    assert_eq!(scanned[0].delta, batch[3 - 1].delta);
+    assert_eq!(store.scan_after(Seq(0), 2).unwrap().len(), 2);
+    assert!(store.scan_after(Seq(6), 10).unwrap().is_empty());
+}
+
+#[test]
+fn duplicates_are_no_ops_that_say_so() {
+    let store = Store::temporary().unwrap();
+    let e = entry("alice", "t");
+    assert_eq!(
+        store.append_blocking(vec![e.clone()], vec![]).unwrap(),
+        vec![AppendOutcome::Stored(Seq(1))]
+    );
+    // Again in a later batch, and twice within one batch.
+    assert_eq!(
+        store.append_blocking(vec![e.clone()], vec![]).unwrap(),
+        vec![AppendOutcome::Duplicate(Seq(1))]
+    );
+    let fresh = entry("bob", "u");
+    let out = store
+        .append_blocking(vec![fresh.clone(), fresh], vec![])
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![
+            AppendOutcome::Stored(Seq(2)),
+            AppendOutcome::Duplicate(Seq(2))
+        ]
+    );
+    assert_eq!(store.head(), Seq(2));
+    assert_eq!(store.duplicates(), 2);
+}
+
+#[test]
+fn origin_is_remembered() {
+    let store = Store::temporary().unwrap();
+    let mut e = entry("alice", "t");
+    e.origin = Some("peer-b".into());
+    store
+        .append_blocking(vec![e.clone(), entry("bob", "t")], vec![])
+        .unwrap();
+    let got = store.get(&e.delta.id).unwrap().unwrap();
+    assert_eq!(got.origin.as_deref(), Some("peer-b"));
+    assert_eq!(store.scan_after(Seq(1), 1).unwrap()[0].origin, None);
+}
+
+#[test]
+fn restart_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut written = Vec::new();
+    for round in 0..3 {
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.head(), Seq(written.len() as u64), "round {round}");
+        let batch: Vec<NewEntry> = (0..10)
+            .map(|i| entry(&format!("a{round}"), &format!("t{i}")))
+            .collect();
+        store
+            .append_blocking(
+                batch.clone(),
+                vec![(format!("cursor/{round}"), vec![round])],
+            )
+            .unwrap();
+        written.extend(batch.into_iter().map(|e| e.delta));
+        store.close();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let all = store.scan_after(Seq(0), 1000).unwrap();
+    assert_eq!(
+        all.iter().map(|d| d.delta.clone()).collect::<Vec<_>>(),
+        written
+    );
+    assert_eq!(store.get_meta("cursor/2").unwrap(), Some(vec![2]));
+    assert_eq!(store.meta_with_prefix("cursor/").unwrap().len(), 3);
+    // Sequence numbers continue after the restart without a gap.
+    assert_eq!(
+        store
+            .append_blocking(vec![entry("z", "z")], vec![])
+            .unwrap(),
+        vec![AppendOutcome::Stored(Seq(31))]
+    );
+}
+
+#[test]
+fn a_second_process_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Store::open(dir.path()).unwrap();
+    match Store::open(dir.path()) {
+        Err(StoreError::Locked(p)) => assert_eq!(p, dir.path()),
+        Err(e) => panic!("expected Locked, got {e}"),
+        Ok(_) => panic!("expected Locked, the store opened twice"),
+    }
+}
+
+#[test]
+fn queries_use_indexes_and_recheck_the_filter() {
+    let store = Store::temporary().unwrap();
+    let mut entries = Vec::new();
+    for (author, target, ts) in [
+        ("alice", "p1", 100),
+        ("bob", "p1", 200),
+        ("alice", "p2", 300),
+        ("carol", "p3", 400),
+    ] {
+        let mut e = entry(author, target);
+        e.delta.timestamp = ts;
+        entries.push(e);
+    }
+    store.append_blocking(entries.clone(), vec![]).unwrap();
+    let q = |filter: DeltaFilter| {
+        store
+            .query(&Query {
+                filter,
+                ..Default::default()
+            })
+            .unwrap()
+    };
+    let id = |i: usize| entries[i].delta.id.clone();
+
+    assert_eq!(
+        ids(&q(DeltaFilter {
+            authors: Some(vec!["alice".into()]),
+            ..Default::default()
+        })),
+        vec![id(0), id(2)]
+    );
+    assert_eq!(
+        ids(&q(DeltaFilter {
+            target_ids: Some(vec!["p1".into()]),
+            ..Default::default()
+        })),
+        vec![id(0), id(1)]
+    );
+    assert_eq!(
+        ids(&q(DeltaFilter {
+            authors: Some(vec!["alice".into()]),
+            target_ids: Some(vec!["p1".into()]),
+            ..Default::default()
+        })),
+        vec![id(0)]
+    );
+    assert_eq!(
+        ids(&q(DeltaFilter {
+            ids: Some(vec![id(3), "nope".into()]),
+            ..Default::default()
+        })),
+        vec![id(3)]
+    );
+    assert_eq!(
+        ids(&q(DeltaFilter {
+            target_contexts: Some(vec!["ctx".into()]),
+            ..Default::default()
+        }))
+        .len(),
+        4
+    );
+    assert_eq!(
+        ids(&q(DeltaFilter {
+            systems: Some(vec!["other".into()]),
+            ..Default::default()
+        }))
+        .len(),
+        0
+    );
+    let range = TimestampRange {
+        start: Some(200),
+        end: Some(300),
+    };
+    assert_eq!(
+        ids(&q(DeltaFilter {
+            timestamp_range: Some(range),
+            ..Default::default()
+        })),
+        vec![id(1), id(2)]
+    );
+    // Paging with after + limit walks the whole set in log order.
+    let page1 = store
+        .query(&Query {
+            limit: Some(3),
+            ..Default::default()
+        })
+        .unwrap();
+    let page2 = store
+        .query(&Query {
+            after: page1[2].seq,
+            limit: Some(3),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(page1.len() + page2.len(), 4);
+    assert_eq!(page2[0].delta.id, id(3));
+}
+
+#[test]
+fn negation_hides_a_delta_and_negating_the_negation_restores_it() {
+    let store = Store::temporary().unwrap();
+    let original = entry("alice", "p1");
+    store
+        .append_blocking(vec![original.clone()], vec![])
+        .unwrap();
+    let all = |include: bool| {
+        let filter = DeltaFilter {
+            include_negated: Some(include),
+            target_ids: Some(vec!["p1".into()]),
+            ..Default::default()
+        };
+        ids(&store
+            .query(&Query {
+                filter,
+                ..Default::default()
+            })
+            .unwrap())
+    };
+    assert_eq!(all(false), vec![original.delta.id.clone()]);
+
+    let n1 = negate(&original.delta.id, "bob", "sys", Some("wrong"));
+    store
+        .append_blocking(
+            vec![NewEntry {
+                delta: n1.clone(),
+                origin: None,
+            }],
+            vec![],
+        )
+        .unwrap();
+    assert!(store.is_negated(&original.delta.id).unwrap());
+    assert!(all(false).is_empty());
+    assert_eq!(all(true), vec![original.delta.id.clone()]);
+    assert_eq!(
+        ids(&store.negations_of(&original.delta.id).unwrap()),
+        vec![n1.id.clone()]
+    );
+
+    let n2 = negate(&n1.id, "alice", "sys", None);
+    store
+        .append_blocking(
+            vec![NewEntry {
+                delta: n2,
+                origin: None,
+            }],
+            vec![],
+        )
+        .unwrap();
+    assert!(store.is_negated(&n1.id).unwrap());
+    assert!(!store.is_negated(&original.delta.id).unwrap());
+    assert_eq!(all(false), vec![original.delta.id.clone()]);
+}
+
+#[test]
+fn same_set_in_any_order_gives_the_same_contents() {
+    let entries: Vec<NewEntry> = (0..50)
+        .map(|i| entry(&format!("a{}", i % 3), &format!("t{}", i % 7)))
+        .collect();
+    let contents = |order: Vec<NewEntry>| {
+        let store = Store::temporary().unwrap();
+        for chunk in order.chunks(7) {
+            store.append_blocking(chunk.to_vec(), vec![]).unwrap();
+        }
+        let mut ids = ids(&store.scan_after(Seq(0), 1000).unwrap());
+        ids.sort();
+        ids
+    };
+    let mut reversed = entries.clone();
+    reversed.reverse();
+    let mut doubled = entries.clone();
+    doubled.extend(entries.iter().step_by(3).cloned());
+    let expected = contents(entries);
+    assert_eq!(contents(reversed), expected);
+    assert_eq!(contents(doubled), expected);
+}

@@ -1,0 +1,230 @@
+//! The single writer: every append goes through one thread that assigns sequence
+//! numbers, deduplicates by id, writes the log, indexes and metadata in one fjall
+//! batch, persists it, and only then acknowledges and moves the published head.
+//!
+//! Group commit: while one batch is being persisted, new requests queue in the
+//! channel; the next loop drains them all into one batch and one fsync.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+
+use fjall::{Database, PersistMode};
+use tokio::sync::{oneshot, watch};
+
+use super::{keys, Keyspaces, Seq, StoreError};
+use crate::delta::Delta;
+
+/// A delta to append and where it came from.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    pub delta: Delta,
+    /// The peer system it arrived from (`None` for local deltas); senders never echo it back there.
+    pub origin: Option<String>,
+}
+
+/// What happened to one appended delta.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Newly stored at this position.
+    Stored(Seq),
+    /// Already stored (at this position); nothing was written.
+    Duplicate(Seq),
+}
+
+impl AppendOutcome {
+    pub fn seq(self) -> Seq {
+        match self {
+            AppendOutcome::Stored(s) | AppendOutcome::Duplicate(s) => s,
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<Vec<AppendOutcome>, StoreError>>;
+
+struct Request {
+    entries: Vec<NewEntry>,
+    meta: Vec<(String, Vec<u8>)>,
+    reply: Reply,
+}
+
+/// Caps one group commit so a flood of requests still gets acknowledged in steady steps.
+const MAX_ENTRIES_PER_COMMIT: usize = 20_000;
+
+pub(crate) struct WriterHandle {
+    tx: Mutex<Option<mpsc::Sender<Request>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl WriterHandle {
+    pub(crate) fn submit(
+        &self,
+        entries: Vec<NewEntry>,
+        meta: Vec<(String, Vec<u8>)>,
+    ) -> Result<oneshot::Receiver<Result<Vec<AppendOutcome>, StoreError>>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        let guard = self.tx.lock().map_err(|_| StoreError::Closed)?;
+        let tx = guard.as_ref().ok_or(StoreError::Closed)?;
+        tx.send(Request {
+            entries,
+            meta,
+            reply,
+        })
+        .map_err(|_| StoreError::Closed)?;
+        Ok(rx)
+    }
+
+    pub(crate) fn shutdown(&self) {
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+        let handle = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(handle) = handle {
+            // IMPORTANT: joining makes "closed" mean "every acknowledged write is done".
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for WriterHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+pub(crate) fn spawn(
+    db: Database,
+    ks: Arc<Keyspaces>,
+    head: Seq,
+    head_tx: watch::Sender<Seq>,
+    persist: Option<PersistMode>,
+    duplicates: Arc<AtomicU64>,
+) -> WriterHandle {
+    let (tx, rx) = mpsc::channel::<Request>();
+    let mut writer = Writer {
+        db,
+        ks,
+        next: Seq(head.0 + 1),
+        head_tx,
+        persist,
+        duplicates,
+    };
+    let thread = std::thread::Builder::new()
+        .name("rhizome-store-writer".into())
+        .spawn(move || writer.run(rx))
+        .ok();
+    if thread.is_none() {
+        tracing::error!("could not start the store writer thread; writes will fail");
+    }
+    WriterHandle {
+        tx: Mutex::new(thread.as_ref().map(|_| tx)),
+        thread: Mutex::new(thread),
+    }
+}
+
+struct Writer {
+    db: Database,
+    ks: Arc<Keyspaces>,
+    next: Seq,
+    head_tx: watch::Sender<Seq>,
+    persist: Option<PersistMode>,
+    duplicates: Arc<AtomicU64>,
+}
+
+impl Writer {
+    fn run(&mut self, rx: mpsc::Receiver<Request>) {
+        while let Ok(first) = rx.recv() {
+            let mut group = vec![first];
+            let mut count = group[0].entries.len();
+            while count < MAX_ENTRIES_PER_COMMIT {
+                match rx.try_recv() {
+                    Ok(req) => {
+                        count += req.entries.len();
+                        group.push(req);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let start_next = self.next;
+            match self.commit(&group) {
+                Ok(outcomes) => {
+                    self.head_tx.send_replace(Seq(self.next.0 - 1));
+                    for (req, out) in group.into_iter().zip(outcomes) {
+                        let _ = req.reply.send(Ok(out));
+                    }
+                }
+                Err(e) => {
+                    // Nothing of this group is acknowledged; fjall poisons itself on I/O
+                    // failure, so later writes fail too rather than limp on.
+                    self.next = start_next;
+                    tracing::error!(error = %e, "store write failed");
+                    let msg = e.to_string();
+                    for req in group {
+                        let _ = req
+                            .reply
+                            .send(Err(StoreError::Corrupt(format!("write failed: {msg}"))));
+                    }
+                }
+            }
+        }
+    }
+
+    fn commit(&mut self, group: &[Request]) -> Result<Vec<Vec<AppendOutcome>>, StoreError> {
+        let ks = &self.ks;
+        let mut batch = self.db.batch();
+        // Ids written earlier in this same batch are not yet visible to `ids.get`.
+        let mut in_batch: HashMap<&str, Seq> = HashMap::new();
+        let mut all = Vec::with_capacity(group.len());
+        let mut dups = 0u64;
+        for req in group {
+            let mut outcomes = Vec::with_capacity(req.entries.len());
+            for entry in &req.entries {
+                let d = &entry.delta;
+                if let Some(seq) = in_batch.get(d.id.as_str()) {
+                    outcomes.push(AppendOutcome::Duplicate(*seq));
+                    dups += 1;
+                    continue;
+                }
+                if let Some(existing) = ks.ids.get(d.id.as_bytes())? {
+                    outcomes.push(AppendOutcome::Duplicate(keys::decode_seq(&existing)?));
+                    dups += 1;
+                    continue;
+                }
+                let seq = self.next;
+                self.next = Seq(seq.0 + 1);
+                in_batch.insert(&d.id, seq);
+                let json = d.to_json();
+                batch.insert(
+                    &ks.log,
+                    keys::seq_key(seq),
+                    keys::encode_record(entry.origin.as_deref(), &json),
+                );
+                batch.insert(&ks.ids, d.id.as_bytes(), keys::seq_key(seq));
+                batch.insert(&ks.by_author, keys::term_key(&d.author, seq), []);
+                batch.insert(&ks.by_system, keys::term_key(&d.system, seq), []);
+                batch.insert(&ks.by_time, keys::time_key(d.timestamp, seq), []);
+                for r in d.references() {
+                    batch.insert(&ks.by_target, keys::term_key(&r.id, seq), []);
+                    if let Some(c) = &r.context {
+                        batch.insert(&ks.by_context, keys::term_key(c, seq), []);
+                    }
+                }
+                for negated in d.negated_ids() {
+                    batch.insert(&ks.negations, keys::term_key(negated, seq), []);
+                }
+                outcomes.push(AppendOutcome::Stored(seq));
+            }
+            for (k, v) in &req.meta {
+                batch.insert(&ks.meta, k.as_bytes(), v.as_slice());
+            }
+            all.push(outcomes);
+        }
+        batch.commit()?;
+        if let Some(mode) = self.persist {
+            self.db.persist(mode)?;
+        }
+        self.duplicates.fetch_add(dups, Ordering::Relaxed);
+        Ok(all)
+    }
+}

@@ -1,0 +1,194 @@
+//! The HTTP API against a real server on port 0.
+
+mod common;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+async fn post(url: &str, body: Value) -> (StatusCode, Value) {
+    let res = reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    let status = res.status();
+    (status, res.json().await.expect("json body"))
+}
+
+async fn get(url: &str) -> (StatusCode, Value) {
+    let res = reqwest::get(url).await.expect("request");
+    let status = res.status();
+    (status, res.json().await.expect("json body"))
+}
+
+#[tokio::test]
+async fn put_get_query_negate_status() {
+    let server = common::start_node("api-node").await;
+    let base = server.url();
+
+    // Authoring shorthand: the node fills id, timestamp and system.
+    let (status, body) = post(&format!("{base}/deltas"), json!({
+        "author": "alice",
+        "pointers": [{"role": "on", "target": {"id": "prod_1", "context": "comments"}}, {"role": "text", "target": "hi"}]
+    })).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["status"], "stored");
+    assert_eq!(body["delta"]["system"], "api-node");
+    let id = body["id"].as_str().unwrap().to_owned();
+
+    // A full delta, then the same again: a duplicate, not a second copy.
+    let full = json!({"id": "d-2", "timestamp": 1234, "author": "bob", "system": "elsewhere",
+                      "pointers": [{"role": "on", "target": {"id": "prod_1", "context": "reviews"}}]});
+    let (status, body) = post(&format!("{base}/deltas"), full.clone()).await;
+    assert_eq!(
+        (status, body["seq"].as_u64()),
+        (StatusCode::CREATED, Some(2))
+    );
+    let (status, body) = post(&format!("{base}/deltas"), full.clone()).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("duplicate"))
+    );
+
+    let (status, body) = get(&format!("{base}/deltas/d-2")).await;
+    assert_eq!((status, body), (StatusCode::OK, full));
+    let (status, body) = get(&format!("{base}/deltas/missing")).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("NOT_FOUND"))
+    );
+
+    let (_, body) = get(&format!("{base}/deltas?targetId=prod_1")).await;
+    assert_eq!(body["count"], 2);
+    let (_, body) = get(&format!("{base}/deltas?author=bob&context=reviews")).await;
+    assert_eq!(body["deltas"][0]["id"], "d-2");
+    let (_, body) = get(&format!("{base}/deltas?since=2000")).await;
+    assert_eq!(body["deltas"][0]["id"], id.as_str());
+    let (_, body) = post(
+        &format!("{base}/query"),
+        json!({"filter": {"authors": ["alice", "bob"]}, "limit": 1}),
+    )
+    .await;
+    assert_eq!(
+        (body["count"].as_u64(), body["next"].as_u64()),
+        (Some(1), Some(1))
+    );
+
+    let (status, body) = post(
+        &format!("{base}/deltas/d-2/negate"),
+        json!({"author": "bob", "reason": "spam"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        body["delta"]["pointers"][0]["target"],
+        json!({"id": "d-2", "context": "negated_by"})
+    );
+    let (_, body) = get(&format!("{base}/deltas?author=bob&context=reviews")).await;
+    assert_eq!(body["count"], 0, "a negated delta is hidden by default");
+    let (_, body) = get(&format!(
+        "{base}/deltas?author=bob&context=reviews&includeNegated=true"
+    ))
+    .await;
+    assert_eq!(body["count"], 1);
+
+    let (_, body) = get(&format!("{base}/status")).await;
+    assert_eq!(body["systemId"], "api-node");
+    assert_eq!(body["store"]["deltas"], 3);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error_and_stores_nothing() {
+    let server = common::start_node("api-errors").await;
+    let base = server.url();
+
+    let res = reqwest::Client::new()
+        .post(format!("{base}/deltas"))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "INVALID_JSON");
+
+    let (status, body) = post(
+        &format!("{base}/deltas"),
+        json!({"author": "a", "pointers": [{"role": "", "target": 1}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        (body["error"].as_str(), body["field"].as_str()),
+        (Some("INVALID_DELTA"), Some("pointers[0].role"))
+    );
+
+    // One bad delta in an array: the whole request is refused, the good one is not stored.
+    let good = json!({"id": "g", "timestamp": 1, "author": "a", "system": "s", "pointers": []});
+    let bad = json!({"id": "b", "timestamp": 1, "author": "a", "system": "s", "pointers": "nope"});
+    let (status, body) = post(&format!("{base}/deltas"), json!([good, bad])).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["field"], "[1].pointers");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("must be an array"),
+        "{body}"
+    );
+    let (status, _) = get(&format!("{base}/deltas/g")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (status, body) = post(
+        &format!("{base}/query"),
+        json!({"filter": {"authors": "bob"}}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("INVALID_FILTER"))
+    );
+    assert!(
+        body["message"].as_str().unwrap().contains("authors"),
+        "{body}"
+    );
+    let (status, body) = get(&format!("{base}/deltas?limit=abc")).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("INVALID_QUERY"))
+    );
+    let (status, _) = post(&format!("{base}/deltas/nothing/negate"), json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // The node still serves normally afterwards.
+    let (status, _) = post(&format!("{base}/deltas"), json!([good])).await;
+    assert_eq!(status, StatusCode::OK);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn batches_are_stored_in_order_and_subscribers_see_them() {
+    let server = common::start_node("api-batch").await;
+    let node = server.node().clone();
+    let mut sub = node.subscribe(
+        rhizome::DeltaFilter {
+            authors: Some(vec!["w".into()]),
+            ..Default::default()
+        },
+        node.store().head(),
+    );
+    let deltas: Vec<Value> = (0..250)
+        .map(|i| json!({"id": format!("b{i}"), "timestamp": 1 + i, "author": if i % 2 == 0 { "w" } else { "x" }, "system": "s", "pointers": []}))
+        .collect();
+    let (status, body) = post(&format!("{}/deltas", server.url()), Value::Array(deltas)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["results"].as_array().unwrap().len(), 250);
+    assert_eq!(body["results"][249]["seq"], 250);
+    for i in (0..250).step_by(2) {
+        let d = sub.next().await.unwrap().unwrap();
+        assert_eq!(d.delta.id, format!("b{i}"));
+    }
+    server.shutdown().await.unwrap();
+}
