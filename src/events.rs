@@ -32,6 +32,55 @@ pub enum NodeEvent {
         reason: String,
         origin: Option<String>,
     },
+    /// A link is dialing its peer (first connect or a reconnect attempt).
+    #[serde(rename = "link:connecting")]
+    LinkConnecting {
+        link_id: String,
+        remote_url: String,
+        attempt: u32,
+    },
+    /// The handshake is done; deltas can flow.
+    #[serde(rename = "link:connected")]
+    LinkConnected {
+        link_id: String,
+        remote_system_id: String,
+        remote_url: Option<String>,
+        /// Both ends speak our extension (lossless resume, batched live deltas).
+        extension: bool,
+    },
+    #[serde(rename = "link:disconnected")]
+    LinkDisconnected {
+        link_id: String,
+        reason: String,
+        /// The link will dial again (connecting side with reconnect enabled).
+        will_reconnect: bool,
+    },
+    #[serde(rename = "link:error")]
+    LinkError { link_id: String, error: String },
+    #[serde(rename = "delta:sent")]
+    DeltaSent { link_id: String, delta_id: String },
+    /// A delta from a peer was accepted (stored, or already stored).
+    #[serde(rename = "delta:received")]
+    DeltaReceived {
+        link_id: String,
+        delta_id: String,
+        duplicate: bool,
+    },
+    /// A delta from a peer was refused by a trust policy.
+    #[serde(rename = "delta:rejected")]
+    DeltaRejected {
+        link_id: String,
+        delta_id: String,
+        reason: String,
+    },
+    #[serde(rename = "sync:started")]
+    SyncStarted { link_id: String, total_deltas: u64 },
+    /// Every delta of the initial sync is durable.
+    #[serde(rename = "sync:completed")]
+    SyncCompleted {
+        link_id: String,
+        deltas_processed: u64,
+    },
 }
 
 /// Fan-out of events to any number of listeners.

@@ -12,6 +12,8 @@
 //! - [`log_tail`]: reading the durable log from a cursor, waiting for more.
 //! - [`events`]: what the node announces.
 //! - [`node`]: `Node`, the one ingestion path, queries and subscriptions.
+//! - [`federation`]: links to other nodes: protocol v1 and our extension, the link
+//!   state machine, log-tailing senders, the endpoint and the dialer.
 //! - [`http`]: the JSON API served by `rhizome serve`.
 //! - [`client`]: the HTTP client behind `rhizome put` / `rhizome query`.
 //! - [`server`]: binding the port, serving, graceful shutdown.
@@ -22,6 +24,7 @@ pub mod cli;
 pub mod client;
 pub mod delta;
 pub mod events;
+pub mod federation;
 pub mod filter;
 pub mod http;
 pub mod log_tail;
@@ -30,6 +33,7 @@ pub mod server;
 pub mod store;
 
 pub use delta::{Delta, InvalidDelta, Pointer, Reference, Target};
+pub use federation::{FederationLink, LinkConfig, LinkStatus, TrustPolicy};
 pub use filter::DeltaFilter;
 pub use node::{IngestOutcome, Node, NodeConfig, Origin, Storage};
 pub use store::{Seq, Store, StoredDelta};

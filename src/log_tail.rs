@@ -41,16 +41,42 @@ impl LogTail {
     /// # Errors
     /// Storage errors while reading.
     pub async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<StoredDelta>>, StoreError> {
+        self.next_with(move |store, after| store.scan_after(after, max), |d| d.seq)
+            .await
+    }
+
+    /// Like [`LogTail::next_batch`] but with each delta's stored JSON and origin
+    /// unparsed: `(seq, origin, json)`, for senders that forward bytes as stored.
+    ///
+    /// # Errors
+    /// Storage errors while reading.
+    pub async fn next_raw_batch(
+        &mut self,
+        max: usize,
+    ) -> Result<Option<Vec<RawRecord>>, StoreError> {
+        self.next_with(
+            move |store, after| store.scan_raw_after(after, max),
+            |r| r.0,
+        )
+        .await
+    }
+
+    async fn next_with<T: Send + 'static>(
+        &mut self,
+        scan: impl Fn(&Store, Seq) -> Result<Vec<T>, StoreError> + Send + Clone + 'static,
+        seq_of: impl Fn(&T) -> Seq,
+    ) -> Result<Option<Vec<T>>, StoreError> {
         loop {
             let head = *self.head.borrow_and_update();
             if head > self.cursor {
                 let store = self.store.clone();
                 let after = self.cursor;
-                let batch = tokio::task::spawn_blocking(move || store.scan_after(after, max))
+                let scan = scan.clone();
+                let batch = tokio::task::spawn_blocking(move || scan(&store, after))
                     .await
                     .map_err(|e| StoreError::Corrupt(format!("log reader task failed: {e}")))??;
                 if let Some(last) = batch.last() {
-                    self.cursor = last.seq;
+                    self.cursor = seq_of(last);
                     return Ok(Some(batch));
                 }
             }
@@ -60,3 +86,6 @@ impl LogTail {
         }
     }
 }
+
+/// A log record as stored: position, the peer it came from, the delta's JSON.
+pub type RawRecord = (Seq, Option<String>, String);

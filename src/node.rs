@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::delta::{self, Delta, InvalidDelta, Pointer};
 use crate::events::{EventBus, NodeEvent};
+use crate::federation::{LinkRegistry, ServerOptions, TrustPolicy};
 use crate::filter::DeltaFilter;
 use crate::log_tail::LogTail;
 use crate::store::{AppendOutcome, NewEntry, Query, Seq, Store, StoreError, StoredDelta};
@@ -41,23 +42,32 @@ pub enum IngestOutcome {
     Stored(Seq),
     Duplicate(Seq),
     Invalid(InvalidDelta),
+    /// A remote delta the link's pull filter does not keep.
+    Filtered,
+    /// A remote delta the node's trust policy refused, with the reason.
+    Rejected(String),
 }
 
 /// Where the node keeps its deltas.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub enum Storage {
     /// A durable fjall database in this directory.
     Path(PathBuf),
     /// A temporary fjall database, deleted at shutdown.
+    #[default]
     Memory,
 }
 
 /// How to start a node.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct NodeConfig {
     pub storage: Storage,
     /// This node's system id; by default the one kept in the store, or a new one made (and kept) once.
     pub system_id: Option<String>,
+    /// The node's own trust rules, applied to every remote delta on every link.
+    pub trust: TrustPolicy,
+    /// The federation endpoint's options (path, limits, heartbeat).
+    pub server: ServerOptions,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +89,9 @@ struct Inner {
     store: Store,
     events: EventBus,
     started: Instant,
+    trust: TrustPolicy,
+    server: ServerOptions,
+    links: LinkRegistry,
 }
 
 const SYSTEM_ID_KEY: &str = "node/system_id";
@@ -126,6 +139,9 @@ impl Node {
                 store,
                 events: EventBus::new(4096),
                 started: Instant::now(),
+                trust: config.trust,
+                server: config.server,
+                links: LinkRegistry::default(),
             }),
         })
     }
@@ -138,6 +154,7 @@ impl Node {
         Node::open(NodeConfig {
             storage: Storage::Memory,
             system_id: Some(system_id.to_owned()),
+            ..Default::default()
         })
         .await
     }
@@ -148,6 +165,18 @@ impl Node {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    pub fn trust_policy(&self) -> &TrustPolicy {
+        &self.inner.trust
+    }
+
+    pub fn server_options(&self) -> &ServerOptions {
+        &self.inner.server
+    }
+
+    pub(crate) fn links(&self) -> &LinkRegistry {
+        &self.inner.links
     }
 
     pub fn uptime(&self) -> std::time::Duration {
@@ -201,7 +230,10 @@ impl Node {
                 })
             }
             Some(IngestOutcome::Invalid(e)) => Err(CreateError::Invalid(e)),
-            None => Err(CreateError::Store(StoreError::Closed)),
+            // Local deltas are never judged, so only a closed store gets here.
+            Some(IngestOutcome::Filtered | IngestOutcome::Rejected(_)) | None => {
+                Err(CreateError::Store(StoreError::Closed))
+            }
         }
     }
 
@@ -218,7 +250,7 @@ impl Node {
             .into_iter()
             .map(|d| delta::validate(&d).map(|()| d))
             .collect();
-        self.ingest_checked(checked, origin, Vec::new()).await
+        self.ingest_checked(checked, origin, None, Vec::new()).await
     }
 
     /// The single ingestion path for deltas as JSON (HTTP bodies, wire frames).
@@ -231,15 +263,17 @@ impl Node {
         origin: Origin,
     ) -> Result<Vec<IngestOutcome>, StoreError> {
         let checked = values.iter().map(Delta::from_value).collect();
-        self.ingest_checked(checked, origin, Vec::new()).await
+        self.ingest_checked(checked, origin, None, Vec::new()).await
     }
 
-    /// Where both entry points meet: record invalid deltas, append the valid ones with
-    /// `meta` in the same atomic batch, announce what happened.
+    /// Where every entry point meets: record invalid deltas, judge remote ones
+    /// (`admission`: the link's pull filter, then the node's trust policy), append the
+    /// rest with `meta` (a link's cursor) in the same atomic batch, announce what happened.
     pub(crate) async fn ingest_checked(
         &self,
         checked: Vec<Result<Delta, InvalidDelta>>,
         origin: Origin,
+        admission: Option<&Admission<'_>>,
         meta: Vec<(String, Vec<u8>)>,
     ) -> Result<Vec<IngestOutcome>, StoreError> {
         let origin_system = origin.system().map(str::to_owned);
@@ -247,7 +281,25 @@ impl Node {
         let mut entries = Vec::new();
         let mut ids = Vec::new();
         for item in checked {
-            match item {
+            let judged = match (item, admission) {
+                (Ok(delta), Some(a)) => match a.judge(self, &delta) {
+                    Some(verdict) => {
+                        if let IngestOutcome::Rejected(reason) = &verdict {
+                            tracing::debug!(delta_id = %delta.id, link = a.link_id, %reason, "delta rejected");
+                            self.emit(NodeEvent::DeltaRejected {
+                                link_id: a.link_id.to_owned(),
+                                delta_id: delta.id.clone(),
+                                reason: reason.clone(),
+                            });
+                        }
+                        outcomes.push(Some(verdict));
+                        continue;
+                    }
+                    None => Ok(delta),
+                },
+                (item, _) => item,
+            };
+            match judged {
                 Ok(delta) => {
                     ids.push(delta.id.clone());
                     entries.push(NewEntry {
@@ -338,6 +390,27 @@ impl Node {
     /// Stops the store's writer after every submitted write is done.
     pub fn close(&self) {
         self.inner.store.close();
+    }
+}
+
+/// What a remote delta must pass besides validity: the link's pull filter, then the
+/// node's trust policy. The peer's own wishes (its hello's trustPolicy) play no part.
+pub(crate) struct Admission<'a> {
+    pub link_id: &'a str,
+    pub pull_filter: Option<&'a DeltaFilter>,
+}
+
+impl Admission<'_> {
+    /// `None` when the delta may be stored, or the outcome that stops it.
+    fn judge(&self, node: &Node, delta: &Delta) -> Option<IngestOutcome> {
+        if self.pull_filter.is_some_and(|f| !f.matches(delta)) {
+            return Some(IngestOutcome::Filtered);
+        }
+        node.inner
+            .trust
+            .check(delta)
+            .err()
+            .map(IngestOutcome::Rejected)
     }
 }
 

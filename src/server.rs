@@ -32,11 +32,14 @@ impl Server {
         let (stop, mut stopped) = watch::channel(false);
         let app = crate::http::router(node.clone());
         let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                })
-                .await
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            })
+            .await
         });
         tracing::info!(%addr, system_id = node.system_id(), "serving");
         Ok(Server {
@@ -66,6 +69,9 @@ impl Server {
     /// An I/O error the server loop ended with.
     pub async fn shutdown(self) -> std::io::Result<()> {
         let _ = self.stop.send(true);
+        // Links are upgraded connections the HTTP server no longer tracks: close them
+        // ourselves, so peers see a clean close and the store's last writes finish.
+        self.node.disconnect_all().await;
         let result = match self.task.await {
             Ok(r) => r,
             Err(e) => Err(std::io::Error::other(format!("server task failed: {e}"))),

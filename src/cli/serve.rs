@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::federation::{InitialSync, LinkConfig, ServerOptions, SyncMode, TrustPolicy};
 use crate::node::{Node, NodeConfig, Storage};
 use crate::server::Server;
 
@@ -28,6 +29,85 @@ pub struct ServeArgs {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Open a federation link to this node (repeatable), e.g. `http://10.0.0.2:8080`.
+    #[arg(long = "connect", value_name = "URL")]
+    pub connect: Vec<String>,
+    /// Direction of the links opened with --connect.
+    #[arg(long, value_enum, default_value = "bidirectional")]
+    pub mode: ModeArg,
+    /// What the links opened with --connect receive first.
+    #[arg(long, value_enum, default_value = "full")]
+    pub initial_sync: InitialSyncArg,
+    /// With `--initial-sync from-timestamp`: the lower bound, in ms since the epoch.
+    #[arg(
+        long,
+        value_name = "MS",
+        required_if_eq("initial_sync", "from-timestamp")
+    )]
+    pub sync_from: Option<u64>,
+    /// Accept remote deltas only from these authors (repeatable).
+    #[arg(long = "trust-author", value_name = "AUTHOR")]
+    pub trust_authors: Vec<String>,
+    /// Accept remote deltas only from these systems (repeatable).
+    #[arg(long = "trust-system", value_name = "SYSTEM")]
+    pub trust_systems: Vec<String>,
+    /// Refuse remote deltas stamped further than this many ms in the future.
+    #[arg(long, value_name = "MS")]
+    pub max_clock_skew: Option<u64>,
+    /// Path of the federation WebSocket endpoint.
+    #[arg(long, default_value = "/federation")]
+    pub federation_path: String,
+    /// Most inbound links at once; more are closed with 1008.
+    #[arg(long, default_value_t = 1000)]
+    pub max_connections: usize,
+    /// Seconds between heartbeat pings on every link.
+    #[arg(long, default_value_t = 30)]
+    pub heartbeat: u64,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ModeArg {
+    Push,
+    Pull,
+    Bidirectional,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InitialSyncArg {
+    Full,
+    FromTimestamp,
+    None,
+}
+
+impl ServeArgs {
+    fn trust(&self) -> TrustPolicy {
+        let mut trust = TrustPolicy::default();
+        if !self.trust_authors.is_empty() {
+            trust = trust.and(TrustPolicy::authors(self.trust_authors.iter().cloned()));
+        }
+        if !self.trust_systems.is_empty() {
+            trust = trust.and(TrustPolicy::systems(self.trust_systems.iter().cloned()));
+        }
+        trust.max_clock_skew_ms = self.max_clock_skew;
+        trust
+    }
+
+    fn link_config(&self) -> LinkConfig {
+        LinkConfig {
+            mode: match self.mode {
+                ModeArg::Push => SyncMode::Push,
+                ModeArg::Pull => SyncMode::Pull,
+                ModeArg::Bidirectional => SyncMode::Bidirectional,
+            },
+            initial_sync: match self.initial_sync {
+                InitialSyncArg::Full => InitialSync::Full,
+                InitialSyncArg::FromTimestamp => InitialSync::FromTimestamp,
+                InitialSyncArg::None => InitialSync::None,
+            },
+            sync_from_timestamp: self.sync_from,
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -43,9 +123,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         Storage::Path(args.data.clone())
     };
+    let server_options = ServerOptions {
+        path: args.federation_path.clone(),
+        max_connections: args.max_connections,
+        heartbeat: std::time::Duration::from_secs(args.heartbeat.max(1)),
+        ..Default::default()
+    };
     let config = NodeConfig {
         storage,
         system_id: args.system_id.clone(),
+        trust: args.trust(),
+        server: server_options,
     };
     let node = Node::open(config).await.with_context(|| {
         if args.memory {
@@ -63,6 +151,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "{}",
         serde_json::json!({"listening": server.url(), "systemId": node.system_id()})
     );
+    for url in &args.connect {
+        let link = node
+            .connect_to_remote(url, args.link_config())
+            .with_context(|| format!("--connect {url}"))?;
+        tracing::info!(link = link.id(), %url, "link opened");
+    }
     shutdown_signal().await;
     tracing::info!("shutting down");
     server.shutdown().await.context("while shutting down")?;

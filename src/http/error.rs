@@ -34,6 +34,11 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", message)
     }
 
+    pub fn with_field(mut self, field: Option<String>) -> ApiError {
+        self.field = field;
+        self
+    }
+
     /// An invalid delta, `index` set when it was one of an array.
     pub fn invalid_delta(e: &InvalidDelta, index: Option<usize>) -> ApiError {
         let prefix = index.map(|i| format!("[{i}]")).unwrap_or_default();

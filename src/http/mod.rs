@@ -6,14 +6,16 @@
 //! - `POST /query`: `{"filter": DeltaFilter, "after"?: seq, "limit"?: n}`
 //! - `GET /deltas/{id}`, `POST /deltas/{id}/negate` (`{"author"?, "reason"?}`)
 //! - `GET /status`
+//! - `/links` (see [`links`]) and the federation WebSocket endpoint (`/federation` by default)
 
 mod error;
+mod links;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -37,6 +39,14 @@ pub fn router(node: Node) -> Router {
         .route("/deltas/{id}", get(get_delta))
         .route("/deltas/{id}/negate", post(negate_delta))
         .route("/status", get(status))
+        .route("/links", get(links::list).post(links::connect))
+        .route("/links/{id}", get(links::get_one).delete(links::disconnect))
+        .route("/links/{id}/pause", post(links::pause))
+        .route("/links/{id}/resume", post(links::resume))
+        .route(
+            &node.server_options().path.clone(),
+            any(crate::federation::federation_handler),
+        )
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .with_state(node)
 }
@@ -75,6 +85,10 @@ fn outcome_json(delta: &Delta, outcome: &IngestOutcome) -> Value {
         IngestOutcome::Duplicate(seq) => json!({"id": delta.id, "status": "duplicate", "seq": seq}),
         IngestOutcome::Invalid(e) => {
             json!({"id": delta.id, "status": "invalid", "message": e.to_string()})
+        }
+        IngestOutcome::Filtered => json!({"id": delta.id, "status": "filtered"}),
+        IngestOutcome::Rejected(reason) => {
+            json!({"id": delta.id, "status": "rejected", "message": reason})
         }
     }
 }
@@ -281,5 +295,6 @@ async fn status(State(node): State<Node>) -> Json<Value> {
             "duplicatesSinceStart": store.duplicates(),
             "diskBytes": store.disk_space(),
         },
+        "links": node.link_infos(),
     }))
 }

@@ -1,0 +1,161 @@
+//! Link and server configuration, in the v1 `FederationConfig` shape (camelCase JSON).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::filter::DeltaFilter;
+
+/// Which way deltas flow, from the connecting side's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// The connecting side only sends.
+    Push,
+    /// The connecting side only receives.
+    Pull,
+    #[default]
+    Bidirectional,
+}
+
+/// What the connecting side receives when a link first comes up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InitialSync {
+    /// Every existing delta.
+    #[default]
+    Full,
+    /// Deltas with a timestamp at or after `syncFromTimestamp`.
+    FromTimestamp,
+    /// Only deltas stored after the link is up.
+    None,
+}
+
+/// Reconnection with exponential backoff and jitter (connecting side only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ReconnectConfig {
+    pub enabled: bool,
+    /// Attempts after a failure before giving up; 0 means forever.
+    pub max_attempts: u32,
+    /// Milliseconds before the first retry.
+    pub initial_delay: u64,
+    /// Milliseconds the delay grows to at most.
+    pub max_delay: u64,
+    pub backoff_multiplier: f64,
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        ReconnectConfig {
+            enabled: true,
+            max_attempts: 0,
+            initial_delay: 1000,
+            max_delay: 30_000,
+            backoff_multiplier: 2.0,
+        }
+    }
+}
+
+impl ReconnectConfig {
+    /// The delay before retry number `attempt` (1-based), with +/-20% jitter so that many
+    /// links cut at once do not all come back in the same instant.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exp = self
+            .backoff_multiplier
+            .max(1.0)
+            .powi(attempt.saturating_sub(1).min(64) as i32);
+        let base = (self.initial_delay as f64 * exp)
+            .min(self.max_delay as f64)
+            .max(0.0);
+        let jitter = 0.8 + rand::random::<f64>() * 0.4;
+        Duration::from_millis((base * jitter) as u64)
+    }
+}
+
+/// One link's configuration (the connecting side's `connect_to_remote(url, config)`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct LinkConfig {
+    pub mode: SyncMode,
+    pub initial_sync: InitialSync,
+    /// With `initialSync: from_timestamp`: the lower bound in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_from_timestamp: Option<u64>,
+    /// Which local deltas this link sends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push_filter: Option<DeltaFilter>,
+    /// Which remote deltas this link keeps (also sent to the peer so it need not send the rest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pull_filter: Option<DeltaFilter>,
+    pub reconnect: ReconnectConfig,
+    /// A name for logs, events and scoped scripts; defaults to the link id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Seconds between pings; the link is dead after two intervals without any frame.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_interval: Option<u64>,
+}
+
+/// The accepting side's options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerOptions {
+    /// WebSocket endpoint path.
+    pub path: String,
+    /// Concurrent accepted links; over it, a new socket is closed with 1008.
+    pub max_connections: usize,
+    /// Ping interval for every link of this node.
+    pub heartbeat: Duration,
+    /// How long a new socket may take to send its hello.
+    pub handshake_timeout: Duration,
+    /// Largest WebSocket message accepted, in bytes.
+    pub max_message_size: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            path: "/federation".into(),
+            max_connections: 1000,
+            heartbeat: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            max_message_size: 16 * 1024 * 1024,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reference_client_config_decodes() {
+        let v = json!({"mode":"bidirectional","initialSync":"full","syncFromTimestamp":12345,
+            "pullFilter":{"authors":["alice"]},"pushFilter":{"systems":["node-a"]},
+            "reconnect":{"enabled":true,"maxAttempts":5,"initialDelay":1000,"maxDelay":30000,"backoffMultiplier":2}});
+        let c: LinkConfig = serde_json::from_value(v).unwrap();
+        assert_eq!(c.initial_sync, InitialSync::Full);
+        assert_eq!(c.reconnect.max_attempts, 5);
+        assert_eq!(
+            c.pull_filter.unwrap().authors,
+            Some(vec!["alice".to_owned()])
+        );
+        let err = serde_json::from_value::<LinkConfig>(json!({"mode": "sideways"})).unwrap_err();
+        assert!(err.to_string().contains("unknown variant"), "{err}");
+    }
+
+    #[test]
+    fn backoff_grows_to_the_cap() {
+        let r = ReconnectConfig {
+            initial_delay: 100,
+            max_delay: 1000,
+            backoff_multiplier: 2.0,
+            ..Default::default()
+        };
+        let ms = |a| r.delay(a).as_millis() as f64;
+        assert!((80.0..=120.0).contains(&ms(1)));
+        assert!((320.0..=480.0).contains(&ms(3)));
+        assert!((800.0..=1200.0).contains(&ms(30)));
+    }
+}

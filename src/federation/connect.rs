@@ -1,0 +1,236 @@
+//! The connecting end: `Node::connect_to_remote` and the reconnect loop.
+//!
+//! A link we dial lives until it is disconnected: each connection runs the session
+//! machine, and when one is lost the loop dials again with exponential backoff and
+//! jitter, also when the very first attempt fails, until `maxAttempts` (0 = forever).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::accept::ws_config;
+use super::config::LinkConfig;
+use super::links::{Control, Direction, FederationLink, LinkInfo, LinkShared, LinkStatus};
+use super::session::{self, EndKind, Role};
+use crate::events::NodeEvent;
+use crate::node::Node;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("invalid url {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+}
+
+/// Turns what users type (`http://host:port`, `ws://host:port/federation`, `host:port`)
+/// into the WebSocket url to dial. A url without a path gets the default `/federation`.
+pub fn federation_url(input: &str) -> Result<String, ConnectError> {
+    let bad = |reason: &str| ConnectError::InvalidUrl {
+        url: input.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let trimmed = input.trim();
+    let (scheme, rest) = match trimmed.split_once("://") {
+        Some((s, r)) => (s.to_ascii_lowercase(), r),
+        None => ("ws".to_owned(), trimmed),
+    };
+    let scheme = match scheme.as_str() {
+        "ws" | "http" => "ws",
+        "wss" | "https" => "wss",
+        other => {
+            return Err(bad(&format!(
+                "unsupported scheme {other:?}; use ws://, wss://, http:// or https://"
+            )))
+        }
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if authority.is_empty() {
+        return Err(bad("no host"));
+    }
+    let path = if path.is_empty() || path == "/" {
+        "/federation"
+    } else {
+        path
+    };
+    Ok(format!("{scheme}://{authority}{path}"))
+}
+
+impl Node {
+    /// Opens a federation link to a remote node and keeps it up (reconnecting per
+    /// `config.reconnect`). Returns at once; watch [`FederationLink::watch_status`]
+    /// or the node's events to see it connect.
+    ///
+    /// # Errors
+    /// When the url cannot be used.
+    pub fn connect_to_remote(
+        &self,
+        url: &str,
+        config: LinkConfig,
+    ) -> Result<FederationLink, ConnectError> {
+        let url = federation_url(url)?;
+        let (shared, control) = LinkShared::new(Direction::Outbound, Some(url), config);
+        let link = FederationLink {
+            shared: shared.clone(),
+        };
+        self.links().insert(link.clone());
+        tokio::spawn(run_outbound(self.clone(), shared, control));
+        Ok(link)
+    }
+
+    /// Every link, both those we dialed and those dialed to us.
+    pub fn get_federation_links(&self) -> Vec<FederationLink> {
+        self.links().all()
+    }
+
+    pub fn get_federation_link(&self, id: &str) -> Option<FederationLink> {
+        self.links().get(id)
+    }
+
+    /// Closes a link for good; `false` when there is no such link.
+    pub fn disconnect_from_remote(&self, id: &str) -> bool {
+        match self.links().get(id) {
+            Some(link) => {
+                link.disconnect();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// What `GET /links` shows.
+    pub fn link_infos(&self) -> Vec<LinkInfo> {
+        self.get_federation_links()
+            .iter()
+            .map(FederationLink::info)
+            .collect()
+    }
+
+    /// Disconnects every link and waits (a bounded time) for them to close: shutdown.
+    pub async fn disconnect_all(&self) {
+        for link in self.get_federation_links() {
+            link.disconnect();
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while !self.links().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn run_outbound(
+    node: Node,
+    link: Arc<LinkShared>,
+    mut control: mpsc::UnboundedReceiver<Control>,
+) {
+    let url = link.remote_url.clone().unwrap_or_default();
+    let reconnect = link.config.reconnect.clone();
+    let mut failures: u32 = 0;
+    loop {
+        link.set_status(LinkStatus::Connecting);
+        node.emit(NodeEvent::LinkConnecting {
+            link_id: link.id.clone(),
+            remote_url: url.clone(),
+            attempt: failures + 1,
+        });
+        let timeout = node.server_options().handshake_timeout;
+        let dial = tokio_tungstenite::connect_async_with_config(
+            url.as_str(),
+            Some(ws_config(&node)),
+            true,
+        );
+        let (reason, kind) = match tokio::time::timeout(timeout, dial).await {
+            Ok(Ok((ws, _response))) => {
+                let end = session::run(
+                    node.clone(),
+                    link.clone(),
+                    Role::Initiator,
+                    ws,
+                    &mut control,
+                )
+                .await;
+                if end.handshaken {
+                    failures = 0;
+                }
+                (end.reason, end.kind)
+            }
+            Ok(Err(e)) => (format!("cannot connect to {url}: {e}"), EndKind::Lost),
+            Err(_) => (
+                format!(
+                    "cannot connect to {url}: timed out after {} ms",
+                    timeout.as_millis()
+                ),
+                EndKind::Lost,
+            ),
+        };
+        failures += 1;
+        let gave_up = reconnect.max_attempts > 0 && failures > reconnect.max_attempts;
+        let will_reconnect = kind == EndKind::Lost && reconnect.enabled && !gave_up;
+        if kind != EndKind::Disconnected {
+            link.set_error(&reason);
+            tracing::warn!(link = %link.id, %url, %reason, will_reconnect, "link down");
+            node.emit(NodeEvent::LinkError {
+                link_id: link.id.clone(),
+                error: reason.clone(),
+            });
+        }
+        node.emit(NodeEvent::LinkDisconnected {
+            link_id: link.id.clone(),
+            reason: reason.clone(),
+            will_reconnect,
+        });
+        if !will_reconnect {
+            if kind == EndKind::Disconnected {
+                link.set_status(LinkStatus::Disconnected);
+                node.links().remove(&link.id);
+            } else {
+                // Kept in the list, in error, so operators see why it stopped.
+                link.set_status(LinkStatus::Error);
+            }
+            return;
+        }
+        link.set_status(LinkStatus::Disconnected);
+        super::links::LinkStats::add(&link.stats.reconnects, 1);
+        let delay = reconnect.delay(failures);
+        let wake = tokio::time::sleep(delay);
+        tokio::pin!(wake);
+        loop {
+            tokio::select! {
+                _ = &mut wake => break,
+                ctrl = control.recv() => match ctrl {
+                    // Pause and resume are remembered in the link's state and applied
+                    // when the next connection is up.
+                    Some(Control::Pause | Control::Resume) => {}
+                    Some(Control::Disconnect) | None => {
+                        link.set_status(LinkStatus::Disconnected);
+                        node.links().remove(&link.id);
+                        return;
+                    }
+                },
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_get_the_default_path_and_ws_scheme() {
+        assert_eq!(
+            federation_url("http://127.0.0.1:8080").unwrap(),
+            "ws://127.0.0.1:8080/federation"
+        );
+        assert_eq!(
+            federation_url("ws://h:1/custom").unwrap(),
+            "ws://h:1/custom"
+        );
+        assert_eq!(federation_url("https://h/").unwrap(), "wss://h/federation");
+        assert_eq!(federation_url("h:9").unwrap(), "ws://h:9/federation");
+        assert!(federation_url("ftp://h").is_err());
+        assert!(federation_url("ws://").is_err());
+    }
+}

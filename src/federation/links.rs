@@ -1,0 +1,288 @@
+//! What the node knows about each link: identity, status, statistics, and the
+//! control channel to its task. `FederationLink` is the handle users hold.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use super::config::LinkConfig;
+use crate::delta::now_millis;
+
+/// Where a link is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkStatus {
+    Connecting,
+    Connected,
+    Syncing,
+    Paused,
+    Disconnected,
+    Error,
+}
+
+/// Which end of the link this node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// We connected to the peer (`connect_to_remote`).
+    Outbound,
+    /// The peer connected to our endpoint.
+    Inbound,
+}
+
+/// Per-link counters.
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    pub deltas_sent: AtomicU64,
+    pub deltas_received: AtomicU64,
+    pub deltas_rejected: AtomicU64,
+    pub deltas_filtered: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub last_sync_timestamp: AtomicU64,
+    pub connected_at: AtomicU64,
+    pub reconnects: AtomicU64,
+}
+
+/// A snapshot of a link's counters, as `GET /links` shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkStatsSnapshot {
+    pub deltas_sent: u64,
+    pub deltas_received: u64,
+    pub deltas_rejected: u64,
+    pub deltas_filtered: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub last_sync_timestamp: Option<u64>,
+    pub connected_at: Option<u64>,
+    pub reconnects: u64,
+}
+
+impl LinkStats {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> LinkStatsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let opt = |c: &AtomicU64| Some(get(c)).filter(|v| *v > 0);
+        LinkStatsSnapshot {
+            deltas_sent: get(&self.deltas_sent),
+            deltas_received: get(&self.deltas_received),
+            deltas_rejected: get(&self.deltas_rejected),
+            deltas_filtered: get(&self.deltas_filtered),
+            bytes_sent: get(&self.bytes_sent),
+            bytes_received: get(&self.bytes_received),
+            last_sync_timestamp: opt(&self.last_sync_timestamp),
+            connected_at: opt(&self.connected_at),
+            reconnects: get(&self.reconnects),
+        }
+    }
+}
+
+/// Commands from a handle to its link's task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Control {
+    Pause,
+    Resume,
+    Disconnect,
+}
+
+/// State shared between a link's task and its handles.
+pub(crate) struct LinkShared {
+    pub id: String,
+    pub direction: Direction,
+    pub remote_url: Option<String>,
+    pub config: LinkConfig,
+    pub remote_system: Mutex<Option<String>>,
+    pub status: watch::Sender<LinkStatus>,
+    pub stats: LinkStats,
+    pub last_error: Mutex<Option<String>>,
+    /// Set by pause(): survives reconnects until resume().
+    pub paused: watch::Sender<bool>,
+    pub control: mpsc::UnboundedSender<Control>,
+}
+
+impl LinkShared {
+    pub(crate) fn new(
+        direction: Direction,
+        remote_url: Option<String>,
+        config: LinkConfig,
+    ) -> (Arc<LinkShared>, mpsc::UnboundedReceiver<Control>) {
+        let (control, rx) = mpsc::unbounded_channel();
+        let shared = LinkShared {
+            id: uuid::Uuid::new_v4().to_string(),
+            direction,
+            remote_url,
+            config,
+            remote_system: Mutex::new(None),
+            status: watch::channel(LinkStatus::Connecting).0,
+            stats: LinkStats::default(),
+            last_error: Mutex::new(None),
+            paused: watch::channel(false).0,
+            control,
+        };
+        (Arc::new(shared), rx)
+    }
+
+    pub(crate) fn set_status(&self, status: LinkStatus) {
+        self.status.send_replace(status);
+    }
+
+    pub(crate) fn set_remote_system(&self, system: &str) {
+        if let Ok(mut r) = self.remote_system.lock() {
+            *r = Some(system.to_owned());
+        }
+    }
+
+    pub(crate) fn set_error(&self, error: &str) {
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = Some(error.to_owned());
+        }
+    }
+
+    pub(crate) fn mark_connected(&self) {
+        self.stats
+            .connected_at
+            .store(now_millis(), Ordering::Relaxed);
+    }
+
+    /// The link's name for logs and scoping: its configured name or its id.
+    pub fn name(&self) -> &str {
+        self.config.name.as_deref().unwrap_or(&self.id)
+    }
+}
+
+/// A federation link as users see it.
+#[derive(Clone)]
+pub struct FederationLink {
+    pub(crate) shared: Arc<LinkShared>,
+}
+
+/// What `GET /links` shows for a link.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkInfo {
+    pub id: String,
+    pub name: String,
+    pub direction: Direction,
+    pub remote_system_id: Option<String>,
+    pub remote_url: Option<String>,
+    pub status: LinkStatus,
+    pub paused: bool,
+    pub stats: LinkStatsSnapshot,
+    pub last_error: Option<String>,
+    pub config: LinkConfig,
+}
+
+impl FederationLink {
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    pub fn status(&self) -> LinkStatus {
+        *self.shared.status.borrow()
+    }
+
+    /// A receiver that changes with the link's status (await a state instead of polling).
+    pub fn watch_status(&self) -> watch::Receiver<LinkStatus> {
+        self.shared.status.subscribe()
+    }
+
+    pub fn remote_system_id(&self) -> Option<String> {
+        self.shared
+            .remote_system
+            .lock()
+            .ok()
+            .and_then(|r| r.clone())
+    }
+
+    pub fn stats(&self) -> LinkStatsSnapshot {
+        self.shared.stats.snapshot()
+    }
+
+    pub fn info(&self) -> LinkInfo {
+        LinkInfo {
+            id: self.shared.id.clone(),
+            name: self.shared.name().to_owned(),
+            direction: self.shared.direction,
+            remote_system_id: self.remote_system_id(),
+            remote_url: self.shared.remote_url.clone(),
+            status: self.status(),
+            paused: *self.shared.paused.borrow(),
+            stats: self.stats(),
+            last_error: self.shared.last_error.lock().ok().and_then(|e| e.clone()),
+            config: self.shared.config.clone(),
+        }
+    }
+
+    /// Stops delta flow both ways: our sender holds its cursor and the peer is asked to
+    /// pause. Nothing is dropped; `resume` continues from the cursor.
+    pub fn pause(&self) {
+        self.shared.paused.send_replace(true);
+        let _ = self.shared.control.send(Control::Pause);
+    }
+
+    pub fn resume(&self) {
+        self.shared.paused.send_replace(false);
+        let _ = self.shared.control.send(Control::Resume);
+    }
+
+    /// Closes the link for good (no reconnect) and removes it from the node's links.
+    pub fn disconnect(&self) {
+        let _ = self.shared.control.send(Control::Disconnect);
+    }
+}
+
+/// The node's links by id.
+#[derive(Default)]
+pub(crate) struct LinkRegistry {
+    links: Mutex<HashMap<String, FederationLink>>,
+}
+
+impl LinkRegistry {
+    pub(crate) fn insert(&self, link: FederationLink) {
+        if let Ok(mut l) = self.links.lock() {
+            l.insert(link.id().to_owned(), link);
+        }
+    }
+
+    pub(crate) fn remove(&self, id: &str) {
+        if let Ok(mut l) = self.links.lock() {
+            l.remove(id);
+        }
+    }
+
+    pub(crate) fn get(&self, id: &str) -> Option<FederationLink> {
+        self.links.lock().ok().and_then(|l| l.get(id).cloned())
+    }
+
+    pub(crate) fn all(&self) -> Vec<FederationLink> {
+        let mut all: Vec<FederationLink> = self
+            .links
+            .lock()
+            .map(|l| l.values().cloned().collect())
+            .unwrap_or_default();
+        all.sort_by_key(|l| l.shared.stats.connected_at.load(Ordering::Relaxed));
+        all
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.links.lock().map(|l| l.is_empty()).unwrap_or(true)
+    }
+
+    pub(crate) fn count_inbound(&self) -> usize {
+        self.links
+            .lock()
+            .map(|l| {
+                l.values()
+                    .filter(|l| l.shared.direction == Direction::Inbound)
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+}

@@ -1,0 +1,221 @@
+//! The v1 wire messages and our negotiated extension.
+//!
+//! Every frame is `{"type": ..., "timestamp": ms, ...}`. Decoding is strict about the
+//! envelope (a frame without `type` or `timestamp` is an error the peer is told about)
+//! and lenient about unknown fields (that is how extensions stay compatible). Deltas
+//! inside messages stay raw JSON here: each is judged on its own by the ingestion path,
+//! so one bad delta gets a `delta_nack`, not a dropped frame.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::delta::now_millis;
+
+pub const PROTOCOL_VERSION: &str = "rhizomedb-federation-v1";
+/// Version of our extension (see docs/PROTOCOL.md). Advertised in hello / hello_ack.
+pub const EXTENSION_VERSION: u32 = 1;
+
+/// A decoded frame body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "snake_case",
+    rename_all_fields = "camelCase"
+)]
+pub enum Message {
+    Hello {
+        system_id: String,
+        protocol: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        config: Option<Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rhizome: Option<HelloExt>,
+    },
+    HelloAck {
+        system_id: String,
+        link_id: String,
+        protocol: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rhizome: Option<HelloExt>,
+    },
+    Delta {
+        delta: Value,
+        /// Extension: the sender's log position of this delta.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+    },
+    DeltaAck {
+        delta_id: String,
+    },
+    DeltaNack {
+        delta_id: String,
+        reason: String,
+    },
+    SyncRequest {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        filter: Option<Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from_timestamp: Option<u64>,
+        /// Extension: send everything after this position of your log, then live.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume_from: Option<u64>,
+        /// Extension: skip history, start live from your current head.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from_head: Option<bool>,
+    },
+    SyncStart {
+        total_deltas: u64,
+        batch_size: u64,
+    },
+    SyncBatch {
+        deltas: Vec<Value>,
+        batch_number: u64,
+        is_last_batch: bool,
+        /// Extension: the sender's log position of the batch's last delta (or the
+        /// position the scan reached, when the filter skipped the rest).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_seq: Option<u64>,
+    },
+    SyncComplete {
+        deltas_processed: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_seq: Option<u64>,
+    },
+    /// Extension: live deltas in one frame, in log order.
+    DeltaBatch {
+        deltas: Vec<Value>,
+        last_seq: u64,
+    },
+    Pause,
+    Resume,
+    Ping,
+    Pong,
+    Error {
+        code: String,
+        message: String,
+        #[serde(default)]
+        fatal: bool,
+    },
+}
+
+/// Our extension as advertised in hello / hello_ack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HelloExt {
+    pub version: u32,
+    /// In hello_ack: the last position of the connecting side's log that the accepting
+    /// side has committed, so the connecting side's sender resumes right after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<u64>,
+}
+
+/// Error codes on the wire.
+pub mod codes {
+    pub const MESSAGE_ERROR: &str = "MESSAGE_ERROR";
+    pub const PROTOCOL_MISMATCH: &str = "PROTOCOL_MISMATCH";
+    pub const SYNC_ERROR: &str = "SYNC_ERROR";
+    pub const HANDSHAKE_REQUIRED: &str = "HANDSHAKE_REQUIRED";
+    pub const MODE_VIOLATION: &str = "MODE_VIOLATION";
+}
+
+/// Why a frame could not be decoded; the text goes back to the peer in a MESSAGE_ERROR.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DecodeError(pub String);
+
+/// Decodes one frame.
+///
+/// # Errors
+/// [`DecodeError`] saying what is wrong: not JSON, no `type`, no `timestamp`, an
+/// unknown type, or a known type with missing or mistyped fields.
+pub fn decode(text: &str) -> Result<Message, DecodeError> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| DecodeError(format!("Failed to decode message: not valid JSON: {e}")))?;
+    let obj = value.as_object().ok_or_else(|| {
+        DecodeError("Failed to decode message: a message must be a JSON object".into())
+    })?;
+    let kind = match obj.get("type") {
+        Some(Value::String(t)) => t.clone(),
+        Some(_) => {
+            return Err(DecodeError(
+                "Failed to decode message: type must be a string".into(),
+            ))
+        }
+        None => {
+            return Err(DecodeError(
+                "Failed to decode message: Message missing type field".into(),
+            ))
+        }
+    };
+    match obj.get("timestamp") {
+        Some(Value::Number(n)) if n.as_f64().is_some_and(|f| f >= 0.0) => {}
+        Some(_) => {
+            return Err(DecodeError(
+                "Failed to decode message: timestamp must be a non-negative number".into(),
+            ))
+        }
+        None => {
+            return Err(DecodeError(
+                "Failed to decode message: Message missing timestamp field".into(),
+            ))
+        }
+    }
+    serde_json::from_value(value).map_err(|e| {
+        let e = e.to_string();
+        if e.starts_with("unknown variant") {
+            DecodeError(format!("Unknown message type: {kind:?}"))
+        } else {
+            DecodeError(format!("Invalid {kind} message: {e}"))
+        }
+    })
+}
+
+/// Encodes a message with the current timestamp.
+pub fn encode(msg: &Message) -> String {
+    let mut v = serde_json::to_value(msg).unwrap_or(Value::Null);
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("timestamp".into(), Value::from(now_millis()));
+    }
+    v.to_string()
+}
+
+/// Encodes a `delta` message around stored delta JSON without re-encoding the delta.
+pub fn encode_delta_raw(delta_json: &str, seq: Option<u64>) -> String {
+    let ts = now_millis();
+    match seq {
+        Some(s) => {
+            format!("{{\"type\":\"delta\",\"timestamp\":{ts},\"delta\":{delta_json},\"seq\":{s}}}")
+        }
+        None => format!("{{\"type\":\"delta\",\"timestamp\":{ts},\"delta\":{delta_json}}}"),
+    }
+}
+
+/// Encodes a batch (`sync_batch` or the extension's `delta_batch`) around stored delta JSON.
+pub fn encode_batch_raw(kind: BatchKind, deltas: &[&str], last_seq: Option<u64>) -> String {
+    let ts = now_millis();
+    let joined = deltas.join(",");
+    let last = last_seq
+        .map(|s| format!(",\"lastSeq\":{s}"))
+        .unwrap_or_default();
+    match kind {
+        BatchKind::Sync { batch_number, is_last } => format!(
+            "{{\"type\":\"sync_batch\",\"timestamp\":{ts},\"deltas\":[{joined}],\"batchNumber\":{batch_number},\"isLastBatch\":{is_last}{last}}}"
+        ),
+        BatchKind::Live => format!("{{\"type\":\"delta_batch\",\"timestamp\":{ts},\"deltas\":[{joined}]{last}}}"),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum BatchKind {
+    Sync { batch_number: u64, is_last: bool },
+    Live,
+}
+
+/// Checks that a raw JSON fragment is what we think it is (used in tests of the raw encoders).
+pub fn is_json(text: &str) -> bool {
+    serde_json::from_str::<&RawValue>(text).is_ok()
+}
+
+#[cfg(test)]
+mod tests;

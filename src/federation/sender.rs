@@ -1,0 +1,474 @@
+//! A link's writer: the only task that writes to the socket.
+//!
+//! It serves two sources in one loop. Control frames (acks, pongs, errors, hello...)
+//! come from the session over a bounded queue. Deltas come from the durable log,
+//! read from this link's own cursor: sync requests are answered by scanning a range
+//! of the log, live traffic by tailing it. Filters are applied here, on the way out,
+//! and deltas that came from the peer are never sent back to it. Pausing holds the
+//! cursor; nothing is dropped, because nothing was ever copied into a queue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{Sink, SinkExt};
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
+
+use super::links::{LinkShared, LinkStats};
+use super::protocol::{self, BatchKind, Message};
+use crate::delta::Delta;
+use crate::events::NodeEvent;
+use crate::filter::DeltaFilter;
+use crate::log_tail::{LogTail, RawRecord};
+use crate::node::Node;
+use crate::store::{Seq, StoreError};
+
+/// Deltas per `sync_batch` and the most a live read takes from the log at once.
+pub(crate) const BATCH_SIZE: usize = 1000;
+/// Control frames the session may queue before the peer is judged not to be reading.
+pub(crate) const CONTROL_QUEUE: usize = 4096;
+
+/// What the session asks of the writer.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// A frame to send as is.
+    Frame(String),
+    /// Handshake done and this link sends deltas: the filters and where live sending starts.
+    Begin(Box<SendPlan>),
+    /// The peer asked for a sync (`sync_request`).
+    Sync(SyncPlan),
+    /// The peer sent `pause` / `resume`.
+    PeerPaused(bool),
+    /// Send a close frame and stop.
+    Close(CloseCode, String),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct SendPlan {
+    pub peer_system: String,
+    /// The peer speaks our extension: live deltas go as `delta_batch` with positions.
+    pub extension: bool,
+    /// Our own push filter for this link.
+    pub push_filter: Option<DeltaFilter>,
+    /// The filter the peer asked for (hello config); a sync_request's filter replaces it.
+    pub peer_filter: Option<DeltaFilter>,
+    /// Start tailing the log after this position; `None` waits for a sync request.
+    pub live_from: Option<Seq>,
+    /// Only deltas at or after this timestamp, for log positions up to `.0` (an initial
+    /// push from a timestamp; later deltas go regardless).
+    pub initial_floor: Option<(Seq, u64)>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct SyncPlan {
+    /// Send what follows this position...
+    pub after: Seq,
+    /// ...with a timestamp at or after this.
+    pub min_timestamp: Option<u64>,
+    /// The request's filter, when it has one.
+    pub filter: Option<DeltaFilter>,
+}
+
+pub(crate) struct Sender<S> {
+    node: Node,
+    link: Arc<LinkShared>,
+    sink: S,
+    queue: mpsc::Receiver<Outgoing>,
+    heartbeat: Duration,
+    plan: Option<SendPlan>,
+    live: Option<LogTail>,
+    peer_paused: bool,
+    paused: watch::Receiver<bool>,
+}
+
+/// Why the writer stopped.
+#[derive(Debug)]
+pub(crate) enum SenderEnd {
+    /// Asked to close, or the session went away.
+    Closed,
+    Socket(String),
+    Store(StoreError),
+}
+
+enum Flow {
+    Continue,
+    Stop(SenderEnd),
+}
+
+impl<S> Sender<S>
+where
+    S: Sink<WsMessage, Error = WsError> + Unpin + Send,
+{
+    pub fn new(
+        node: Node,
+        link: Arc<LinkShared>,
+        sink: S,
+        queue: mpsc::Receiver<Outgoing>,
+        heartbeat: Duration,
+    ) -> Self {
+        let paused = link.paused.subscribe();
+        Sender {
+            node,
+            link,
+            sink,
+            queue,
+            heartbeat,
+            plan: None,
+            live: None,
+            peer_paused: false,
+            paused,
+        }
+    }
+
+    pub async fn run(mut self) -> SenderEnd {
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.heartbeat, self.heartbeat);
+        loop {
+            let may_send = self.live.is_some() && !self.is_held();
+            let flow = tokio::select! {
+                biased;
+                cmd = self.queue.recv() => match cmd {
+                    Some(cmd) => self.handle(cmd).await,
+                    None => Flow::Stop(SenderEnd::Closed),
+                },
+                _ = ping.tick() => self.send_text(protocol::encode(&Message::Ping)).await,
+                changed = self.paused.changed() => match changed {
+                    Ok(()) => Flow::Continue,
+                    Err(_) => Flow::Stop(SenderEnd::Closed),
+                },
+                batch = next_live(&mut self.live), if may_send => match batch {
+                    Ok(Some(records)) => self.send_live(records).await,
+                    Ok(None) => Flow::Stop(SenderEnd::Closed),
+                    Err(e) => Flow::Stop(SenderEnd::Store(e)),
+                },
+            };
+            if let Flow::Stop(end) = flow {
+                let _ = self.sink.close().await;
+                return end;
+            }
+        }
+    }
+
+    fn is_held(&self) -> bool {
+        self.peer_paused || *self.paused.borrow()
+    }
+
+    async fn handle(&mut self, cmd: Outgoing) -> Flow {
+        match cmd {
+            Outgoing::Begin(plan) => {
+                if let Some(from) = plan.live_from {
+                    self.live = Some(LogTail::new(self.node.store().clone(), from));
+                }
+                self.plan = Some(*plan);
+                Flow::Continue
+            }
+            Outgoing::Sync(sync) => self.serve_sync(sync).await,
+            other => self.handle_frame(other).await,
+        }
+    }
+
+    /// Commands that only write a frame or flip a flag (safe in the middle of a sync).
+    async fn handle_frame(&mut self, cmd: Outgoing) -> Flow {
+        match cmd {
+            Outgoing::Begin(_) | Outgoing::Sync(_) => {
+                tracing::debug!(link = %self.link.id, "ignoring a sync request while one is served");
+                Flow::Continue
+            }
+            Outgoing::Frame(text) => self.send_text(text).await,
+            Outgoing::PeerPaused(p) => {
+                self.peer_paused = p;
+                Flow::Continue
+            }
+            Outgoing::Close(code, reason) => {
+                let frame = CloseFrame {
+                    code,
+                    reason: reason.into(),
+                };
+                match self.sink.send(WsMessage::Close(Some(frame))).await {
+                    Ok(()) => Flow::Stop(SenderEnd::Closed),
+                    Err(e) => Flow::Stop(SenderEnd::Socket(e.to_string())),
+                }
+            }
+        }
+    }
+
+    async fn send_text(&mut self, text: String) -> Flow {
+        LinkStats::add(&self.link.stats.bytes_sent, text.len() as u64);
+        match self.sink.send(WsMessage::text(text)).await {
+            Ok(()) => Flow::Continue,
+            Err(e) => Flow::Stop(SenderEnd::Socket(e.to_string())),
+        }
+    }
+
+    /// Queues a frame without flushing (the caller flushes once per batch).
+    async fn feed_text(&mut self, text: String) -> Result<(), SenderEnd> {
+        LinkStats::add(&self.link.stats.bytes_sent, text.len() as u64);
+        self.sink
+            .feed(WsMessage::text(text))
+            .await
+            .map_err(|e| SenderEnd::Socket(e.to_string()))
+    }
+
+    /// Sends control frames that queued up while a long sync runs, and waits out a
+    /// pause, so pongs and acks keep flowing and a paused link really stops.
+    async fn between_batches(&mut self) -> Flow {
+        loop {
+            while let Ok(cmd) = self.queue.try_recv() {
+                let flow = self.handle_frame(cmd).await;
+                if let Flow::Stop(_) = flow {
+                    return flow;
+                }
+            }
+            if !self.is_held() {
+                return Flow::Continue;
+            }
+            tokio::select! {
+                cmd = self.queue.recv() => match cmd {
+                    Some(cmd) => {
+                        if let Flow::Stop(end) = self.handle_frame(cmd).await {
+                            return Flow::Stop(end);
+                        }
+                    }
+                    None => return Flow::Stop(SenderEnd::Closed),
+                },
+                changed = self.paused.changed() => if changed.is_err() {
+                    return Flow::Stop(SenderEnd::Closed);
+                },
+            }
+        }
+    }
+
+    /// Answers a sync request: `sync_start`, the matching deltas between the request's
+    /// start and where live sending stands (or the head) in `sync_batch`es, then
+    /// `sync_complete`. Live sending continues from the range's end: no gap, no repeat.
+    async fn serve_sync(&mut self, sync: SyncPlan) -> Flow {
+        let Some(plan) = self.plan.clone() else {
+            return self
+                .send_text(error_frame(
+                    protocol::codes::SYNC_ERROR,
+                    "sync_request before the handshake completed",
+                ))
+                .await;
+        };
+        let end = match &self.live {
+            Some(tail) => tail.cursor(),
+            None => self.node.store().head(),
+        };
+        let filter = sync.filter.clone().or(plan.peer_filter.clone());
+        let mut cursor = sync.after.min(end);
+        let total = end.0 - cursor.0;
+        tracing::info!(link = %self.link.id, from = cursor.0, to = end.0, "serving sync");
+        let start = Message::SyncStart {
+            total_deltas: total,
+            batch_size: BATCH_SIZE as u64,
+        };
+        if let Flow::Stop(e) = self.send_text(protocol::encode(&start)).await {
+            return Flow::Stop(e);
+        }
+        let mut held: Option<(Vec<String>, Vec<String>, Seq)> = None;
+        let mut batch_number = 0u64;
+        let mut sent = 0u64;
+        while cursor < end {
+            let store = self.node.store().clone();
+            let after = cursor;
+            let want = BATCH_SIZE.min((end.0 - cursor.0) as usize);
+            let records = match tokio::task::spawn_blocking(move || {
+                store.scan_raw_after(after, want)
+            })
+            .await
+            {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => return Flow::Stop(SenderEnd::Store(e)),
+                Err(e) => {
+                    return Flow::Stop(SenderEnd::Store(StoreError::Corrupt(format!(
+                        "log reader task failed: {e}"
+                    ))))
+                }
+            };
+            let Some(last) = records.last() else { break };
+            cursor = last.0;
+            let (json, ids) = select(&records, &plan, filter.as_ref(), sync.min_timestamp, None);
+            if json.is_empty() {
+                continue;
+            }
+            sent += json.len() as u64;
+            if let Some(prev) = held.replace((json, ids, cursor)) {
+                if let Flow::Stop(e) = self.send_sync_batch(prev, batch_number, false, &plan).await
+                {
+                    return Flow::Stop(e);
+                }
+                batch_number += 1;
+            }
+            if let Flow::Stop(e) = self.between_batches().await {
+                return Flow::Stop(e);
+            }
+        }
+        if let Some(last) = held.take() {
+            if let Flow::Stop(e) = self.send_sync_batch(last, batch_number, true, &plan).await {
+                return Flow::Stop(e);
+            }
+        }
+        let complete = Message::SyncComplete {
+            deltas_processed: sent,
+            last_seq: plan.extension.then_some(end.0),
+        };
+        if let Flow::Stop(e) = self.send_text(protocol::encode(&complete)).await {
+            return Flow::Stop(e);
+        }
+        if self.live.is_none() {
+            self.live = Some(LogTail::new(self.node.store().clone(), end));
+        }
+        tracing::info!(link = %self.link.id, deltas = sent, "sync served");
+        Flow::Continue
+    }
+
+    async fn send_sync_batch(
+        &mut self,
+        (json, ids, last): (Vec<String>, Vec<String>, Seq),
+        batch_number: u64,
+        is_last: bool,
+        plan: &SendPlan,
+    ) -> Flow {
+        let refs: Vec<&str> = json.iter().map(String::as_str).collect();
+        let frame = protocol::encode_batch_raw(
+            BatchKind::Sync {
+                batch_number,
+                is_last,
+            },
+            &refs,
+            plan.extension.then_some(last.0),
+        );
+        let flow = self.send_text(frame).await;
+        if let Flow::Continue = flow {
+            self.count_sent(ids);
+        }
+        flow
+    }
+
+    async fn send_live(&mut self, records: Vec<RawRecord>) -> Flow {
+        let Some(plan) = self.plan.clone() else {
+            return Flow::Continue;
+        };
+        let Some(last) = records.last().map(|r| r.0) else {
+            return Flow::Continue;
+        };
+        let (json, ids) = select(
+            &records,
+            &plan,
+            plan.peer_filter.as_ref(),
+            None,
+            plan.initial_floor,
+        );
+        if json.is_empty() {
+            return Flow::Continue;
+        }
+        let result = if plan.extension {
+            let refs: Vec<&str> = json.iter().map(String::as_str).collect();
+            let frame = protocol::encode_batch_raw(BatchKind::Live, &refs, Some(last.0));
+            self.send_text(frame).await
+        } else {
+            let mut result = Flow::Continue;
+            for d in &json {
+                if let Err(e) = self.feed_text(protocol::encode_delta_raw(d, None)).await {
+                    result = Flow::Stop(e);
+                    break;
+                }
+            }
+            if let Flow::Continue = result {
+                if let Err(e) = self.sink.flush().await {
+                    result = Flow::Stop(SenderEnd::Socket(e.to_string()));
+                }
+            }
+            result
+        };
+        if let Flow::Continue = result {
+            self.count_sent(ids);
+        }
+        result
+    }
+
+    fn count_sent(&self, ids: Vec<String>) {
+        LinkStats::add(&self.link.stats.deltas_sent, ids.len() as u64);
+        for delta_id in ids {
+            self.node.emit(NodeEvent::DeltaSent {
+                link_id: self.link.id.clone(),
+                delta_id,
+            });
+        }
+    }
+}
+
+async fn next_live(live: &mut Option<LogTail>) -> Result<Option<Vec<RawRecord>>, StoreError> {
+    match live {
+        Some(tail) => tail.next_raw_batch(BATCH_SIZE).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Which records go to the peer: not those that came from it, and only those every
+/// filter keeps. Returns their JSON and ids.
+fn select(
+    records: &[RawRecord],
+    plan: &SendPlan,
+    peer_filter: Option<&DeltaFilter>,
+    min_timestamp: Option<u64>,
+    floor: Option<(Seq, u64)>,
+) -> (Vec<String>, Vec<String>) {
+    let mut json = Vec::with_capacity(records.len());
+    let mut ids = Vec::with_capacity(records.len());
+    for (seq, origin, raw) in records {
+        if origin.as_deref() == Some(plan.peer_system.as_str()) {
+            continue;
+        }
+        let floor_ts = floor.filter(|(until, _)| seq <= until).map(|f| f.1);
+        let min_ts = min_timestamp.max(floor_ts);
+        let filtered = min_ts.is_some() || plan.push_filter.is_some() || peer_filter.is_some();
+        // The log holds only valid deltas, so parsing fails only on corruption. Without
+        // filters only the id is read, which is most of the cost saved on a full sync.
+        let id = if filtered {
+            let delta = match Delta::from_json(raw) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(seq = seq.0, error = %e, "unreadable delta in the log; not sent");
+                    continue;
+                }
+            };
+            if min_ts.is_some_and(|t| delta.timestamp < t)
+                || plan
+                    .push_filter
+                    .as_ref()
+                    .is_some_and(|f| !f.matches(&delta))
+                || peer_filter.is_some_and(|f| !f.matches(&delta))
+            {
+                continue;
+            }
+            delta.id
+        } else {
+            match serde_json::from_str::<IdOnly>(raw) {
+                Ok(d) => d.id,
+                Err(e) => {
+                    tracing::error!(seq = seq.0, error = %e, "unreadable delta in the log; not sent");
+                    continue;
+                }
+            }
+        };
+        ids.push(id);
+        json.push(raw.clone());
+    }
+    (json, ids)
+}
+
+#[derive(serde::Deserialize)]
+struct IdOnly {
+    id: String,
+}
+
+pub(crate) fn error_frame(code: &str, message: &str) -> String {
+    protocol::encode(&Message::Error {
+        code: code.to_owned(),
+        message: message.to_owned(),
+        fatal: false,
+    })
+}

@@ -1,0 +1,88 @@
+//! `/links`: list, open, pause, resume and close federation links.
+//!
+//! - `GET /links` -> `{"links": [LinkInfo...]}`
+//! - `POST /links` `{"url": "...", "config"?: LinkConfig}` -> 201 with the new link
+//! - `GET /links/{id}`, `POST /links/{id}/pause`, `POST /links/{id}/resume`, `DELETE /links/{id}`
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use crate::federation::{FederationLink, LinkConfig};
+use crate::node::Node;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnectBody {
+    url: String,
+    #[serde(default)]
+    config: LinkConfig,
+}
+
+pub(super) async fn list(State(node): State<Node>) -> Json<Value> {
+    Json(json!({ "links": node.link_infos() }))
+}
+
+pub(super) async fn connect(
+    State(node): State<Node>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(&body);
+    let req: ConnectBody = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = (path != ".").then_some(path);
+        ApiError::bad_request(
+            "INVALID_LINK",
+            format!("invalid link request: {}", e.inner()),
+        )
+        .with_field(field)
+    })?;
+    let link = node.connect_to_remote(&req.url, req.config).map_err(|e| {
+        ApiError::bad_request("INVALID_LINK", e.to_string()).with_field(Some("url".into()))
+    })?;
+    Ok((StatusCode::CREATED, Json(json!(link.info()))))
+}
+
+fn find(node: &Node, id: &str) -> Result<FederationLink, ApiError> {
+    node.get_federation_link(id).ok_or_else(|| {
+        ApiError::not_found(format!("no link with id {id:?} (GET /links lists them)"))
+    })
+}
+
+pub(super) async fn get_one(
+    State(node): State<Node>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!(find(&node, &id)?.info())))
+}
+
+pub(super) async fn pause(
+    State(node): State<Node>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let link = find(&node, &id)?;
+    link.pause();
+    Ok(Json(json!(link.info())))
+}
+
+pub(super) async fn resume(
+    State(node): State<Node>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let link = find(&node, &id)?;
+    link.resume();
+    Ok(Json(json!(link.info())))
+}
+
+pub(super) async fn disconnect(
+    State(node): State<Node>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    find(&node, &id)?.disconnect();
+    Ok(StatusCode::NO_CONTENT)
+}
