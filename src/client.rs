@@ -1,4 +1,4 @@
-//! A small client for a node's HTTP API: what `rhizome put`, `query` and `status` use.
+//! A small client for a node's HTTP API: what `rhizome put`, `query`, `status` and `link` use.
 
 use serde_json::Value;
 
@@ -8,11 +8,16 @@ pub enum ClientError {
         "no rhizome node is answering at {url}; start one with `rhizome serve` or pass --node URL"
     )]
     Unreachable { url: String, source: reqwest::Error },
-    #[error("the node answered {status}: {code}: {message}")]
+    #[error(
+        "the node answered {status}: {code}: {message}{}",
+        field.as_deref().map(|f| format!(" (field: {f})")).unwrap_or_default()
+    )]
     Api {
         status: u16,
         code: String,
         message: String,
+        /// The request field the node blamed, when it named one.
+        field: Option<String>,
     },
     #[error("request to {url} failed: {source}")]
     Http { url: String, source: reqwest::Error },
@@ -54,6 +59,17 @@ impl Client {
         self.answer(url, res).await
     }
 
+    /// DELETEs `path` and returns the JSON answer, `Value::Null` when the node sent no body
+    /// (204 No Content).
+    ///
+    /// # Errors
+    /// As [`Client::post`].
+    pub async fn delete(&self, path: &str) -> Result<Value, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let res = self.http.delete(&url).send().await;
+        self.answer(url, res).await
+    }
+
     async fn answer(
         &self,
         url: String,
@@ -77,16 +93,23 @@ impl Client {
             .text()
             .await
             .map_err(|source| ClientError::Http { url, source })?;
-        let body: Value = serde_json::from_str(&text)
-            .map_err(|_| ClientError::BadResponse(text.chars().take(200).collect()))?;
+        let body: Value = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)
+                .map_err(|_| ClientError::BadResponse(text.chars().take(200).collect()))?
+        };
         if status.is_success() {
             Ok(body)
         } else {
-            let field = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+            let field = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_owned);
             Err(ClientError::Api {
                 status: status.as_u16(),
-                code: field("error"),
-                message: field("message"),
+                code: field("error").unwrap_or_else(|| status.as_str().to_owned()),
+                message: field("message")
+                    .or_else(|| status.canonical_reason().map(str::to_owned))
+                    .unwrap_or_default(),
+                field: field("field"),
             })
         }
     }

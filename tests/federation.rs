@@ -83,3 +83,525 @@ async fn bidirectional_link_syncs_history_then_streams_both_ways() {
     client.shutdown().await.unwrap();
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_and_pull_modes_only_carry_one_way() {
+    let server = start_node("server").await;
+    let pusher = start_node("pusher").await;
+    let puller = start_node("puller").await;
+    let s_ids: BTreeSet<_> = author(server.node(), "srv", 10).await.into_iter().collect();
+    let push_ids: BTreeSet<_> = author(pusher.node(), "push", 10)
+        .await
+        .into_iter()
+        .collect();
+    let pull_ids: BTreeSet<_> = author(puller.node(), "pull", 10)
+        .await
+        .into_iter()
+        .collect();
+
+    let push = pusher
+        .node()
+        .connect_to_remote(&server.url(), cfg(SyncMode::Push, InitialSync::Full))
+        .unwrap();
+    let pull = puller
+        .node()
+        .connect_to_remote(&server.url(), cfg(SyncMode::Pull, InitialSync::Full))
+        .unwrap();
+    assert!(wait_status(&push, LinkStatus::Connected, T).await);
+    assert!(wait_status(&pull, LinkStatus::Connected, T).await);
+    // The pusher's deltas reach the server (and from there the puller: relay).
+    assert!(wait_holds(server.node(), &push_ids, T).await);
+    assert!(wait_holds(puller.node(), &s_ids, T).await);
+    assert!(wait_holds(puller.node(), &push_ids, T).await);
+    let live: BTreeSet<_> = author(server.node(), "srv", 5).await.into_iter().collect();
+    assert!(wait_holds(puller.node(), &live, T).await);
+    // Settle, then check nothing flowed against the mode.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        ids(pusher.node()).is_disjoint(&s_ids),
+        "a push link received deltas"
+    );
+    assert!(
+        ids(server.node()).is_disjoint(&pull_ids),
+        "a pull link sent deltas"
+    );
+    assert_eq!(push.stats().deltas_received, 0);
+    assert_eq!(pull.stats().deltas_sent, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_mode_peer_that_sends_deltas_is_refused() {
+    let server = start_node("server").await;
+    let mut peer = common::RawPeer::connect(&server.url()).await;
+    let ack = peer
+        .hello("foreign-puller", serde_json::json!({"mode": "pull"}))
+        .await;
+    assert_eq!(ack["systemId"], "server");
+    assert!(
+        ack.get("rhizome").is_none(),
+        "a v1 peer must not get our extension: {ack}"
+    );
+    peer.send(serde_json::json!({"type": "delta", "timestamp": 1,
+        "delta": common::delta_json("d-1", "mallory", "foreign-puller")}))
+        .await;
+    let nack = peer.recv_type("delta_nack").await;
+    assert_eq!(nack["deltaId"], "d-1");
+    assert!(
+        nack["reason"].as_str().unwrap().contains("pull mode"),
+        "{nack}"
+    );
+    let err = peer.recv_type("error").await;
+    assert_eq!(err["code"], "MODE_VIOLATION");
+    assert!(server.node().get("d-1").unwrap().is_none());
+    // The link is still up: a ping is answered.
+    peer.send(serde_json::json!({"type": "ping", "timestamp": 1}))
+        .await;
+    peer.recv_type("pong").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initial_sync_none_and_from_timestamp() {
+    let server = start_node("server").await;
+    let old: BTreeSet<_> = author(server.node(), "alice", 10)
+        .await
+        .into_iter()
+        .collect();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let cut = rhizome::delta::now_millis();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let newer: BTreeSet<_> = author(server.node(), "alice", 10)
+        .await
+        .into_iter()
+        .collect();
+
+    let none_client = start_node("none").await;
+    let none_link = none_client
+        .node()
+        .connect_to_remote(&server.url(), cfg(SyncMode::Pull, InitialSync::None))
+        .unwrap();
+    let ts_client = start_node("ts").await;
+    let mut ts_cfg = cfg(SyncMode::Pull, InitialSync::FromTimestamp);
+    ts_cfg.sync_from_timestamp = Some(cut);
+    let ts_link = ts_client
+        .node()
+        .connect_to_remote(&server.url(), ts_cfg)
+        .unwrap();
+    assert!(wait_status(&none_link, LinkStatus::Connected, T).await);
+    assert!(wait_status(&ts_link, LinkStatus::Connected, T).await);
+    assert!(wait_holds(ts_client.node(), &newer, T).await);
+
+    let live: BTreeSet<_> = author(server.node(), "alice", 5)
+        .await
+        .into_iter()
+        .collect();
+    assert!(wait_holds(none_client.node(), &live, T).await);
+    assert!(wait_holds(ts_client.node(), &live, T).await);
+    assert_eq!(
+        ids(none_client.node()),
+        live,
+        "initialSync none must receive only new deltas"
+    );
+    let want: BTreeSet<_> = newer.union(&live).cloned().collect();
+    assert_eq!(
+        ids(ts_client.node()),
+        want,
+        "from_timestamp must skip older deltas"
+    );
+    assert!(ids(ts_client.node()).is_disjoint(&old));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_apply_to_sync_and_live_traffic() {
+    let server = start_node("server").await;
+    let client = start_node("client").await;
+    let alice_old: BTreeSet<_> = author(server.node(), "alice", 10)
+        .await
+        .into_iter()
+        .collect();
+    author(server.node(), "bob", 10).await;
+    let mine_public: BTreeSet<_> = author(client.node(), "public", 5)
+        .await
+        .into_iter()
+        .collect();
+    author(client.node(), "secret", 5).await;
+
+    let mut config = cfg(SyncMode::Bidirectional, InitialSync::Full);
+    config.pull_filter =
+        Some(serde_json::from_value(serde_json::json!({"authors": ["alice"]})).unwrap());
+    config.push_filter =
+        Some(serde_json::from_value(serde_json::json!({"authors": ["public"]})).unwrap());
+    let link = client
+        .node()
+        .connect_to_remote(&server.url(), config)
+        .unwrap();
+    assert!(wait_status(&link, LinkStatus::Connected, T).await);
+    assert!(wait_holds(client.node(), &alice_old, T).await);
+    assert!(wait_holds(server.node(), &mine_public, T).await);
+
+    let alice_live: BTreeSet<_> = author(server.node(), "alice", 5)
+        .await
+        .into_iter()
+        .collect();
+    author(server.node(), "bob", 5).await;
+    let public_live: BTreeSet<_> = author(client.node(), "public", 5)
+        .await
+        .into_iter()
+        .collect();
+    author(client.node(), "secret", 5).await;
+    assert!(wait_holds(client.node(), &alice_live, T).await);
+    assert!(wait_holds(server.node(), &public_live, T).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let authors_on = |node: &rhizome::Node| -> BTreeSet<String> {
+        node.store()
+            .scan_after(rhizome::Seq(0), usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.delta.author)
+            .collect()
+    };
+    assert_eq!(
+        authors_on(client.node()),
+        ["alice", "public", "secret"].map(String::from).into()
+    );
+    assert_eq!(
+        authors_on(server.node()),
+        ["alice", "bob", "public"].map(String::from).into()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_and_three_spokes_converge_without_duplicates() {
+    let hub = start_node("hub").await;
+    let mut spokes = Vec::new();
+    for i in 0..3 {
+        let spoke = start_node(&format!("spoke-{i}")).await;
+        let link = spoke
+            .node()
+            .connect_to_remote(&hub.url(), cfg(SyncMode::Bidirectional, InitialSync::Full))
+            .unwrap();
+        assert!(wait_status(&link, LinkStatus::Connected, T).await);
+        spokes.push(spoke);
+    }
+    let mut all = BTreeSet::new();
+    all.extend(author(hub.node(), "hub-user", 10).await);
+    for (i, spoke) in spokes.iter().enumerate() {
+        all.extend(author(spoke.node(), &format!("user-{i}"), 20).await);
+    }
+    assert!(wait_holds(hub.node(), &all, T).await);
+    for spoke in &spokes {
+        assert!(
+            wait_holds(spoke.node(), &all, T).await,
+            "{} did not converge",
+            spoke.node().system_id()
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for node in std::iter::once(hub.node()).chain(spokes.iter().map(|s| s.node())) {
+        assert_eq!(ids(node), all);
+        assert_eq!(
+            node.store().head().0 as usize,
+            all.len(),
+            "{} stored something twice",
+            node.system_id()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_four_node_mesh_converges_without_an_echo_storm() {
+    let mut nodes = Vec::new();
+    for i in 0..4 {
+        nodes.push(start_node(&format!("mesh-{i}")).await);
+    }
+    // Every pair linked once: 6 bidirectional links, every delta has several paths.
+    let mut links = Vec::new();
+    for i in 0..4 {
+        for j in (i + 1)..4 {
+            let link = nodes[i]
+                .node()
+                .connect_to_remote(
+                    &nodes[j].url(),
+                    cfg(SyncMode::Bidirectional, InitialSync::Full),
+                )
+                .unwrap();
+            links.push(link);
+        }
+    }
+    for link in &links {
+        assert!(wait_status(link, LinkStatus::Connected, T).await);
+    }
+    let mut all = BTreeSet::new();
+    for (i, n) in nodes.iter().enumerate() {
+        all.extend(author(n.node(), &format!("user-{i}"), 25).await);
+    }
+    for n in &nodes {
+        assert!(wait_holds(n.node(), &all, T).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent_total = |nodes: &[rhizome::server::Server]| -> u64 {
+        nodes
+            .iter()
+            .flat_map(|n| n.node().get_federation_links())
+            .map(|l| l.stats().deltas_sent)
+            .sum()
+    };
+    let settled = sent_total(&nodes);
+    // Each node sends each delta at most once per link it has (it never sends a delta
+    // back on the link it came from): 100 deltas x 3 links x 4 nodes is the ceiling.
+    assert!(settled <= 100 * 3 * 4, "echo storm: {settled} deltas sent");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        sent_total(&nodes),
+        settled,
+        "deltas keep circulating after convergence"
+    );
+    for n in &nodes {
+        assert_eq!(ids(n.node()), all);
+        assert_eq!(n.node().store().head().0, 100);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_holds_deltas_and_resume_delivers_them_all() {
+    let server = start_node("server").await;
+    let client = start_node("client").await;
+    let link = client
+        .node()
+        .connect_to_remote(
+            &server.url(),
+            cfg(SyncMode::Bidirectional, InitialSync::Full),
+        )
+        .unwrap();
+    assert!(wait_status(&link, LinkStatus::Connected, T).await);
+    link.pause();
+    assert_eq!(link.status(), LinkStatus::Paused);
+    let inbound = server.node().get_federation_links().pop().unwrap();
+    // Let the pause frame land before authoring.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let from_server: BTreeSet<_> = author(server.node(), "alice", 30)
+        .await
+        .into_iter()
+        .collect();
+    let from_client: BTreeSet<_> = author(client.node(), "bob", 30).await.into_iter().collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        ids(client.node()).is_disjoint(&from_server),
+        "a paused link delivered deltas"
+    );
+    assert!(
+        ids(server.node()).is_disjoint(&from_client),
+        "a paused link sent deltas"
+    );
+    assert_eq!(inbound.stats().deltas_sent, 0);
+
+    link.resume();
+    assert!(wait_holds(client.node(), &from_server, T).await);
+    assert!(wait_holds(server.node(), &from_client, T).await);
+    assert_eq!(link.status(), LinkStatus::Connected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trust_policy_rejects_and_the_peer_cannot_weaken_it() {
+    let config = rhizome::NodeConfig {
+        system_id: Some("guarded".into()),
+        trust: rhizome::TrustPolicy::authors(["alice"]),
+        ..Default::default()
+    };
+    let server = common::start_node_with(config).await;
+    let mut events = server.node().events();
+    let mut peer = common::RawPeer::connect(&server.url()).await;
+    // The peer asks for an open trust policy: it must make no difference.
+    peer.hello(
+        "foreign",
+        serde_json::json!({"mode": "bidirectional", "trustPolicy": {}}),
+    )
+    .await;
+    peer.send(serde_json::json!({"type": "delta", "timestamp": 1, "delta": common::delta_json("ok-1", "alice", "foreign")}))
+        .await;
+    let ack = peer.recv_type("delta_ack").await;
+    assert_eq!(ack["deltaId"], "ok-1");
+    peer.send(serde_json::json!({"type": "delta", "timestamp": 1, "delta": common::delta_json("bad-1", "mallory", "foreign")}))
+        .await;
+    let nack = peer.recv_type("delta_nack").await;
+    assert_eq!(nack["deltaId"], "bad-1");
+    assert!(
+        nack["reason"]
+            .as_str()
+            .unwrap()
+            .contains("\"mallory\" is not trusted"),
+        "{nack}"
+    );
+    assert!(server.node().get("bad-1").unwrap().is_none());
+    assert!(server.node().get("ok-1").unwrap().is_some());
+    let rejected = tokio::time::timeout(T, async {
+        loop {
+            if let Ok(rhizome::events::NodeEvent::DeltaRejected {
+                delta_id, reason, ..
+            }) = events.recv().await
+            {
+                return (delta_id, reason);
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(rejected.0, "bad-1");
+    let link = server.node().get_federation_links().pop().unwrap();
+    assert_eq!(link.stats().deltas_rejected, 1);
+    assert_eq!(link.stats().deltas_received, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_frames_are_answered_and_the_link_keeps_working() {
+    let server = start_node("server").await;
+    let mut peer = common::RawPeer::connect(&server.url()).await;
+    // Before the handshake only hello, ping and error mean anything.
+    peer.send(serde_json::json!({"type": "delta", "timestamp": 1, "delta": common::delta_json("early", "a", "x")}))
+        .await;
+    let err = peer.recv_type("error").await;
+    assert_eq!(err["code"], "HANDSHAKE_REQUIRED", "{err}");
+    peer.hello("foreign", serde_json::json!({})).await;
+
+    peer.send_text("this is not json").await;
+    let err = peer.recv_type("error").await;
+    assert_eq!(err["code"], "MESSAGE_ERROR");
+    assert_eq!(err["fatal"], false);
+    peer.send(serde_json::json!({"type": "teleport", "timestamp": 1}))
+        .await;
+    let err = peer.recv_type("error").await;
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("Unknown message type"),
+        "{err}"
+    );
+    peer.send(serde_json::json!({"type": "ping"})).await;
+    let err = peer.recv_type("error").await;
+    assert!(
+        err["message"].as_str().unwrap().contains("timestamp"),
+        "{err}"
+    );
+
+    let mut invalid = common::delta_json("inv-1", "a", "foreign");
+    invalid["pointers"][0]["role"] = serde_json::json!("");
+    peer.send(serde_json::json!({"type": "delta", "timestamp": 1, "delta": invalid}))
+        .await;
+    let nack = peer.recv_type("delta_nack").await;
+    assert_eq!(nack["deltaId"], "inv-1");
+    assert!(
+        nack["reason"]
+            .as_str()
+            .unwrap()
+            .contains("pointers[0].role"),
+        "{nack}"
+    );
+
+    peer.send(serde_json::json!({"type": "hello", "timestamp": 1, "systemId": "foreign", "protocol": "rhizomedb-federation-v1"}))
+        .await;
+    let err = peer.recv_type("error").await;
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("hello after the handshake"),
+        "{err}"
+    );
+
+    // Still working: a valid delta is stored and acknowledged.
+    peer.send(serde_json::json!({"type": "delta", "timestamp": 1, "delta": common::delta_json("good-1", "a", "foreign")}))
+        .await;
+    assert_eq!(peer.recv_type("delta_ack").await["deltaId"], "good-1");
+    assert!(server.node().get("good-1").unwrap().is_some());
+    assert!(server.node().get("inv-1").unwrap().is_none());
+    // ...and other peers are served meanwhile.
+    let client = start_node("client").await;
+    let link = client
+        .node()
+        .connect_to_remote(&server.url(), cfg(SyncMode::Pull, InitialSync::Full))
+        .unwrap();
+    assert!(wait_status(&link, LinkStatus::Connected, T).await);
+    assert!(wait_holds(client.node(), &["good-1".to_owned()].into(), T).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_mismatch_is_fatal_and_v1_sync_follows_the_reference_flow() {
+    let server = start_node("server").await;
+    let mut wrong = common::RawPeer::connect(&server.url()).await;
+    wrong
+        .send(serde_json::json!({"type": "hello", "timestamp": 1, "systemId": "old", "protocol": "rhizomedb-federation-v0"}))
+        .await;
+    let err = wrong.recv_type("error").await;
+    assert_eq!(err["code"], "PROTOCOL_MISMATCH");
+    assert_eq!(err["fatal"], true);
+    assert_eq!(wrong.close_code().await, Some(1002));
+
+    let stored: BTreeSet<_> = author(server.node(), "alice", 2500)
+        .await
+        .into_iter()
+        .collect();
+    let mut peer = common::RawPeer::connect(&server.url()).await;
+    peer.hello("foreign", serde_json::json!({"mode": "pull"}))
+        .await;
+    peer.send(serde_json::json!({"type": "sync_request", "timestamp": 1}))
+        .await;
+    let start = peer.recv_type("sync_start").await;
+    assert_eq!(start["totalDeltas"], 2500);
+    let mut got = BTreeSet::new();
+    let mut expected_batch = 0;
+    loop {
+        let b = peer.recv_type("sync_batch").await;
+        assert_eq!(b["batchNumber"], expected_batch);
+        assert!(
+            b.get("lastSeq").is_none(),
+            "v1 peers get plain v1 frames: {b}"
+        );
+        expected_batch += 1;
+        for d in b["deltas"].as_array().unwrap() {
+            got.insert(d["id"].as_str().unwrap().to_owned());
+        }
+        if b["isLastBatch"] == true {
+            break;
+        }
+    }
+    let done = peer.recv_type("sync_complete").await;
+    assert_eq!(done["deltasProcessed"], 2500);
+    assert_eq!(got, stored);
+    // Live deltas follow as `delta` frames.
+    let live = author(server.node(), "alice", 1).await;
+    let d = peer.recv_type("delta").await;
+    assert_eq!(d["delta"]["id"], live[0].as_str());
+
+    // An empty sync has no batch at all.
+    let empty = start_node("empty").await;
+    let mut peer = common::RawPeer::connect(&empty.url()).await;
+    peer.hello("foreign", serde_json::json!({})).await;
+    peer.send(serde_json::json!({"type": "sync_request", "timestamp": 1}))
+        .await;
+    assert_eq!(peer.recv_type("sync_start").await["totalDeltas"], 0);
+    let next = peer.recv().await.unwrap();
+    assert_eq!(next["type"], "sync_complete", "{next}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_closes_extra_sockets_with_1008() {
+    let config = rhizome::NodeConfig {
+        system_id: Some("small".into()),
+        server: rhizome::federation::ServerOptions {
+            max_connections: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let server = common::start_node_with(config).await;
+    let mut first = common::RawPeer::connect(&server.url()).await;
+    first.hello("one", serde_json::json!({})).await;
+    let mut second = common::RawPeer::connect(&server.url()).await;
+    assert_eq!(second.close_code().await, Some(1008));
+    // The first link is unaffected.
+    first
+        .send(serde_json::json!({"type": "ping", "timestamp": 1}))
+        .await;
+    first.recv_type("pong").await;
+}

@@ -27,6 +27,8 @@ enum Command {
     Negate(cli::put::NegateArgs),
     /// Print a running node's status.
     Status(cli::query::StatusArgs),
+    /// List, open, pause, resume or close a running node's federation links.
+    Link(cli::link::LinkArgs),
 }
 
 #[tokio::main]
@@ -39,6 +41,7 @@ async fn main() -> ExitCode {
         Command::Get(args) => cli::query::get(args).await,
         Command::Negate(args) => cli::put::negate(args).await,
         Command::Status(args) => cli::query::status(args).await,
+        Command::Link(args) => cli::link::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -224,11 +224,25 @@ impl FederationLink {
     /// pause. Nothing is dropped; `resume` continues from the cursor.
     pub fn pause(&self) {
         self.shared.paused.send_replace(true);
+        self.shared.status.send_if_modified(|s| {
+            let up = matches!(*s, LinkStatus::Connected | LinkStatus::Syncing);
+            if up {
+                *s = LinkStatus::Paused;
+            }
+            up
+        });
         let _ = self.shared.control.send(Control::Pause);
     }
 
     pub fn resume(&self) {
         self.shared.paused.send_replace(false);
+        self.shared.status.send_if_modified(|s| {
+            let was = *s == LinkStatus::Paused;
+            if was {
+                *s = LinkStatus::Connected;
+            }
+            was
+        });
         let _ = self.shared.control.send(Control::Resume);
     }
 

@@ -122,8 +122,11 @@ impl Pending {
     }
 }
 
-/// Frames read in one go before the deltas among them are ingested together.
+/// Frames read in one go before the deltas among them are ingested together, and
+/// the most text they may add up to: big enough for group commit to pay off, small
+/// enough to bound memory and what a crash can leave uncommitted.
 const MAX_FRAMES_PER_INGEST: usize = 64;
+const MAX_BYTES_PER_INGEST: usize = 1 << 20;
 
 pub(crate) struct Session<'a> {
     node: Node,
@@ -267,13 +270,16 @@ impl Session<'_> {
             },
         };
         let mut texts = Vec::new();
+        let mut bytes = 0;
         if let Some(text) = self.accept_ws(first)? {
+            bytes += text.len();
             texts.push(text);
         }
-        while texts.len() < MAX_FRAMES_PER_INGEST {
+        while texts.len() < MAX_FRAMES_PER_INGEST && bytes < MAX_BYTES_PER_INGEST {
             match stream.next().now_or_never() {
                 Some(next) => {
                     if let Some(text) = self.accept_ws(next)? {
+                        bytes += text.len();
                         texts.push(text);
                     }
                 }

@@ -80,3 +80,98 @@ pub async fn wait_status(
 ) -> bool {
     wait_for(timeout, || link.status() == status).await
 }
+
+/// A hand-driven v1 peer over a real WebSocket: sends whatever frames a test wants and
+/// reads the node's answers. Used to play a foreign implementation or a misbehaving one.
+pub struct RawPeer {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl RawPeer {
+    pub async fn connect(http_url: &str) -> RawPeer {
+        let url = format!("{}/federation", http_url.replacen("http://", "ws://", 1));
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("ws connect");
+        RawPeer { ws }
+    }
+
+    pub async fn send(&mut self, frame: serde_json::Value) {
+        self.send_text(&frame.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        use futures_util::SinkExt;
+        self.ws
+            .send(tokio_tungstenite::tungstenite::Message::text(text))
+            .await
+            .expect("ws send");
+    }
+
+    /// The next JSON frame (pings included), or `None` when the socket closed.
+    pub async fn recv(&mut self) -> Option<serde_json::Value> {
+        use futures_util::StreamExt;
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(10), self.ws.next())
+                .await
+                .expect("a frame within 10 s");
+            match next {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => {
+                    return Some(serde_json::from_str(t.as_str()).expect("JSON frame"))
+                }
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_)))
+                | None
+                | Some(Err(_)) => return None,
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// The next frame of type `kind`, skipping others (pings, pongs...).
+    pub async fn recv_type(&mut self, kind: &str) -> serde_json::Value {
+        loop {
+            let f = self
+                .recv()
+                .await
+                .unwrap_or_else(|| panic!("socket closed while waiting for {kind}"));
+            if f["type"] == kind {
+                return f;
+            }
+        }
+    }
+
+    /// The close frame's code, reading past any other frames.
+    pub async fn close_code(&mut self) -> Option<u16> {
+        use futures_util::StreamExt;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), self.ws.next())
+                .await
+                .ok()?
+            {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(f))) => {
+                    return f.map(|f| u16::from(f.code))
+                }
+                None | Some(Err(_)) => return None,
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// hello as a plain v1 client would send it.
+    pub async fn hello(&mut self, system_id: &str, config: serde_json::Value) -> serde_json::Value {
+        self.send(
+            serde_json::json!({"type": "hello", "timestamp": 1, "systemId": system_id,
+            "protocol": "rhizomedb-federation-v1", "config": config}),
+        )
+        .await;
+        self.recv_type("hello_ack").await
+    }
+}
+
+/// A valid delta as JSON.
+pub fn delta_json(id: &str, author: &str, system: &str) -> serde_json::Value {
+    serde_json::json!({"id": id, "timestamp": 1_700_000_000_000u64, "author": author, "system": system,
+        "pointers": [{"role": "about", "target": {"id": "topic-1"}}]})
+}
