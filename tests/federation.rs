@@ -605,3 +605,117 @@ async fn max_connections_closes_extra_sockets_with_1008() {
         .await;
     first.recv_type("pong").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_peer_is_dropped_by_the_heartbeat() {
+    let config = rhizome::NodeConfig {
+        system_id: Some("beating".into()),
+        server: rhizome::federation::ServerOptions {
+            heartbeat: Duration::from_millis(300),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let server = common::start_node_with(config).await;
+    let mut peer = common::RawPeer::connect(&server.url()).await;
+    peer.hello("silent", serde_json::json!({})).await;
+    // The node pings; this peer never answers anything.
+    assert_eq!(peer.recv_type("ping").await["type"], "ping");
+    let started = std::time::Instant::now();
+    peer.close_code().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "dead peer kept for {:?}",
+        started.elapsed()
+    );
+    assert!(common::wait_for(T, || server.node().get_federation_links().is_empty()).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_are_managed_over_http() {
+    let server = start_node("server").await;
+    let client = start_node("client").await;
+    let http = reqwest::Client::new();
+    let base = client.url();
+
+    let bad = http
+        .post(format!("{base}/links"))
+        .json(
+            &serde_json::json!({"url": server.url(), "config": {"pullFilter": {"authors": "bob"}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let body: serde_json::Value = bad.json().await.unwrap();
+    assert!(
+        body["field"].as_str().unwrap().contains("pullFilter"),
+        "{body}"
+    );
+
+    let created = http
+        .post(format!("{base}/links"))
+        .json(&serde_json::json!({"url": server.url(), "config": {"mode": "pull", "name": "upstream"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let link: serde_json::Value = created.json().await.unwrap();
+    let id = link["id"].as_str().unwrap().to_owned();
+    assert_eq!(link["name"], "upstream");
+    let handle = client.node().get_federation_link(&id).unwrap();
+    assert!(wait_status(&handle, LinkStatus::Connected, T).await);
+
+    let list: serde_json::Value = http
+        .get(format!("{base}/links"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["links"][0]["remoteSystemId"], "server");
+    assert_eq!(list["links"][0]["status"], "connected");
+    assert_eq!(list["links"][0]["direction"], "outbound");
+
+    let paused: serde_json::Value = http
+        .post(format!("{base}/links/{id}/pause"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(paused["status"], "paused");
+    let resumed: serde_json::Value = http
+        .post(format!("{base}/links/{id}/resume"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(resumed["status"], "connected");
+    let missing = http
+        .post(format!("{base}/links/nope/pause"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+
+    let deleted = http
+        .delete(format!("{base}/links/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert!(common::wait_for(T, || client.node().get_federation_links().is_empty()).await);
+
+    // The endpoint refuses plain HTTP with a clear word.
+    let plain = http
+        .get(format!("{}/federation", server.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 426);
+}

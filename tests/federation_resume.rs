@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{author, ids, wait_holds, wait_status};
-use rhizome::federation::{InitialSync, LinkConfig, ReconnectConfig, SyncMode};
+use rhizome::federation::{LinkConfig, ReconnectConfig};
 use rhizome::server::Server;
 use rhizome::{LinkStatus, Node, NodeConfig, Storage};
 
