@@ -37,3 +37,8 @@ pub use federation::{FederationLink, LinkConfig, LinkStatus, TrustPolicy};
 pub use filter::DeltaFilter;
 pub use node::{IngestOutcome, Node, NodeConfig, Origin, Storage};
 pub use store::{Seq, Store, StoredDelta};
+
+/// The README's Rust examples, compiled by `cargo test` so they cannot rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

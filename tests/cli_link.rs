@@ -74,13 +74,32 @@ fn links(node: &Serving) -> Vec<Value> {
     run_json(&["link", "list", "--node", &node.url])
 }
 
-/// Polls until `check` holds, for at most 15 s.
-fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+/// Polls until `check` gives a value, for at most 15 s.
+fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !check() {
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    wait_for(what, || check().then_some(()));
+}
+
+/// The node's outbound link once it is connected and its initial sync has completed
+/// (a link passes through `connected` and `syncing` before that).
+fn wait_synced(node: &Serving) -> Value {
+    wait_for("the link to come up and finish its initial sync", || {
+        links(node).into_iter().find(|l| {
+            l["direction"] == "outbound"
+                && l["status"] == "connected"
+                && l["stats"]["lastSyncTimestamp"].is_u64()
+        })
+    })
 }
 
 fn put(node: &Serving, author: &str, text: &str) -> String {
@@ -129,20 +148,20 @@ fn link_connect_list_pause_resume_disconnect() {
     assert_eq!(link["direction"], "outbound");
     assert_eq!(link["config"]["reconnect"]["maxAttempts"], 3);
 
-    wait_until("the link to come up", || {
-        link_with_status(&a, "connected").is_some()
-    });
-    let listed = links(&a);
-    assert_eq!(listed.len(), 1, "{listed:?}");
-    assert_eq!(listed[0]["id"], id.as_str());
-    assert_eq!(listed[0]["remoteSystemId"], b.system_id.as_str());
-    assert!(listed[0]["stats"].is_object(), "{listed:?}");
+    let up = wait_synced(&a);
+    assert_eq!(up["id"], id.as_str());
+    assert_eq!(up["remoteSystemId"], b.system_id.as_str());
+    assert_eq!(
+        up["remoteUrl"],
+        format!("{}/federation", b.url.replacen("http", "ws", 1))
+    );
+    assert_eq!(links(&a).len(), 1);
     wait_until("b to see the inbound link", || {
         links(&b).iter().any(|l| l["direction"] == "inbound")
     });
 
     // Full initial sync brought b's older delta; new deltas flow both ways.
-    wait_until("the initial sync", || has_delta(&a, &before));
+    assert!(has_delta(&a, &before), "the initial sync missed a delta");
     let from_a = put(&a, "alice", "hello b");
     wait_until("a's delta on b", || has_delta(&b, &from_a));
     let from_b = put(&b, "bob", "hello a");
@@ -251,12 +270,10 @@ fn link_flags_and_api_errors_are_explained() {
 #[test]
 fn serve_connect_links_to_another_node() {
     let b = serve(&[]);
+    let before = put(&b, "bob", "before a started");
     let a = serve(&["--connect", &b.url]);
-    wait_until("the --connect link to come up", || {
-        link_with_status(&a, "connected").is_some()
-    });
-    let link = link_with_status(&a, "connected").expect("connected link");
-    assert_eq!(link["direction"], "outbound");
+    let link = wait_synced(&a);
+    assert!(has_delta(&a, &before), "the initial sync missed a delta");
     assert_eq!(link["remoteSystemId"], b.system_id.as_str());
 
     let from_b = put(&b, "bob", "to a");

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use super::serve::{InitialSyncArg, ModeArg};
 use super::{print_line, urlencode, NodeArg};
 use crate::client::Client;
-use crate::federation::{InitialSync, LinkConfig, ReconnectConfig, SyncMode};
+use crate::federation::{LinkConfig, ReconnectConfig};
 use crate::filter::DeltaFilter;
 
 #[derive(Debug, clap::Args)]
@@ -79,26 +79,6 @@ pub struct ConnectArgs {
     /// Reconnect attempts after a failure before giving up (default: forever).
     #[arg(long, value_name = "N")]
     pub max_attempts: Option<u32>,
-}
-
-impl From<ModeArg> for SyncMode {
-    fn from(m: ModeArg) -> SyncMode {
-        match m {
-            ModeArg::Push => SyncMode::Push,
-            ModeArg::Pull => SyncMode::Pull,
-            ModeArg::Bidirectional => SyncMode::Bidirectional,
-        }
-    }
-}
-
-impl From<InitialSyncArg> for InitialSync {
-    fn from(s: InitialSyncArg) -> InitialSync {
-        match s {
-            InitialSyncArg::Full => InitialSync::Full,
-            InitialSyncArg::FromTimestamp => InitialSync::FromTimestamp,
-            InitialSyncArg::None => InitialSync::None,
-        }
-    }
 }
 
 impl ConnectArgs {

@@ -79,6 +79,26 @@ pub enum InitialSyncArg {
     None,
 }
 
+impl From<ModeArg> for SyncMode {
+    fn from(m: ModeArg) -> SyncMode {
+        match m {
+            ModeArg::Push => SyncMode::Push,
+            ModeArg::Pull => SyncMode::Pull,
+            ModeArg::Bidirectional => SyncMode::Bidirectional,
+        }
+    }
+}
+
+impl From<InitialSyncArg> for InitialSync {
+    fn from(s: InitialSyncArg) -> InitialSync {
+        match s {
+            InitialSyncArg::Full => InitialSync::Full,
+            InitialSyncArg::FromTimestamp => InitialSync::FromTimestamp,
+            InitialSyncArg::None => InitialSync::None,
+        }
+    }
+}
+
 impl ServeArgs {
     fn trust(&self) -> TrustPolicy {
         let mut trust = TrustPolicy::default();
@@ -94,16 +114,8 @@ impl ServeArgs {
 
     fn link_config(&self) -> LinkConfig {
         LinkConfig {
-            mode: match self.mode {
-                ModeArg::Push => SyncMode::Push,
-                ModeArg::Pull => SyncMode::Pull,
-                ModeArg::Bidirectional => SyncMode::Bidirectional,
-            },
-            initial_sync: match self.initial_sync {
-                InitialSyncArg::Full => InitialSync::Full,
-                InitialSyncArg::FromTimestamp => InitialSync::FromTimestamp,
-                InitialSyncArg::None => InitialSync::None,
-            },
+            mode: self.mode.into(),
+            initial_sync: self.initial_sync.into(),
             sync_from_timestamp: self.sync_from,
             ..Default::default()
         }

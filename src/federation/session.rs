@@ -609,6 +609,10 @@ impl Session<'_> {
         if self.role == Role::Initiator && we_receive {
             if let Some(request) = self.sync_request(&peer, &keys, max_ts)? {
                 self.send(&request)?;
+                // "connected" then means caught up: the link is syncing until sync_complete.
+                if !paused {
+                    self.link.set_status(LinkStatus::Syncing);
+                }
             }
         }
         Ok(Established {
