@@ -75,6 +75,28 @@ pub enum NodeEvent {
     },
     #[serde(rename = "sync:started")]
     SyncStarted { link_id: String, total_deltas: u64 },
+    /// A new policy set is in force.
+    #[serde(rename = "policy:reloaded")]
+    PolicyReloaded {
+        hash: String,
+        scripts: usize,
+        errors: usize,
+    },
+    /// A script failed to compile (or a folder could not be read).
+    #[serde(rename = "policy:error")]
+    PolicyError {
+        file: Option<String>,
+        line: Option<usize>,
+        column: Option<usize>,
+        message: String,
+    },
+    /// A delta refused by a trust policy was kept in quarantine.
+    #[serde(rename = "delta:quarantined")]
+    DeltaQuarantined {
+        link_id: String,
+        delta_id: String,
+        policy: String,
+    },
     /// Every delta of the initial sync is durable.
     #[serde(rename = "sync:completed")]
     SyncCompleted {

@@ -11,15 +11,19 @@
 //!   query indexes, negations, metadata; one writer thread with group commit.
 //! - [`log_tail`]: reading the durable log from a cursor, waiting for more.
 //! - [`events`]: what the node announces.
+//! - [`admission`]: what a remote delta must pass (pull filters, trust policies) and
+//!   the quarantine record of one that failed.
 //! - [`node`]: `Node`, the one ingestion path, queries and subscriptions.
 //! - [`federation`]: links to other nodes: protocol v1 and our extension, the link
 //!   state machine, log-tailing senders, the endpoint and the dialer.
+//! - [`policy`]: trust policies and push / pull filters as hot-reloaded Rhai scripts.
 //! - [`http`]: the JSON API served by `rhizome serve`.
 //! - [`client`]: the HTTP client behind `rhizome put` / `rhizome query`.
 //! - [`server`]: binding the port, serving, graceful shutdown.
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod admission;
 pub mod cli;
 pub mod client;
 pub mod delta;
@@ -29,6 +33,7 @@ pub mod filter;
 pub mod http;
 pub mod log_tail;
 pub mod node;
+pub mod policy;
 pub mod server;
 pub mod store;
 

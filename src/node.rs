@@ -11,12 +11,16 @@ use std::time::Instant;
 
 use serde_json::Value;
 
+use crate::admission::{self, Admission, Judged};
 use crate::delta::{self, Delta, InvalidDelta, Pointer};
 use crate::events::{EventBus, NodeEvent};
 use crate::federation::{LinkRegistry, ServerOptions, TrustPolicy};
 use crate::filter::DeltaFilter;
 use crate::log_tail::LogTail;
-use crate::store::{AppendOutcome, NewEntry, Query, Seq, Store, StoreError, StoredDelta};
+use crate::policy::{PolicyDirs, PolicyHost};
+use crate::store::{
+    AppendOutcome, NewEntry, Query, Seq, SideWrites, Store, StoreError, StoredDelta,
+};
 
 /// Where a delta came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,10 +46,13 @@ pub enum IngestOutcome {
     Stored(Seq),
     Duplicate(Seq),
     Invalid(InvalidDelta),
-    /// A remote delta the link's pull filter does not keep.
-    Filtered,
-    /// A remote delta the node's trust policy refused, with the reason.
-    Rejected(String),
+    /// A remote delta the link's pull filter (declarative or scripted) does not keep.
+    Filtered(String),
+    /// A remote delta a trust policy refused: which one and why. It is kept in quarantine.
+    Rejected {
+        policy: String,
+        reason: String,
+    },
 }
 
 /// Where the node keeps its deltas.
@@ -68,6 +75,8 @@ pub struct NodeConfig {
     pub trust: TrustPolicy,
     /// The federation endpoint's options (path, limits, heartbeat).
     pub server: ServerOptions,
+    /// Where trust policies and push / pull filter scripts live (watched and hot-reloaded).
+    pub policies: PolicyDirs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +85,8 @@ pub enum NodeError {
     Store(#[from] StoreError),
     #[error("the stored system id is not UTF-8")]
     BadSystemId,
+    #[error("policies: {0}")]
+    Policies(String),
 }
 
 /// A running node; cheap to clone.
@@ -89,12 +100,15 @@ struct Inner {
     store: Store,
     events: EventBus,
     started: Instant,
-    trust: TrustPolicy,
+    trust: Arc<TrustPolicy>,
     server: ServerOptions,
     links: LinkRegistry,
+    policies: Arc<PolicyHost>,
+    log_id: String,
 }
 
 const SYSTEM_ID_KEY: &str = "node/system_id";
+const LOG_ID_KEY: &str = "node/log_id";
 
 impl Node {
     /// Opens the store and starts the node.
@@ -133,15 +147,38 @@ impl Node {
                 id
             }
         };
+        // Identifies this log (not the node): positions in it mean nothing to another
+        // log, so peers key their cursors by it and a wiped store starts afresh.
+        let log_id = match store.get_meta(LOG_ID_KEY)? {
+            Some(id) => String::from_utf8(id).map_err(|_| NodeError::BadSystemId)?,
+            None => {
+                let id = uuid::Uuid::new_v4().to_string();
+                store.put_meta(LOG_ID_KEY, id.clone().into_bytes()).await?;
+                id
+            }
+        };
+        let events = EventBus::new(4096);
+        let policies = if config.policies.is_empty() {
+            Arc::new(PolicyHost::empty(events.clone()))
+        } else {
+            let host = PolicyHost::new(config.policies.clone(), events.clone())
+                .map_err(|e| NodeError::Policies(e.to_string()))?;
+            let host = Arc::new(host);
+            host.watch()
+                .map_err(|e| NodeError::Policies(format!("cannot watch for changes: {e}")))?;
+            host
+        };
         Ok(Node {
             inner: Arc::new(Inner {
                 system_id,
                 store,
-                events: EventBus::new(4096),
+                events,
                 started: Instant::now(),
-                trust: config.trust,
+                trust: Arc::new(config.trust),
                 server: config.server,
                 links: LinkRegistry::default(),
+                policies,
+                log_id,
             }),
         })
     }
@@ -169,6 +206,16 @@ impl Node {
 
     pub fn trust_policy(&self) -> &TrustPolicy {
         &self.inner.trust
+    }
+
+    /// The scripts in force and their hot reload.
+    pub fn policies(&self) -> &Arc<PolicyHost> {
+        &self.inner.policies
+    }
+
+    /// This store's log identity (a new one when the store is new).
+    pub fn log_id(&self) -> &str {
+        &self.inner.log_id
     }
 
     pub fn server_options(&self) -> &ServerOptions {
@@ -231,7 +278,7 @@ impl Node {
             }
             Some(IngestOutcome::Invalid(e)) => Err(CreateError::Invalid(e)),
             // Local deltas are never judged, so only a closed store gets here.
-            Some(IngestOutcome::Filtered | IngestOutcome::Rejected(_)) | None => {
+            Some(IngestOutcome::Filtered(_) | IngestOutcome::Rejected { .. }) | None => {
                 Err(CreateError::Store(StoreError::Closed))
             }
         }
@@ -273,34 +320,45 @@ impl Node {
         &self,
         checked: Vec<Result<Delta, InvalidDelta>>,
         origin: Origin,
-        admission: Option<&Admission<'_>>,
+        admission: Option<&Admission>,
         meta: Vec<(String, Vec<u8>)>,
     ) -> Result<Vec<IngestOutcome>, StoreError> {
         let origin_system = origin.system().map(str::to_owned);
+        let (checked, verdicts) = self.judge(checked, admission).await?;
         let mut outcomes: Vec<Option<IngestOutcome>> = Vec::with_capacity(checked.len());
         let mut entries = Vec::new();
         let mut ids = Vec::new();
-        for item in checked {
-            let judged = match (item, admission) {
-                (Ok(delta), Some(a)) => match a.judge(self, &delta) {
-                    Some(verdict) => {
-                        if let IngestOutcome::Rejected(reason) = &verdict {
-                            tracing::debug!(delta_id = %delta.id, link = a.link_id, %reason, "delta rejected");
-                            self.emit(NodeEvent::DeltaRejected {
-                                link_id: a.link_id.to_owned(),
-                                delta_id: delta.id.clone(),
-                                reason: reason.clone(),
-                            });
-                        }
-                        outcomes.push(Some(verdict));
-                        continue;
+        let mut quarantine = Vec::new();
+        for (item, verdict) in checked.into_iter().zip(verdicts) {
+            match (item, verdict, admission) {
+                (Ok(_), Some(Judged::Filtered(reason)), _) => {
+                    outcomes.push(Some(IngestOutcome::Filtered(reason)));
+                }
+                (Ok(delta), Some(Judged::Rejected { policy, reason }), Some(a)) => {
+                    tracing::debug!(delta_id = %delta.id, link = %a.link.id, %policy, %reason, "delta rejected");
+                    self.emit(NodeEvent::DeltaRejected {
+                        link_id: a.link.id.clone(),
+                        delta_id: delta.id.clone(),
+                        reason: format!("{policy}: {reason}"),
+                    });
+                    if a.quarantine {
+                        self.emit(NodeEvent::DeltaQuarantined {
+                            link_id: a.link.id.clone(),
+                            delta_id: delta.id.clone(),
+                            policy: policy.clone(),
+                        });
+                        let record = admission::QuarantineRecord::new(
+                            delta,
+                            a.link.clone(),
+                            origin_system.clone(),
+                            policy.clone(),
+                            reason.clone(),
+                        );
+                        quarantine.push(record.to_bytes());
                     }
-                    None => Ok(delta),
-                },
-                (item, _) => item,
-            };
-            match judged {
-                Ok(delta) => {
+                    outcomes.push(Some(IngestOutcome::Rejected { policy, reason }));
+                }
+                (Ok(delta), _, _) => {
                     ids.push(delta.id.clone());
                     entries.push(NewEntry {
                         delta,
@@ -308,16 +366,17 @@ impl Node {
                     });
                     outcomes.push(None);
                 }
-                Err(e) => {
+                (Err(e), _, _) => {
                     self.report_invalid(None, &e, &origin);
                     outcomes.push(Some(IngestOutcome::Invalid(e)));
                 }
             }
         }
-        let appended = if entries.is_empty() && meta.is_empty() {
+        let appended = if entries.is_empty() && meta.is_empty() && quarantine.is_empty() {
             Vec::new()
         } else {
-            self.inner.store.append(entries, meta).await?
+            let side = SideWrites { meta, quarantine };
+            self.inner.store.append_with(entries, side).await?
         };
         let mut appended = appended.into_iter().zip(ids);
         for slot in outcomes.iter_mut().filter(|o| o.is_none()) {
@@ -343,6 +402,32 @@ impl Node {
             });
         }
         Ok(outcomes.into_iter().flatten().collect())
+    }
+
+    /// Judges remote deltas against one consistent policy set. Scripts cost CPU, so
+    /// when any apply the work moves to a blocking thread, off the async workers.
+    async fn judge(
+        &self,
+        checked: Vec<Result<Delta, InvalidDelta>>,
+        admission: Option<&Admission>,
+    ) -> Result<JudgedBatch, StoreError> {
+        let Some(a) = admission else {
+            let n = checked.len();
+            return Ok((checked, vec![None; n]));
+        };
+        let set = self.inner.policies.current();
+        let trust = self.inner.trust.clone();
+        if !a.runs_scripts(&set) {
+            let verdicts = a.judge_all(&trust, &set, &checked);
+            return Ok((checked, verdicts));
+        }
+        let a = a.clone();
+        tokio::task::spawn_blocking(move || {
+            let verdicts = a.judge_all(&trust, &set, &checked);
+            (checked, verdicts)
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("policy task failed: {e}")))
     }
 
     /// Announces a delta that was refused as invalid before it could enter the path
@@ -393,26 +478,7 @@ impl Node {
     }
 }
 
-/// What a remote delta must pass besides validity: the link's pull filter, then the
-/// node's trust policy. The peer's own wishes (its hello's trustPolicy) play no part.
-pub(crate) struct Admission<'a> {
-    pub link_id: &'a str,
-    pub pull_filter: Option<&'a DeltaFilter>,
-}
-
-impl Admission<'_> {
-    /// `None` when the delta may be stored, or the outcome that stops it.
-    fn judge(&self, node: &Node, delta: &Delta) -> Option<IngestOutcome> {
-        if self.pull_filter.is_some_and(|f| !f.matches(delta)) {
-            return Some(IngestOutcome::Filtered);
-        }
-        node.inner
-            .trust
-            .check(delta)
-            .err()
-            .map(IngestOutcome::Rejected)
-    }
-}
+type JudgedBatch = (Vec<Result<Delta, InvalidDelta>>, Vec<Option<Judged>>);
 
 /// Why authoring a delta failed.
 #[derive(Debug, thiserror::Error)]

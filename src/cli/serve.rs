@@ -60,6 +60,12 @@ pub struct ServeArgs {
     /// Most inbound links at once; more are closed with 1008.
     #[arg(long, default_value_t = 1000)]
     pub max_connections: usize,
+    /// Trust policy scripts (`*.rhai`; `<link name>/*.rhai` for one link), hot-reloaded.
+    #[arg(long, value_name = "DIR")]
+    pub policies: Option<PathBuf>,
+    /// Push / pull filter scripts (`push/`, `pull/`, each with `<link name>/`), hot-reloaded.
+    #[arg(long, value_name = "DIR")]
+    pub filters: Option<PathBuf>,
     /// Seconds between heartbeat pings on every link.
     #[arg(long, default_value_t = 30)]
     pub heartbeat: u64,
@@ -146,6 +152,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         system_id: args.system_id.clone(),
         trust: args.trust(),
         server: server_options,
+        policies: crate::policy::PolicyDirs {
+            policies: args.policies.clone(),
+            filters: args.filters.clone(),
+        },
     };
     let node = Node::open(config).await.with_context(|| {
         if args.memory {

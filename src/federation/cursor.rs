@@ -19,10 +19,11 @@ pub(crate) struct CursorKeys {
 }
 
 impl CursorKeys {
-    /// Keys for what we received from `peer` on a link of `scope` (the link's name or
-    /// url for links we dial, `inbound` for links the peer dialed).
-    pub fn new(peer: &str, scope: &str) -> CursorKeys {
-        let base = format!("link/{peer}/{scope}");
+    /// Keys for what we received from `peer`'s log `log` (`v1` for peers without our
+    /// extension) on a link of `scope` (the link's name or url for links we dial,
+    /// `inbound` or `inbound:<their link name>` for links the peer dialed).
+    pub fn new(peer: &str, log: &str, scope: &str) -> CursorKeys {
+        let base = format!("link/{peer}/{log}/{scope}");
         CursorKeys {
             seq: format!("{base}/seq"),
             ts: format!("{base}/ts"),

@@ -105,6 +105,10 @@ pub(crate) struct LinkShared {
     /// Set by pause(): survives reconnects until resume().
     pub paused: watch::Sender<bool>,
     pub control: mpsc::UnboundedSender<Control>,
+    /// Where this link first started sending (links we dial): a later connection that
+    /// has no better cursor from the peer starts there again, so nothing written while
+    /// the link was down is skipped.
+    pub first_start: std::sync::OnceLock<crate::store::Seq>,
 }
 
 impl LinkShared {
@@ -125,6 +129,7 @@ impl LinkShared {
             last_error: Mutex::new(None),
             paused: watch::channel(false).0,
             control,
+            first_start: std::sync::OnceLock::new(),
         };
         (Arc::new(shared), rx)
     }

@@ -108,6 +108,10 @@ pub struct HelloExt {
     /// side has committed, so the connecting side's sender resumes right after it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<u64>,
+    /// The sender's log identity: positions are only meaningful within one log, so
+    /// cursors are kept per log (a peer whose store was wiped starts afresh).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
 }
 
 /// Error codes on the wire.

@@ -23,6 +23,7 @@ use crate::events::NodeEvent;
 use crate::filter::DeltaFilter;
 use crate::log_tail::{LogTail, RawRecord};
 use crate::node::Node;
+use crate::policy::{LinkContext, PolicySet, ScriptKind, Verdict};
 use crate::store::{Seq, StoreError};
 
 /// Deltas per `sync_batch` and the most a live read takes from the log at once.
@@ -54,6 +55,8 @@ pub(crate) struct SendPlan {
     pub push_filter: Option<DeltaFilter>,
     /// The filter the peer asked for (hello config); a sync_request's filter replaces it.
     pub peer_filter: Option<DeltaFilter>,
+    /// The link as push-filter scripts see it.
+    pub link: LinkContext,
     /// Start tailing the log after this position; `None` waits for a sync request.
     pub live_from: Option<Seq>,
     /// Only deltas at or after this timestamp, for log positions up to `.0` (an initial
@@ -81,6 +84,10 @@ pub(crate) struct Sender<S> {
     live: Option<LogTail>,
     peer_paused: bool,
     paused: watch::Receiver<bool>,
+    /// Where live sending started: a v1 peer's sync covers the log up to here and live
+    /// sending the rest, so no delta goes twice.
+    live_origin: Option<Seq>,
+    next_ping: tokio::time::Instant,
 }
 
 /// Why the writer stopped.
@@ -119,12 +126,12 @@ where
             live: None,
             peer_paused: false,
             paused,
+            live_origin: None,
+            next_ping: tokio::time::Instant::now() + heartbeat,
         }
     }
 
     pub async fn run(mut self) -> SenderEnd {
-        let mut ping =
-            tokio::time::interval_at(tokio::time::Instant::now() + self.heartbeat, self.heartbeat);
         loop {
             let may_send = self.live.is_some() && !self.is_held();
             let flow = tokio::select! {
@@ -133,7 +140,7 @@ where
                     Some(cmd) => self.handle(cmd).await,
                     None => Flow::Stop(SenderEnd::Closed),
                 },
-                _ = ping.tick() => self.send_text(protocol::encode(&Message::Ping)).await,
+                () = tokio::time::sleep_until(self.next_ping) => self.ping().await,
                 changed = self.paused.changed() => match changed {
                     Ok(()) => Flow::Continue,
                     Err(_) => Flow::Stop(SenderEnd::Closed),
@@ -151,6 +158,11 @@ where
         }
     }
 
+    async fn ping(&mut self) -> Flow {
+        self.next_ping = tokio::time::Instant::now() + self.heartbeat;
+        self.send_text(protocol::encode(&Message::Ping)).await
+    }
+
     fn is_held(&self) -> bool {
         self.peer_paused || *self.paused.borrow()
     }
@@ -160,6 +172,7 @@ where
             Outgoing::Begin(plan) => {
                 if let Some(from) = plan.live_from {
                     self.live = Some(LogTail::new(self.node.store().clone(), from));
+                    self.live_origin = Some(from);
                 }
                 self.plan = Some(*plan);
                 Flow::Continue
@@ -172,9 +185,13 @@ where
     /// Commands that only write a frame or flip a flag (safe in the middle of a sync).
     async fn handle_frame(&mut self, cmd: Outgoing) -> Flow {
         match cmd {
-            Outgoing::Begin(_) | Outgoing::Sync(_) => {
-                tracing::debug!(link = %self.link.id, "ignoring a sync request while one is served");
-                Flow::Continue
+            Outgoing::Begin(_) => Flow::Continue,
+            Outgoing::Sync(_) => {
+                self.send_text(error_frame(
+                    protocol::codes::SYNC_ERROR,
+                    "a sync is already being served on this link; ask again when it completes",
+                ))
+                .await
             }
             Outgoing::Frame(text) => self.send_text(text).await,
             Outgoing::PeerPaused(p) => {
@@ -221,10 +238,16 @@ where
                     return flow;
                 }
             }
+            if tokio::time::Instant::now() >= self.next_ping {
+                if let Flow::Stop(end) = self.ping().await {
+                    return Flow::Stop(end);
+                }
+            }
             if !self.is_held() {
                 return Flow::Continue;
             }
             tokio::select! {
+                () = tokio::time::sleep_until(self.next_ping) => {}
                 cmd = self.queue.recv() => match cmd {
                     Some(cmd) => {
                         if let Flow::Stop(end) = self.handle_frame(cmd).await {
@@ -252,10 +275,7 @@ where
                 ))
                 .await;
         };
-        let end = match &self.live {
-            Some(tail) => tail.cursor(),
-            None => self.node.store().head(),
-        };
+        let end = self.live_origin.unwrap_or_else(|| self.node.store().head());
         let filter = sync.filter.clone().or(plan.peer_filter.clone());
         let mut cursor = sync.after.min(end);
         let total = end.0 - cursor.0;
@@ -289,7 +309,15 @@ where
             };
             let Some(last) = records.last() else { break };
             cursor = last.0;
-            let (json, ids) = select(&records, &plan, filter.as_ref(), sync.min_timestamp, None);
+            let scripts = self.node.policies().current();
+            let (json, ids) = select(
+                &records,
+                &plan,
+                &scripts,
+                filter.as_ref(),
+                sync.min_timestamp,
+                None,
+            );
             if json.is_empty() {
                 continue;
             }
@@ -319,6 +347,7 @@ where
         }
         if self.live.is_none() {
             self.live = Some(LogTail::new(self.node.store().clone(), end));
+            self.live_origin = Some(end);
         }
         tracing::info!(link = %self.link.id, deltas = sent, "sync served");
         Flow::Continue
@@ -354,9 +383,11 @@ where
         let Some(last) = records.last().map(|r| r.0) else {
             return Flow::Continue;
         };
+        let scripts = self.node.policies().current();
         let (json, ids) = select(
             &records,
             &plan,
+            &scripts,
             plan.peer_filter.as_ref(),
             None,
             plan.initial_floor,
@@ -412,6 +443,7 @@ async fn next_live(live: &mut Option<LogTail>) -> Result<Option<Vec<RawRecord>>,
 fn select(
     records: &[RawRecord],
     plan: &SendPlan,
+    scripts: &PolicySet,
     peer_filter: Option<&DeltaFilter>,
     min_timestamp: Option<u64>,
     floor: Option<(Seq, u64)>,
@@ -424,7 +456,9 @@ fn select(
         }
         let floor_ts = floor.filter(|(until, _)| seq <= until).map(|f| f.1);
         let min_ts = min_timestamp.max(floor_ts);
-        let filtered = min_ts.is_some() || plan.push_filter.is_some() || peer_filter.is_some();
+        let push_scripts = scripts.applies(ScriptKind::Push, &plan.link.name);
+        let filtered =
+            min_ts.is_some() || plan.push_filter.is_some() || peer_filter.is_some() || push_scripts;
         // The log holds only valid deltas, so parsing fails only on corruption. Without
         // filters only the id is read, which is most of the cost saved on a full sync.
         let id = if filtered {
@@ -443,6 +477,14 @@ fn select(
                 || peer_filter.is_some_and(|f| !f.matches(&delta))
             {
                 continue;
+            }
+            if push_scripts {
+                if let Verdict::Reject { script, reason } =
+                    scripts.judge(ScriptKind::Push, &plan.link, &delta)
+                {
+                    tracing::trace!(link = %plan.link.id, delta_id = %delta.id, %script, %reason, "not pushed");
+                    continue;
+                }
             }
             delta.id
         } else {

@@ -86,32 +86,26 @@ impl TrustPolicy {
     /// The reason the delta is not trusted.
     pub fn check(&self, d: &Delta) -> Result<(), String> {
         if self.denied_authors.contains(&d.author) {
-            return Err(format!("trust policy: author {:?} is denied", d.author));
+            return Err(format!("author {:?} is denied", d.author));
         }
         if self.denied_systems.contains(&d.system) {
-            return Err(format!("trust policy: system {:?} is denied", d.system));
+            return Err(format!("system {:?} is denied", d.system));
         }
         if let Some(trusted) = &self.trusted_authors {
             if !trusted.contains(&d.author) {
-                return Err(format!(
-                    "trust policy: author {:?} is not trusted",
-                    d.author
-                ));
+                return Err(format!("author {:?} is not trusted", d.author));
             }
         }
         if let Some(trusted) = &self.trusted_systems {
             if !trusted.contains(&d.system) {
-                return Err(format!(
-                    "trust policy: system {:?} is not trusted",
-                    d.system
-                ));
+                return Err(format!("system {:?} is not trusted", d.system));
             }
         }
         if let Some(skew) = self.max_clock_skew_ms {
             let now = now_millis();
             if d.timestamp > now.saturating_add(skew) {
                 return Err(format!(
-                    "trust policy: timestamp {} is {} ms in the future (max skew {skew} ms)",
+                    "timestamp {} is {} ms in the future (max skew {skew} ms)",
                     d.timestamp,
                     d.timestamp - now
                 ));

@@ -86,9 +86,11 @@ fn outcome_json(delta: &Delta, outcome: &IngestOutcome) -> Value {
         IngestOutcome::Invalid(e) => {
             json!({"id": delta.id, "status": "invalid", "message": e.to_string()})
         }
-        IngestOutcome::Filtered => json!({"id": delta.id, "status": "filtered"}),
-        IngestOutcome::Rejected(reason) => {
-            json!({"id": delta.id, "status": "rejected", "message": reason})
+        IngestOutcome::Filtered(reason) => {
+            json!({"id": delta.id, "status": "filtered", "message": reason})
+        }
+        IngestOutcome::Rejected { policy, reason } => {
+            json!({"id": delta.id, "status": "rejected", "policy": policy, "message": reason})
         }
     }
 }

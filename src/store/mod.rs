@@ -8,6 +8,7 @@
 //! head (`head()`, `watch_head()`) moves after commit *and* persist.
 
 mod keys;
+mod quarantine;
 mod query;
 mod writer;
 
@@ -16,12 +17,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 use crate::delta::Delta;
 
 pub use query::Query;
-pub use writer::{AppendOutcome, NewEntry};
+pub use writer::{AppendOutcome, NewEntry, SideWrites};
 
 /// A local sequence number: position of a delta in this node's log. The first delta
 /// stored gets `Seq(1)`; `Seq(0)` means "before everything" and is the cursor of a
@@ -98,6 +99,7 @@ pub(crate) struct Keyspaces {
     pub by_time: Keyspace,
     pub negations: Keyspace,
     pub meta: Keyspace,
+    pub quarantine: Keyspace,
 }
 
 struct Inner {
@@ -108,6 +110,7 @@ struct Inner {
     writer: writer::WriterHandle,
     head: watch::Receiver<Seq>,
     duplicates: Arc<AtomicU64>,
+    quarantine: quarantine::QuarantineState,
 }
 
 impl Store {
@@ -159,7 +162,10 @@ impl Store {
             by_time: open("by_time")?,
             negations: open("negations")?,
             meta: open("meta")?,
+            quarantine: open("quarantine")?,
         });
+        let quarantine =
+            quarantine::QuarantineState::open(&ks.quarantine, quarantine::DEFAULT_LIMIT)?;
         let head = match ks.log.last_key_value() {
             Some(guard) => keys::decode_seq(&guard.key()?)?,
             None => Seq(0),
@@ -177,6 +183,7 @@ impl Store {
             head_tx,
             persist,
             duplicates.clone(),
+            quarantine.clone(),
         );
         Ok(Store {
             inner: Arc::new(Inner {
@@ -187,6 +194,7 @@ impl Store {
                 writer,
                 head: head_rx,
                 duplicates,
+                quarantine,
             }),
         })
     }
@@ -210,7 +218,26 @@ impl Store {
         entries: Vec<NewEntry>,
         meta: Vec<(String, Vec<u8>)>,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
-        let rx = self.submit(entries, meta)?;
+        self.append_with(
+            entries,
+            SideWrites {
+                meta,
+                quarantine: Vec::new(),
+            },
+        )
+        .await
+    }
+
+    /// [`Store::append`] with quarantine records as well, all in the same atomic batch.
+    ///
+    /// # Errors
+    /// As [`Store::append`].
+    pub async fn append_with(
+        &self,
+        entries: Vec<NewEntry>,
+        side: SideWrites,
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
+        let rx = self.inner.writer.submit(entries, side)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -224,16 +251,14 @@ impl Store {
         entries: Vec<NewEntry>,
         meta: Vec<(String, Vec<u8>)>,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
-        let rx = self.submit(entries, meta)?;
+        let rx = self.inner.writer.submit(
+            entries,
+            SideWrites {
+                meta,
+                quarantine: Vec::new(),
+            },
+        )?;
         rx.blocking_recv().map_err(|_| StoreError::Closed)?
-    }
-
-    fn submit(
-        &self,
-        entries: Vec<NewEntry>,
-        meta: Vec<(String, Vec<u8>)>,
-    ) -> Result<oneshot::Receiver<Result<Vec<AppendOutcome>, StoreError>>, StoreError> {
-        self.inner.writer.submit(entries, meta)
     }
 
     /// The highest durable sequence number (also the number of deltas stored: the log has no gaps).

@@ -45,8 +45,17 @@ type Reply = oneshot::Sender<Result<Vec<AppendOutcome>, StoreError>>;
 
 struct Request {
     entries: Vec<NewEntry>,
-    meta: Vec<(String, Vec<u8>)>,
+    side: SideWrites,
     reply: Reply,
+}
+
+/// Writes that ride in the same atomic batch as a request's deltas.
+#[derive(Debug, Default)]
+pub struct SideWrites {
+    /// Metadata (a link's cursor for the deltas it covers).
+    pub meta: Vec<(String, Vec<u8>)>,
+    /// Records for the quarantine (deltas refused by a trust policy).
+    pub quarantine: Vec<Vec<u8>>,
 }
 
 /// Caps one group commit so a flood of requests still gets acknowledged in steady steps.
@@ -61,14 +70,14 @@ impl WriterHandle {
     pub(crate) fn submit(
         &self,
         entries: Vec<NewEntry>,
-        meta: Vec<(String, Vec<u8>)>,
+        side: SideWrites,
     ) -> Result<oneshot::Receiver<Result<Vec<AppendOutcome>, StoreError>>, StoreError> {
         let (reply, rx) = oneshot::channel();
         let guard = self.tx.lock().map_err(|_| StoreError::Closed)?;
         let tx = guard.as_ref().ok_or(StoreError::Closed)?;
         tx.send(Request {
             entries,
-            meta,
+            side,
             reply,
         })
         .map_err(|_| StoreError::Closed)?;
@@ -100,6 +109,7 @@ pub(crate) fn spawn(
     head_tx: watch::Sender<Seq>,
     persist: Option<PersistMode>,
     duplicates: Arc<AtomicU64>,
+    quarantine: super::quarantine::QuarantineState,
 ) -> WriterHandle {
     let (tx, rx) = mpsc::channel::<Request>();
     let mut writer = Writer {
@@ -109,6 +119,7 @@ pub(crate) fn spawn(
         head_tx,
         persist,
         duplicates,
+        quarantine,
     };
     let thread = std::thread::Builder::new()
         .name("rhizome-store-writer".into())
@@ -130,6 +141,7 @@ struct Writer {
     head_tx: watch::Sender<Seq>,
     persist: Option<PersistMode>,
     duplicates: Arc<AtomicU64>,
+    quarantine: super::quarantine::QuarantineState,
 }
 
 impl Writer {
@@ -147,6 +159,7 @@ impl Writer {
                 }
             }
             let start_next = self.next;
+            let start_quarantine = self.quarantine.mark();
             match self.commit(&group) {
                 Ok(outcomes) => {
                     self.head_tx.send_replace(Seq(self.next.0 - 1));
@@ -158,6 +171,7 @@ impl Writer {
                     // Nothing of this group is acknowledged; fjall poisons itself on I/O
                     // failure, so later writes fail too rather than limp on.
                     self.next = start_next;
+                    self.quarantine.rewind(start_quarantine);
                     tracing::error!(error = %e, "store write failed");
                     let msg = e.to_string();
                     for req in group {
@@ -215,8 +229,11 @@ impl Writer {
                 }
                 outcomes.push(AppendOutcome::Stored(seq));
             }
-            for (k, v) in &req.meta {
+            for (k, v) in &req.side.meta {
                 batch.insert(&ks.meta, k.as_bytes(), v.as_slice());
+            }
+            for record in &req.side.quarantine {
+                self.quarantine.add(&mut batch, &ks.quarantine, record)?;
             }
             all.push(outcomes);
         }

@@ -1,0 +1,118 @@
+//! What a remote delta must pass, besides being valid, to enter the log: the link's pull
+//! filter (declarative, then scripts), then the node's trust policy (declarative, then
+//! scripts). All compose with AND; the first refusal decides. A peer's own wishes (its
+//! hello's `trustPolicy`) play no part.
+//!
+//! A pull-filter refusal means "not wanted here" and the delta is just not kept. A trust
+//! refusal means "not believed": the delta goes to the quarantine with the policy and
+//! reason, where an operator can replay it once the policies change.
+
+use serde::{Deserialize, Serialize};
+
+use crate::delta::{now_millis, Delta, InvalidDelta};
+use crate::federation::TrustPolicy;
+use crate::filter::DeltaFilter;
+use crate::policy::{LinkContext, PolicySet, ScriptKind, Verdict};
+
+/// The name the built-in declarative trust policy goes by in reasons and quarantine.
+pub const BUILT_IN_TRUST: &str = "built-in trust policy";
+
+/// How remote deltas arriving on one link are judged.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    pub link: LinkContext,
+    pub pull_filter: Option<DeltaFilter>,
+    /// Keep refused deltas in quarantine (not when replaying the quarantine itself).
+    pub quarantine: bool,
+}
+
+/// Why a delta was stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Judged {
+    Filtered(String),
+    Rejected { policy: String, reason: String },
+}
+
+impl Admission {
+    /// Whether judging runs scripts (then it is worth moving off the async workers).
+    pub fn runs_scripts(&self, set: &PolicySet) -> bool {
+        set.applies(ScriptKind::Pull, &self.link.name)
+            || set.applies(ScriptKind::Trust, &self.link.name)
+    }
+
+    /// `None` when the delta may be stored.
+    pub fn judge(&self, trust: &TrustPolicy, set: &PolicySet, d: &Delta) -> Option<Judged> {
+        if self.pull_filter.as_ref().is_some_and(|f| !f.matches(d)) {
+            return Some(Judged::Filtered("outside this link's pull filter".into()));
+        }
+        if let Verdict::Reject { script, reason } = set.judge(ScriptKind::Pull, &self.link, d) {
+            return Some(Judged::Filtered(format!("{script}: {reason}")));
+        }
+        if let Err(reason) = trust.check(d) {
+            return Some(Judged::Rejected {
+                policy: BUILT_IN_TRUST.into(),
+                reason,
+            });
+        }
+        if let Verdict::Reject { script, reason } = set.judge(ScriptKind::Trust, &self.link, d) {
+            return Some(Judged::Rejected {
+                policy: script,
+                reason,
+            });
+        }
+        None
+    }
+
+    pub fn judge_all(
+        &self,
+        trust: &TrustPolicy,
+        set: &PolicySet,
+        deltas: &[Result<Delta, InvalidDelta>],
+    ) -> Vec<Option<Judged>> {
+        deltas
+            .iter()
+            .map(|d| d.as_ref().ok().and_then(|d| self.judge(trust, set, d)))
+            .collect()
+    }
+}
+
+/// A quarantined delta and why, as stored (JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QuarantineRecord {
+    pub delta: Delta,
+    pub link: LinkContext,
+    /// The peer system it came from.
+    pub peer: Option<String>,
+    pub policy: String,
+    pub reason: String,
+    /// When it was refused (ms).
+    pub at: u64,
+}
+
+impl QuarantineRecord {
+    pub fn new(
+        delta: Delta,
+        link: LinkContext,
+        peer: Option<String>,
+        policy: String,
+        reason: String,
+    ) -> Self {
+        QuarantineRecord {
+            delta,
+            link,
+            peer,
+            policy,
+            reason,
+            at: now_millis(),
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}

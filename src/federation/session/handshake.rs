@@ -1,0 +1,460 @@
+//! Opening a link: `hello` / `hello_ack`, then deciding who sends and receives, where
+//! each side's sending starts, and what the initial sync asks for.
+
+use futures_util::Stream;
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
+
+use super::receive::Established;
+use super::{store_end, type_name, EndKind, Role, Session, SessionEnd};
+use crate::admission::Admission;
+use crate::events::NodeEvent;
+use crate::federation::config::{InitialSync, SyncMode};
+use crate::federation::cursor::{CursorKeys, V1_RESUME_MARGIN_MS};
+use crate::federation::links::{Direction, LinkStatus};
+use crate::federation::protocol::{
+    self, codes, HelloExt, Message, EXTENSION_VERSION, PROTOCOL_VERSION,
+};
+use crate::federation::sender::{Outgoing, SendPlan};
+use crate::filter::DeltaFilter;
+use crate::policy::LinkContext;
+use crate::store::Seq;
+
+/// What the peer asked for in its `hello.config`. Lenient on purpose: reference
+/// clients send more (`trustPolicy`, `reconnect`...) and we only read what we honour.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub(super) struct PeerConfig {
+    mode: SyncMode,
+    pull_filter: Option<Value>,
+    name: Option<String>,
+}
+
+/// What the handshake established about the peer.
+pub(super) struct Peer {
+    pub system: String,
+    /// The peer speaks our extension.
+    pub extension: bool,
+    /// The peer's log identity (extension peers).
+    pub log: Option<String>,
+    /// The acceptor's committed position of our log (in its `hello_ack`).
+    pub their_cursor_of_us: Option<u64>,
+    /// The peer's hello config (acceptor side).
+    pub config: PeerConfig,
+    pub peer_filter: Option<DeltaFilter>,
+}
+
+impl Session<'_> {
+    /// Returns the peer and any frames that arrived right behind its hello / hello_ack:
+    /// they belong to the established link and are processed first.
+    pub(super) async fn handshake<St>(
+        &mut self,
+        stream: &mut St,
+    ) -> Result<(Peer, Vec<String>), SessionEnd>
+    where
+        St: Stream<Item = Result<WsMessage, WsError>> + Unpin,
+    {
+        if self.role == Role::Initiator {
+            self.send(&Message::Hello {
+                system_id: self.node.system_id().to_owned(),
+                protocol: PROTOCOL_VERSION.to_owned(),
+                config: serde_json::to_value(&self.link.config).ok(),
+                rhizome: Some(HelloExt {
+                    version: EXTENSION_VERSION,
+                    cursor: None,
+                    log: Some(self.node.log_id().to_owned()),
+                }),
+            })?;
+        }
+        let deadline = Instant::now() + self.node.server_options().handshake_timeout;
+        loop {
+            let texts = match self.read_frames(stream, deadline).await {
+                Ok(t) => t,
+                Err(end) if end.reason.starts_with("no frame") => return Err(self.refuse_timeout()),
+                Err(end) => return Err(end),
+            };
+            let mut texts = texts.into_iter();
+            while let Some(text) = texts.next() {
+                let msg = match protocol::decode(&text) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        self.send_error(codes::MESSAGE_ERROR, &e.0)?;
+                        continue;
+                    }
+                };
+                let peer = match (self.role, msg) {
+                    (_, Message::Ping) => {
+                        self.send(&Message::Pong)?;
+                        continue;
+                    }
+                    (_, Message::Pong) => continue,
+                    (
+                        _,
+                        Message::Error {
+                            code,
+                            message,
+                            fatal,
+                        },
+                    ) => {
+                        self.peer_error(&code, &message);
+                        if !fatal {
+                            continue;
+                        }
+                        // A refused hello (wrong protocol, our own id, a bad config) will be
+                        // refused again: do not retry. Other fatal errors may pass.
+                        let kind =
+                            if code == codes::PROTOCOL_MISMATCH || code == codes::MESSAGE_ERROR {
+                                EndKind::Refused
+                            } else {
+                                EndKind::Lost
+                            };
+                        return Err(SessionEnd::new(
+                            kind,
+                            format!("the peer refused the link: {code}: {message}"),
+                        ));
+                    }
+                    (
+                        Role::Acceptor,
+                        Message::Hello {
+                            system_id,
+                            protocol,
+                            config,
+                            rhizome,
+                        },
+                    ) => self.on_hello(system_id, protocol, config, rhizome)?,
+                    (
+                        Role::Initiator,
+                        Message::HelloAck {
+                            system_id,
+                            protocol,
+                            rhizome,
+                            ..
+                        },
+                    ) => {
+                        if protocol != PROTOCOL_VERSION {
+                            return Err(self.refuse(
+                                codes::PROTOCOL_MISMATCH,
+                                &format!(
+                                    "the peer speaks {protocol:?}; we speak {PROTOCOL_VERSION:?}"
+                                ),
+                                CloseCode::Protocol,
+                            ));
+                        }
+                        let ext = rhizome.filter(|r| r.version >= 1);
+                        Peer {
+                            system: system_id,
+                            extension: ext.is_some(),
+                            log: ext.as_ref().and_then(|r| r.log.clone()),
+                            their_cursor_of_us: ext.and_then(|r| r.cursor),
+                            config: PeerConfig::default(),
+                            peer_filter: None,
+                        }
+                    }
+                    (role, other) => {
+                        let expected = if role == Role::Acceptor {
+                            "hello"
+                        } else {
+                            "hello_ack"
+                        };
+                        self.send_error(
+                            codes::HANDSHAKE_REQUIRED,
+                            &format!(
+                                "{} before the handshake: expected {expected} first",
+                                type_name(&other)
+                            ),
+                        )?;
+                        continue;
+                    }
+                };
+                return Ok((peer, texts.collect()));
+            }
+        }
+    }
+
+    fn refuse_timeout(&self) -> SessionEnd {
+        let mut end = self.refuse(
+            codes::HANDSHAKE_REQUIRED,
+            "handshake not completed in time",
+            CloseCode::Policy,
+        );
+        end.kind = EndKind::Lost;
+        end
+    }
+
+    fn on_hello(
+        &self,
+        system_id: String,
+        protocol: String,
+        config: Option<Value>,
+        rhizome: Option<HelloExt>,
+    ) -> Result<Peer, SessionEnd> {
+        if protocol != PROTOCOL_VERSION {
+            return Err(self.refuse(
+                codes::PROTOCOL_MISMATCH,
+                &format!(
+                    "Unsupported protocol {protocol:?}; this node speaks {PROTOCOL_VERSION:?}"
+                ),
+                CloseCode::Protocol,
+            ));
+        }
+        if system_id.is_empty() {
+            return Err(self.refuse(
+                codes::MESSAGE_ERROR,
+                "hello.systemId must not be empty",
+                CloseCode::Policy,
+            ));
+        }
+        if system_id == self.node.system_id() {
+            return Err(self.refuse(
+                codes::MESSAGE_ERROR,
+                &format!("hello.systemId {system_id:?} is this node's own id: a node cannot link to itself"),
+                CloseCode::Policy,
+            ));
+        }
+        let config: PeerConfig = match config {
+            None | Some(Value::Null) => PeerConfig::default(),
+            Some(v) => serde_json::from_value(v).map_err(|e| {
+                self.refuse(
+                    codes::MESSAGE_ERROR,
+                    &format!("hello.config: {e}"),
+                    CloseCode::Policy,
+                )
+            })?,
+        };
+        let peer_filter = match &config.pull_filter {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(DeltaFilter::from_value(v).map_err(|e| {
+                self.refuse(
+                    codes::MESSAGE_ERROR,
+                    &format!("hello.config.pullFilter: {e}"),
+                    CloseCode::Policy,
+                )
+            })?),
+        };
+        let ext = rhizome.filter(|r| r.version >= 1);
+        let peer = Peer {
+            system: system_id,
+            extension: ext.is_some(),
+            log: ext.and_then(|r| r.log),
+            their_cursor_of_us: None,
+            config,
+            peer_filter,
+        };
+        let cursor = if peer.extension {
+            let keys = self.cursor_keys(&peer);
+            Some(
+                keys.load_seq(self.node.store())
+                    .map_err(store_end)?
+                    .unwrap_or(0),
+            )
+        } else {
+            None
+        };
+        self.send(&Message::HelloAck {
+            system_id: self.node.system_id().to_owned(),
+            link_id: self.link.id.clone(),
+            protocol: PROTOCOL_VERSION.to_owned(),
+            rhizome: peer.extension.then(|| HelloExt {
+                version: EXTENSION_VERSION,
+                cursor,
+                log: Some(self.node.log_id().to_owned()),
+            }),
+        })?;
+        Ok(peer)
+    }
+
+    /// Where what we received from this peer is committed: per peer log and per link.
+    fn cursor_keys(&self, peer: &Peer) -> CursorKeys {
+        let scope = match self.link.direction {
+            Direction::Outbound => self
+                .link
+                .config
+                .name
+                .clone()
+                .or_else(|| self.link.remote_url.clone())
+                .unwrap_or_else(|| self.link.id.clone()),
+            Direction::Inbound => match &peer.config.name {
+                Some(name) => format!("inbound:{name}"),
+                None => "inbound".to_owned(),
+            },
+        };
+        CursorKeys::new(&peer.system, peer.log.as_deref().unwrap_or("v1"), &scope)
+    }
+
+    /// After the handshake: decide who sends and receives, arm the writer, ask for the
+    /// initial sync, announce the link.
+    pub(super) async fn establish(&mut self, peer: Peer) -> Result<Established, SessionEnd> {
+        let mode = match self.role {
+            Role::Initiator => self.link.config.mode,
+            Role::Acceptor => peer.config.mode,
+        };
+        // The mode is the connecting side's point of view.
+        let (we_send, we_receive) = match self.role {
+            Role::Initiator => (mode != SyncMode::Pull, mode != SyncMode::Push),
+            Role::Acceptor => (mode != SyncMode::Push, mode != SyncMode::Pull),
+        };
+        let keys = self.cursor_keys(&peer);
+        let max_ts = keys
+            .load_ts(self.node.store())
+            .map_err(store_end)?
+            .unwrap_or(0);
+        let link_ctx = LinkContext {
+            id: self.link.id.clone(),
+            name: self.link.name().to_owned(),
+            remote_system: peer.system.clone(),
+            remote_url: self.link.remote_url.clone().unwrap_or_default(),
+            mode: serde_json::to_value(mode)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            direction: match self.link.direction {
+                Direction::Outbound => "outbound".into(),
+                Direction::Inbound => "inbound".into(),
+            },
+        };
+        self.link.set_remote_system(&peer.system);
+        self.link.mark_connected();
+        let paused = *self.link.paused.borrow();
+        self.link.set_status(if paused {
+            LinkStatus::Paused
+        } else {
+            LinkStatus::Connected
+        });
+        tracing::info!(link = %self.link.id, peer = %peer.system, extension = peer.extension, we_send, we_receive, "link up");
+        self.node.emit(NodeEvent::LinkConnected {
+            link_id: self.link.id.clone(),
+            remote_system_id: peer.system.clone(),
+            remote_url: self.link.remote_url.clone(),
+            extension: peer.extension,
+        });
+        if paused {
+            self.send(&Message::Pause)?;
+        }
+        if we_send {
+            let plan = self.send_plan(&peer, link_ctx.clone())?;
+            self.queue(Outgoing::Begin(Box::new(plan)))?;
+        }
+        let mut awaiting_sync = false;
+        if self.role == Role::Initiator && we_receive {
+            if let Some(request) = self.sync_request(&peer, &keys, max_ts)? {
+                self.send(&request)?;
+                awaiting_sync = true;
+                // "connected" then means caught up: the link is syncing until sync_complete.
+                if !paused {
+                    self.link.set_status(LinkStatus::Syncing);
+                }
+            }
+        }
+        let pull_filter = match self.link.direction {
+            Direction::Outbound => self.link.config.pull_filter.clone(),
+            Direction::Inbound => None,
+        };
+        Ok(Established {
+            admission: Admission {
+                link: link_ctx,
+                pull_filter,
+                quarantine: true,
+            },
+            peer,
+            we_send,
+            we_receive,
+            keys,
+            max_ts,
+            awaiting_sync,
+            syncing: false,
+            sync_processed: 0,
+        })
+    }
+
+    /// Where this side's writer starts and what it filters.
+    fn send_plan(&self, peer: &Peer, link: LinkContext) -> Result<SendPlan, SessionEnd> {
+        let store = self.node.store();
+        let head = store.head();
+        let mut initial_floor = None;
+        let live_from = match self.role {
+            // The acceptor of an extension peer waits for its sync_request, which names
+            // the resume point; a v1 peer gets live deltas from now on (its sync_request
+            // covers the past).
+            Role::Acceptor => (!peer.extension).then_some(head),
+            Role::Initiator => Some(match (peer.extension, peer.their_cursor_of_us) {
+                (true, Some(c)) if c > 0 => Seq(c),
+                // No cursor from the peer: where this link first started, or the
+                // initial sync's start on its first connection.
+                _ => match self.link.first_start.get() {
+                    Some(first) => *first,
+                    None => {
+                        let start = match self.link.config.initial_sync {
+                            InitialSync::Full => Seq(0),
+                            InitialSync::None => head,
+                            InitialSync::FromTimestamp => {
+                                let ts = self.link.config.sync_from_timestamp.unwrap_or(0);
+                                initial_floor = Some((head, ts));
+                                match store.first_seq_at_or_after(ts).map_err(store_end)? {
+                                    Some(s) => Seq(s.0.saturating_sub(1)),
+                                    None => head,
+                                }
+                            }
+                        };
+                        *self.link.first_start.get_or_init(|| start)
+                    }
+                },
+            }),
+        };
+        Ok(SendPlan {
+            peer_system: peer.system.clone(),
+            extension: peer.extension,
+            push_filter: self.link.config.push_filter.clone(),
+            peer_filter: peer.peer_filter.clone(),
+            link,
+            live_from,
+            initial_floor,
+        })
+    }
+
+    /// The initiator's `sync_request`, or none (v1 peer, initial sync `none`, nothing to resume).
+    fn sync_request(
+        &self,
+        peer: &Peer,
+        keys: &CursorKeys,
+        max_ts: u64,
+    ) -> Result<Option<Message>, SessionEnd> {
+        let config = &self.link.config;
+        let filter = config
+            .pull_filter
+            .as_ref()
+            .and_then(|f| serde_json::to_value(f).ok());
+        let from_ts_config = (config.initial_sync == InitialSync::FromTimestamp)
+            .then(|| config.sync_from_timestamp.unwrap_or(0));
+        let (mut from_timestamp, mut resume_from, mut from_head) = (None, None, None);
+        if peer.extension {
+            match keys.load_seq(self.node.store()).map_err(store_end)? {
+                Some(c) => resume_from = Some(c),
+                None => match config.initial_sync {
+                    InitialSync::Full => resume_from = Some(0),
+                    InitialSync::FromTimestamp => from_timestamp = from_ts_config,
+                    InitialSync::None => from_head = Some(true),
+                },
+            }
+        } else if max_ts > 0 {
+            // Resuming with a plain v1 peer: ask again from a little before the newest
+            // delta a completed sync gave us; what we already hold is deduplicated.
+            let resume = max_ts.saturating_sub(V1_RESUME_MARGIN_MS);
+            from_timestamp = Some(from_ts_config.map_or(resume, |t| t.max(resume)));
+        } else {
+            match config.initial_sync {
+                InitialSync::Full => {}
+                InitialSync::FromTimestamp => from_timestamp = from_ts_config,
+                InitialSync::None => return Ok(None),
+            }
+        }
+        Ok(Some(Message::SyncRequest {
+            filter,
+            from_timestamp,
+            resume_from,
+            from_head,
+        }))
+    }
+}

@@ -1,0 +1,328 @@
+//! The link state machine: one for both ends of a link.
+//!
+//! `handshake` -> `establish` (who sends, who receives, the initial sync) -> `receive`
+//! (live), with pause / resume and heartbeat throughout, until close. The role only
+//! decides who speaks first (the initiator sends `hello`, the acceptor answers
+//! `hello_ack`) and who asks for the initial sync; after that both ends run the same
+//! code. Frames are read here and every delta goes to the node's single ingestion
+//! path; everything written goes through the link's [`Sender`], which this machine
+//! starts and steers.
+
+mod handshake;
+mod receive;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{FutureExt, Stream, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
+use tokio_tungstenite::WebSocketStream;
+
+use super::links::{Control, LinkShared, LinkStats, LinkStatus};
+use super::protocol::{self, Message};
+use super::sender::{error_frame, Outgoing, Sender, SenderEnd, CONTROL_QUEUE};
+use crate::node::Node;
+
+/// Which end of the link this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Dialed the peer: sends `hello`, asks for the initial sync.
+    Initiator,
+    /// Was dialed: answers `hello_ack`, serves sync requests.
+    Acceptor,
+}
+
+/// How a session ended, which decides what the connecting side does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum EndKind {
+    /// Closed on purpose on this side (`disconnect`, shutdown): do not reconnect.
+    Disconnected,
+    /// The connection was lost or closed by the peer: reconnect if configured.
+    Lost,
+    /// The peer or we refused the link for a reason a retry will not fix.
+    Refused,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct SessionEnd {
+    pub kind: EndKind,
+    pub reason: String,
+    /// The handshake completed (a reconnect loop resets its backoff then).
+    pub handshaken: bool,
+}
+
+impl SessionEnd {
+    fn new(kind: EndKind, reason: impl Into<String>) -> SessionEnd {
+        SessionEnd {
+            kind,
+            reason: reason.into(),
+            handshaken: false,
+        }
+    }
+}
+
+/// Frames read in one go before the deltas among them are ingested together, and the
+/// most text they may add up to: enough for group commit to pay off, little enough to
+/// bound memory and what a crash can leave uncommitted.
+const MAX_FRAMES_PER_INGEST: usize = 64;
+const MAX_BYTES_PER_INGEST: usize = 1 << 20;
+
+pub(crate) struct Session<'a> {
+    node: Node,
+    link: Arc<LinkShared>,
+    role: Role,
+    out: mpsc::Sender<Outgoing>,
+    control: &'a mut mpsc::UnboundedReceiver<Control>,
+    heartbeat: Duration,
+    /// When the peer last sent anything: the heartbeat's liveness clock.
+    last_frame: Instant,
+    /// The handshake is done (frames other than hello / ping / error may be sent).
+    established: bool,
+}
+
+/// Runs one connection of a link to its end.
+pub(crate) async fn run<S>(
+    node: Node,
+    link: Arc<LinkShared>,
+    role: Role,
+    ws: WebSocketStream<S>,
+    control: &mut mpsc::UnboundedReceiver<Control>,
+) -> SessionEnd
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let heartbeat = link
+        .config
+        .heartbeat_interval
+        .map(Duration::from_secs)
+        .unwrap_or(node.server_options().heartbeat)
+        .max(Duration::from_millis(100));
+    let (sink, mut stream) = ws.split();
+    let (out, queue) = mpsc::channel(CONTROL_QUEUE);
+    let sender = Sender::new(node.clone(), link.clone(), sink, queue, heartbeat);
+    let mut sender_task = tokio::spawn(sender.run());
+    let mut session = Session {
+        node,
+        link,
+        role,
+        out,
+        control,
+        heartbeat,
+        last_frame: Instant::now(),
+        established: false,
+    };
+    let end = tokio::select! {
+        end = session.drive(&mut stream) => end,
+        finished = &mut sender_task => {
+            let reason = match finished {
+                Ok(SenderEnd::Socket(e)) => format!("send failed: {e}"),
+                Ok(SenderEnd::Store(e)) => format!("reading the log failed: {e}"),
+                Ok(SenderEnd::Closed) => "writer closed".to_owned(),
+                Err(e) => format!("writer task failed: {e}"),
+            };
+            SessionEnd::new(EndKind::Lost, reason)
+        }
+    };
+    // Dropping the queue tells the writer to close the socket once it has sent what
+    // is queued (a fatal error frame, a close frame).
+    drop(session);
+    if !sender_task.is_finished()
+        && tokio::time::timeout(Duration::from_secs(2), &mut sender_task)
+            .await
+            .is_err()
+    {
+        sender_task.abort();
+    }
+    end
+}
+
+impl Session<'_> {
+    async fn drive<St>(&mut self, stream: &mut St) -> SessionEnd
+    where
+        St: Stream<Item = Result<WsMessage, WsError>> + Unpin,
+    {
+        let (peer, early) = match self.handshake(stream).await {
+            Ok(done) => done,
+            Err(end) => return end,
+        };
+        let mut est = match self.establish(peer).await {
+            Ok(est) => est,
+            Err(end) => return end,
+        };
+        self.established = true;
+        let mut end = match self.process(early, &mut est).await {
+            Ok(()) => self.live(stream, &mut est).await,
+            Err(end) => end,
+        };
+        end.handshaken = true;
+        end
+    }
+
+    // ---- sending -------------------------------------------------------------------
+
+    fn queue(&self, cmd: Outgoing) -> Result<(), SessionEnd> {
+        self.out.try_send(cmd).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SessionEnd::new(
+                EndKind::Lost,
+                "the peer is not reading what we send (control queue full)",
+            ),
+            mpsc::error::TrySendError::Closed(_) => SessionEnd::new(EndKind::Lost, "writer closed"),
+        })
+    }
+
+    fn send(&self, msg: &Message) -> Result<(), SessionEnd> {
+        self.queue(Outgoing::Frame(protocol::encode(msg)))
+    }
+
+    fn send_error(&self, code: &str, message: &str) -> Result<(), SessionEnd> {
+        self.queue(Outgoing::Frame(error_frame(code, message)))
+    }
+
+    /// Tells the peer why, closes, and ends the session as refused.
+    fn refuse(&self, code: &str, message: &str, close: CloseCode) -> SessionEnd {
+        let _ = self.send(&Message::Error {
+            code: code.to_owned(),
+            message: message.to_owned(),
+            fatal: true,
+        });
+        let _ = self.queue(Outgoing::Close(close, truncate(message, 120)));
+        self.link.set_error(message);
+        SessionEnd::new(EndKind::Refused, message)
+    }
+
+    // ---- reading -------------------------------------------------------------------
+
+    /// The next text frames: one, waiting until `deadline`, plus whatever else is
+    /// already there (up to a bound), so a burst is ingested in one store batch.
+    /// Returns no frames when a local control command came first.
+    async fn read_frames<St>(
+        &mut self,
+        stream: &mut St,
+        deadline: Instant,
+    ) -> Result<Vec<String>, SessionEnd>
+    where
+        St: Stream<Item = Result<WsMessage, WsError>> + Unpin,
+    {
+        let first = tokio::select! {
+            biased;
+            ctrl = self.control.recv() => {
+                self.on_control(ctrl)?;
+                return Ok(Vec::new());
+            }
+            next = tokio::time::timeout_at(deadline, stream.next()) => match next {
+                Ok(next) => next,
+                Err(_) => return Err(SessionEnd::new(
+                    EndKind::Lost,
+                    format!("no frame from the peer for {} ms (heartbeat)", self.last_frame.elapsed().as_millis()),
+                )),
+            },
+        };
+        self.last_frame = Instant::now();
+        let mut texts = Vec::new();
+        let mut bytes = 0;
+        if let Some(text) = self.accept_ws(first)? {
+            bytes += text.len();
+            texts.push(text);
+        }
+        while texts.len() < MAX_FRAMES_PER_INGEST && bytes < MAX_BYTES_PER_INGEST {
+            match stream.next().now_or_never() {
+                Some(next) => {
+                    if let Some(text) = self.accept_ws(next)? {
+                        bytes += text.len();
+                        texts.push(text);
+                    }
+                }
+                None => break,
+            }
+        }
+        Ok(texts)
+    }
+
+    /// Sorts out one WebSocket message: text is returned, the rest handled here.
+    fn accept_ws(
+        &self,
+        next: Option<Result<WsMessage, WsError>>,
+    ) -> Result<Option<String>, SessionEnd> {
+        match next {
+            None => Err(SessionEnd::new(EndKind::Lost, "connection closed")),
+            Some(Err(e)) => Err(SessionEnd::new(
+                EndKind::Lost,
+                format!("connection failed: {e}"),
+            )),
+            Some(Ok(WsMessage::Text(t))) => {
+                LinkStats::add(&self.link.stats.bytes_received, t.len() as u64);
+                Ok(Some(t.as_str().to_owned()))
+            }
+            // v1 accepts UTF-8 JSON in a binary frame too; anything else fails to decode
+            // in its turn, so answers keep the order of the frames.
+            Some(Ok(WsMessage::Binary(b))) => {
+                LinkStats::add(&self.link.stats.bytes_received, b.len() as u64);
+                Ok(Some(String::from_utf8_lossy(&b).into_owned()))
+            }
+            Some(Ok(WsMessage::Close(frame))) => {
+                let reason = match frame {
+                    Some(f) if !f.reason.is_empty() => {
+                        format!("closed by the peer ({}): {}", u16::from(f.code), f.reason)
+                    }
+                    Some(f) => format!("closed by the peer ({})", u16::from(f.code)),
+                    None => "closed by the peer".to_owned(),
+                };
+                Err(SessionEnd::new(EndKind::Lost, reason))
+            }
+            // WebSocket-level pings are answered by tungstenite itself.
+            Some(Ok(_)) => Ok(None),
+        }
+    }
+
+    fn on_control(&mut self, ctrl: Option<Control>) -> Result<(), SessionEnd> {
+        match ctrl {
+            Some(Control::Pause) if self.established => {
+                self.send(&Message::Pause)?;
+                self.link.set_status(LinkStatus::Paused);
+            }
+            Some(Control::Resume) if self.established => {
+                self.send(&Message::Resume)?;
+                self.link.set_status(LinkStatus::Connected);
+            }
+            // Before the handshake the paused flag alone counts: `establish` sends it.
+            Some(Control::Pause | Control::Resume) => {}
+            Some(Control::Disconnect) | None => {
+                let _ = self.queue(Outgoing::Close(
+                    CloseCode::Normal,
+                    "link disconnected".into(),
+                ));
+                return Err(SessionEnd::new(
+                    EndKind::Disconnected,
+                    "disconnected locally",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn store_end(e: crate::store::StoreError) -> SessionEnd {
+    SessionEnd::new(EndKind::Lost, format!("storage: {e}"))
+}
+
+fn type_name(msg: &Message) -> String {
+    serde_json::to_value(msg)
+        .ok()
+        .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| "message".to_owned())
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}

@@ -1,0 +1,374 @@
+//! An established link: reading frames, ingesting the deltas they carry through the
+//! node's single path, answering, and following the peer's sync and pause.
+
+use futures_util::Stream;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
+
+use super::handshake::Peer;
+use super::{store_end, type_name, EndKind, Role, Session, SessionEnd};
+use crate::admission::Admission;
+use crate::delta::{now_millis, Delta};
+use crate::events::NodeEvent;
+use crate::federation::cursor::{self, CursorKeys};
+use crate::federation::links::{LinkStats, LinkStatus};
+use crate::federation::protocol::{codes, Message};
+use crate::federation::sender::{Outgoing, SyncPlan};
+use crate::filter::DeltaFilter;
+use crate::node::{IngestOutcome, Origin};
+use crate::store::Seq;
+
+/// Receiving state after the handshake.
+pub(super) struct Established {
+    pub peer: Peer,
+    pub admission: Admission,
+    pub we_send: bool,
+    pub we_receive: bool,
+    pub keys: CursorKeys,
+    /// Newest timestamp received (the v1 resume point).
+    pub max_ts: u64,
+    /// We asked for a sync and it has not completed: the v1 resume point must not move
+    /// yet, or a sync cut short would be resumed from its end, skipping its middle.
+    pub awaiting_sync: bool,
+    pub syncing: bool,
+    pub sync_processed: u64,
+}
+
+/// How a received delta is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reply {
+    /// v1 live `delta`: `delta_ack` once durable, or `delta_nack`.
+    AckEach,
+    /// Batches: only refusals are answered (`delta_nack`).
+    NackOnly,
+}
+
+/// Deltas read from consecutive frames, ingested together in one store batch.
+#[derive(Default)]
+struct Pending {
+    values: Vec<(Value, Reply, bool)>,
+    last_seq: Option<u64>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.values.is_empty() && self.last_seq.is_none()
+    }
+}
+
+impl Session<'_> {
+    pub(super) async fn live<St>(&mut self, stream: &mut St, est: &mut Established) -> SessionEnd
+    where
+        St: Stream<Item = Result<WsMessage, WsError>> + Unpin,
+    {
+        let dead_after = self.heartbeat * 2 + std::time::Duration::from_secs(1);
+        loop {
+            let deadline = self.last_frame + dead_after;
+            let texts = match self.read_frames(stream, deadline).await {
+                Ok(t) => t,
+                Err(end) => return end,
+            };
+            if let Err(end) = self.process(texts, est).await {
+                return end;
+            }
+        }
+    }
+
+    pub(super) async fn process(
+        &mut self,
+        texts: Vec<String>,
+        est: &mut Established,
+    ) -> Result<(), SessionEnd> {
+        let mut pending = Pending::default();
+        for text in texts {
+            let msg = match crate::federation::protocol::decode(&text) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.flush(&mut pending, est).await?;
+                    self.send_error(codes::MESSAGE_ERROR, &e.0)?;
+                    continue;
+                }
+            };
+            match msg {
+                Message::Delta { delta, seq } => {
+                    if self.may_receive(est, Some(&delta))? {
+                        pending.values.push((delta, Reply::AckEach, false));
+                        pending.last_seq = seq.or(pending.last_seq);
+                    }
+                }
+                Message::SyncBatch {
+                    deltas, last_seq, ..
+                } => {
+                    if self.may_receive(est, None)? {
+                        pending
+                            .values
+                            .extend(deltas.into_iter().map(|d| (d, Reply::NackOnly, true)));
+                        pending.last_seq = last_seq.or(pending.last_seq);
+                    }
+                }
+                Message::DeltaBatch { deltas, last_seq } => {
+                    if self.may_receive(est, None)? {
+                        pending
+                            .values
+                            .extend(deltas.into_iter().map(|d| (d, Reply::NackOnly, false)));
+                        pending.last_seq = Some(last_seq);
+                    }
+                }
+                other => {
+                    self.flush(&mut pending, est).await?;
+                    self.on_message(other, est).await?;
+                }
+            }
+        }
+        self.flush(&mut pending, est).await
+    }
+
+    /// Refuses deltas on a link that does not carry them toward us.
+    fn may_receive(&self, est: &Established, delta: Option<&Value>) -> Result<bool, SessionEnd> {
+        if est.we_receive {
+            return Ok(true);
+        }
+        let why = match self.role {
+            Role::Acceptor => {
+                "this link was opened in pull mode: the connecting side receives only and may not send deltas"
+            }
+            Role::Initiator => "this link was opened in push mode: the connecting side does not receive deltas",
+        };
+        if let Some(id) = delta.and_then(|d| d.get("id")).and_then(Value::as_str) {
+            self.send(&Message::DeltaNack {
+                delta_id: id.to_owned(),
+                reason: why.to_owned(),
+            })?;
+        }
+        self.send_error(codes::MODE_VIOLATION, why)?;
+        Ok(false)
+    }
+
+    /// Ingests pending deltas in one batch with the cursor they advance, then answers.
+    async fn flush(
+        &mut self,
+        pending: &mut Pending,
+        est: &mut Established,
+    ) -> Result<(), SessionEnd> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let Pending { values, last_seq } = std::mem::take(pending);
+        let checked: Vec<Result<Delta, crate::InvalidDelta>> = values
+            .iter()
+            .map(|(v, _, _)| Delta::from_value(v))
+            .collect();
+        let mut meta = Vec::new();
+        if est.peer.extension {
+            if let Some(seq) = last_seq {
+                meta.push((est.keys.seq.clone(), cursor::encode(seq)));
+            }
+        } else {
+            let newest = checked
+                .iter()
+                .flatten()
+                .map(|d| d.timestamp)
+                .max()
+                .unwrap_or(0);
+            if newest > est.max_ts {
+                est.max_ts = newest;
+                if !est.awaiting_sync {
+                    meta.push((est.keys.ts.clone(), cursor::encode(newest)));
+                }
+            }
+        }
+        let origin = Origin::Remote {
+            system: est.peer.system.clone(),
+        };
+        let outcomes = self
+            .node
+            .ingest_checked(checked, origin, Some(&est.admission), meta)
+            .await
+            .map_err(store_end)?;
+        let stats = &self.link.stats;
+        for ((value, reply, in_sync), outcome) in values.iter().zip(outcomes) {
+            let id = value.get("id").and_then(Value::as_str).unwrap_or_default();
+            if *in_sync {
+                est.sync_processed += 1;
+            }
+            let refusal = match outcome {
+                IngestOutcome::Stored(_) | IngestOutcome::Duplicate(_) => {
+                    LinkStats::add(&stats.deltas_received, 1);
+                    self.node.emit(NodeEvent::DeltaReceived {
+                        link_id: self.link.id.clone(),
+                        delta_id: id.to_owned(),
+                        duplicate: matches!(outcome, IngestOutcome::Duplicate(_)),
+                    });
+                    if *reply == Reply::AckEach {
+                        self.send(&Message::DeltaAck {
+                            delta_id: id.to_owned(),
+                        })?;
+                    }
+                    continue;
+                }
+                IngestOutcome::Invalid(e) => {
+                    LinkStats::add(&stats.deltas_rejected, 1);
+                    e.to_string()
+                }
+                IngestOutcome::Rejected { policy, reason } => {
+                    LinkStats::add(&stats.deltas_rejected, 1);
+                    format!("{policy}: {reason}")
+                }
+                IngestOutcome::Filtered(reason) => {
+                    LinkStats::add(&stats.deltas_filtered, 1);
+                    format!("not kept: {reason}")
+                }
+            };
+            self.send(&Message::DeltaNack {
+                delta_id: id.to_owned(),
+                reason: refusal,
+            })?;
+        }
+        Ok(())
+    }
+
+    async fn on_message(&mut self, msg: Message, est: &mut Established) -> Result<(), SessionEnd> {
+        match msg {
+            Message::Hello { .. } | Message::HelloAck { .. } => self.send_error(
+                codes::MESSAGE_ERROR,
+                &format!(
+                    "{} after the handshake: the link is already established",
+                    type_name(&msg)
+                ),
+            ),
+            Message::SyncRequest {
+                filter,
+                from_timestamp,
+                resume_from,
+                from_head,
+            } => {
+                if !est.we_send {
+                    return self.send_error(
+                        codes::MODE_VIOLATION,
+                        "sync_request on a link that does not send to you (it was opened in push mode)",
+                    );
+                }
+                let filter = match filter {
+                    None | Some(Value::Null) => None,
+                    Some(v) => match DeltaFilter::from_value(&v) {
+                        Ok(f) => Some(f),
+                        Err(e) => {
+                            return self.send_error(
+                                codes::SYNC_ERROR,
+                                &format!("sync_request.filter: {e}"),
+                            )
+                        }
+                    },
+                };
+                let (after, min_timestamp) = if let Some(c) = resume_from {
+                    (Seq(c), None)
+                } else if from_head == Some(true) {
+                    (Seq(u64::MAX), None)
+                } else if let Some(ts) = from_timestamp {
+                    let first = self
+                        .node
+                        .store()
+                        .first_seq_at_or_after(ts)
+                        .map_err(store_end)?;
+                    (
+                        first.map_or(Seq(u64::MAX), |s| Seq(s.0.saturating_sub(1))),
+                        Some(ts),
+                    )
+                } else {
+                    (Seq(0), None)
+                };
+                self.queue(Outgoing::Sync(SyncPlan {
+                    after,
+                    min_timestamp,
+                    filter,
+                }))
+            }
+            Message::SyncStart { total_deltas, .. } => {
+                est.syncing = true;
+                est.sync_processed = 0;
+                if !*self.link.paused.borrow() {
+                    self.link.set_status(LinkStatus::Syncing);
+                }
+                self.node.emit(NodeEvent::SyncStarted {
+                    link_id: self.link.id.clone(),
+                    total_deltas,
+                });
+                Ok(())
+            }
+            Message::SyncComplete { last_seq, .. } => {
+                // Every batch before this frame is already durable (flushed in order), so
+                // the resume point may now move to what the sync delivered.
+                let store = self.node.store();
+                if est.peer.extension {
+                    if let Some(seq) = last_seq {
+                        store
+                            .put_meta(&est.keys.seq, cursor::encode(seq))
+                            .await
+                            .map_err(store_end)?;
+                    }
+                } else if est.max_ts > 0 {
+                    store
+                        .put_meta(&est.keys.ts, cursor::encode(est.max_ts))
+                        .await
+                        .map_err(store_end)?;
+                }
+                est.awaiting_sync = false;
+                est.syncing = false;
+                self.link
+                    .stats
+                    .last_sync_timestamp
+                    .store(now_millis(), std::sync::atomic::Ordering::Relaxed);
+                if !*self.link.paused.borrow() {
+                    self.link.set_status(LinkStatus::Connected);
+                }
+                tracing::info!(link = %self.link.id, deltas = est.sync_processed, "initial sync complete");
+                self.node.emit(NodeEvent::SyncCompleted {
+                    link_id: self.link.id.clone(),
+                    deltas_processed: est.sync_processed,
+                });
+                Ok(())
+            }
+            Message::DeltaAck { .. } => Ok(()),
+            Message::DeltaNack { delta_id, reason } => {
+                tracing::warn!(link = %self.link.id, %delta_id, %reason, "the peer refused a delta");
+                Ok(())
+            }
+            Message::Pause => self.queue(Outgoing::PeerPaused(true)),
+            Message::Resume => self.queue(Outgoing::PeerPaused(false)),
+            Message::Ping => self.send(&Message::Pong),
+            Message::Pong => Ok(()),
+            Message::Error {
+                code,
+                message,
+                fatal,
+            } => {
+                self.peer_error(&code, &message);
+                if fatal {
+                    let kind = if code == codes::PROTOCOL_MISMATCH {
+                        EndKind::Refused
+                    } else {
+                        EndKind::Lost
+                    };
+                    return Err(SessionEnd::new(
+                        kind,
+                        format!("the peer closed the link: {code}: {message}"),
+                    ));
+                }
+                Ok(())
+            }
+            // Delta-carrying messages are handled by `process`.
+            Message::Delta { .. } | Message::SyncBatch { .. } | Message::DeltaBatch { .. } => {
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) fn peer_error(&self, code: &str, message: &str) {
+        tracing::warn!(link = %self.link.id, %code, %message, "error from the peer");
+        self.link.set_error(&format!("{code}: {message}"));
+        self.node.emit(NodeEvent::LinkError {
+            link_id: self.link.id.clone(),
+            error: format!("peer: {code}: {message}"),
+        });
+    }
+}

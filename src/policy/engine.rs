@@ -1,0 +1,213 @@
+//! The sandboxed Rhai engine scripts run in, the helpers they can call, and how a
+//! delta and a link look from inside a script.
+//!
+//! Sandbox: no modules (`import` fails), no `eval`, `print`/`debug` go to the log,
+//! and hard limits on operations, call depth, expression depth, string, array and map
+//! sizes. A script that loops forever runs out of operations within milliseconds.
+
+use rhai::{Dynamic, Engine, EvalAltResult, ImmutableString, Map, Position};
+
+use crate::delta::{now_millis, Delta, Target};
+
+/// Operations one evaluation may take: a few milliseconds of work.
+pub const MAX_OPERATIONS: u64 = 200_000;
+const MAX_CALL_LEVELS: usize = 32;
+const MAX_EXPR_DEPTH: usize = 64;
+const MAX_STRING_SIZE: usize = 64 * 1024;
+const MAX_ARRAY_SIZE: usize = 10_000;
+const MAX_MAP_SIZE: usize = 10_000;
+
+/// What a `reject(reason)` call throws: the evaluation stops with this reason.
+#[derive(Debug, Clone)]
+pub(crate) struct Rejection(pub String);
+
+/// The link a delta arrives on or leaves by, as scripts see it (`link.name`...).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct LinkContext {
+    pub id: String,
+    pub name: String,
+    pub remote_system: String,
+    pub remote_url: String,
+    /// `push`, `pull` or `bidirectional`.
+    pub mode: String,
+    /// `inbound` or `outbound`.
+    pub direction: String,
+}
+
+impl LinkContext {
+    pub(crate) fn to_dynamic(&self) -> Dynamic {
+        let mut m = Map::new();
+        m.insert("id".into(), self.id.clone().into());
+        m.insert("name".into(), self.name.clone().into());
+        m.insert("remote_system".into(), self.remote_system.clone().into());
+        m.insert("remote_url".into(), self.remote_url.clone().into());
+        m.insert("mode".into(), self.mode.clone().into());
+        m.insert("direction".into(), self.direction.clone().into());
+        m.into()
+    }
+}
+
+/// A delta as a Rhai map: `id`, `timestamp`, `author`, `system`, `pointers` (an array of
+/// `#{role, target}`, a target being a string, number, bool, or `#{id, context}`).
+pub(crate) fn delta_to_dynamic(d: &Delta) -> Dynamic {
+    let mut m = Map::new();
+    m.insert("id".into(), d.id.clone().into());
+    m.insert("timestamp".into(), Dynamic::from_int(d.timestamp as i64));
+    m.insert("author".into(), d.author.clone().into());
+    m.insert("system".into(), d.system.clone().into());
+    let pointers: rhai::Array = d
+        .pointers
+        .iter()
+        .map(|p| {
+            let mut pm = Map::new();
+            pm.insert("role".into(), p.role.clone().into());
+            pm.insert("target".into(), target_to_dynamic(&p.target));
+            Dynamic::from_map(pm)
+        })
+        .collect();
+    m.insert("pointers".into(), pointers.into());
+    m.into()
+}
+
+fn target_to_dynamic(t: &Target) -> Dynamic {
+    match t {
+        Target::Reference(r) => {
+            let mut m = Map::new();
+            m.insert("id".into(), r.id.clone().into());
+            if let Some(c) = &r.context {
+                m.insert("context".into(), c.clone().into());
+            }
+            m.into()
+        }
+        Target::String(s) => s.clone().into(),
+        Target::Bool(b) => (*b).into(),
+        Target::Number(n) => match n.as_i64() {
+            Some(i) => Dynamic::from_int(i),
+            None => Dynamic::from_float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+    }
+}
+
+fn pointers_of(delta: &Map) -> impl Iterator<Item = Map> + '_ {
+    delta
+        .get("pointers")
+        .and_then(|p| p.read_lock::<rhai::Array>().map(|a| a.clone()))
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| p.try_cast::<Map>())
+}
+
+fn role_of(p: &Map) -> String {
+    p.get("role").map(|r| r.to_string()).unwrap_or_default()
+}
+
+/// The engine every script is compiled and run with.
+pub fn sandboxed_engine() -> Engine {
+    let mut engine = Engine::new();
+    engine
+        .set_max_operations(MAX_OPERATIONS)
+        .set_max_call_levels(MAX_CALL_LEVELS)
+        .set_max_expr_depths(MAX_EXPR_DEPTH, MAX_EXPR_DEPTH)
+        .set_max_string_size(MAX_STRING_SIZE)
+        .set_max_array_size(MAX_ARRAY_SIZE)
+        .set_max_map_size(MAX_MAP_SIZE)
+        .set_max_modules(0)
+        .set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new())
+        .set_strict_variables(true);
+    engine.disable_symbol("eval");
+    engine.on_print(|s| tracing::info!(target: "rhizome::policy::script", "{s}"));
+    engine.on_debug(|s, src, pos| {
+        tracing::debug!(target: "rhizome::policy::script", source = src.unwrap_or(""), %pos, "{s}")
+    });
+
+    // reject(reason): stop here and refuse the delta with this reason.
+    engine.register_fn(
+        "reject",
+        |reason: ImmutableString| -> Result<bool, Box<EvalAltResult>> {
+            Err(Box::new(EvalAltResult::ErrorRuntime(
+                Dynamic::from(Rejection(reason.to_string())),
+                Position::NONE,
+            )))
+        },
+    );
+    engine.register_fn("accept", || true);
+    // has_role(delta, role): does any pointer have this role?
+    engine.register_fn("has_role", |delta: Map, role: ImmutableString| {
+        pointers_of(&delta).any(|p| role_of(&p) == role.as_str())
+    });
+    // pointer(delta, role): the target of the first pointer with this role, or ().
+    engine.register_fn("pointer", |delta: Map, role: ImmutableString| -> Dynamic {
+        pointers_of(&delta)
+            .find(|p| role_of(p) == role.as_str())
+            .and_then(|p| p.get("target").cloned())
+            .unwrap_or(Dynamic::UNIT)
+    });
+    // targets(delta, id): does any pointer reference the entity `id`?
+    engine.register_fn("targets", |delta: Map, id: ImmutableString| {
+        pointers_of(&delta).any(|p| {
+            p.get("target")
+                .and_then(|t| t.read_lock::<Map>().map(|m| m.clone()))
+                .and_then(|m| m.get("id").map(|v| v.to_string()))
+                .is_some_and(|t| t == id.as_str())
+        })
+    });
+    // now(): milliseconds since the Unix epoch.
+    engine.register_fn("now", || now_millis() as i64);
+    engine
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delta::{new_delta, Pointer};
+
+    fn eval(script: &str, d: &Delta) -> Result<Dynamic, Box<EvalAltResult>> {
+        let engine = sandboxed_engine();
+        let mut scope = rhai::Scope::new();
+        scope.push_constant_dynamic("delta", delta_to_dynamic(d));
+        scope.push_constant_dynamic("link", LinkContext::default().to_dynamic());
+        engine.eval_with_scope::<Dynamic>(&mut scope, script)
+    }
+
+    #[test]
+    fn helpers_see_the_delta() {
+        let d = new_delta(
+            "alice",
+            "sys",
+            vec![
+                Pointer::new("verified", Target::Bool(true)),
+                Pointer::new("about", Target::reference_in("prod_1", "reviews")),
+                Pointer::new("rating", Target::Number(5.into())),
+            ],
+        );
+        let yes = |s: &str| eval(s, &d).unwrap().as_bool().unwrap();
+        assert!(yes(r#"has_role(delta, "verified")"#));
+        assert!(!yes(r#"has_role(delta, "nope")"#));
+        assert!(yes(r#"pointer(delta, "rating") == 5"#));
+        assert!(yes(r#"pointer(delta, "about").context == "reviews""#));
+        assert!(yes(r#"pointer(delta, "missing") == ()"#));
+        assert!(yes(r#"targets(delta, "prod_1")"#));
+        assert!(yes(
+            r#"delta.author == "alice" && delta.timestamp <= now()"#
+        ));
+        assert!(yes(r#"delta.pointers.len() == 3 && link.name == """#));
+    }
+
+    #[test]
+    fn the_sandbox_holds() {
+        let d = new_delta("a", "s", vec![]);
+        let forever = eval("loop { }", &d).unwrap_err();
+        assert!(
+            matches!(*forever, EvalAltResult::ErrorTooManyOperations(_)),
+            "{forever}"
+        );
+        assert!(eval(r#"import "std" as s; true"#, &d).is_err());
+        assert!(eval(r#"eval("true")"#, &d).is_err());
+        assert!(eval("let s = \"x\"; loop { s += s; }", &d).is_err());
+        assert!(eval("undefined_variable", &d).is_err());
+        let started = std::time::Instant::now();
+        let _ = eval("let x = 0; while true { x += 1; }", &d);
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,169 @@
+//! The node's current policy set and its hot reload.
+//!
+//! Readers take the current set (`Arc`) once per batch, so a batch is judged by one
+//! consistent set even while a reload swaps in the next. The watcher debounces editor
+//! bursts (write, rename, chmod) into one reload.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+
+use super::set::{PolicyDirs, PolicySet};
+use crate::events::{EventBus, NodeEvent};
+
+/// Quiet time after the last file event before reloading.
+const DEBOUNCE: Duration = Duration::from_millis(150);
+
+pub struct PolicyHost {
+    dirs: PolicyDirs,
+    current: RwLock<Arc<PolicySet>>,
+    events: EventBus,
+    reloads: std::sync::atomic::AtomicU64,
+    watcher: Mutex<Option<notify::RecommendedWatcher>>,
+}
+
+impl PolicyHost {
+    /// Loads the scripts under `dirs` (reporting compile errors as events and logs).
+    ///
+    /// # Errors
+    /// When a folder that is named does not exist or cannot be read.
+    pub fn new(dirs: PolicyDirs, events: EventBus) -> std::io::Result<PolicyHost> {
+        for dir in [&dirs.policies, &dirs.filters].into_iter().flatten() {
+            if !dir.is_dir() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{} is not a directory", dir.display()),
+                ));
+            }
+        }
+        let set = PolicySet::load(&dirs, None)?;
+        let host = PolicyHost {
+            dirs,
+            current: RwLock::new(Arc::new(PolicySet::empty())),
+            events,
+            reloads: Default::default(),
+            watcher: Mutex::new(None),
+        };
+        host.install(set);
+        Ok(host)
+    }
+
+    /// No scripts at all.
+    pub fn empty(events: EventBus) -> PolicyHost {
+        PolicyHost {
+            dirs: PolicyDirs::default(),
+            current: RwLock::new(Arc::new(PolicySet::empty())),
+            events,
+            reloads: Default::default(),
+            watcher: Mutex::new(None),
+        }
+    }
+
+    pub fn dirs(&self) -> &PolicyDirs {
+        &self.dirs
+    }
+
+    /// The set in force now.
+    pub fn current(&self) -> Arc<PolicySet> {
+        match self.current.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn reload_count(&self) -> u64 {
+        self.reloads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Reads the folders again and swaps the new set in.
+    pub fn reload(&self) -> Arc<PolicySet> {
+        let previous = self.current();
+        match PolicySet::load(&self.dirs, Some(&previous)) {
+            Ok(set) => {
+                self.reloads
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.install(set)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "policy reload failed; the current set stays");
+                self.events.emit(NodeEvent::PolicyError {
+                    file: None,
+                    line: None,
+                    column: None,
+                    message: e.to_string(),
+                });
+                previous
+            }
+        }
+    }
+
+    fn install(&self, set: PolicySet) -> Arc<PolicySet> {
+        let set = Arc::new(set);
+        for e in set.errors() {
+            tracing::error!(file = %e.file, line = ?e.line, column = ?e.column, "policy error: {}", e.message);
+            self.events.emit(NodeEvent::PolicyError {
+                file: Some(e.file.clone()),
+                line: e.line,
+                column: e.column,
+                message: e.message.clone(),
+            });
+        }
+        let scripts = set.scripts().len();
+        tracing::info!(
+            hash = set.hash(),
+            scripts,
+            errors = set.errors().len(),
+            "policy set loaded"
+        );
+        self.events.emit(NodeEvent::PolicyReloaded {
+            hash: set.hash().to_owned(),
+            scripts,
+            errors: set.errors().len(),
+        });
+        match self.current.write() {
+            Ok(mut c) => *c = set.clone(),
+            Err(poisoned) => *poisoned.into_inner() = set.clone(),
+        }
+        set
+    }
+
+    /// Starts watching the folders; changes are reloaded after a short quiet time.
+    /// Needs a tokio runtime.
+    ///
+    /// # Errors
+    /// When the OS watcher cannot be set up.
+    pub fn watch(self: &Arc<Self>) -> notify::Result<()> {
+        if self.dirs.is_empty() {
+            return Ok(());
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let mut watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+                Ok(event) if !event.kind.is_access() => {
+                    let _ = tx.send(());
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "policy watcher error"),
+            })?;
+        for dir in [&self.dirs.policies, &self.dirs.filters]
+            .into_iter()
+            .flatten()
+        {
+            watcher.watch(dir, RecursiveMode::Recursive)?;
+        }
+        if let Ok(mut w) = self.watcher.lock() {
+            *w = Some(watcher);
+        }
+        let host = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                // Debounce: wait until the folder has been quiet for a moment.
+                while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+                let Some(host) = host.upgrade() else { break };
+                let _ = tokio::task::spawn_blocking(move || host.reload()).await;
+            }
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,458 @@
+//! A compiled set of scripts, loaded from the policies and filters folders, and how a
+//! delta is judged by it.
+//!
+//! Layout: `policies/*.rhai` are trust policies for every link, `policies/<link>/*.rhai`
+//! for the link of that name only; `filters/push/...` and `filters/pull/...` likewise.
+//! For a delta on a link, the scripts that apply run in a fixed order (the shared ones,
+//! then the link's own, each by file name) and the first rejection decides (AND).
+//! A set is immutable once built: a reload builds a new one and swaps it whole, so each
+//! delta is judged by one consistent set.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rhai::{Dynamic, Engine, EvalAltResult, Scope, AST};
+use serde::Serialize;
+
+use super::engine::{delta_to_dynamic, sandboxed_engine, LinkContext, Rejection, MAX_OPERATIONS};
+use crate::delta::Delta;
+
+/// What a script decides about.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ScriptKind {
+    /// Is an incoming delta trusted? (`policies/`)
+    Trust,
+    /// Does a local delta go out on this link? (`filters/push/`)
+    Push,
+    /// Is an incoming delta kept? (`filters/pull/`)
+    Pull,
+}
+
+impl ScriptKind {
+    pub const ALL: [ScriptKind; 3] = [ScriptKind::Trust, ScriptKind::Push, ScriptKind::Pull];
+}
+
+/// The folders scripts are loaded from. Either may be absent (no scripts of that kind).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicyDirs {
+    pub policies: Option<PathBuf>,
+    pub filters: Option<PathBuf>,
+}
+
+impl PolicyDirs {
+    /// The folders of each kind: (kind, root).
+    fn roots(&self) -> Vec<(ScriptKind, PathBuf)> {
+        let mut roots = Vec::new();
+        if let Some(p) = &self.policies {
+            roots.push((ScriptKind::Trust, p.clone()));
+        }
+        if let Some(f) = &self.filters {
+            roots.push((ScriptKind::Push, f.join("push")));
+            roots.push((ScriptKind::Pull, f.join("pull")));
+        }
+        roots
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_none() && self.filters.is_none()
+    }
+}
+
+/// A compile error, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScriptError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+impl std::fmt::Display for ScriptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => write!(f, "{}:{l}:{c}: {}", self.file, self.message),
+            (Some(l), None) => write!(f, "{}:{l}: {}", self.file, self.message),
+            _ => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+/// One script of a set.
+#[derive(Clone)]
+pub struct Script {
+    pub kind: ScriptKind,
+    /// The link name it is limited to; `None` for every link.
+    pub link: Option<String>,
+    /// Its path as shown to operators (the folder it was loaded from, joined with its name).
+    pub file: String,
+    /// The compiled script; `None` when it never compiled (it then rejects everything
+    /// in its scope: fail closed).
+    ast: Option<Arc<AST>>,
+    /// The last compile error; with an `ast`, the script runs its last good version.
+    pub error: Option<ScriptError>,
+    source_hash: u64,
+}
+
+/// A script's verdict on one delta.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "verdict", rename_all = "lowercase")]
+pub enum Verdict {
+    Accept,
+    Reject {
+        /// The script (file) that decided.
+        script: String,
+        reason: String,
+    },
+}
+
+impl Verdict {
+    pub fn is_accept(&self) -> bool {
+        matches!(self, Verdict::Accept)
+    }
+}
+
+/// One script's answer, for `rhizome policy eval`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScriptRun {
+    pub file: String,
+    pub kind: ScriptKind,
+    pub verdict: Verdict,
+    pub micros: u64,
+}
+
+/// Counters over a set's lifetime (shared across reloads by the host).
+#[derive(Debug, Default)]
+pub struct PolicyCounters {
+    pub evaluations: AtomicU64,
+    pub rejections: AtomicU64,
+    pub runtime_errors: AtomicU64,
+    pub eval_nanos: AtomicU64,
+}
+
+/// What `GET /policies` shows of a script.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScriptInfo {
+    pub file: String,
+    pub kind: ScriptKind,
+    pub link: Option<String>,
+    /// `ok`, `stale` (a newer version failed to compile; the last good one runs) or
+    /// `failed` (never compiled: rejects everything in its scope).
+    pub state: &'static str,
+    pub error: Option<ScriptError>,
+}
+
+pub struct PolicySet {
+    engine: Arc<Engine>,
+    scripts: Vec<Script>,
+    hash: String,
+    counters: Arc<PolicyCounters>,
+}
+
+impl PolicySet {
+    /// A set with no scripts: everything is accepted.
+    pub fn empty() -> PolicySet {
+        PolicySet {
+            engine: Arc::new(sandboxed_engine()),
+            scripts: Vec::new(),
+            hash: format!("{:016x}", fnv1a(&[])),
+            counters: Arc::default(),
+        }
+    }
+
+    /// Loads and compiles every script under `dirs`. A script that fails to compile keeps
+    /// its version from `previous` when there is one; otherwise it fails closed.
+    ///
+    /// # Errors
+    /// Only when a folder cannot be read at all; a bad script is reported in the set.
+    pub fn load(dirs: &PolicyDirs, previous: Option<&PolicySet>) -> std::io::Result<PolicySet> {
+        let engine = previous.map_or_else(|| Arc::new(sandboxed_engine()), |p| p.engine.clone());
+        let counters = previous.map_or_else(Arc::default, |p| p.counters.clone());
+        let mut scripts = Vec::new();
+        let mut hash_input = Vec::new();
+        for (kind, root) in dirs.roots() {
+            for (link, path) in script_files(&root)? {
+                let source = std::fs::read_to_string(&path).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display()))
+                })?;
+                let file = path.display().to_string();
+                hash_input.extend_from_slice(file.as_bytes());
+                hash_input.push(0);
+                hash_input.extend_from_slice(source.as_bytes());
+                hash_input.push(0);
+                let source_hash = fnv1a(source.as_bytes());
+                let prior = previous
+                    .and_then(|p| p.scripts.iter().find(|s| s.file == file && s.kind == kind));
+                let script = match prior {
+                    // Unchanged: reuse the compiled script (and its error, if it never compiled).
+                    Some(p) if p.source_hash == source_hash => p.clone(),
+                    _ => {
+                        let (ast, error) = match compile(&engine, &source) {
+                            Ok(ast) => (Some(Arc::new(ast)), None),
+                            Err(mut e) => {
+                                e.file = file.clone();
+                                (prior.and_then(|p| p.ast.clone()), Some(e))
+                            }
+                        };
+                        Script {
+                            kind,
+                            link: link.clone(),
+                            file,
+                            ast,
+                            error,
+                            source_hash,
+                        }
+                    }
+                };
+                scripts.push(script);
+            }
+        }
+        // The fixed order: by kind, shared scripts before link ones, then by file name.
+        scripts.sort_by(|a, b| (a.kind, &a.link, &a.file).cmp(&(b.kind, &b.link, &b.file)));
+        Ok(PolicySet {
+            engine,
+            scripts,
+            hash: format!("{:016x}", fnv1a(&hash_input)),
+            counters,
+        })
+    }
+
+    /// Identifies the set's content (file names and sources).
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    pub fn counters(&self) -> &PolicyCounters {
+        &self.counters
+    }
+
+    pub fn errors(&self) -> Vec<ScriptError> {
+        self.scripts
+            .iter()
+            .filter_map(|s| s.error.clone())
+            .collect()
+    }
+
+    pub fn scripts(&self) -> Vec<ScriptInfo> {
+        self.scripts
+            .iter()
+            .map(|s| ScriptInfo {
+                file: s.file.clone(),
+                kind: s.kind,
+                link: s.link.clone(),
+                state: match (&s.ast, &s.error) {
+                    (Some(_), None) => "ok",
+                    (Some(_), Some(_)) => "stale",
+                    (None, _) => "failed",
+                },
+                error: s.error.clone(),
+            })
+            .collect()
+    }
+
+    /// Whether any script of `kind` applies to the link named `link`.
+    pub fn applies(&self, kind: ScriptKind, link: &str) -> bool {
+        self.applicable(kind, link).next().is_some()
+    }
+
+    fn applicable<'a>(
+        &'a self,
+        kind: ScriptKind,
+        link: &'a str,
+    ) -> impl Iterator<Item = &'a Script> + 'a {
+        self.scripts
+            .iter()
+            .filter(move |s| s.kind == kind && s.link.as_deref().is_none_or(|l| l == link))
+    }
+
+    /// Judges `delta` with every script of `kind` that applies to `link`, in order; the
+    /// first rejection decides.
+    pub fn judge(&self, kind: ScriptKind, link: &LinkContext, delta: &Delta) -> Verdict {
+        let mut scripts = self.applicable(kind, &link.name).peekable();
+        if scripts.peek().is_none() {
+            return Verdict::Accept;
+        }
+        let delta_value = delta_to_dynamic(delta);
+        let link_value = link.to_dynamic();
+        for script in scripts {
+            let verdict = self.run(script, &delta_value, &link_value);
+            if !verdict.is_accept() {
+                return verdict;
+            }
+        }
+        Verdict::Accept
+    }
+
+    /// Every applicable script's verdict and time, without stopping at a rejection.
+    pub fn evaluate_each(
+        &self,
+        kind: ScriptKind,
+        link: &LinkContext,
+        delta: &Delta,
+    ) -> Vec<ScriptRun> {
+        let delta_value = delta_to_dynamic(delta);
+        let link_value = link.to_dynamic();
+        self.applicable(kind, &link.name)
+            .map(|script| {
+                let started = Instant::now();
+                let verdict = self.run(script, &delta_value, &link_value);
+                ScriptRun {
+                    file: script.file.clone(),
+                    kind,
+                    verdict,
+                    micros: started.elapsed().as_micros() as u64,
+                }
+            })
+            .collect()
+    }
+
+    fn run(&self, script: &Script, delta: &Dynamic, link: &Dynamic) -> Verdict {
+        let reject = |reason: String| Verdict::Reject {
+            script: script.file.clone(),
+            reason,
+        };
+        let Some(ast) = &script.ast else {
+            let why = script
+                .error
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            return reject(format!(
+                "the script does not compile, so it rejects everything it judges: {why}"
+            ));
+        };
+        let started = Instant::now();
+        let mut scope = Scope::new();
+        scope.push_constant_dynamic("delta", delta.clone());
+        scope.push_constant_dynamic("link", link.clone());
+        let result = self.engine.eval_ast_with_scope::<Dynamic>(&mut scope, ast);
+        let c = &self.counters;
+        c.evaluations.fetch_add(1, Ordering::Relaxed);
+        c.eval_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let verdict = match result {
+            Ok(v) if v.is::<bool>() => {
+                if v.as_bool().unwrap_or(false) {
+                    Verdict::Accept
+                } else {
+                    reject(format!("rejected by {}", script.file))
+                }
+            }
+            Ok(v) if v.is_string() => {
+                let reason = v.into_string().unwrap_or_default();
+                if reason.is_empty() {
+                    reject(format!("rejected by {}", script.file))
+                } else {
+                    reject(reason)
+                }
+            }
+            Ok(v) => {
+                c.runtime_errors.fetch_add(1, Ordering::Relaxed);
+                reject(format!(
+                    "the script returned {} ({}); a policy must end with true, false, a reason string, or call reject(reason)",
+                    if v.is_unit() { "nothing".to_owned() } else { v.to_string() },
+                    v.type_name()
+                ))
+            }
+            Err(e) => match *e {
+                EvalAltResult::ErrorRuntime(v, _) if v.is::<Rejection>() => {
+                    reject(v.cast::<Rejection>().0)
+                }
+                EvalAltResult::ErrorTooManyOperations(pos) => {
+                    c.runtime_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(file = %script.file, %pos, "script stopped: too many operations");
+                    reject(format!("the script ran too long (over {MAX_OPERATIONS} operations, at {pos}) and was stopped"))
+                }
+                other => {
+                    c.runtime_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(file = %script.file, error = %other, "script error");
+                    reject(format!("script error: {other}"))
+                }
+            },
+        };
+        if !verdict.is_accept() {
+            c.rejections.fetch_add(1, Ordering::Relaxed);
+        }
+        verdict
+    }
+}
+
+/// Compiles one script with `delta` and `link` declared, so a misspelt variable is a
+/// compile error, not a runtime one. (Declared as plain variables: as constants the
+/// optimizer would fold their placeholder values into the script.)
+pub(crate) fn compile(engine: &Engine, source: &str) -> Result<AST, ScriptError> {
+    let mut scope = Scope::new();
+    scope.push_dynamic("delta", Dynamic::UNIT);
+    scope.push_dynamic("link", Dynamic::UNIT);
+    engine
+        .compile_with_scope(&scope, source)
+        .map_err(|e| ScriptError {
+            file: String::new(),
+            line: e.position().line(),
+            column: e.position().position(),
+            message: e.err_type().to_string(),
+        })
+}
+
+/// The `.rhai` files of a root: directly in it (every link) and one level down in a
+/// folder named after a link. `tests/` holds test cases, not scripts.
+fn script_files(root: &Path) -> std::io::Result<Vec<(Option<String>, PathBuf)>> {
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => {
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("cannot read {}: {e}", root.display()),
+            ))
+        }
+    };
+    let mut by_link: BTreeMap<Option<String>, Vec<PathBuf>> = BTreeMap::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            if name == "tests" {
+                continue;
+            }
+            for inner in std::fs::read_dir(&path)?.flatten() {
+                let p = inner.path();
+                if is_script(&p) {
+                    by_link.entry(Some(name.clone())).or_default().push(p);
+                }
+            }
+        } else if is_script(&path) {
+            by_link.entry(None).or_default().push(path);
+        }
+    }
+    for (link, mut files) in by_link {
+        files.sort();
+        out.extend(files.into_iter().map(|f| (link.clone(), f)));
+    }
+    Ok(out)
+}
+
+fn is_script(p: &Path) -> bool {
+    p.is_file() && p.extension().is_some_and(|e| e == "rhai")
+}
+
+/// 64-bit FNV-1a: a stable content fingerprint for the set's hash (not for security).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests;

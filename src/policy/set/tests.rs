@@ -1,0 +1,203 @@
+use std::fs;
+
+use super::*;
+use crate::delta::{new_delta, Pointer, Target};
+
+fn dirs(root: &Path) -> PolicyDirs {
+    fs::create_dir_all(root.join("policies")).unwrap();
+    fs::create_dir_all(root.join("filters/push")).unwrap();
+    fs::create_dir_all(root.join("filters/pull")).unwrap();
+    PolicyDirs {
+        policies: Some(root.join("policies")),
+        filters: Some(root.join("filters")),
+    }
+}
+
+fn link(name: &str) -> LinkContext {
+    LinkContext {
+        name: name.into(),
+        ..Default::default()
+    }
+}
+
+fn reason(v: Verdict) -> (String, String) {
+    match v {
+        Verdict::Reject { script, reason } => (script, reason),
+        Verdict::Accept => panic!("expected a rejection"),
+    }
+}
+
+#[test]
+fn scripts_compose_with_and_in_file_order_and_the_first_rejection_decides() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = dirs(tmp.path());
+    let p = tmp.path().join("policies");
+    fs::write(
+        p.join("10-author.rhai"),
+        r#"if delta.author == "eve" { reject("eve is banned") } true"#,
+    )
+    .unwrap();
+    fs::write(p.join("20-verified.rhai"), r#"has_role(delta, "verified")"#).unwrap();
+    // Would fail at run time: proves scripts after a rejection are skipped.
+    fs::write(
+        p.join("30-boom.rhai"),
+        r#"if delta.author == "eve" { throw "reached" } true"#,
+    )
+    .unwrap();
+    let set = PolicySet::load(&d, None).unwrap();
+    let verified = new_delta(
+        "alice",
+        "s",
+        vec![Pointer::new("verified", Target::Bool(true))],
+    );
+    let plain = new_delta("alice", "s", vec![]);
+    let eve = new_delta(
+        "eve",
+        "s",
+        vec![Pointer::new("verified", Target::Bool(true))],
+    );
+    assert!(set
+        .judge(ScriptKind::Trust, &link("x"), &verified)
+        .is_accept());
+    let (script, why) = reason(set.judge(ScriptKind::Trust, &link("x"), &plain));
+    assert!(script.ends_with("20-verified.rhai"), "{script}");
+    assert!(
+        why.contains("rejected by") && why.contains("20-verified.rhai"),
+        "{why}"
+    );
+    let (script, why) = reason(set.judge(ScriptKind::Trust, &link("x"), &eve));
+    assert!(script.ends_with("10-author.rhai"));
+    assert_eq!(why, "eve is banned");
+    assert_eq!(set.counters().runtime_errors.load(Ordering::Relaxed), 0);
+    // Push and pull have no scripts: everything passes.
+    assert!(set.judge(ScriptKind::Push, &link("x"), &eve).is_accept());
+}
+
+#[test]
+fn scripts_in_a_link_folder_apply_to_that_link_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = dirs(tmp.path());
+    let public = tmp.path().join("filters/push/public");
+    fs::create_dir_all(&public).unwrap();
+    fs::write(
+        public.join("only-public.rhai"),
+        r#"if has_role(delta, "public") { true } else { "not marked public" }"#,
+    )
+    .unwrap();
+    let set = PolicySet::load(&d, None).unwrap();
+    let private = new_delta("a", "s", vec![]);
+    assert!(set
+        .judge(ScriptKind::Push, &link("partner"), &private)
+        .is_accept());
+    let (_, why) = reason(set.judge(ScriptKind::Push, &link("public"), &private));
+    assert_eq!(why, "not marked public");
+    assert!(set.applies(ScriptKind::Push, "public") && !set.applies(ScriptKind::Push, "partner"));
+}
+
+#[test]
+fn runtime_errors_and_endless_loops_fail_closed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = dirs(tmp.path());
+    let p = tmp.path().join("policies");
+    fs::write(
+        p.join("a-loop.rhai"),
+        "if delta.author == \"loop\" { loop {} } true",
+    )
+    .unwrap();
+    fs::write(
+        p.join("b-err.rhai"),
+        "if delta.author == \"err\" { delta.pointers[99].role } true",
+    )
+    .unwrap();
+    fs::write(
+        p.join("c-unit.rhai"),
+        "if delta.author != \"unit\" { true }",
+    )
+    .unwrap();
+    let set = PolicySet::load(&d, None).unwrap();
+    let started = Instant::now();
+    let (_, why) = reason(set.judge(
+        ScriptKind::Trust,
+        &link("x"),
+        &new_delta("loop", "s", vec![]),
+    ));
+    assert!(why.contains("ran too long"), "{why}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let (_, why) = reason(set.judge(
+        ScriptKind::Trust,
+        &link("x"),
+        &new_delta("err", "s", vec![]),
+    ));
+    assert!(why.contains("script error"), "{why}");
+    let (_, why) = reason(set.judge(
+        ScriptKind::Trust,
+        &link("x"),
+        &new_delta("unit", "s", vec![]),
+    ));
+    assert!(why.contains("returned nothing"), "{why}");
+    assert_eq!(set.counters().runtime_errors.load(Ordering::Relaxed), 3);
+}
+
+#[test]
+fn a_broken_edit_keeps_the_last_good_version_and_a_broken_new_file_fails_closed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = dirs(tmp.path());
+    let p = tmp.path().join("policies");
+    fs::write(p.join("good.rhai"), r#"delta.author != "eve""#).unwrap();
+    let first = PolicySet::load(&d, None).unwrap();
+    fs::write(p.join("good.rhai"), "delta.author != ").unwrap();
+    let second = PolicySet::load(&d, Some(&first)).unwrap();
+    let errors = second.errors();
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].file.ends_with("good.rhai") && errors[0].line == Some(1),
+        "{:?}",
+        errors[0]
+    );
+    assert_eq!(second.scripts()[0].state, "stale");
+    assert!(second
+        .judge(
+            ScriptKind::Trust,
+            &link("x"),
+            &new_delta("alice", "s", vec![])
+        )
+        .is_accept());
+    assert!(!second
+        .judge(
+            ScriptKind::Trust,
+            &link("x"),
+            &new_delta("eve", "s", vec![])
+        )
+        .is_accept());
+    assert_ne!(first.hash(), second.hash());
+
+    fs::write(p.join("new.rhai"), "let = ;").unwrap();
+    let third = PolicySet::load(&d, Some(&second)).unwrap();
+    let (script, why) = reason(third.judge(
+        ScriptKind::Trust,
+        &link("x"),
+        &new_delta("alice", "s", vec![]),
+    ));
+    assert!(
+        script.ends_with("new.rhai") && why.contains("does not compile"),
+        "{why}"
+    );
+    let misspelt = compile(&sandboxed_engine(), "detla.author == \"x\"").unwrap_err();
+    assert!(misspelt.message.contains("detla"), "{misspelt}");
+
+    fs::remove_file(p.join("new.rhai")).unwrap();
+    fs::write(p.join("good.rhai"), "true").unwrap();
+    let fourth = PolicySet::load(&d, Some(&third)).unwrap();
+    assert!(fourth.errors().is_empty());
+    assert!(fourth
+        .judge(
+            ScriptKind::Trust,
+            &link("x"),
+            &new_delta("eve", "s", vec![])
+        )
+        .is_accept());
+}
