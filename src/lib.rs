@@ -17,6 +17,7 @@
 //! - [`federation`]: links to other nodes: protocol v1 and our extension, the link
 //!   state machine, log-tailing senders, the endpoint and the dialer.
 //! - [`policy`]: trust policies and push / pull filters as hot-reloaded Rhai scripts.
+//! - [`quarantine`]: listing and replaying deltas trust policies refused.
 //! - [`http`]: the JSON API served by `rhizome serve`.
 //! - [`client`]: the HTTP client behind `rhizome put` / `rhizome query`.
 //! - [`server`]: binding the port, serving, graceful shutdown.
@@ -34,6 +35,7 @@ pub mod http;
 pub mod log_tail;
 pub mod node;
 pub mod policy;
+pub mod quarantine;
 pub mod server;
 pub mod store;
 

@@ -156,9 +156,20 @@ impl LinkShared {
             .store(now_millis(), Ordering::Relaxed);
     }
 
-    /// The link's name for logs and scoping: its configured name or its id.
-    pub fn name(&self) -> &str {
-        self.config.name.as_deref().unwrap_or(&self.id)
+    /// The link's name for logs and link-scoped scripts. A link we dial: its configured
+    /// name, else its id. A link dialed to us: the peer's system id, never a name the
+    /// peer picks, so a peer cannot choose which link-scoped policies judge it.
+    pub fn name(&self) -> String {
+        match (&self.config.name, self.direction) {
+            (Some(name), _) => name.clone(),
+            (None, Direction::Inbound) => self
+                .remote_system
+                .lock()
+                .ok()
+                .and_then(|r| r.clone())
+                .unwrap_or_else(|| self.id.clone()),
+            (None, Direction::Outbound) => self.id.clone(),
+        }
     }
 }
 
@@ -213,7 +224,7 @@ impl FederationLink {
     pub fn info(&self) -> LinkInfo {
         LinkInfo {
             id: self.shared.id.clone(),
-            name: self.shared.name().to_owned(),
+            name: self.shared.name(),
             direction: self.shared.direction,
             remote_system_id: self.remote_system_id(),
             remote_url: self.shared.remote_url.clone(),

@@ -6,10 +6,12 @@
 //! - `POST /query`: `{"filter": DeltaFilter, "after"?: seq, "limit"?: n}`
 //! - `GET /deltas/{id}`, `POST /deltas/{id}/negate` (`{"author"?, "reason"?}`)
 //! - `GET /status`
+//! - `/policies`, `/quarantine` (see [`policies`])
 //! - `/links` (see [`links`]) and the federation WebSocket endpoint (`/federation` by default)
 
 mod error;
 mod links;
+mod policies;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -43,6 +45,10 @@ pub fn router(node: Node) -> Router {
         .route("/links/{id}", get(links::get_one).delete(links::disconnect))
         .route("/links/{id}/pause", post(links::pause))
         .route("/links/{id}/resume", post(links::resume))
+        .route("/policies", get(policies::get))
+        .route("/policies/reload", post(policies::reload))
+        .route("/quarantine", get(policies::quarantine))
+        .route("/quarantine/replay", post(policies::replay))
         .route(
             &node.server_options().path.clone(),
             any(crate::federation::federation_handler),
@@ -298,5 +304,7 @@ async fn status(State(node): State<Node>) -> Json<Value> {
             "diskBytes": store.disk_space(),
         },
         "links": node.link_infos(),
+        "policies": policies::policies_json(&node),
+        "quarantine": {"deltas": node.store().quarantine_len()},
     }))
 }

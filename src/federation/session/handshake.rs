@@ -303,7 +303,7 @@ impl Session<'_> {
             .unwrap_or(0);
         let link_ctx = LinkContext {
             id: self.link.id.clone(),
-            name: self.link.name().to_owned(),
+            name: self.link.name(),
             remote_system: peer.system.clone(),
             remote_url: self.link.remote_url.clone().unwrap_or_default(),
             mode: serde_json::to_value(mode)

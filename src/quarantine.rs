@@ -1,0 +1,109 @@
+//! Working with the quarantine: listing what trust policies refused, and replaying it
+//! under the policies in force now. Replayed deltas go through the node's one
+//! ingestion path, judged again, exactly as if they had just arrived from their link.
+
+use serde::Serialize;
+
+use crate::admission::{Admission, QuarantineRecord};
+use crate::node::{IngestOutcome, Node, Origin};
+use crate::store::StoreError;
+
+/// A quarantined delta with its id in the quarantine.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QuarantineEntry {
+    pub qid: u64,
+    #[serde(flatten)]
+    pub record: QuarantineRecord,
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplayReport {
+    /// Now accepted and stored (or already stored): removed from the quarantine.
+    pub admitted: u64,
+    /// Still refused: kept, with the current reason.
+    pub still_rejected: u64,
+    /// Records that could not be read (left in place).
+    pub unreadable: u64,
+}
+
+/// Records replayed per ingestion batch.
+const REPLAY_BATCH: usize = 500;
+
+impl Node {
+    /// Up to `limit` quarantined deltas after `after` (a `qid`), oldest first.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn quarantine_list(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<QuarantineEntry>, StoreError> {
+        let raw = self.store().quarantine_list(after, limit)?;
+        Ok(raw
+            .into_iter()
+            .filter_map(|(qid, bytes)| match QuarantineRecord::from_bytes(&bytes) {
+                Ok(record) => Some(QuarantineEntry { qid, record }),
+                Err(e) => {
+                    tracing::warn!(qid, error = %e, "unreadable quarantine record");
+                    None
+                }
+            })
+            .collect())
+    }
+
+    /// Judges every quarantined delta again under the current policies; admits (and
+    /// removes from the quarantine) those now accepted.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn replay_quarantine(&self) -> Result<ReplayReport, StoreError> {
+        let mut report = ReplayReport::default();
+        let mut after = 0;
+        loop {
+            let raw = self.store().quarantine_list(after, REPLAY_BATCH)?;
+            let Some(last) = raw.last().map(|r| r.0) else {
+                break;
+            };
+            after = last;
+            let mut admitted = Vec::new();
+            for (qid, bytes) in raw {
+                let Ok(record) = QuarantineRecord::from_bytes(&bytes) else {
+                    report.unreadable += 1;
+                    continue;
+                };
+                let admission = Admission {
+                    link: record.link.clone(),
+                    pull_filter: None,
+                    quarantine: false,
+                };
+                let origin = match &record.peer {
+                    Some(system) => Origin::Remote {
+                        system: system.clone(),
+                    },
+                    None => Origin::Local,
+                };
+                let outcome = self
+                    .ingest_checked(vec![Ok(record.delta)], origin, Some(&admission), Vec::new())
+                    .await?;
+                match outcome.first() {
+                    Some(IngestOutcome::Stored(_) | IngestOutcome::Duplicate(_)) => {
+                        report.admitted += 1;
+                        admitted.push(qid);
+                    }
+                    _ => report.still_rejected += 1,
+                }
+            }
+            self.store().quarantine_remove(&admitted)?;
+        }
+        tracing::info!(
+            admitted = report.admitted,
+            still_rejected = report.still_rejected,
+            "quarantine replayed"
+        );
+        Ok(report)
+    }
+}

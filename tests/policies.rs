@@ -1,0 +1,292 @@
+//! Rhai policies and filters on running nodes with live links: hot reload without a
+//! dropped link or a lost delta, per-link scope, push filters, quarantine and replay.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use common::{author, ids, start_node, wait_for, wait_holds, wait_status};
+use rhizome::events::NodeEvent;
+use rhizome::federation::{InitialSync, LinkConfig, SyncMode};
+use rhizome::policy::PolicyDirs;
+use rhizome::server::Server;
+use rhizome::{LinkStatus, Node, NodeConfig};
+
+const T: Duration = Duration::from_secs(15);
+
+async fn node_with_scripts(id: &str, root: &Path) -> Server {
+    std::fs::create_dir_all(root.join("policies")).unwrap();
+    std::fs::create_dir_all(root.join("filters/push")).unwrap();
+    std::fs::create_dir_all(root.join("filters/pull")).unwrap();
+    let node = Node::open(NodeConfig {
+        system_id: Some(id.into()),
+        policies: PolicyDirs {
+            policies: Some(root.join("policies")),
+            filters: Some(root.join("filters")),
+        },
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    Server::bind(node, "127.0.0.1:0").await.unwrap()
+}
+
+/// Waits for the node's policy set to have this many scripts and errors.
+async fn wait_set(node: &Node, scripts: usize, errors: usize) -> bool {
+    wait_for(T, || {
+        let set = node.policies().current();
+        set.scripts().len() == scripts && set.errors().len() == errors
+    })
+    .await
+}
+
+fn pull_link(name: &str) -> LinkConfig {
+    LinkConfig {
+        mode: SyncMode::Pull,
+        initial_sync: InitialSync::Full,
+        name: Some(name.into()),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_reload_while_streaming_drops_no_link_and_loses_no_delta() {
+    let tmp = tempfile::tempdir().unwrap();
+    let receiver = node_with_scripts("receiver", tmp.path()).await;
+    let source = start_node("source").await;
+    let link = receiver
+        .node()
+        .connect_to_remote(&source.url(), pull_link("upstream"))
+        .unwrap();
+    assert!(wait_status(&link, LinkStatus::Connected, T).await);
+    let policies = tmp.path().join("policies");
+
+    // A steady stream of deltas from the source while the scripts change under it.
+    const SENT: u64 = 1500;
+    let source_node = source.node().clone();
+    let streamer = tokio::spawn(async move {
+        for i in 0..SENT {
+            let who = if i % 2 == 0 { "alice" } else { "eve" };
+            author(&source_node, who, 1).await;
+            if i % 20 == 0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    });
+    let pause = || tokio::time::sleep(Duration::from_millis(150));
+    pause().await;
+    // Add a policy: eve is refused from now on.
+    std::fs::write(
+        policies.join("no-eve.rhai"),
+        r#"if delta.author == "eve" { reject("eve is not welcome") } true"#,
+    )
+    .unwrap();
+    assert!(wait_set(receiver.node(), 1, 0).await);
+    pause().await;
+    // Edit it: the same rule as a plain boolean.
+    std::fs::write(policies.join("no-eve.rhai"), r#"delta.author != "eve""#).unwrap();
+    pause().await;
+    // A broken new file fails closed for everything until it is removed.
+    std::fs::write(policies.join("zz-broken.rhai"), "let = ;").unwrap();
+    assert!(wait_set(receiver.node(), 2, 1).await);
+    pause().await;
+    std::fs::remove_file(policies.join("zz-broken.rhai")).unwrap();
+    std::fs::remove_file(policies.join("no-eve.rhai")).unwrap();
+    assert!(wait_set(receiver.node(), 0, 0).await);
+    streamer.await.unwrap();
+    let sent = SENT;
+
+    // Every delta sent was either accepted or rejected: none lost.
+    assert!(
+        wait_for(T, || {
+            let s = link.stats();
+            s.deltas_received + s.deltas_rejected == sent
+        })
+        .await,
+        "sent {sent}, link stats {:?}",
+        link.stats()
+    );
+    let s = link.stats();
+    assert!(s.deltas_rejected > 0 && s.deltas_received > 0, "{s:?}");
+    assert_eq!(ids(receiver.node()).len() as u64, s.deltas_received);
+    assert_eq!(receiver.node().store().quarantine_len(), s.deltas_rejected);
+    // The link never went down.
+    assert_eq!(link.status(), LinkStatus::Connected);
+    assert_eq!(s.reconnects, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_scoped_scripts_apply_to_their_link_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let receiver = node_with_scripts("receiver", tmp.path()).await;
+    let strict = tmp.path().join("policies/strict");
+    std::fs::create_dir_all(&strict).unwrap();
+    std::fs::write(
+        strict.join("verified.rhai"),
+        r#"if has_role(delta, "verified") { true } else { "unverified" }"#,
+    )
+    .unwrap();
+    receiver.node().policies().reload();
+
+    let a = start_node("a").await;
+    let b = start_node("b").await;
+    let from_a: BTreeSet<_> = author(a.node(), "alice", 10).await.into_iter().collect();
+    let from_b: BTreeSet<_> = author(b.node(), "bob", 10).await.into_iter().collect();
+    let strict_link = receiver
+        .node()
+        .connect_to_remote(&a.url(), pull_link("strict"))
+        .unwrap();
+    let loose_link = receiver
+        .node()
+        .connect_to_remote(&b.url(), pull_link("loose"))
+        .unwrap();
+    assert!(
+        wait_holds(receiver.node(), &from_b, T).await,
+        "the loose link is unaffected"
+    );
+    assert!(
+        wait_for(T, || strict_link.stats().deltas_rejected == 10).await,
+        "{:?}",
+        strict_link.stats()
+    );
+    assert!(ids(receiver.node()).is_disjoint(&from_a));
+    assert_eq!(loose_link.stats().deltas_rejected, 0);
+
+    // Quarantined with link, policy and reason; replayed once the policy is loosened.
+    let q = receiver.node().quarantine_list(0, 100).unwrap();
+    assert_eq!(q.len(), 10);
+    assert_eq!(q[0].record.link.name, "strict");
+    assert!(
+        q[0].record.policy.ends_with("verified.rhai"),
+        "{}",
+        q[0].record.policy
+    );
+    assert_eq!(q[0].record.reason, "unverified");
+    assert_eq!(q[0].record.peer.as_deref(), Some("a"));
+    let still = receiver.node().replay_quarantine().await.unwrap();
+    assert_eq!((still.admitted, still.still_rejected), (0, 10));
+    std::fs::write(strict.join("verified.rhai"), "true").unwrap();
+    receiver.node().policies().reload();
+    let report = receiver.node().replay_quarantine().await.unwrap();
+    assert_eq!(report.admitted, 10);
+    assert!(ids(receiver.node()).is_superset(&from_a));
+    assert_eq!(receiver.node().store().quarantine_len(), 0);
+    // Replayed deltas keep their origin: they are not sent back to where they came from.
+    let stored = receiver
+        .node()
+        .get(from_a.iter().next().unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.origin.as_deref(), Some("a"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_filter_scripts_decide_what_leaves_on_each_link() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bridge = node_with_scripts("bridge", tmp.path()).await;
+    let public_dir = tmp.path().join("filters/push/public");
+    std::fs::create_dir_all(&public_dir).unwrap();
+    std::fs::write(
+        public_dir.join("public-only.rhai"),
+        r#"has_role(delta, "public")"#,
+    )
+    .unwrap();
+    bridge.node().policies().reload();
+
+    let public = start_node("public-net").await;
+    let private = start_node("private-net").await;
+    let to_public = bridge
+        .node()
+        .connect_to_remote(
+            &public.url(),
+            LinkConfig {
+                mode: SyncMode::Push,
+                name: Some("public".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let to_private = bridge
+        .node()
+        .connect_to_remote(
+            &private.url(),
+            LinkConfig {
+                mode: SyncMode::Push,
+                name: Some("private".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(wait_status(&to_public, LinkStatus::Connected, T).await);
+    assert!(wait_status(&to_private, LinkStatus::Connected, T).await);
+    let marked = bridge
+        .node()
+        .create_delta(
+            "alice",
+            vec![rhizome::Pointer::new("public", rhizome::Target::Bool(true))],
+        )
+        .await
+        .unwrap()
+        .delta
+        .id;
+    let secret: BTreeSet<_> = author(bridge.node(), "alice", 5)
+        .await
+        .into_iter()
+        .collect();
+    let mut all = secret.clone();
+    all.insert(marked.clone());
+    assert!(wait_holds(private.node(), &all, T).await);
+    assert!(wait_holds(public.node(), &[marked].into(), T).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        ids(public.node()).is_disjoint(&secret),
+        "a private delta crossed to the public side"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_script_is_reported_with_its_position_and_reload_is_announced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = node_with_scripts("n", tmp.path()).await;
+    let mut events = node.node().events();
+    std::fs::write(tmp.path().join("policies/bad.rhai"), "true &&\n  (").unwrap();
+    let started = std::time::Instant::now();
+    let (file, line) = tokio::time::timeout(T, async {
+        loop {
+            if let Ok(NodeEvent::PolicyError { file, line, .. }) = events.recv().await {
+                return (file, line);
+            }
+        }
+    })
+    .await
+    .expect("a policy:error event");
+    assert!(file.unwrap().ends_with("bad.rhai"));
+    assert!(line.is_some());
+    println!("reload noticed after {:?}", started.elapsed());
+    let status: serde_json::Value = reqwest::get(format!("{}/policies", node.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["scripts"][0]["state"], "failed");
+    assert!(status["errors"][0]["line"].is_number(), "{status}");
+    let hash_before = status["hash"].as_str().unwrap().to_owned();
+
+    std::fs::write(tmp.path().join("policies/bad.rhai"), "true").unwrap();
+    let hash = tokio::time::timeout(T, async {
+        loop {
+            if let Ok(NodeEvent::PolicyReloaded {
+                hash, errors: 0, ..
+            }) = events.recv().await
+            {
+                return hash;
+            }
+        }
+    })
+    .await
+    .expect("a policy:reloaded event");
+    assert_ne!(hash, hash_before);
+}
