@@ -83,6 +83,12 @@ pub enum StoreError {
     Closed,
 }
 
+/// Memtable sizes: the log holds the delta bodies, the indexes only short keys.
+const LOG_MEMTABLE: u64 = 8 * 1024 * 1024;
+const INDEX_MEMTABLE: u64 = 4 * 1024 * 1024;
+/// Block cache shared by all keyspaces.
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// A handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -146,12 +152,24 @@ impl Store {
     ) -> Result<Store, StoreError> {
         let db = Database::builder(path)
             .temporary(temporary)
+            .cache_size(CACHE_BYTES)
             .open()
             .map_err(|e| match e {
                 fjall::Error::Locked => StoreError::Locked(path.to_path_buf()),
                 other => StoreError::Fjall(other),
             })?;
-        let open = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+        // Memtables bound the store's memory: fjall's default (64 MiB each) times ten
+        // keyspaces would let a long sync hold ~600 MiB in memory before flushing.
+        let open = |name: &str| {
+            let memtable = if name == "log" {
+                LOG_MEMTABLE
+            } else {
+                INDEX_MEMTABLE
+            };
+            db.keyspace(name, || {
+                KeyspaceCreateOptions::default().max_memtable_size(memtable)
+            })
+        };
         let ks = Arc::new(Keyspaces {
             log: open("log")?,
             ids: open("ids")?,
