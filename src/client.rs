@@ -1,4 +1,5 @@
-//! A small client for a node's HTTP API: what `rhizome put`, `query`, `status` and `link` use.
+//! A small client for a node's HTTP API: what `rhizome put`, `query`, `status`, `link` and
+//! `quarantine` use.
 
 use serde_json::Value;
 
@@ -68,6 +69,26 @@ impl Client {
         let url = format!("{}{path}", self.base);
         let res = self.http.delete(&url).send().await;
         self.answer(url, res).await
+    }
+
+    /// One page of the node's quarantine (`GET /quarantine`): `{"entries", "total", "next"}`,
+    /// up to `limit` entries with a `qid` above `after`.
+    ///
+    /// # Errors
+    /// As [`Client::post`].
+    pub async fn quarantine(&self, after: u64, limit: usize) -> Result<Value, ClientError> {
+        let query = [("after", after.to_string()), ("limit", limit.to_string())];
+        self.get("/quarantine", &query).await
+    }
+
+    /// Judges the node's quarantine again under its current policies
+    /// (`POST /quarantine/replay`); returns the report (`admitted`, `stillRejected`, ...).
+    ///
+    /// # Errors
+    /// As [`Client::post`].
+    pub async fn replay_quarantine(&self) -> Result<Value, ClientError> {
+        self.post("/quarantine/replay", &Value::Object(Default::default()))
+            .await
     }
 
     async fn answer(

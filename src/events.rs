@@ -90,6 +90,17 @@ pub enum NodeEvent {
         column: Option<usize>,
         message: String,
     },
+    /// The config file was read again and its links applied.
+    #[serde(rename = "config:reloaded")]
+    ConfigReloaded {
+        links: usize,
+        added: usize,
+        removed: usize,
+        changed: usize,
+    },
+    /// The config file could not be used; the running config stays.
+    #[serde(rename = "config:error")]
+    ConfigError { message: String },
     /// A delta refused by a trust policy was kept in quarantine.
     #[serde(rename = "delta:quarantined")]
     DeltaQuarantined {

@@ -19,6 +19,7 @@
 //! - [`policy`]: trust policies and push / pull filters as hot-reloaded Rhai scripts.
 //! - [`quarantine`]: listing and replaying deltas trust policies refused.
 //! - [`http`]: the JSON API served by `rhizome serve`.
+//! - [`config`]: the TOML config file and its hot-reloaded links.
 //! - [`client`]: the HTTP client behind `rhizome put` / `rhizome query`.
 //! - [`server`]: binding the port, serving, graceful shutdown.
 #![deny(clippy::unwrap_used)]
@@ -27,6 +28,7 @@
 pub mod admission;
 pub mod cli;
 pub mod client;
+pub mod config;
 pub mod delta;
 pub mod events;
 pub mod federation;

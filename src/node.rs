@@ -19,7 +19,7 @@ use crate::filter::DeltaFilter;
 use crate::log_tail::LogTail;
 use crate::policy::{PolicyDirs, PolicyHost};
 use crate::store::{
-    AppendOutcome, NewEntry, Query, Seq, SideWrites, Store, StoreError, StoredDelta,
+    AppendOutcome, Durability, NewEntry, Query, Seq, SideWrites, Store, StoreError, StoredDelta,
 };
 
 /// Where a delta came from.
@@ -77,6 +77,8 @@ pub struct NodeConfig {
     pub server: ServerOptions,
     /// Where trust policies and push / pull filter scripts live (watched and hot-reloaded).
     pub policies: PolicyDirs,
+    /// When an acknowledged write is on disk (durable stores; default: fsync).
+    pub durability: Option<Durability>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,11 +102,13 @@ struct Inner {
     store: Store,
     events: EventBus,
     started: Instant,
-    trust: Arc<TrustPolicy>,
+    trust: std::sync::RwLock<Arc<TrustPolicy>>,
     server: ServerOptions,
     links: LinkRegistry,
     policies: Arc<PolicyHost>,
     log_id: String,
+    /// Invalid deltas refused since start.
+    invalid: std::sync::atomic::AtomicU64,
 }
 
 const SYSTEM_ID_KEY: &str = "node/system_id";
@@ -117,9 +121,10 @@ impl Node {
     /// When the store cannot be opened (for example it is locked by another process).
     pub async fn open(config: NodeConfig) -> Result<Node, NodeError> {
         let storage = config.storage.clone();
+        let durability = config.durability.unwrap_or(Durability::Sync);
         // Opening recovers the journal: blocking work, kept off the async workers.
         let store = tokio::task::spawn_blocking(move || match storage {
-            Storage::Path(p) => Store::open(p),
+            Storage::Path(p) => Store::open_with(&p, false, durability),
             Storage::Memory => Store::temporary(),
         })
         .await
@@ -174,11 +179,12 @@ impl Node {
                 store,
                 events,
                 started: Instant::now(),
-                trust: Arc::new(config.trust),
+                trust: std::sync::RwLock::new(Arc::new(config.trust)),
                 server: config.server,
                 links: LinkRegistry::default(),
                 policies,
                 log_id,
+                invalid: Default::default(),
             }),
         })
     }
@@ -204,13 +210,32 @@ impl Node {
         &self.inner.store
     }
 
-    pub fn trust_policy(&self) -> &TrustPolicy {
-        &self.inner.trust
+    /// The built-in trust policy in force.
+    pub fn trust_policy(&self) -> Arc<TrustPolicy> {
+        match self.inner.trust.read() {
+            Ok(t) => t.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the built-in trust policy (config reload); later batches use the new one.
+    pub fn set_trust_policy(&self, trust: TrustPolicy) {
+        match self.inner.trust.write() {
+            Ok(mut t) => *t = Arc::new(trust),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(trust),
+        }
     }
 
     /// The scripts in force and their hot reload.
     pub fn policies(&self) -> &Arc<PolicyHost> {
         &self.inner.policies
+    }
+
+    /// Invalid deltas refused since start (local and remote).
+    pub fn invalid_count(&self) -> u64 {
+        self.inner
+            .invalid
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// This store's log identity (a new one when the store is new).
@@ -416,7 +441,7 @@ impl Node {
             return Ok((checked, vec![None; n]));
         };
         let set = self.inner.policies.current();
-        let trust = self.inner.trust.clone();
+        let trust = self.trust_policy();
         if !a.runs_scripts(&set) {
             let verdicts = a.judge_all(&trust, &set, &checked);
             return Ok((checked, verdicts));
@@ -434,6 +459,9 @@ impl Node {
     /// (for example a whole HTTP request refused because one of its deltas is invalid).
     pub fn report_invalid(&self, delta_id: Option<String>, e: &InvalidDelta, origin: &Origin) {
         tracing::debug!(field = %e.field, reason = %e.reason, "invalid delta refused");
+        self.inner
+            .invalid
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.emit(NodeEvent::DeltaInvalid {
             delta_id,
             field: e.field.clone(),

@@ -719,3 +719,47 @@ async fn links_are_managed_over_http() {
         .unwrap();
     assert_eq!(plain.status(), 426);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delta_sent_right_before_close_is_still_stored() {
+    let server = start_node("server").await;
+    let mut peer = common::RawPeer::connect(&server.url()).await;
+    peer.hello("foreign", serde_json::json!({})).await;
+    peer.send(serde_json::json!({"type": "delta", "timestamp": 1, "delta": common::delta_json("last-words", "a", "foreign")}))
+        .await;
+    drop(peer);
+    assert!(common::wait_for(T, || server.node().get("last-words").unwrap().is_some()).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_hello_is_not_retried() {
+    let server = start_node("twin").await;
+    // Same system id on both ends: the acceptor refuses, and retrying cannot help.
+    let client = start_node("twin").await;
+    let link = client
+        .node()
+        .connect_to_remote(
+            &server.url(),
+            LinkConfig {
+                reconnect: rhizome::federation::ReconnectConfig {
+                    initial_delay: 20,
+                    max_delay: 50,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(
+        wait_status(&link, LinkStatus::Error, T).await,
+        "{:?}",
+        link.info()
+    );
+    assert!(link
+        .info()
+        .last_error
+        .unwrap()
+        .contains("cannot link to itself"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(link.stats().reconnects, 0);
+}

@@ -290,3 +290,36 @@ async fn a_broken_script_is_reported_with_its_position_and_reload_is_announced()
     .expect("a policy:reloaded event");
     assert_ne!(hash, hash_before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_links_are_scoped_by_the_peer_system_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = node_with_scripts("hub", tmp.path()).await;
+    let scoped = tmp.path().join("policies/spoke-x");
+    std::fs::create_dir_all(&scoped).unwrap();
+    std::fs::write(scoped.join("no-eve.rhai"), r#"delta.author != "eve""#).unwrap();
+    hub.node().policies().reload();
+    let x = start_node("spoke-x").await;
+    let y = start_node("spoke-y").await;
+    for spoke in [&x, &y] {
+        let link = spoke
+            .node()
+            .connect_to_remote(
+                &hub.url(),
+                LinkConfig {
+                    mode: SyncMode::Push,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert!(wait_status(&link, LinkStatus::Connected, T).await);
+    }
+    let eve_x: BTreeSet<_> = author(x.node(), "eve", 3).await.into_iter().collect();
+    let eve_y: BTreeSet<_> = author(y.node(), "eve", 3).await.into_iter().collect();
+    assert!(
+        wait_holds(hub.node(), &eve_y, T).await,
+        "spoke-y is not under spoke-x's policy"
+    );
+    assert!(wait_for(T, || hub.node().store().quarantine_len() == 3).await);
+    assert!(ids(hub.node()).is_disjoint(&eve_x));
+}

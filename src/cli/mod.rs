@@ -1,9 +1,13 @@
 //! The `rhizome` subcommands. The binary is a thin clap layer over these.
 
+pub mod init;
 pub mod link;
+pub mod policy;
 pub mod put;
+pub mod quarantine;
 pub mod query;
 pub mod serve;
+pub mod status;
 
 /// Where the client subcommands find the node.
 #[derive(Debug, Clone, clap::Args)]

@@ -40,12 +40,6 @@ pub struct GetArgs {
     pub id: String,
 }
 
-#[derive(Debug, clap::Args)]
-pub struct StatusArgs {
-    #[command(flatten)]
-    pub node: NodeArg,
-}
-
 const PAGE: usize = 1000;
 
 pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
@@ -96,12 +90,5 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
             .get(&format!("/deltas/{}", urlencode(&args.id)), &[])
             .await?,
     );
-    Ok(())
-}
-
-pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let client = Client::new(&args.node.url);
-    let s = client.get("/status", &[]).await?;
-    println!("{}", serde_json::to_string_pretty(&s)?);
     Ok(())
 }

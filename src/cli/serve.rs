@@ -5,18 +5,35 @@ use std::path::PathBuf;
 use anyhow::Context;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::federation::{InitialSync, LinkConfig, ServerOptions, SyncMode, TrustPolicy};
+use crate::config::live::ConfigLinks;
+use crate::config::NodeFile;
+use crate::federation::{InitialSync, LinkConfig, SyncMode, TrustPolicy};
 use crate::node::{Node, NodeConfig, Storage};
+
+/// Paths of the HTTP API the federation endpoint may not take.
+const RESERVED_PATHS: [&str; 7] = [
+    "/deltas",
+    "/query",
+    "/status",
+    "/links",
+    "/policies",
+    "/quarantine",
+    "/metrics",
+];
 use crate::server::Server;
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// Address for the HTTP API (and the federation endpoint).
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub listen: String,
-    /// Directory of the fjall database.
-    #[arg(long, default_value = "./data", conflicts_with = "memory")]
-    pub data: PathBuf,
+    /// A TOML config file (see `rhizome init`); flags given here override it, and its
+    /// `[[link]]` tables and `[trust]` are reloaded when it changes.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address for the HTTP API (and the federation endpoint) [default: 127.0.0.1:8080].
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Directory of the fjall database [default: ./data].
+    #[arg(long, conflicts_with = "memory")]
+    pub data: Option<PathBuf>,
     /// Keep deltas in a temporary database that is deleted at shutdown.
     #[arg(long)]
     pub memory: bool,
@@ -54,21 +71,21 @@ pub struct ServeArgs {
     /// Refuse remote deltas stamped further than this many ms in the future.
     #[arg(long, value_name = "MS")]
     pub max_clock_skew: Option<u64>,
-    /// Path of the federation WebSocket endpoint.
-    #[arg(long, default_value = "/federation")]
-    pub federation_path: String,
-    /// Most inbound links at once; more are closed with 1008.
-    #[arg(long, default_value_t = 1000)]
-    pub max_connections: usize,
+    /// Path of the federation WebSocket endpoint [default: /federation].
+    #[arg(long)]
+    pub federation_path: Option<String>,
+    /// Most inbound links at once; more are closed with 1008 [default: 1000].
+    #[arg(long)]
+    pub max_connections: Option<usize>,
     /// Trust policy scripts (`*.rhai`; `<link name>/*.rhai` for one link), hot-reloaded.
     #[arg(long, value_name = "DIR")]
     pub policies: Option<PathBuf>,
     /// Push / pull filter scripts (`push/`, `pull/`, each with `<link name>/`), hot-reloaded.
     #[arg(long, value_name = "DIR")]
     pub filters: Option<PathBuf>,
-    /// Seconds between heartbeat pings on every link.
-    #[arg(long, default_value_t = 30)]
-    pub heartbeat: u64,
+    /// Seconds between heartbeat pings on every link [default: 30].
+    #[arg(long)]
+    pub heartbeat: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -106,15 +123,61 @@ impl From<InitialSyncArg> for InitialSync {
 }
 
 impl ServeArgs {
-    fn trust(&self) -> TrustPolicy {
-        let mut trust = TrustPolicy::default();
+    /// The node's config: the file's, with every flag given here taking precedence.
+    fn node_config(&self, file: &NodeFile) -> anyhow::Result<NodeConfig> {
+        let mut config = file.node_config();
+        if self.memory {
+            config.storage = Storage::Memory;
+        } else if let Some(dir) = &self.data {
+            config.storage = Storage::Path(dir.clone());
+        }
+        if self.system_id.is_some() {
+            config.system_id = self.system_id.clone();
+        }
+        config.trust = self.trust(config.trust);
+        if let Some(path) = &self.federation_path {
+            config.server.path = path.clone();
+        }
+        anyhow::ensure!(
+            config.server.path.starts_with('/') && config.server.path.len() > 1,
+            "the federation path {:?} must start with '/' and name a path",
+            config.server.path
+        );
+        anyhow::ensure!(
+            !RESERVED_PATHS
+                .iter()
+                .any(|p| config.server.path.starts_with(p)),
+            "the federation path {:?} collides with the HTTP API ({})",
+            config.server.path,
+            RESERVED_PATHS.join(", ")
+        );
+        if let Some(n) = self.max_connections {
+            config.server.max_connections = n;
+        }
+        if let Some(s) = self.heartbeat {
+            config.server.heartbeat = std::time::Duration::from_secs(s.max(1));
+        }
+        if self.policies.is_some() {
+            config.policies.policies = self.policies.clone();
+        }
+        if self.filters.is_some() {
+            config.policies.filters = self.filters.clone();
+        }
+        Ok(config)
+    }
+
+    /// The file's trust rules, narrowed by the flags' (both apply: AND).
+    fn trust(&self, file: TrustPolicy) -> TrustPolicy {
+        let mut trust = file;
         if !self.trust_authors.is_empty() {
             trust = trust.and(TrustPolicy::authors(self.trust_authors.iter().cloned()));
         }
         if !self.trust_systems.is_empty() {
             trust = trust.and(TrustPolicy::systems(self.trust_systems.iter().cloned()));
         }
-        trust.max_clock_skew_ms = self.max_clock_skew;
+        if self.max_clock_skew.is_some() {
+            trust.max_clock_skew_ms = self.max_clock_skew;
+        }
         trust
     }
 
@@ -136,38 +199,27 @@ pub enum LogFormat {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
-    let storage = if args.memory {
-        Storage::Memory
-    } else {
-        Storage::Path(args.data.clone())
+    let file = match &args.config {
+        Some(path) => NodeFile::load(path)?,
+        None => NodeFile::default(),
     };
-    let server_options = ServerOptions {
-        path: args.federation_path.clone(),
-        max_connections: args.max_connections,
-        heartbeat: std::time::Duration::from_secs(args.heartbeat.max(1)),
-        ..Default::default()
+    let config = args.node_config(&file)?;
+    let listen = args
+        .listen
+        .clone()
+        .or_else(|| file.listen.clone())
+        .unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+    let store_desc = match &config.storage {
+        Storage::Memory => "a temporary store".to_owned(),
+        Storage::Path(p) => format!("the store in {}", p.display()),
     };
-    let config = NodeConfig {
-        storage,
-        system_id: args.system_id.clone(),
-        trust: args.trust(),
-        server: server_options,
-        policies: crate::policy::PolicyDirs {
-            policies: args.policies.clone(),
-            filters: args.filters.clone(),
-        },
-    };
-    let node = Node::open(config).await.with_context(|| {
-        if args.memory {
-            "cannot open a temporary store".to_owned()
-        } else {
-            format!("cannot open the store in {}", args.data.display())
-        }
-    })?;
+    let node = Node::open(config)
+        .await
+        .with_context(|| format!("cannot open {store_desc}"))?;
     if args.events {
         spawn_event_printer(&node);
     }
-    let server = Server::bind(node.clone(), &args.listen).await?;
+    let server = Server::bind(node.clone(), &listen).await?;
     // Tests and scripts read this line to learn the port when --listen ends in :0.
     println!(
         "{}",
@@ -179,6 +231,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("--connect {url}"))?;
         tracing::info!(link = link.id(), %url, "link opened");
     }
+    // Kept alive while serving: it owns the config file's links and its watcher.
+    let _config_links = match &args.config {
+        Some(path) => Some(
+            ConfigLinks::start(node.clone(), path, file)
+                .with_context(|| format!("cannot watch {}", path.display()))?,
+        ),
+        None => None,
+    };
     shutdown_signal().await;
     tracing::info!("shutting down");
     server.shutdown().await.context("while shutting down")?;

@@ -44,6 +44,11 @@ pub struct LinkStats {
     pub bytes_received: AtomicU64,
     pub last_sync_timestamp: AtomicU64,
     pub connected_at: AtomicU64,
+    /// Our log position this link has sent up to (what the peer lags behind our head by).
+    pub sent_through: AtomicU64,
+    /// Initial sync progress on the receiving side: deltas announced and processed.
+    pub sync_total: AtomicU64,
+    pub sync_done: AtomicU64,
     pub reconnects: AtomicU64,
 }
 
@@ -59,6 +64,10 @@ pub struct LinkStatsSnapshot {
     pub bytes_received: u64,
     pub last_sync_timestamp: Option<u64>,
     pub connected_at: Option<u64>,
+    pub sent_through: u64,
+    /// While an initial sync runs: `{total, done}` (total is an upper bound).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_progress: Option<SyncProgress>,
     pub reconnects: u64,
 }
 
@@ -79,9 +88,20 @@ impl LinkStats {
             bytes_received: get(&self.bytes_received),
             last_sync_timestamp: opt(&self.last_sync_timestamp),
             connected_at: opt(&self.connected_at),
+            sent_through: get(&self.sent_through),
+            sync_progress: (get(&self.sync_total) > 0).then(|| SyncProgress {
+                total: get(&self.sync_total),
+                done: get(&self.sync_done),
+            }),
             reconnects: get(&self.reconnects),
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SyncProgress {
+    pub total: u64,
+    pub done: u64,
 }
 
 /// Commands from a handle to its link's task.
@@ -108,7 +128,7 @@ pub(crate) struct LinkShared {
     /// Where this link first started sending (links we dial): a later connection that
     /// has no better cursor from the peer starts there again, so nothing written while
     /// the link was down is skipped.
-    pub first_start: std::sync::OnceLock<crate::store::Seq>,
+    pub first_start: std::sync::OnceLock<(crate::store::Seq, Option<(crate::store::Seq, u64)>)>,
 }
 
 impl LinkShared {

@@ -19,7 +19,7 @@ pub mod trust;
 
 pub(crate) use accept::federation_handler;
 pub use config::{InitialSync, LinkConfig, ReconnectConfig, ServerOptions, SyncMode};
-pub use connect::ConnectError;
+pub use connect::{federation_url, ConnectError};
 pub(crate) use links::LinkRegistry;
 pub use links::{Direction, FederationLink, LinkInfo, LinkStats, LinkStatsSnapshot, LinkStatus};
 pub use trust::TrustPolicy;

@@ -7,6 +7,7 @@
 //! and deltas that came from the peer are never sent back to it. Pausing holds the
 //! cursor; nothing is dropped, because nothing was ever copied into a queue.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -309,6 +310,10 @@ where
             };
             let Some(last) = records.last() else { break };
             cursor = last.0;
+            self.link
+                .stats
+                .sent_through
+                .fetch_max(cursor.0, Ordering::Relaxed);
             let scripts = self.node.policies().current();
             let (json, ids) = select(
                 &records,
@@ -319,6 +324,11 @@ where
                 None,
             );
             if json.is_empty() {
+                // A stretch the filters skip entirely still yields to control frames
+                // and to a pause.
+                if let Flow::Stop(e) = self.between_batches().await {
+                    return Flow::Stop(e);
+                }
                 continue;
             }
             sent += json.len() as u64;
@@ -393,6 +403,10 @@ where
             plan.initial_floor,
         );
         if json.is_empty() {
+            self.link
+                .stats
+                .sent_through
+                .fetch_max(last.0, Ordering::Relaxed);
             return Flow::Continue;
         }
         let result = if plan.extension {
@@ -416,6 +430,10 @@ where
         };
         if let Flow::Continue = result {
             self.count_sent(ids);
+            self.link
+                .stats
+                .sent_through
+                .fetch_max(last.0, Ordering::Relaxed);
         }
         result
     }

@@ -6,11 +6,13 @@
 //! - `POST /query`: `{"filter": DeltaFilter, "after"?: seq, "limit"?: n}`
 //! - `GET /deltas/{id}`, `POST /deltas/{id}/negate` (`{"author"?, "reason"?}`)
 //! - `GET /status`
+//! - `GET /metrics` (Prometheus text format, see [`metrics`])
 //! - `/policies`, `/quarantine` (see [`policies`])
 //! - `/links` (see [`links`]) and the federation WebSocket endpoint (`/federation` by default)
 
 mod error;
 mod links;
+pub mod metrics;
 mod policies;
 
 use axum::body::Bytes;
@@ -45,6 +47,7 @@ pub fn router(node: Node) -> Router {
         .route("/links/{id}", get(links::get_one).delete(links::disconnect))
         .route("/links/{id}/pause", post(links::pause))
         .route("/links/{id}/resume", post(links::resume))
+        .route("/metrics", get(metrics::metrics))
         .route("/policies", get(policies::get))
         .route("/policies/reload", post(policies::reload))
         .route("/quarantine", get(policies::quarantine))

@@ -9,15 +9,13 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
 use super::receive::Established;
-use super::{store_end, type_name, EndKind, Role, Session, SessionEnd};
+use super::{store_end, type_name, EndKind, Frame, Role, Session, SessionEnd};
 use crate::admission::Admission;
 use crate::events::NodeEvent;
 use crate::federation::config::{InitialSync, SyncMode};
 use crate::federation::cursor::{CursorKeys, V1_RESUME_MARGIN_MS};
 use crate::federation::links::{Direction, LinkStatus};
-use crate::federation::protocol::{
-    self, codes, HelloExt, Message, EXTENSION_VERSION, PROTOCOL_VERSION,
-};
+use crate::federation::protocol::{codes, HelloExt, Message, EXTENSION_VERSION, PROTOCOL_VERSION};
 use crate::federation::sender::{Outgoing, SendPlan};
 use crate::filter::DeltaFilter;
 use crate::policy::LinkContext;
@@ -53,7 +51,7 @@ impl Session<'_> {
     pub(super) async fn handshake<St>(
         &mut self,
         stream: &mut St,
-    ) -> Result<(Peer, Vec<String>), SessionEnd>
+    ) -> Result<(Peer, Vec<Frame>), SessionEnd>
     where
         St: Stream<Item = Result<WsMessage, WsError>> + Unpin,
     {
@@ -78,10 +76,10 @@ impl Session<'_> {
             };
             let mut texts = texts.into_iter();
             while let Some(text) = texts.next() {
-                let msg = match protocol::decode(&text) {
+                let msg = match text.decode() {
                     Ok(m) => m,
                     Err(e) => {
-                        self.send_error(codes::MESSAGE_ERROR, &e.0)?;
+                        self.send_error(codes::MESSAGE_ERROR, &e)?;
                         continue;
                     }
                 };
@@ -296,6 +294,8 @@ impl Session<'_> {
             Role::Initiator => (mode != SyncMode::Pull, mode != SyncMode::Push),
             Role::Acceptor => (mode != SyncMode::Push, mode != SyncMode::Pull),
         };
+        // Set first: a link dialed to us is named by the peer's system id.
+        self.link.set_remote_system(&peer.system);
         let keys = self.cursor_keys(&peer);
         let max_ts = keys
             .load_ts(self.node.store())
@@ -315,7 +315,6 @@ impl Session<'_> {
                 Direction::Inbound => "inbound".into(),
             },
         };
-        self.link.set_remote_system(&peer.system);
         self.link.mark_connected();
         let paused = *self.link.paused.borrow();
         self.link.set_status(if paused {
@@ -366,6 +365,9 @@ impl Session<'_> {
             awaiting_sync,
             syncing: false,
             sync_processed: 0,
+            sync_total: 0,
+            sync_started: std::time::Instant::now(),
+            progress_logged: std::time::Instant::now(),
         })
     }
 
@@ -379,29 +381,34 @@ impl Session<'_> {
             // the resume point; a v1 peer gets live deltas from now on (its sync_request
             // covers the past).
             Role::Acceptor => (!peer.extension).then_some(head),
-            Role::Initiator => Some(match (peer.extension, peer.their_cursor_of_us) {
-                (true, Some(c)) if c > 0 => Seq(c),
-                // No cursor from the peer: where this link first started, or the
-                // initial sync's start on its first connection.
-                _ => match self.link.first_start.get() {
+            Role::Initiator => {
+                // Where this link first started (kept across reconnects), with the
+                // timestamp floor of a from_timestamp initial sync.
+                let (first, floor) = match self.link.first_start.get() {
                     Some(first) => *first,
                     None => {
-                        let start = match self.link.config.initial_sync {
-                            InitialSync::Full => Seq(0),
-                            InitialSync::None => head,
+                        let computed = match self.link.config.initial_sync {
+                            InitialSync::Full => (Seq(0), None),
+                            InitialSync::None => (head, None),
                             InitialSync::FromTimestamp => {
                                 let ts = self.link.config.sync_from_timestamp.unwrap_or(0);
-                                initial_floor = Some((head, ts));
-                                match store.first_seq_at_or_after(ts).map_err(store_end)? {
-                                    Some(s) => Seq(s.0.saturating_sub(1)),
-                                    None => head,
-                                }
+                                let start =
+                                    match store.first_seq_at_or_after(ts).map_err(store_end)? {
+                                        Some(s) => Seq(s.0.saturating_sub(1)),
+                                        None => head,
+                                    };
+                                (start, Some((head, ts)))
                             }
                         };
-                        *self.link.first_start.get_or_init(|| start)
+                        *self.link.first_start.get_or_init(|| computed)
                     }
-                },
-            }),
+                };
+                initial_floor = floor;
+                Some(match (peer.extension, peer.their_cursor_of_us) {
+                    (true, Some(c)) if c > 0 => Seq(c),
+                    _ => first,
+                })
+            }
         };
         Ok(SendPlan {
             peer_system: peer.system.clone(),

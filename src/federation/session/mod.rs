@@ -82,6 +82,30 @@ pub(crate) struct Session<'a> {
     last_frame: Instant,
     /// The handshake is done (frames other than hello / ping / error may be sent).
     established: bool,
+    /// How the connection ended, held back until the frames read before it are handled.
+    ended: Option<SessionEnd>,
+}
+
+/// A frame as read: text to decode, or bytes that cannot be (answered with an error).
+pub(super) enum Frame {
+    Text(String),
+    Bad(String),
+}
+
+impl Frame {
+    fn len(&self) -> usize {
+        match self {
+            Frame::Text(t) | Frame::Bad(t) => t.len(),
+        }
+    }
+
+    /// The decoded message, or the error text to answer with.
+    pub(super) fn decode(&self) -> Result<Message, String> {
+        match self {
+            Frame::Text(t) => protocol::decode(t).map_err(|e| e.0),
+            Frame::Bad(why) => Err(why.clone()),
+        }
+    }
 }
 
 /// Runs one connection of a link to its end.
@@ -114,6 +138,7 @@ where
         heartbeat,
         last_frame: Instant::now(),
         established: false,
+        ended: None,
     };
     let end = tokio::select! {
         end = session.drive(&mut stream) => end,
@@ -203,10 +228,14 @@ impl Session<'_> {
         &mut self,
         stream: &mut St,
         deadline: Instant,
-    ) -> Result<Vec<String>, SessionEnd>
+    ) -> Result<Vec<Frame>, SessionEnd>
     where
         St: Stream<Item = Result<WsMessage, WsError>> + Unpin,
     {
+        // The connection ended behind frames returned last time: report it now.
+        if let Some(end) = self.ended.take() {
+            return Err(end);
+        }
         let first = tokio::select! {
             biased;
             ctrl = self.control.recv() => {
@@ -222,31 +251,35 @@ impl Session<'_> {
             },
         };
         self.last_frame = Instant::now();
-        let mut texts = Vec::new();
+        let mut frames = Vec::new();
         let mut bytes = 0;
-        if let Some(text) = self.accept_ws(first)? {
-            bytes += text.len();
-            texts.push(text);
-        }
-        while texts.len() < MAX_FRAMES_PER_INGEST && bytes < MAX_BYTES_PER_INGEST {
-            match stream.next().now_or_never() {
-                Some(next) => {
-                    if let Some(text) = self.accept_ws(next)? {
-                        bytes += text.len();
-                        texts.push(text);
-                    }
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            match self.accept_ws(item) {
+                Ok(Some(frame)) => {
+                    bytes += frame.len();
+                    frames.push(frame);
                 }
-                None => break,
+                Ok(None) => {}
+                // Frames read before the end (a last delta, a fatal error) still count.
+                Err(end) if !frames.is_empty() => {
+                    self.ended = Some(end);
+                    break;
+                }
+                Err(end) => return Err(end),
+            }
+            if frames.len() < MAX_FRAMES_PER_INGEST && bytes < MAX_BYTES_PER_INGEST {
+                next = stream.next().now_or_never();
             }
         }
-        Ok(texts)
+        Ok(frames)
     }
 
     /// Sorts out one WebSocket message: text is returned, the rest handled here.
     fn accept_ws(
         &self,
         next: Option<Result<WsMessage, WsError>>,
-    ) -> Result<Option<String>, SessionEnd> {
+    ) -> Result<Option<Frame>, SessionEnd> {
         match next {
             None => Err(SessionEnd::new(EndKind::Lost, "connection closed")),
             Some(Err(e)) => Err(SessionEnd::new(
@@ -255,13 +288,18 @@ impl Session<'_> {
             )),
             Some(Ok(WsMessage::Text(t))) => {
                 LinkStats::add(&self.link.stats.bytes_received, t.len() as u64);
-                Ok(Some(t.as_str().to_owned()))
+                Ok(Some(Frame::Text(t.as_str().to_owned())))
             }
-            // v1 accepts UTF-8 JSON in a binary frame too; anything else fails to decode
-            // in its turn, so answers keep the order of the frames.
+            // v1 accepts UTF-8 JSON in a binary frame too; other bytes are answered in
+            // their turn, so answers keep the order of the frames.
             Some(Ok(WsMessage::Binary(b))) => {
                 LinkStats::add(&self.link.stats.bytes_received, b.len() as u64);
-                Ok(Some(String::from_utf8_lossy(&b).into_owned()))
+                Ok(Some(match String::from_utf8(b.to_vec()) {
+                    Ok(text) => Frame::Text(text),
+                    Err(e) => Frame::Bad(format!(
+                        "Failed to decode message: a binary frame must hold UTF-8 JSON ({e})"
+                    )),
+                }))
             }
             Some(Ok(WsMessage::Close(frame))) => {
                 let reason = match frame {

@@ -6,7 +6,7 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
 use super::handshake::Peer;
-use super::{store_end, type_name, EndKind, Role, Session, SessionEnd};
+use super::{store_end, type_name, EndKind, Frame, Role, Session, SessionEnd};
 use crate::admission::Admission;
 use crate::delta::{now_millis, Delta};
 use crate::events::NodeEvent;
@@ -32,6 +32,9 @@ pub(super) struct Established {
     pub awaiting_sync: bool,
     pub syncing: bool,
     pub sync_processed: u64,
+    pub sync_total: u64,
+    pub sync_started: std::time::Instant,
+    pub progress_logged: std::time::Instant,
 }
 
 /// How a received delta is answered.
@@ -76,16 +79,16 @@ impl Session<'_> {
 
     pub(super) async fn process(
         &mut self,
-        texts: Vec<String>,
+        frames: Vec<Frame>,
         est: &mut Established,
     ) -> Result<(), SessionEnd> {
         let mut pending = Pending::default();
-        for text in texts {
-            let msg = match crate::federation::protocol::decode(&text) {
+        for frame in frames {
+            let msg = match frame.decode() {
                 Ok(m) => m,
                 Err(e) => {
                     self.flush(&mut pending, est).await?;
-                    self.send_error(codes::MESSAGE_ERROR, &e.0)?;
+                    self.send_error(codes::MESSAGE_ERROR, &e)?;
                     continue;
                 }
             };
@@ -224,7 +227,34 @@ impl Session<'_> {
                 reason: refusal,
             })?;
         }
+        if est.syncing {
+            self.sync_progress(est);
+        }
         Ok(())
+    }
+
+    /// Long syncs say how far along they are: in the stats (for `GET /links`,
+    /// `rhizome status`) at once, in the log every few seconds.
+    fn sync_progress(&self, est: &mut Established) {
+        let done = est.sync_processed;
+        self.link
+            .stats
+            .sync_done
+            .store(done, std::sync::atomic::Ordering::Relaxed);
+        if est.progress_logged.elapsed() < std::time::Duration::from_secs(3) {
+            return;
+        }
+        est.progress_logged = std::time::Instant::now();
+        let rate = done as f64 / est.sync_started.elapsed().as_secs_f64().max(0.001);
+        let remaining = est.sync_total.saturating_sub(done);
+        tracing::info!(
+            link = %self.link.id,
+            done,
+            total = est.sync_total,
+            rate = rate as u64,
+            eta_seconds = (remaining as f64 / rate.max(1.0)) as u64,
+            "initial sync in progress"
+        );
     }
 
     async fn on_message(&mut self, msg: Message, est: &mut Established) -> Result<(), SessionEnd> {
@@ -286,6 +316,18 @@ impl Session<'_> {
             Message::SyncStart { total_deltas, .. } => {
                 est.syncing = true;
                 est.sync_processed = 0;
+                est.sync_total = total_deltas;
+                est.sync_started = std::time::Instant::now();
+                est.progress_logged = est.sync_started;
+                self.link
+                    .stats
+                    .sync_total
+                    .store(total_deltas, std::sync::atomic::Ordering::Relaxed);
+                self.link
+                    .stats
+                    .sync_done
+                    .store(0, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(link = %self.link.id, total = total_deltas, "initial sync started");
                 if !*self.link.paused.borrow() {
                     self.link.set_status(LinkStatus::Syncing);
                 }
@@ -316,12 +358,27 @@ impl Session<'_> {
                 est.syncing = false;
                 self.link
                     .stats
+                    .sync_total
+                    .store(0, std::sync::atomic::Ordering::Relaxed);
+                self.link
+                    .stats
+                    .sync_done
+                    .store(0, std::sync::atomic::Ordering::Relaxed);
+                self.link
+                    .stats
                     .last_sync_timestamp
                     .store(now_millis(), std::sync::atomic::Ordering::Relaxed);
                 if !*self.link.paused.borrow() {
                     self.link.set_status(LinkStatus::Connected);
                 }
-                tracing::info!(link = %self.link.id, deltas = est.sync_processed, "initial sync complete");
+                let secs = est.sync_started.elapsed().as_secs_f64();
+                tracing::info!(
+                    link = %self.link.id,
+                    deltas = est.sync_processed,
+                    seconds = format!("{secs:.1}"),
+                    rate = (est.sync_processed as f64 / secs.max(0.001)) as u64,
+                    "initial sync complete"
+                );
                 self.node.emit(NodeEvent::SyncCompleted {
                     link_id: self.link.id.clone(),
                     deltas_processed: est.sync_processed,
@@ -343,6 +400,16 @@ impl Session<'_> {
                 fatal,
             } => {
                 self.peer_error(&code, &message);
+                // The peer could not serve our sync request: stop waiting for it.
+                if est.awaiting_sync && (code == codes::SYNC_ERROR || code == "SYNC_NOT_SUPPORTED")
+                {
+                    tracing::warn!(link = %self.link.id, %message, "the peer did not serve our sync request");
+                    est.awaiting_sync = false;
+                    est.syncing = false;
+                    if !*self.link.paused.borrow() {
+                        self.link.set_status(LinkStatus::Connected);
+                    }
+                }
                 if fatal {
                     let kind = if code == codes::PROTOCOL_MISMATCH {
                         EndKind::Refused

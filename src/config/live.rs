@@ -1,0 +1,189 @@
+//! The config file's links on a running node, and the file's hot reload.
+//!
+//! Links are matched by name: a link whose table is unchanged is left alone (its
+//! connection is not touched), a removed one is disconnected, a new one is opened, a
+//! changed one is reopened with the new settings. Its name keys its resume cursor, so a
+//! reopened or restarted link continues where it was.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+
+use super::{LinkEntry, NodeFile};
+use crate::events::NodeEvent;
+use crate::federation::FederationLink;
+use crate::node::Node;
+
+const DEBOUNCE: Duration = Duration::from_millis(150);
+
+pub struct ConfigLinks {
+    node: Node,
+    path: PathBuf,
+    state: Mutex<State>,
+    watcher: Mutex<Option<notify::RecommendedWatcher>>,
+}
+
+struct State {
+    file: NodeFile,
+    links: BTreeMap<String, (LinkEntry, FederationLink)>,
+}
+
+impl ConfigLinks {
+    /// Opens the file's links on `node` and watches `path` for changes.
+    ///
+    /// # Errors
+    /// When the file's directory cannot be watched.
+    pub fn start(node: Node, path: &Path, file: NodeFile) -> notify::Result<Arc<ConfigLinks>> {
+        let this = Arc::new(ConfigLinks {
+            node,
+            path: path.to_owned(),
+            state: Mutex::new(State {
+                file: NodeFile::default(),
+                links: BTreeMap::new(),
+            }),
+            watcher: Mutex::new(None),
+        });
+        this.apply(file);
+        this.watch()?;
+        Ok(this)
+    }
+
+    /// The links the file opened, by name.
+    pub fn links(&self) -> Vec<FederationLink> {
+        self.state
+            .lock()
+            .map(|s| s.links.values().map(|(_, l)| l.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Reads the file again; a broken file is refused and the running config stays.
+    pub fn reload(&self) {
+        match NodeFile::load(&self.path) {
+            Ok(file) => self.apply(file),
+            Err(e) => {
+                tracing::error!(error = %e, "config reload refused; the running config stays");
+                self.node.emit(NodeEvent::ConfigError {
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+
+    fn apply(&self, file: NodeFile) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        let old = &state.file;
+        let restart_only = [
+            ("systemId", old.system_id != file.system_id),
+            ("listen", old.listen != file.listen),
+            ("data", old.data != file.data),
+            ("storage", old.storage != file.storage),
+            ("durability", old.durability != file.durability),
+            ("policies", old.policies != file.policies),
+            ("filters", old.filters != file.filters),
+            ("server", old.server != file.server),
+        ];
+        let first = state.links.is_empty() && *old == NodeFile::default();
+        if !first {
+            for (key, changed) in restart_only {
+                if changed {
+                    tracing::warn!(
+                        key,
+                        "config changed; this setting takes effect at the next restart"
+                    );
+                }
+            }
+        }
+        if old.trust != file.trust {
+            self.node.set_trust_policy(file.trust.clone());
+        }
+        let wanted: BTreeMap<String, LinkEntry> = file
+            .links
+            .iter()
+            .map(|l| (l.name.clone(), l.clone()))
+            .collect();
+        let (mut added, mut removed, mut changed) = (0, 0, 0);
+        let current: Vec<String> = state.links.keys().cloned().collect();
+        for name in current {
+            let keep = wanted
+                .get(&name)
+                .is_some_and(|w| state.links.get(&name).is_some_and(|(e, _)| e == w));
+            if !keep {
+                if let Some((_, link)) = state.links.remove(&name) {
+                    link.disconnect();
+                    if wanted.contains_key(&name) {
+                        changed += 1;
+                    } else {
+                        removed += 1;
+                    }
+                }
+            }
+        }
+        for (name, entry) in wanted {
+            if state.links.contains_key(&name) {
+                continue;
+            }
+            match self
+                .node
+                .connect_to_remote(&entry.url, entry.config.clone())
+            {
+                Ok(link) => {
+                    tracing::info!(link = %name, url = %entry.url, "config link opened");
+                    state.links.insert(name, (entry, link));
+                    added += 1;
+                }
+                Err(e) => tracing::error!(link = %name, error = %e, "config link not opened"),
+            }
+        }
+        let changed_links = changed;
+        added -= changed_links.min(added);
+        state.file = file;
+        if !first {
+            tracing::info!(added, removed, changed = changed_links, "config reloaded");
+        }
+        self.node.emit(NodeEvent::ConfigReloaded {
+            links: state.links.len(),
+            added,
+            removed,
+            changed: changed_links,
+        });
+    }
+
+    fn watch(self: &Arc<Self>) -> notify::Result<()> {
+        let dir = self
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = self.path.file_name().map(|n| n.to_owned());
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        // Editors replace files (write a temp, rename): watch the folder, keep events
+        // about our file.
+        let mut watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                if let Ok(event) = res {
+                    let ours = event.paths.iter().any(|p| p.file_name() == name.as_deref());
+                    if ours && !event.kind.is_access() {
+                        let _ = tx.send(());
+                    }
+                }
+            })?;
+        watcher.watch(dir, RecursiveMode::NonRecursive)?;
+        if let Ok(mut w) = self.watcher.lock() {
+            *w = Some(watcher);
+        }
+        let this = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+                let Some(this) = this.upgrade() else { break };
+                this.reload();
+            }
+        });
+        Ok(())
+    }
+}

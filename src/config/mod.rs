@@ -1,0 +1,309 @@
+//! The node's configuration file (TOML), in the same camelCase vocabulary as the JSON
+//! link config and the HTTP API.
+//!
+//! ```toml
+//! systemId = "bridge-1"
+//! listen = "0.0.0.0:8080"
+//! data = "./data"            # or: storage = "memory"
+//! durability = "sync"        # or "buffered"
+//! policies = "./policies"
+//! filters = "./filters"
+//!
+//! [server]
+//! path = "/federation"
+//! maxConnections = 1000
+//! heartbeat = 30             # seconds
+//!
+//! [trust]
+//! trustedAuthors = ["alice"]
+//! maxClockSkewMs = 300000
+//!
+//! [[link]]
+//! name = "upstream"
+//! url = "http://10.0.0.2:8080"
+//! mode = "pull"
+//! initialSync = "full"
+//! pullFilter = { authors = ["alice"] }
+//! reconnect = { maxAttempts = 0, initialDelay = 1000 }
+//! ```
+//!
+//! [`live`] applies the `[[link]]` tables to a running node and reloads them when the
+//! file changes.
+
+pub mod live;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::federation::{LinkConfig, ServerOptions, TrustPolicy};
+use crate::node::{NodeConfig, Storage};
+use crate::policy::PolicyDirs;
+use crate::store::Durability;
+
+/// Why a config file was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    Fjall,
+    Memory,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityKind {
+    /// fsync before anything is acknowledged.
+    Sync,
+    /// Leave writes in OS buffers (faster; a power cut can lose acknowledged deltas).
+    Buffered,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ServerSection {
+    pub path: Option<String>,
+    pub max_connections: Option<usize>,
+    /// Seconds between pings.
+    pub heartbeat: Option<u64>,
+    /// Seconds a new socket has to complete the handshake.
+    pub handshake_timeout: Option<u64>,
+    /// Largest WebSocket message, in bytes.
+    pub max_message_size: Option<usize>,
+}
+
+/// One `[[link]]`: a name (unique), the peer's url, and the link config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkEntry {
+    pub name: String,
+    pub url: String,
+    pub config: LinkConfig,
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeFile {
+    pub system_id: Option<String>,
+    pub listen: Option<String>,
+    pub data: Option<PathBuf>,
+    pub storage: Option<StorageKind>,
+    pub durability: Option<DurabilityKind>,
+    pub policies: Option<PathBuf>,
+    pub filters: Option<PathBuf>,
+    pub server: ServerSection,
+    pub trust: TrustPolicy,
+    pub links: Vec<LinkEntry>,
+}
+
+/// The file as serde sees it; links are checked one by one for precise errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+struct RawFile {
+    system_id: Option<String>,
+    listen: Option<String>,
+    data: Option<PathBuf>,
+    storage: Option<StorageKind>,
+    durability: Option<DurabilityKind>,
+    policies: Option<PathBuf>,
+    filters: Option<PathBuf>,
+    server: ServerSection,
+    trust: TrustPolicy,
+    link: Vec<toml::Table>,
+}
+
+impl NodeFile {
+    /// Reads and checks a config file. Relative paths in it are relative to the file.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file and, where it can, the line and the key.
+    pub fn load(path: &Path) -> Result<NodeFile, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            message: format!("cannot read: {e}"),
+        })?;
+        let mut file = NodeFile::parse(&text).map_err(|message| ConfigError {
+            file: path.display().to_string(),
+            message,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut file.data, &mut file.policies, &mut file.filters]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(file)
+    }
+
+    /// Parses config text.
+    ///
+    /// # Errors
+    /// A message naming the line or key that is wrong.
+    pub fn parse(text: &str) -> Result<NodeFile, String> {
+        let raw: RawFile = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
+        let mut links = Vec::with_capacity(raw.link.len());
+        let mut names = BTreeSet::new();
+        for (i, mut table) in raw.link.into_iter().enumerate() {
+            let at = |key: &str| format!("link[{i}].{key}");
+            let url = match table.remove("url") {
+                Some(toml::Value::String(u)) => u,
+                Some(_) => return Err(format!("{}: must be a string", at("url"))),
+                None => return Err(format!("{}: missing (the peer to connect to)", at("url"))),
+            };
+            let config: LinkConfig = toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| format!("link[{i}]: {}", e.message()))?;
+            let name = config.name.clone().ok_or_else(|| {
+                format!(
+                    "{}: missing (links in a config file need a unique name)",
+                    at("name")
+                )
+            })?;
+            if name.is_empty() || name.contains('/') {
+                return Err(format!(
+                    "{}: {name:?} must be non-empty and have no '/'",
+                    at("name")
+                ));
+            }
+            if !names.insert(name.clone()) {
+                return Err(format!("{}: {name:?} is used by another link", at("name")));
+            }
+            crate::federation::federation_url(&url).map_err(|e| format!("{}: {e}", at("url")))?;
+            links.push(LinkEntry { name, url, config });
+        }
+        if let Some(path) = &raw.server.path {
+            if !path.starts_with('/') {
+                return Err(format!("server.path: {path:?} must start with '/'"));
+            }
+        }
+        Ok(NodeFile {
+            system_id: raw.system_id,
+            listen: raw.listen,
+            data: raw.data,
+            storage: raw.storage,
+            durability: raw.durability,
+            policies: raw.policies,
+            filters: raw.filters,
+            server: raw.server,
+            trust: raw.trust,
+            links,
+        })
+    }
+
+    /// The federation endpoint options, defaults filled in.
+    pub fn server_options(&self) -> ServerOptions {
+        let d = ServerOptions::default();
+        let s = &self.server;
+        ServerOptions {
+            path: s.path.clone().unwrap_or(d.path),
+            max_connections: s.max_connections.unwrap_or(d.max_connections),
+            heartbeat: s.heartbeat.map(Duration::from_secs).unwrap_or(d.heartbeat),
+            handshake_timeout: s
+                .handshake_timeout
+                .map(Duration::from_secs)
+                .unwrap_or(d.handshake_timeout),
+            max_message_size: s.max_message_size.unwrap_or(d.max_message_size),
+        }
+    }
+
+    /// The node's config (links are opened separately, once the node runs).
+    pub fn node_config(&self) -> NodeConfig {
+        let storage = match (self.storage, &self.data) {
+            (Some(StorageKind::Memory), _) => Storage::Memory,
+            (_, Some(dir)) => Storage::Path(dir.clone()),
+            (_, None) => Storage::Path(PathBuf::from("./data")),
+        };
+        NodeConfig {
+            storage,
+            system_id: self.system_id.clone(),
+            trust: self.trust.clone(),
+            server: self.server_options(),
+            policies: PolicyDirs {
+                policies: self.policies.clone(),
+                filters: self.filters.clone(),
+            },
+            durability: self.durability.map(|d| match d {
+                DurabilityKind::Sync => Durability::Sync,
+                DurabilityKind::Buffered => Durability::Buffered,
+            }),
+        }
+    }
+}
+
+/// A commented starter config, written by `rhizome init`.
+pub const STARTER: &str = include_str!("starter.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_starter_config_parses() {
+        let f = NodeFile::parse(STARTER).unwrap();
+        assert_eq!(f.links.len(), 0);
+        assert!(f.policies.is_some());
+    }
+
+    #[test]
+    fn links_and_sections_parse_with_camel_case_keys() {
+        let f = NodeFile::parse(
+            r#"
+systemId = "n1"
+storage = "memory"
+[server]
+maxConnections = 5
+heartbeat = 2
+[trust]
+trustedAuthors = ["alice"]
+[[link]]
+name = "up"
+url = "http://127.0.0.1:9"
+mode = "pull"
+initialSync = "from_timestamp"
+syncFromTimestamp = 5
+pullFilter = { authors = ["alice"] }
+reconnect = { maxAttempts = 3 }
+"#,
+        )
+        .unwrap();
+        assert_eq!(f.server_options().max_connections, 5);
+        assert_eq!(f.links[0].config.reconnect.max_attempts, 3);
+        assert_eq!(
+            f.links[0].config.pull_filter.as_ref().unwrap().authors,
+            Some(vec!["alice".into()])
+        );
+        assert!(matches!(f.node_config().storage, Storage::Memory));
+    }
+
+    #[test]
+    fn bad_files_get_errors_that_name_the_key() {
+        let e = NodeFile::parse("listen = 5").unwrap_err();
+        assert!(e.contains("listen"), "{e}");
+        let e = NodeFile::parse("bogus = 1").unwrap_err();
+        assert!(e.contains("bogus"), "{e}");
+        let e = NodeFile::parse("[[link]]\nname = \"a\"").unwrap_err();
+        assert!(e.contains("link[0].url"), "{e}");
+        let e = NodeFile::parse("[[link]]\nurl = \"http://h:1\"").unwrap_err();
+        assert!(e.contains("link[0].name"), "{e}");
+        let e =
+            NodeFile::parse("[[link]]\nname = \"a\"\nurl = \"http://h:1\"\nmode = \"sideways\"")
+                .unwrap_err();
+        assert!(e.contains("link[0]") && e.contains("sideways"), "{e}");
+        let e = NodeFile::parse(
+            "[[link]]\nname = \"a\"\nurl = \"h:1\"\n[[link]]\nname = \"a\"\nurl = \"h:2\"",
+        )
+        .unwrap_err();
+        assert!(e.contains("used by another link"), "{e}");
+    }
+}

@@ -1,0 +1,259 @@
+//! `GET /metrics` in the Prometheus text exposition format (version 0.0.4).
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use crate::federation::{LinkStatsSnapshot, LinkStatus};
+use crate::node::Node;
+
+/// A per-link counter: name, type, help, and how to read it from a link's stats.
+type LinkCounter = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&LinkStatsSnapshot) -> u64,
+);
+
+/// One metric family being written: `# HELP`, `# TYPE`, then samples.
+struct Family<'a> {
+    out: &'a mut String,
+    name: &'static str,
+}
+
+impl<'a> Family<'a> {
+    fn new(out: &'a mut String, name: &'static str, kind: &str, help: &str) -> Family<'a> {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        Family { out, name }
+    }
+
+    fn sample(&mut self, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        let _ = write!(self.out, "{}", self.name);
+        if !labels.is_empty() {
+            let parts: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+                .collect();
+            let _ = write!(self.out, "{{{}}}", parts.join(","));
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+}
+
+/// Label values escape backslash, double quote and newline.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+pub(super) async fn metrics(State(node): State<Node>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render(&node),
+    )
+}
+
+pub fn render(node: &Node) -> String {
+    let mut out = String::new();
+    let store = node.store();
+    let head = store.head().0;
+    Family::new(
+        &mut out,
+        "rhizome_deltas_stored",
+        "gauge",
+        "Deltas in the log.",
+    )
+    .sample(&[], head);
+    Family::new(
+        &mut out,
+        "rhizome_duplicates_total",
+        "counter",
+        "Deltas received again and not stored, since start.",
+    )
+    .sample(&[], store.duplicates());
+    Family::new(
+        &mut out,
+        "rhizome_invalid_total",
+        "counter",
+        "Invalid deltas refused, since start.",
+    )
+    .sample(&[], node.invalid_count());
+    Family::new(
+        &mut out,
+        "rhizome_quarantined_deltas",
+        "gauge",
+        "Deltas held in quarantine.",
+    )
+    .sample(&[], store.quarantine_len());
+    Family::new(
+        &mut out,
+        "rhizome_uptime_seconds",
+        "gauge",
+        "Seconds since the node started.",
+    )
+    .sample(&[], node.uptime().as_secs());
+
+    let links = node.get_federation_links();
+    let infos: Vec<_> = links.iter().map(|l| l.info()).collect();
+    let labels = |i: &crate::federation::LinkInfo| -> Vec<(&'static str, String)> {
+        vec![
+            ("link", i.id.clone()),
+            ("name", i.name.clone()),
+            ("peer", i.remote_system_id.clone().unwrap_or_default()),
+            ("direction", format!("{:?}", i.direction).to_lowercase()),
+        ]
+    };
+    let per_link: [LinkCounter; 8] = [
+        (
+            "rhizome_link_deltas_sent_total",
+            "counter",
+            "Deltas sent on the link.",
+            |s| s.deltas_sent,
+        ),
+        (
+            "rhizome_link_deltas_received_total",
+            "counter",
+            "Deltas received and accepted on the link.",
+            |s| s.deltas_received,
+        ),
+        (
+            "rhizome_link_deltas_rejected_total",
+            "counter",
+            "Deltas refused (invalid or by a trust policy).",
+            |s| s.deltas_rejected,
+        ),
+        (
+            "rhizome_link_deltas_filtered_total",
+            "counter",
+            "Deltas not kept by a pull filter.",
+            |s| s.deltas_filtered,
+        ),
+        (
+            "rhizome_link_bytes_sent_total",
+            "counter",
+            "Bytes of frames sent.",
+            |s| s.bytes_sent,
+        ),
+        (
+            "rhizome_link_bytes_received_total",
+            "counter",
+            "Bytes of frames received.",
+            |s| s.bytes_received,
+        ),
+        (
+            "rhizome_link_reconnects_total",
+            "counter",
+            "Reconnect attempts after a lost connection.",
+            |s| s.reconnects,
+        ),
+        (
+            "rhizome_link_sent_through",
+            "gauge",
+            "Our log position the link has sent up to.",
+            |s| s.sent_through,
+        ),
+    ];
+    for (name, kind, help, get) in per_link {
+        let mut f = Family::new(&mut out, name, kind, help);
+        for i in &infos {
+            let l = labels(i);
+            let refs: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            f.sample(&refs, get(&i.stats));
+        }
+    }
+    let mut lag = Family::new(
+        &mut out,
+        "rhizome_link_sync_lag",
+        "gauge",
+        "Local head minus the position the link has sent through (deltas the peer may not have yet).",
+    );
+    for i in &infos {
+        let l = labels(i);
+        let refs: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        lag.sample(&refs, head.saturating_sub(i.stats.sent_through));
+    }
+    let mut state = Family::new(
+        &mut out,
+        "rhizome_link_state",
+        "gauge",
+        "1 for the state the link is in.",
+    );
+    for i in &infos {
+        for s in [
+            LinkStatus::Connecting,
+            LinkStatus::Connected,
+            LinkStatus::Syncing,
+            LinkStatus::Paused,
+            LinkStatus::Disconnected,
+            LinkStatus::Error,
+        ] {
+            let name = format!("{s:?}").to_lowercase();
+            state.sample(
+                &[("link", &i.id), ("name", &i.name), ("state", &name)],
+                u8::from(i.status == s),
+            );
+        }
+    }
+
+    let host = node.policies();
+    let set = host.current();
+    let c = set.counters();
+    Family::new(
+        &mut out,
+        "rhizome_policy_evaluations_total",
+        "counter",
+        "Script evaluations.",
+    )
+    .sample(&[], c.evaluations.load(Ordering::Relaxed));
+    Family::new(
+        &mut out,
+        "rhizome_policy_rejections_total",
+        "counter",
+        "Script evaluations that rejected.",
+    )
+    .sample(&[], c.rejections.load(Ordering::Relaxed));
+    Family::new(
+        &mut out,
+        "rhizome_policy_runtime_errors_total",
+        "counter",
+        "Script evaluations that failed (and rejected).",
+    )
+    .sample(&[], c.runtime_errors.load(Ordering::Relaxed));
+    Family::new(
+        &mut out,
+        "rhizome_policy_eval_seconds_total",
+        "counter",
+        "Time spent evaluating scripts.",
+    )
+    .sample(&[], c.eval_nanos.load(Ordering::Relaxed) as f64 / 1e9);
+    Family::new(
+        &mut out,
+        "rhizome_policy_reloads_total",
+        "counter",
+        "Reloads of the script folders.",
+    )
+    .sample(&[], host.reload_count());
+    Family::new(
+        &mut out,
+        "rhizome_policy_scripts",
+        "gauge",
+        "Scripts in the set in force.",
+    )
+    .sample(&[], set.scripts().len());
+    Family::new(
+        &mut out,
+        "rhizome_policy_compile_errors",
+        "gauge",
+        "Scripts whose latest version does not compile.",
+    )
+    .sample(&[], set.errors().len());
+    out
+}

@@ -1,0 +1,206 @@
+//! The TOML config: links applied and hot-reloaded on a running node, the running
+//! config kept when an edit is broken, `rhizome init`, `serve --config`, and `/metrics`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{author, start_node, wait_for, wait_holds, wait_status};
+use rhizome::config::live::ConfigLinks;
+use rhizome::config::NodeFile;
+use rhizome::events::NodeEvent;
+use rhizome::LinkStatus;
+
+const T: Duration = Duration::from_secs(15);
+
+fn link_table(name: &str, url: &str, mode: &str) -> String {
+    format!("[[link]]\nname = \"{name}\"\nurl = \"{url}\"\nmode = \"{mode}\"\nreconnect = {{ initialDelay = 50, maxDelay = 200 }}\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_links_are_added_changed_and_removed_while_the_node_runs() {
+    let a = start_node("a").await;
+    let b = start_node("b").await;
+    let me = start_node("me").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rhizome.toml");
+    std::fs::write(&path, link_table("to-a", &a.url(), "pull")).unwrap();
+    let mut events = me.node().events();
+    let live =
+        ConfigLinks::start(me.node().clone(), &path, NodeFile::load(&path).unwrap()).unwrap();
+    assert_eq!(live.links().len(), 1);
+    let first = live.links()[0].clone();
+    assert!(wait_status(&first, LinkStatus::Connected, T).await);
+
+    // Add a link: the first one is left alone.
+    std::fs::write(
+        &path,
+        format!(
+            "{}{}",
+            link_table("to-a", &a.url(), "pull"),
+            link_table("to-b", &b.url(), "pull")
+        ),
+    )
+    .unwrap();
+    assert!(wait_for(T, || live.links().len() == 2).await);
+    assert!(
+        live.links().iter().any(|l| l.id() == first.id()),
+        "an unchanged link was reopened"
+    );
+    let from_b = author(b.node(), "bob", 3).await.into_iter().collect();
+    assert!(wait_holds(me.node(), &from_b, T).await);
+
+    // A broken edit is refused: the running links stay.
+    std::fs::write(&path, "[[link]]\nname = \"to-a\"\nmode = \"sideways\"\n").unwrap();
+    let refused = tokio::time::timeout(T, async {
+        loop {
+            if let Ok(NodeEvent::ConfigError { message }) = events.recv().await {
+                return message;
+            }
+        }
+    })
+    .await
+    .expect("a config:error event");
+    assert!(refused.contains("link[0]"), "{refused}");
+    assert_eq!(live.links().len(), 2);
+
+    // Change one link's mode (reopened with the new config), remove the other.
+    std::fs::write(&path, link_table("to-a", &a.url(), "bidirectional")).unwrap();
+    assert!(
+        wait_for(T, || {
+            let links = live.links();
+            links.len() == 1 && links[0].id() != first.id()
+        })
+        .await
+    );
+    assert!(
+        wait_for(T, || me
+            .node()
+            .get_federation_links()
+            .iter()
+            .all(|l| l.info().name != "to-b"))
+        .await
+    );
+    let reopened = live.links()[0].clone();
+    assert_eq!(
+        reopened.info().config.mode,
+        rhizome::federation::SyncMode::Bidirectional
+    );
+    assert!(wait_status(&reopened, LinkStatus::Connected, T).await);
+    let mine = author(me.node(), "me", 2).await.into_iter().collect();
+    assert!(
+        wait_holds(a.node(), &mine, T).await,
+        "the reopened link pushes now"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_expose_store_link_and_policy_figures() {
+    let server = start_node("server").await;
+    let client = start_node("client").await;
+    author(server.node(), "alice", 5).await;
+    let link = client
+        .node()
+        .connect_to_remote(
+            &server.url(),
+            rhizome::LinkConfig {
+                name: Some("up".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(wait_holds(client.node(), &common::ids(server.node()), T).await);
+    assert!(wait_status(&link, LinkStatus::Connected, T).await);
+    let res = reqwest::get(format!("{}/metrics", client.url()))
+        .await
+        .unwrap();
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = res.text().await.unwrap();
+    for needle in [
+        "# TYPE rhizome_deltas_stored gauge",
+        "rhizome_deltas_stored 5",
+        "rhizome_link_deltas_received_total{link=\"",
+        "name=\"up\",peer=\"server\",direction=\"outbound\"} 5",
+        "rhizome_link_state{",
+        "state=\"connected\"} 1",
+        "rhizome_link_sync_lag{",
+        "rhizome_policy_evaluations_total 0",
+        "rhizome_policy_reloads_total",
+    ] {
+        assert!(text.contains(needle), "no {needle:?} in\n{text}");
+    }
+}
+
+#[test]
+fn init_writes_a_starter_that_serve_and_policy_test_accept() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_rhizome");
+    let out = Command::new(bin)
+        .args(["init"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = dir.path().join("rhizome.toml");
+    let file = NodeFile::load(&config).expect("the starter config loads");
+    assert_eq!(
+        file.policies.as_deref(),
+        Some(dir.path().join("./policies").as_path())
+    );
+    // Twice: refused without --force.
+    let again = Command::new(bin)
+        .args(["init"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+
+    // serve --config, with flags overriding the file's listen address and storage.
+    let mut child = Command::new(bin)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--memory",
+            "--system-id",
+            "from-flags",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line).expect("listening line");
+    assert_eq!(v["systemId"], "from-flags");
+    let url = v["listening"].as_str().unwrap().to_owned();
+    let status = Command::new(bin)
+        .args(["status", "--node", &url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("node from-flags"), "{text}");
+    assert!(
+        text.contains("1 scripts"),
+        "the starter policy is loaded: {text}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !dir.path().join("data").exists(),
+        "--memory overrides the file's data dir"
+    );
+}
