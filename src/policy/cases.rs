@@ -144,6 +144,25 @@ pub fn run(set: &PolicySet, cases: &[LoadedCase]) -> Report {
                 continue;
             }
         };
+        let expectations = [lc.case.trust, lc.case.push, lc.case.pull];
+        if expectations.iter().all(Option::is_none) {
+            report.failures.push(Failure {
+                case: label,
+                kind: None,
+                message: "the case checks nothing: give at least one of trust, push, pull".into(),
+            });
+            continue;
+        }
+        if lc.case.reason.is_some() && !expectations.contains(&Some(Expect::Reject)) {
+            report.failures.push(Failure {
+                case: label,
+                kind: None,
+                message:
+                    "`reason` is only checked against a rejection; no verdict here expects reject"
+                        .into(),
+            });
+            continue;
+        }
         let mut ok = true;
         for (kind, expect) in [
             (ScriptKind::Trust, lc.case.trust),

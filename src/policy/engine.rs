@@ -53,7 +53,11 @@ impl LinkContext {
 pub(crate) fn delta_to_dynamic(d: &Delta) -> Dynamic {
     let mut m = Map::new();
     m.insert("id".into(), d.id.clone().into());
-    m.insert("timestamp".into(), Dynamic::from_int(d.timestamp as i64));
+    // Rhai integers are i64: saturate rather than wrap a huge timestamp to a negative one.
+    m.insert(
+        "timestamp".into(),
+        Dynamic::from_int(i64::try_from(d.timestamp).unwrap_or(i64::MAX)),
+    );
     m.insert("author".into(), d.author.clone().into());
     m.insert("system".into(), d.system.clone().into());
     let pointers: rhai::Array = d

@@ -426,7 +426,10 @@ fn script_files(root: &Path) -> std::io::Result<Vec<(Option<String>, PathBuf)>> 
             if name == "tests" {
                 continue;
             }
-            for inner in std::fs::read_dir(&path)?.flatten() {
+            let inner_entries = std::fs::read_dir(&path).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display()))
+            })?;
+            for inner in inner_entries.flatten() {
                 let p = inner.path();
                 if is_script(&p) {
                     by_link.entry(Some(name.clone())).or_default().push(p);
