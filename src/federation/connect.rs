@@ -167,8 +167,9 @@ async fn run_outbound(
         };
         failures += 1;
         let gave_up = reconnect.max_attempts > 0 && failures > reconnect.max_attempts;
-        let will_reconnect = kind == EndKind::Lost && reconnect.enabled && !gave_up;
-        if kind != EndKind::Disconnected {
+        let will_reconnect =
+            matches!(kind, EndKind::Lost | EndKind::PeerClosed) && reconnect.enabled && !gave_up;
+        if kind == EndKind::Lost || kind == EndKind::Refused {
             link.set_error(&reason);
             tracing::warn!(link = %link.id, %url, %reason, will_reconnect, "link down");
             node.emit(NodeEvent::LinkError {

@@ -134,7 +134,7 @@ pub struct DecodeError(pub String);
 /// [`DecodeError`] saying what is wrong: not JSON, no `type`, no `timestamp`, an
 /// unknown type, or a known type with missing or mistyped fields.
 pub fn decode(text: &str) -> Result<Message, DecodeError> {
-    let value: Value = serde_json::from_str(text)
+    let mut value: Value = serde_json::from_str(text)
         .map_err(|e| DecodeError(format!("Failed to decode message: not valid JSON: {e}")))?;
     let obj = value.as_object().ok_or_else(|| {
         DecodeError("Failed to decode message: a message must be a JSON object".into())
@@ -165,6 +165,17 @@ pub fn decode(text: &str) -> Result<Message, DecodeError> {
             ))
         }
     }
+    // The frames that carry deltas are most of the traffic: take their fields out of
+    // the parsed object directly (serde's tagged-enum path would buffer every delta
+    // a second time).
+    if let Some(obj) = value.as_object_mut() {
+        match kind.as_str() {
+            "delta" => return delta_message(obj),
+            "sync_batch" => return sync_batch_message(obj),
+            "delta_batch" => return delta_batch_message(obj),
+            _ => {}
+        }
+    }
     serde_json::from_value(value).map_err(|e| {
         let e = e.to_string();
         if e.starts_with("unknown variant") {
@@ -172,6 +183,90 @@ pub fn decode(text: &str) -> Result<Message, DecodeError> {
         } else {
             DecodeError(format!("Invalid {kind} message: {e}"))
         }
+    })
+}
+
+fn field_error(kind: &str, e: impl std::fmt::Display) -> DecodeError {
+    DecodeError(format!("Invalid {kind} message: {e}"))
+}
+
+fn take_deltas(
+    obj: &mut serde_json::Map<String, Value>,
+    kind: &str,
+) -> Result<Vec<Value>, DecodeError> {
+    match obj.remove("deltas") {
+        Some(Value::Array(items)) => Ok(items),
+        Some(other) => Err(field_error(
+            kind,
+            format!("deltas must be an array, got {}", json_kind(&other)),
+        )),
+        None => Err(field_error(kind, "missing field `deltas`")),
+    }
+}
+
+fn opt_u64(
+    obj: &serde_json::Map<String, Value>,
+    kind: &str,
+    field: &str,
+) -> Result<Option<u64>, DecodeError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| field_error(kind, format!("{field} must be a non-negative integer"))),
+    }
+}
+
+fn req_u64(
+    obj: &serde_json::Map<String, Value>,
+    kind: &str,
+    field: &str,
+) -> Result<u64, DecodeError> {
+    opt_u64(obj, kind, field)?.ok_or_else(|| field_error(kind, format!("missing field `{field}`")))
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn delta_message(obj: &mut serde_json::Map<String, Value>) -> Result<Message, DecodeError> {
+    let delta = obj
+        .remove("delta")
+        .ok_or_else(|| field_error("delta", "missing field `delta`"))?;
+    Ok(Message::Delta {
+        delta,
+        seq: opt_u64(obj, "delta", "seq")?,
+    })
+}
+
+fn sync_batch_message(obj: &mut serde_json::Map<String, Value>) -> Result<Message, DecodeError> {
+    const KIND: &str = "sync_batch";
+    let is_last_batch = match obj.get("isLastBatch") {
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(field_error(KIND, "isLastBatch must be a boolean")),
+        None => return Err(field_error(KIND, "missing field `isLastBatch`")),
+    };
+    Ok(Message::SyncBatch {
+        deltas: take_deltas(obj, KIND)?,
+        batch_number: req_u64(obj, KIND, "batchNumber")?,
+        is_last_batch,
+        last_seq: opt_u64(obj, KIND, "lastSeq")?,
+    })
+}
+
+fn delta_batch_message(obj: &mut serde_json::Map<String, Value>) -> Result<Message, DecodeError> {
+    const KIND: &str = "delta_batch";
+    Ok(Message::DeltaBatch {
+        deltas: take_deltas(obj, KIND)?,
+        last_seq: req_u64(obj, KIND, "lastSeq")?,
     })
 }
 

@@ -41,8 +41,10 @@ pub(crate) enum Role {
 pub(crate) enum EndKind {
     /// Closed on purpose on this side (`disconnect`, shutdown): do not reconnect.
     Disconnected,
-    /// The connection was lost or closed by the peer: reconnect if configured.
+    /// The connection was lost, or failed: reconnect if configured.
     Lost,
+    /// The peer closed normally (it shut down): reconnect if configured, not an error.
+    PeerClosed,
     /// The peer or we refused the link for a reason a retry will not fix.
     Refused,
 }
@@ -302,6 +304,7 @@ impl Session<'_> {
                 }))
             }
             Some(Ok(WsMessage::Close(frame))) => {
+                let frame_code = frame.as_ref().map(|f| u16::from(f.code));
                 let reason = match frame {
                     Some(f) if !f.reason.is_empty() => {
                         format!("closed by the peer ({}): {}", u16::from(f.code), f.reason)
@@ -309,7 +312,15 @@ impl Session<'_> {
                     Some(f) => format!("closed by the peer ({})", u16::from(f.code)),
                     None => "closed by the peer".to_owned(),
                 };
-                Err(SessionEnd::new(EndKind::Lost, reason))
+                // A normal close (1000, 1001: the peer shut down or went away) is not an
+                // error; the link still comes back when the peer does.
+                let normal = frame_code.is_some_and(|c| c == 1000 || c == 1001);
+                let kind = if normal {
+                    EndKind::PeerClosed
+                } else {
+                    EndKind::Lost
+                };
+                Err(SessionEnd::new(kind, reason))
             }
             // WebSocket-level pings are answered by tungstenite itself.
             Some(Ok(_)) => Ok(None),

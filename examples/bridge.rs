@@ -1,0 +1,299 @@
+//! Selective federation across a trust boundary: a bridge between a public and a
+//! private network.
+//!
+//! ```text
+//!   [public] <--link "public"-- [bridge] --link "private"--> [private]
+//! ```
+//!
+//! `cargo run --example bridge`
+//!
+//! The bridge dials both sides; its links are named `public` and `private`, and two Rhai
+//! scripts (in a temporary folder here; `rhizome serve --policies DIR --filters DIR` in
+//! production) decide what crosses:
+//!
+//! - `filters/push/public/public-only.rhai`: a delta leaves on the `public` link only when
+//!   it has a `public` pointer. Private deltas not marked public never reach the public side.
+//! - `policies/public/trusted-only.rhai`: a delta arriving on the `public` link is believed
+//!   only when it has a `verified` pointer or its author is on an allow-list. Others are
+//!   refused (quarantined on the bridge), so they never reach the private side.
+//!
+//! The example prints what each side holds and fails if anything crossed that should
+//! not have, or did not cross that should have.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use rhizome::events::NodeEvent;
+use rhizome::federation::{InitialSync, LinkConfig, SyncMode};
+use rhizome::policy::PolicyDirs;
+use rhizome::server::Server;
+use rhizome::{FederationLink, LinkStatus, Node, NodeConfig, Pointer, Seq, Target};
+
+const TIMEOUT: Duration = Duration::from_secs(15);
+
+const PUSH_FILTER: &str = r#"// Push filter for the `public` link: only deltas marked public leave.
+if has_role(delta, "public") {
+    true
+} else {
+    "not marked public: it stays on the private side"
+}
+"#;
+
+const TRUST_POLICY: &str = r#"// Trust policy for the `public` link: only verified deltas or allow-listed authors.
+let allowed = ["newsroom"];
+
+if has_role(delta, "verified") || delta.author in allowed {
+    true
+} else {
+    `from the public side: ${delta.author} is neither verified nor on the allow-list`
+}
+"#;
+
+/// Runs the demo and checks what crossed the bridge.
+///
+/// # Errors
+/// When a link does not come up, or a delta crosses (or fails to cross) against the
+/// scripts above.
+pub async fn run() -> Result<()> {
+    let scripts = tempfile::tempdir().context("a temporary folder for the bridge's scripts")?;
+    let dirs = write_scripts(scripts.path())?;
+    let public = serve(NodeConfig {
+        system_id: Some("public".into()),
+        ..Default::default()
+    })
+    .await?;
+    let private = serve(NodeConfig {
+        system_id: Some("private".into()),
+        ..Default::default()
+    })
+    .await?;
+    let bridge = serve(NodeConfig {
+        system_id: Some("bridge".into()),
+        policies: dirs,
+        ..Default::default()
+    })
+    .await?;
+    let mut bridge_events = bridge.node().events();
+
+    // What each side writes, in this order: on the private side the internal memo comes
+    // before the press release, so once the release is on the public side the bridge has
+    // already judged (and held back) the memo.
+    let memo = write(private.node(), "hr", "internal memo: salaries", &[]).await?;
+    let release = write(
+        private.node(),
+        "press",
+        "press release: v2 ships",
+        &["public"],
+    )
+    .await?;
+    let spam = write(public.node(), "mallory", "buy cheap watches", &[]).await?;
+    let verified = write(
+        public.node(),
+        "alice",
+        "bug report, checked by a moderator",
+        &["verified"],
+    )
+    .await?;
+    let news = write(public.node(), "newsroom", "news: the river rose", &[]).await?;
+    let labels: BTreeMap<String, &str> = [
+        (memo.clone(), "private/hr: internal memo (not public)"),
+        (release.clone(), "private/press: press release (public)"),
+        (spam.clone(), "public/mallory: spam (unverified)"),
+        (verified.clone(), "public/alice: verified bug report"),
+        (news.clone(), "public/newsroom: news (allow-listed author)"),
+    ]
+    .into();
+
+    let to_public = link(bridge.node(), &public, "public")?;
+    let to_private = link(bridge.node(), &private, "private")?;
+    wait_connected(&to_public, "public").await?;
+    wait_connected(&to_private, "private").await?;
+    println!("bridge connected to both sides");
+
+    // Outbound: the press release crosses to the public side, the memo does not.
+    wait_until("the press release reaches the public side", || {
+        Ok(public.node().get(&release)?.is_some())
+    })
+    .await?;
+    // Inbound: the bridge has judged all three public deltas; the trusted ones reach
+    // the private side.
+    wait_until(
+        "the bridge has judged the public side's three deltas",
+        || {
+            let s = to_public.stats();
+            Ok(s.deltas_received + s.deltas_rejected >= 3)
+        },
+    )
+    .await?;
+    wait_until("the trusted public deltas reach the private side", || {
+        Ok(private.node().get(&verified)?.is_some() && private.node().get(&news)?.is_some())
+    })
+    .await?;
+
+    println!("what each side holds:");
+    for (side, node) in [
+        ("public", public.node()),
+        ("bridge", bridge.node()),
+        ("private", private.node()),
+    ] {
+        println!("  {side}:");
+        for d in node.store().scan_after(Seq(0), usize::MAX)? {
+            let label = labels.get(&d.delta.id).copied().unwrap_or("(unexpected)");
+            println!("    {label}");
+        }
+    }
+
+    let holds = |node: &Node, id: &str| -> Result<bool> { Ok(node.get(id)?.is_some()) };
+    ensure!(
+        !holds(public.node(), &memo)?,
+        "the internal memo leaked to the public side"
+    );
+    ensure!(
+        !holds(bridge.node(), &spam)?,
+        "the bridge stored the unverified spam"
+    );
+    ensure!(
+        !holds(private.node(), &spam)?,
+        "the unverified spam reached the private side"
+    );
+    ensure!(
+        holds(private.node(), &release)? && holds(private.node(), &memo)?,
+        "the private side lost its own deltas"
+    );
+    for node in [public.node(), bridge.node(), private.node()] {
+        ensure!(
+            node.store().head().0 == 4,
+            "{} should hold exactly 4 deltas, it holds {}",
+            node.system_id(),
+            node.store().head().0
+        );
+    }
+
+    // The proof of the refusal: the link's counter, the event, the quarantine.
+    let stats = to_public.stats();
+    ensure!(
+        stats.deltas_rejected == 1,
+        "the public link should count 1 rejection: {stats:?}"
+    );
+    let mut rejected = None;
+    while let Ok(e) = bridge_events.try_recv() {
+        if let NodeEvent::DeltaRejected {
+            delta_id, reason, ..
+        } = e
+        {
+            rejected = Some((delta_id, reason));
+        }
+    }
+    let (rejected_id, reason) = rejected.context("no delta:rejected event on the bridge")?;
+    ensure!(
+        rejected_id == spam,
+        "the bridge rejected {rejected_id}, not the spam"
+    );
+    println!("delta:rejected on the bridge: {reason}");
+    let quarantined = bridge.node().quarantine_list(0, 10)?;
+    ensure!(
+        quarantined.len() == 1 && quarantined[0].record.delta.id == spam,
+        "the bridge's quarantine should hold the spam alone, it holds {} entries",
+        quarantined.len()
+    );
+    println!(
+        "quarantined on the bridge: {} (policy {})",
+        labels[&spam], quarantined[0].record.policy
+    );
+
+    bridge.shutdown().await.context("stopping the bridge")?;
+    public
+        .shutdown()
+        .await
+        .context("stopping the public node")?;
+    private
+        .shutdown()
+        .await
+        .context("stopping the private node")?;
+    println!("the bridge let through only what its scripts allow, both ways");
+    Ok(())
+}
+
+/// Writes the two scripts; the folders to give the bridge.
+fn write_scripts(root: &Path) -> Result<PolicyDirs> {
+    let policies = root.join("policies");
+    let filters = root.join("filters");
+    let put = |path: std::path::PathBuf, text: &str| -> Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    };
+    put(policies.join("public/trusted-only.rhai"), TRUST_POLICY)?;
+    put(filters.join("push/public/public-only.rhai"), PUSH_FILTER)?;
+    Ok(PolicyDirs {
+        policies: Some(policies),
+        filters: Some(filters),
+    })
+}
+
+async fn serve(config: NodeConfig) -> Result<Server> {
+    let node = Node::open(config).await?;
+    Ok(Server::bind(node, "127.0.0.1:0").await?)
+}
+
+/// The bridge's link to one side, named so that side's scripts apply to it.
+fn link(bridge: &Node, side: &Server, name: &str) -> Result<FederationLink> {
+    Ok(bridge.connect_to_remote(
+        &side.url(),
+        LinkConfig {
+            mode: SyncMode::Bidirectional,
+            initial_sync: InitialSync::Full,
+            name: Some(name.into()),
+            ..Default::default()
+        },
+    )?)
+}
+
+/// A post on `node` by `author`, with a `true` pointer for each of `marks`; its id.
+async fn write(node: &Node, author: &str, text: &str, marks: &[&str]) -> Result<String> {
+    let mut pointers = vec![
+        Pointer::new("feed", Target::reference_in("feed-1", "posts")),
+        Pointer::new("text", Target::from(text)),
+    ];
+    pointers.extend(marks.iter().map(|m| Pointer::new(*m, Target::from(true))));
+    let d = node
+        .create_delta(author, pointers)
+        .await
+        .with_context(|| format!("writing on {}", node.system_id()))?;
+    Ok(d.delta.id)
+}
+
+async fn wait_connected(link: &FederationLink, name: &str) -> Result<()> {
+    wait_until(&format!("the {name} link is connected"), || {
+        Ok(link.status() == LinkStatus::Connected)
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "the bridge did not connect to the {name} side (last error: {:?})",
+            link.info().last_error
+        )
+    })
+}
+
+/// Polls `check` until it holds; fails naming `what` after [`TIMEOUT`].
+async fn wait_until(what: &str, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if check()? {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {TIMEOUT:?} waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    run().await
+}
