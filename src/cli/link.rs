@@ -4,7 +4,6 @@
 use anyhow::Context;
 use serde_json::{json, Value};
 
-use super::serve::{InitialSyncArg, ModeArg};
 use super::{print_line, urlencode, NodeArg};
 use crate::client::Client;
 use crate::federation::{LinkConfig, ReconnectConfig};
@@ -51,19 +50,8 @@ pub struct ConnectArgs {
     /// The remote node, e.g. `http://10.0.0.2:8080` (or its `ws://` federation URL).
     #[arg(value_name = "URL")]
     pub remote: String,
-    /// Which way deltas flow, from this node's point of view.
-    #[arg(long, value_enum, default_value = "bidirectional")]
-    pub mode: ModeArg,
-    /// What this node receives when the link first comes up.
-    #[arg(long, value_enum, default_value = "full")]
-    pub initial_sync: InitialSyncArg,
-    /// With `--initial-sync from-timestamp`: the lower bound, in ms since the epoch.
-    #[arg(
-        long,
-        value_name = "MS",
-        required_if_eq("initial_sync", "from-timestamp")
-    )]
-    pub sync_from: Option<u64>,
+    #[command(flatten)]
+    pub link: super::LinkFlags,
     /// A name for logs and events (default: the link id).
     #[arg(long)]
     pub name: Option<String>,
@@ -85,9 +73,6 @@ impl ConnectArgs {
     fn link_config(&self) -> LinkConfig {
         let defaults = ReconnectConfig::default();
         LinkConfig {
-            mode: self.mode.into(),
-            initial_sync: self.initial_sync.into(),
-            sync_from_timestamp: self.sync_from,
             push_filter: self.push_filter.clone(),
             pull_filter: self.pull_filter.clone(),
             reconnect: ReconnectConfig {
@@ -96,7 +81,7 @@ impl ConnectArgs {
                 ..defaults
             },
             name: self.name.clone(),
-            ..Default::default()
+            ..self.link.link_config()
         }
     }
 }

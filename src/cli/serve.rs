@@ -7,7 +7,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::config::live::ConfigLinks;
 use crate::config::NodeFile;
-use crate::federation::{InitialSync, LinkConfig, SyncMode, TrustPolicy};
+use crate::federation::{InitialSync, SyncMode, TrustPolicy};
 use crate::node::{Node, NodeConfig, Storage};
 
 /// Paths of the HTTP API the federation endpoint may not take.
@@ -49,19 +49,9 @@ pub struct ServeArgs {
     /// Open a federation link to this node (repeatable), e.g. `http://10.0.0.2:8080`.
     #[arg(long = "connect", value_name = "URL")]
     pub connect: Vec<String>,
-    /// Direction of the links opened with --connect.
-    #[arg(long, value_enum, default_value = "bidirectional")]
-    pub mode: ModeArg,
-    /// What the links opened with --connect receive first.
-    #[arg(long, value_enum, default_value = "full")]
-    pub initial_sync: InitialSyncArg,
-    /// With `--initial-sync from-timestamp`: the lower bound, in ms since the epoch.
-    #[arg(
-        long,
-        value_name = "MS",
-        required_if_eq("initial_sync", "from-timestamp")
-    )]
-    pub sync_from: Option<u64>,
+    /// How the links opened with --connect sync.
+    #[command(flatten)]
+    pub link: super::LinkFlags,
     /// Accept remote deltas only from these authors (repeatable).
     #[arg(long = "trust-author", value_name = "AUTHOR")]
     pub trust_authors: Vec<String>,
@@ -180,15 +170,6 @@ impl ServeArgs {
         }
         trust
     }
-
-    fn link_config(&self) -> LinkConfig {
-        LinkConfig {
-            mode: self.mode.into(),
-            initial_sync: self.initial_sync.into(),
-            sync_from_timestamp: self.sync_from,
-            ..Default::default()
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -227,7 +208,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     for url in &args.connect {
         let link = node
-            .connect_to_remote(url, args.link_config())
+            .connect_to_remote(url, args.link.link_config())
             .with_context(|| format!("--connect {url}"))?;
         tracing::info!(link = link.id(), %url, "link opened");
     }

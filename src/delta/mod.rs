@@ -15,6 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Number, Value};
 
 pub use authoring::{negate, new_delta, now_millis, NEGATED_BY_CONTEXT, NEGATES_ROLE, REASON_ROLE};
+pub(crate) use decode::kind as json_kind;
 pub use validate::{validate, InvalidDelta};
 
 /// An immutable assertion.

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::delta::now_millis;
+use crate::delta::{json_kind, now_millis};
 
 pub const PROTOCOL_VERSION: &str = "rhizomedb-federation-v1";
 /// Version of our extension (see docs/PROTOCOL.md). Advertised in hello / hello_ack.
@@ -224,17 +224,6 @@ fn req_u64(
     field: &str,
 ) -> Result<u64, DecodeError> {
     opt_u64(obj, kind, field)?.ok_or_else(|| field_error(kind, format!("missing field `{field}`")))
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 fn delta_message(obj: &mut serde_json::Map<String, Value>) -> Result<Message, DecodeError> {
