@@ -20,18 +20,16 @@
 //! The example prints what each side holds and fails if anything crossed that should
 //! not have, or did not cross that should have.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
+use common::{author_delta, dial, serve, serve_with, wait_connected, wait_until};
 use rhizome::events::NodeEvent;
-use rhizome::federation::{InitialSync, LinkConfig, SyncMode};
 use rhizome::policy::PolicyDirs;
-use rhizome::server::Server;
-use rhizome::{FederationLink, LinkStatus, Node, NodeConfig, Pointer, Seq, Target};
-
-const TIMEOUT: Duration = Duration::from_secs(15);
+use rhizome::{Node, NodeConfig, Pointer, Seq, Target};
 
 const PUSH_FILTER: &str = r#"// Push filter for the `public` link: only deltas marked public leave.
 if has_role(delta, "public") {
@@ -59,17 +57,9 @@ if has_role(delta, "verified") || delta.author in allowed {
 pub async fn run() -> Result<()> {
     let scripts = tempfile::tempdir().context("a temporary folder for the bridge's scripts")?;
     let dirs = write_scripts(scripts.path())?;
-    let public = serve(NodeConfig {
-        system_id: Some("public".into()),
-        ..Default::default()
-    })
-    .await?;
-    let private = serve(NodeConfig {
-        system_id: Some("private".into()),
-        ..Default::default()
-    })
-    .await?;
-    let bridge = serve(NodeConfig {
+    let public = serve("public").await?;
+    let private = serve("private").await?;
+    let bridge = serve_with(NodeConfig {
         system_id: Some("bridge".into()),
         policies: dirs,
         ..Default::default()
@@ -106,10 +96,11 @@ pub async fn run() -> Result<()> {
     ]
     .into();
 
-    let to_public = link(bridge.node(), &public, "public")?;
-    let to_private = link(bridge.node(), &private, "private")?;
-    wait_connected(&to_public, "public").await?;
-    wait_connected(&to_private, "private").await?;
+    // Named so that each side's scripts apply to the bridge's link to it.
+    let to_public = dial(bridge.node(), &public, "public")?;
+    let to_private = dial(bridge.node(), &private, "private")?;
+    wait_connected(&to_public, "the bridge's public link").await?;
+    wait_connected(&to_private, "the bridge's private link").await?;
     println!("bridge connected to both sides");
 
     // Outbound: the press release crosses to the public side, the memo does not.
@@ -234,24 +225,6 @@ fn write_scripts(root: &Path) -> Result<PolicyDirs> {
     })
 }
 
-async fn serve(config: NodeConfig) -> Result<Server> {
-    let node = Node::open(config).await?;
-    Ok(Server::bind(node, "127.0.0.1:0").await?)
-}
-
-/// The bridge's link to one side, named so that side's scripts apply to it.
-fn link(bridge: &Node, side: &Server, name: &str) -> Result<FederationLink> {
-    Ok(bridge.connect_to_remote(
-        &side.url(),
-        LinkConfig {
-            mode: SyncMode::Bidirectional,
-            initial_sync: InitialSync::Full,
-            name: Some(name.into()),
-            ..Default::default()
-        },
-    )?)
-}
-
 /// A post on `node` by `author`, with a `true` pointer for each of `marks`; its id.
 async fn write(node: &Node, author: &str, text: &str, marks: &[&str]) -> Result<String> {
     let mut pointers = vec![
@@ -259,38 +232,7 @@ async fn write(node: &Node, author: &str, text: &str, marks: &[&str]) -> Result<
         Pointer::new("text", Target::from(text)),
     ];
     pointers.extend(marks.iter().map(|m| Pointer::new(*m, Target::from(true))));
-    let d = node
-        .create_delta(author, pointers)
-        .await
-        .with_context(|| format!("writing on {}", node.system_id()))?;
-    Ok(d.delta.id)
-}
-
-async fn wait_connected(link: &FederationLink, name: &str) -> Result<()> {
-    wait_until(&format!("the {name} link is connected"), || {
-        Ok(link.status() == LinkStatus::Connected)
-    })
-    .await
-    .with_context(|| {
-        format!(
-            "the bridge did not connect to the {name} side (last error: {:?})",
-            link.info().last_error
-        )
-    })
-}
-
-/// Polls `check` until it holds; fails naming `what` after [`TIMEOUT`].
-async fn wait_until(what: &str, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if check()? {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!("timed out after {TIMEOUT:?} waiting until {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    author_delta(node, author, pointers).await
 }
 
 #[tokio::main]

@@ -15,17 +15,19 @@
 //! comes down through `eu` to the other region's leaves; the example prints when it was
 //! stored on each node (from each node's `delta:stored` event). Then every leaf writes one delta and all seven nodes must converge.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{Context, Result};
+use common::{
+    author_delta, check_holds_exactly, dial, serve, wait_all_hold, wait_connected, TIMEOUT,
+};
 use rhizome::events::NodeEvent;
-use rhizome::federation::{InitialSync, LinkConfig, SyncMode};
 use rhizome::server::Server;
-use rhizome::{LinkStatus, Node, Pointer, Seq, Target};
+use rhizome::{Node, Pointer, Target};
 use tokio::sync::broadcast::error::RecvError;
-
-const TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Who dials whom: (node, its parent).
 const TREE: [(&str, &str); 6] = [
@@ -46,34 +48,16 @@ pub async fn run() -> Result<()> {
     let mut links = Vec::new();
     for (name, parent) in TREE {
         let server = serve(name).await?;
-        let parent_url = servers
+        let parent_server = servers
             .iter()
             .find(|s| s.node().system_id() == parent)
-            .map(Server::url)
             .with_context(|| format!("{parent} is started before {name}"))?;
-        let link = server.node().connect_to_remote(
-            &parent_url,
-            LinkConfig {
-                mode: SyncMode::Bidirectional,
-                initial_sync: InitialSync::Full,
-                name: Some(parent.into()),
-                ..Default::default()
-            },
-        )?;
+        let link = dial(server.node(), parent_server, parent)?;
         servers.push(server);
         links.push((name, parent, link));
     }
     for (name, parent, link) in &links {
-        wait_until(&format!("{name} is connected to {parent}"), || {
-            Ok(link.status() == LinkStatus::Connected)
-        })
-        .await
-        .with_context(|| {
-            format!(
-                "{name} did not connect to {parent} (last error: {:?})",
-                link.info().last_error
-            )
-        })?;
+        wait_connected(link, &format!("{name} -> {parent}")).await?;
         println!("{name} -> {parent} connected");
     }
     let nodes: Vec<&Node> = servers.iter().map(Server::node).collect();
@@ -108,27 +92,9 @@ pub async fn run() -> Result<()> {
         let node = node_named(&nodes, leaf)?;
         written.insert(report(node, &format!("a reading from {leaf}")).await?);
     }
+    wait_all_hold(&nodes, &written).await?;
     for node in &nodes {
-        wait_until(
-            &format!("{} holds every leaf's delta", node.system_id()),
-            || Ok(ids(node)?.is_superset(&written)),
-        )
-        .await?;
-    }
-    for node in &nodes {
-        let held = ids(node)?;
-        ensure!(
-            held == written,
-            "{} holds {} ids, {} expected",
-            node.system_id(),
-            held.len(),
-            written.len()
-        );
-        ensure!(
-            node.store().head().0 == held.len() as u64,
-            "{} stored some delta twice",
-            node.system_id()
-        );
+        check_holds_exactly(node, &written)?;
     }
     println!(
         "all {} nodes hold the same {} deltas, each stored once",
@@ -164,11 +130,6 @@ async fn stored_at(
     tokio::time::timeout(TIMEOUT, stored).await.ok().flatten()
 }
 
-async fn serve(system_id: &str) -> Result<Server> {
-    let node = Node::in_memory(system_id).await?;
-    Ok(Server::bind(node, "127.0.0.1:0").await?)
-}
-
 fn node_named<'a>(nodes: &[&'a Node], name: &str) -> Result<&'a Node> {
     nodes
         .iter()
@@ -179,40 +140,11 @@ fn node_named<'a>(nodes: &[&'a Node], name: &str) -> Result<&'a Node> {
 
 /// A reading authored on `node`; its id.
 async fn report(node: &Node, text: &str) -> Result<String> {
-    let d = node
-        .create_delta(
-            &format!("sensor@{}", node.system_id()),
-            vec![
-                Pointer::new("station", Target::reference_in("stations", "readings")),
-                Pointer::new("text", Target::from(text)),
-            ],
-        )
-        .await
-        .with_context(|| format!("writing on {}", node.system_id()))?;
-    Ok(d.delta.id)
-}
-
-fn ids(node: &Node) -> Result<BTreeSet<String>> {
-    Ok(node
-        .store()
-        .scan_after(Seq(0), usize::MAX)?
-        .into_iter()
-        .map(|d| d.delta.id)
-        .collect())
-}
-
-/// Polls `check` until it holds; fails naming `what` after [`TIMEOUT`].
-async fn wait_until(what: &str, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if check()? {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!("timed out after {TIMEOUT:?} waiting until {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let pointers = vec![
+        Pointer::new("station", Target::reference_in("stations", "readings")),
+        Pointer::new("text", Target::from(text)),
+    ];
+    author_delta(node, &format!("sensor@{}", node.system_id()), pointers).await
 }
 
 #[tokio::main]

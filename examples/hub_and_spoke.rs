@@ -13,15 +13,16 @@
 //! example waits until all four nodes hold the same set of delta ids, each stored once,
 //! and fails naming the node that did not converge.
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{bail, ensure, Context, Result};
-use rhizome::federation::{InitialSync, LinkConfig, SyncMode};
+use anyhow::{Context, Result};
+use common::{author_delta, check_holds_exactly, dial, serve, wait_all_hold, wait_connected};
 use rhizome::server::Server;
-use rhizome::{FederationLink, LinkStatus, Node, Pointer, Seq, Target};
+use rhizome::{Node, Pointer, Target};
 
-const TIMEOUT: Duration = Duration::from_secs(15);
 const EDITS_PER_NODE: i64 = 5;
 
 /// Runs the demo and checks convergence.
@@ -35,16 +36,8 @@ pub async fn run() -> Result<()> {
     let mut links = Vec::new();
     for name in ["spoke-a", "spoke-b", "spoke-c"] {
         let spoke = serve(name).await?;
-        let link = spoke.node().connect_to_remote(
-            &hub.url(),
-            LinkConfig {
-                mode: SyncMode::Bidirectional,
-                initial_sync: InitialSync::Full,
-                name: Some("hub".into()),
-                ..Default::default()
-            },
-        )?;
-        wait_connected(&link, name).await?;
+        let link = dial(spoke.node(), &hub, "hub")?;
+        wait_connected(&link, &format!("{name} -> hub")).await?;
         println!("{name} connected to the hub");
         spokes.push(spoke);
         links.push(link);
@@ -67,33 +60,14 @@ pub async fn run() -> Result<()> {
     );
 
     let started = Instant::now();
-    for node in &nodes {
-        wait_until(&format!("{} holds every edit", node.system_id()), || {
-            Ok(ids(node)?.is_superset(&written))
-        })
-        .await?;
-    }
+    wait_all_hold(&nodes, &written).await?;
     println!("converged in {:?}:", started.elapsed());
     for node in &nodes {
-        let held = ids(node)?;
-        ensure!(
-            held == written,
-            "{} holds a different set: {} ids, {} expected",
-            node.system_id(),
-            held.len(),
-            written.len()
-        );
-        let log = node.store().head().0;
-        ensure!(
-            log == held.len() as u64,
-            "{} stored some delta twice ({log} log entries for {} ids)",
-            node.system_id(),
-            held.len()
-        );
+        check_holds_exactly(node, &written)?;
         println!(
             "  {:8} {} deltas, identical id set, each stored once",
             node.system_id(),
-            held.len()
+            written.len()
         );
     }
     for (link, spoke) in links.iter().zip(&spokes) {
@@ -117,63 +91,15 @@ pub async fn run() -> Result<()> {
     Ok(())
 }
 
-/// A node on a temporary store, served on a free port.
-async fn serve(system_id: &str) -> Result<Server> {
-    let node = Node::in_memory(system_id).await?;
-    Ok(Server::bind(node, "127.0.0.1:0").await?)
-}
-
 /// One line of the shared document, written on `node`; its id.
 async fn edit(node: &Node, line: i64) -> Result<String> {
     let who = node.system_id();
-    let d = node
-        .create_delta(
-            &format!("user@{who}"),
-            vec![
-                Pointer::new("document", Target::reference_in("doc-1", "lines")),
-                Pointer::new("line", Target::from(line)),
-                Pointer::new("text", Target::from(format!("line {line} from {who}"))),
-            ],
-        )
-        .await
-        .with_context(|| format!("writing on {who}"))?;
-    Ok(d.delta.id)
-}
-
-fn ids(node: &Node) -> Result<BTreeSet<String>> {
-    Ok(node
-        .store()
-        .scan_after(Seq(0), usize::MAX)?
-        .into_iter()
-        .map(|d| d.delta.id)
-        .collect())
-}
-
-async fn wait_connected(link: &FederationLink, who: &str) -> Result<()> {
-    wait_until(&format!("{who}'s link is connected"), || {
-        Ok(link.status() == LinkStatus::Connected)
-    })
-    .await
-    .with_context(|| {
-        format!(
-            "{who} did not connect to the hub (last error: {:?})",
-            link.info().last_error
-        )
-    })
-}
-
-/// Polls `check` until it holds; fails naming `what` after [`TIMEOUT`].
-async fn wait_until(what: &str, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if check()? {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!("timed out after {TIMEOUT:?} waiting until {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let pointers = vec![
+        Pointer::new("document", Target::reference_in("doc-1", "lines")),
+        Pointer::new("line", Target::from(line)),
+        Pointer::new("text", Target::from(format!("line {line} from {who}"))),
+    ];
+    author_delta(node, &format!("user@{who}"), pointers).await
 }
 
 #[tokio::main]

@@ -14,15 +14,17 @@
 //! a second path are recognised as duplicates), and that there is no echo storm: once
 //! converged, the links fall quiet, having sent each delta at most once per link.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
-use rhizome::federation::{InitialSync, LinkConfig, SyncMode};
-use rhizome::server::Server;
-use rhizome::{FederationLink, LinkStatus, Node, Pointer, Seq, Target};
+use anyhow::{ensure, Context, Result};
+use common::{
+    author_delta, check_holds_exactly, dial, serve, wait_all_hold, wait_connected, wait_until,
+};
+use rhizome::{Node, Pointer, Target};
 
-const TIMEOUT: Duration = Duration::from_secs(15);
 const PEERS: [&str; 4] = ["peer-a", "peer-b", "peer-c", "peer-d"];
 const DELTAS_PER_PEER: usize = 10;
 /// How long the links must send nothing for the mesh to count as quiet.
@@ -42,19 +44,11 @@ pub async fn run() -> Result<()> {
     let pairs = [(0, 1), (1, 2), (2, 3), (3, 0), (0, 2), (1, 3)];
     let mut links = Vec::new();
     for (i, j) in pairs {
-        let link = peers[i].node().connect_to_remote(
-            &peers[j].url(),
-            LinkConfig {
-                mode: SyncMode::Bidirectional,
-                initial_sync: InitialSync::Full,
-                name: Some(PEERS[j].into()),
-                ..Default::default()
-            },
-        )?;
+        let link = dial(peers[i].node(), &peers[j], PEERS[j])?;
         links.push((PEERS[i], PEERS[j], link));
     }
     for (a, b, link) in &links {
-        wait_connected(link, a, b).await?;
+        wait_connected(link, &format!("{a} <-> {b}")).await?;
         println!("{a} <-> {b} connected");
     }
 
@@ -69,14 +63,9 @@ pub async fn run() -> Result<()> {
         written.len()
     );
 
+    let nodes: Vec<&Node> = peers.iter().map(|p| p.node()).collect();
     let started = Instant::now();
-    for peer in &peers {
-        let node = peer.node();
-        wait_until(&format!("{} holds every delta", node.system_id()), || {
-            Ok(ids(node)?.is_superset(&written))
-        })
-        .await?;
-    }
+    wait_all_hold(&nodes, &written).await?;
     println!("converged in {:?}", started.elapsed());
 
     // No echo storm: the total sent stops moving, and stays under one send per delta
@@ -110,27 +99,12 @@ pub async fn run() -> Result<()> {
         links.len()
     );
 
-    for peer in &peers {
-        let node = peer.node();
-        let held = ids(node)?;
-        ensure!(
-            held == written,
-            "{} holds {} ids, {} expected",
-            node.system_id(),
-            held.len(),
-            written.len()
-        );
-        let log = node.store().head().0;
-        ensure!(
-            log == held.len() as u64,
-            "{} stored some delta twice ({log} log entries for {} ids)",
-            node.system_id(),
-            held.len()
-        );
+    for node in &nodes {
+        check_holds_exactly(node, &written)?;
         println!(
             "  {}: {} deltas, each stored once ({} copies from a second path dropped as duplicates)",
             node.system_id(),
-            held.len(),
+            written.len(),
             node.store().duplicates()
         );
     }
@@ -145,61 +119,14 @@ pub async fn run() -> Result<()> {
     Ok(())
 }
 
-async fn serve(system_id: &str) -> Result<Server> {
-    let node = Node::in_memory(system_id).await?;
-    Ok(Server::bind(node, "127.0.0.1:0").await?)
-}
-
 /// A note authored on `node`; its id.
 async fn note(node: &Node, i: usize) -> Result<String> {
     let who = node.system_id();
-    let d = node
-        .create_delta(
-            &format!("user@{who}"),
-            vec![
-                Pointer::new("board", Target::reference_in("board-1", "notes")),
-                Pointer::new("text", Target::from(format!("note {i} from {who}"))),
-            ],
-        )
-        .await
-        .with_context(|| format!("writing on {who}"))?;
-    Ok(d.delta.id)
-}
-
-fn ids(node: &Node) -> Result<BTreeSet<String>> {
-    Ok(node
-        .store()
-        .scan_after(Seq(0), usize::MAX)?
-        .into_iter()
-        .map(|d| d.delta.id)
-        .collect())
-}
-
-async fn wait_connected(link: &FederationLink, a: &str, b: &str) -> Result<()> {
-    wait_until(&format!("{a} <-> {b} is connected"), || {
-        Ok(link.status() == LinkStatus::Connected)
-    })
-    .await
-    .with_context(|| {
-        format!(
-            "{a} did not connect to {b} (last error: {:?})",
-            link.info().last_error
-        )
-    })
-}
-
-/// Polls `check` until it holds; fails naming `what` after [`TIMEOUT`].
-async fn wait_until(what: &str, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if check()? {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!("timed out after {TIMEOUT:?} waiting until {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let pointers = vec![
+        Pointer::new("board", Target::reference_in("board-1", "notes")),
+        Pointer::new("text", Target::from(format!("note {i} from {who}"))),
+    ];
+    author_delta(node, &format!("user@{who}"), pointers).await
 }
 
 #[tokio::main]

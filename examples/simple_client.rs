@@ -19,15 +19,16 @@
 #[path = "simple_server.rs"]
 pub mod simple_server;
 
-use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+mod common;
 
-use anyhow::{bail, ensure, Context, Result};
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use common::{author_delta, check_stored_once, close, ids, wait_connected, wait_until};
 use rhizome::federation::{InitialSync, LinkConfig, ReconnectConfig, SyncMode};
-use rhizome::{FederationLink, LinkStatus, Node, Pointer, Seq, Storage, Target};
+use rhizome::{LinkStatus, Node, Pointer, Storage, Target};
 use simple_server::{print_events, SimpleServer};
 
-const TIMEOUT: Duration = Duration::from_secs(15);
 /// The demo's server ticks faster than the standalone one, to keep the demo short.
 const TICK: Duration = Duration::from_millis(300);
 
@@ -67,8 +68,8 @@ async fn join(url: &str) -> Result<()> {
     let client = Node::in_memory("simple-client").await?;
     let printer = print_events("client", &client);
     let link = client.connect_to_remote(url, link_config(1_000))?;
-    wait_connected(&link, TIMEOUT).await?;
-    wait_until("the initial sync is done", TIMEOUT, || {
+    wait_connected(&link, "the client's link").await?;
+    wait_until("the initial sync is done", || {
         Ok(link.stats().last_sync_timestamp.is_some())
     })
     .await?;
@@ -77,7 +78,7 @@ async fn join(url: &str) -> Result<()> {
         client.store().head().0
     );
     let hello = greet(&client, "hello from simple_client").await?;
-    wait_until("our hello went out on the link", TIMEOUT, || {
+    wait_until("our hello went out on the link", || {
         Ok(link.stats().deltas_sent >= 1)
     })
     .await?;
@@ -102,10 +103,7 @@ pub async fn demo() -> Result<()> {
     println!("== 1. a server with some history");
     let server = simple_server::start("127.0.0.1:0", storage(), TICK).await?;
     let addr = server.local_addr().to_string();
-    wait_until("the server authored two ticks", TIMEOUT, || {
-        Ok(server.ticks() >= 2)
-    })
-    .await?;
+    wait_until("the server authored two ticks", || Ok(server.ticks() >= 2)).await?;
 
     println!("== 2. a client connects (bidirectional, initialSync full)");
     let client = Node::in_memory("simple-client").await?;
@@ -113,10 +111,9 @@ pub async fn demo() -> Result<()> {
     let history = ids(server.node())?;
     // A short initial delay so the restart below is quick; the seed's default is 1 s.
     let link = client.connect_to_remote(&server.url(), link_config(100))?;
-    wait_connected(&link, TIMEOUT).await?;
+    wait_connected(&link, "the client's link").await?;
     wait_until(
         "the client holds the server's history (initial sync)",
-        TIMEOUT,
         || Ok(ids(&client)?.is_superset(&history)),
     )
     .await?;
@@ -127,7 +124,7 @@ pub async fn demo() -> Result<()> {
 
     println!("== 3. auto-broadcast, both ways");
     let hello = greet(&client, "hello from the client").await?;
-    wait_until("the server holds the client's delta", TIMEOUT, || {
+    wait_until("the server holds the client's delta", || {
         Ok(server.node().get(&hello)?.is_some())
     })
     .await?;
@@ -138,7 +135,7 @@ pub async fn demo() -> Result<()> {
     println!("== 4. the server restarts on {addr} with the same data");
     let before_restart = ids(server.node())?;
     server.stop().await?;
-    wait_until("the client sees the link go down", TIMEOUT, || {
+    wait_until("the client sees the link go down", || {
         Ok(link.status() != LinkStatus::Connected)
     })
     .await?;
@@ -146,7 +143,6 @@ pub async fn demo() -> Result<()> {
     println!("-- the client wrote {offline} while the server is down");
     wait_until(
         "the client retried with backoff against the closed port",
-        TIMEOUT,
         || Ok(link.stats().reconnects >= 2),
     )
     .await?;
@@ -162,7 +158,7 @@ pub async fn demo() -> Result<()> {
         "-- the restarted server reopened its store with all {} deltas",
         before_restart.len()
     );
-    wait_connected(&link, TIMEOUT).await?;
+    wait_connected(&link, "the client's link").await?;
     println!(
         "-- the client reconnected after {} retries",
         link.stats().reconnects
@@ -171,7 +167,6 @@ pub async fn demo() -> Result<()> {
     println!("== 5. deltas flow again");
     wait_until(
         "the restarted server holds the delta written while it was down",
-        TIMEOUT,
         || Ok(server.node().get(&offline)?.is_some()),
     )
     .await?;
@@ -179,8 +174,10 @@ pub async fn demo() -> Result<()> {
     let tick = wait_new_tick(&server, &client).await?;
     println!("-- the restarted server's tick {tick} reached the client");
 
-    check_stored_once(&client)?;
-    check_stored_once(server.node())?;
+    for node in [&client, server.node()] {
+        let stored = check_stored_once(node)?;
+        println!("-- {}: {stored} deltas, each stored once", node.system_id());
+    }
     client.disconnect_all().await;
     server.stop().await?;
     close(client).await?;
@@ -191,26 +188,13 @@ pub async fn demo() -> Result<()> {
     Ok(())
 }
 
-/// Closes a node's store once its last writes are done (blocking work, off the async workers).
-async fn close(node: Node) -> Result<()> {
-    tokio::task::spawn_blocking(move || node.close())
-        .await
-        .context("closing the client's store")
-}
-
 /// Authors a chat message on `node`; its id.
 async fn greet(node: &Node, text: &str) -> Result<String> {
-    let d = node
-        .create_delta(
-            "client-user",
-            vec![
-                Pointer::new("chat", Target::reference_in("room-1", "messages")),
-                Pointer::new("text", Target::from(text)),
-            ],
-        )
-        .await
-        .context("authoring a delta on the client")?;
-    Ok(d.delta.id)
+    let pointers = vec![
+        Pointer::new("chat", Target::reference_in("room-1", "messages")),
+        Pointer::new("text", Target::from(text)),
+    ];
+    author_delta(node, "client-user", pointers).await
 }
 
 /// Waits for a tick the server authors from now on to reach the client; its id.
@@ -219,7 +203,6 @@ async fn wait_new_tick(server: &SimpleServer, client: &Node) -> Result<String> {
     let mut found = None;
     wait_until(
         "a new server tick reaches the client (auto-broadcast)",
-        TIMEOUT,
         || {
             for id in ids(server.node())?.difference(&seen) {
                 if client.get(id)?.is_some() {
@@ -232,67 +215,6 @@ async fn wait_new_tick(server: &SimpleServer, client: &Node) -> Result<String> {
     )
     .await?;
     found.context("no tick found")
-}
-
-/// Every delta id `node` stores.
-fn ids(node: &Node) -> Result<BTreeSet<String>> {
-    Ok(node
-        .store()
-        .scan_after(Seq(0), usize::MAX)?
-        .into_iter()
-        .map(|d| d.delta.id)
-        .collect())
-}
-
-/// Each delta stored once: as many log entries as distinct ids (read in one scan, so a
-/// delta arriving meanwhile cannot skew the count).
-fn check_stored_once(node: &Node) -> Result<()> {
-    let log = node.store().scan_after(Seq(0), usize::MAX)?;
-    let distinct: BTreeSet<&str> = log.iter().map(|d| d.delta.id.as_str()).collect();
-    ensure!(
-        distinct.len() == log.len(),
-        "{} stored some delta twice: {} log entries for {} ids",
-        node.system_id(),
-        log.len(),
-        distinct.len()
-    );
-    println!(
-        "-- {}: {} deltas, each stored once",
-        node.system_id(),
-        log.len()
-    );
-    Ok(())
-}
-
-async fn wait_connected(link: &FederationLink, timeout: Duration) -> Result<()> {
-    let mut status = link.watch_status();
-    let up = tokio::time::timeout(timeout, status.wait_for(|s| *s == LinkStatus::Connected)).await;
-    if !matches!(up, Ok(Ok(_))) {
-        bail!(
-            "the link did not connect within {timeout:?}: status {:?}, last error {:?}",
-            link.status(),
-            link.info().last_error
-        );
-    }
-    Ok(())
-}
-
-/// Polls `check` until it holds; fails naming `what` once `timeout` has passed.
-async fn wait_until(
-    what: &str,
-    timeout: Duration,
-    mut check: impl FnMut() -> Result<bool>,
-) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check()? {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!("timed out after {timeout:?} waiting until {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::main]

@@ -17,18 +17,18 @@
 //! set hash), a delta refused before is now accepted, and replaying the quarantine
 //! admits the one refused under the old rule.
 
+mod common;
+
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use common::{close, serve_with, wait_connected, wait_until};
 use rhizome::events::NodeEvent;
 use rhizome::federation::{InitialSync, LinkConfig, SyncMode};
 use rhizome::policy::PolicyDirs;
 use rhizome::server::Server;
-use rhizome::{FederationLink, LinkStatus, Node, NodeConfig, Pointer, Target, TrustPolicy};
+use rhizome::{FederationLink, Node, NodeConfig, Pointer, Target, TrustPolicy};
 use tokio::sync::broadcast;
-
-const TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The custom policy, first version: only deltas with a `verified` pointer.
 const VERIFIED_ONLY: &str = r#"// Only deltas someone verified are believed.
@@ -78,7 +78,7 @@ pub async fn run() -> Result<()> {
         case("bob", None, true),
         case("mallory", None, false),
     ];
-    server.send_from("client-1", &cases).await?.stop().await?;
+    server.send_once("client-1", &cases).await?;
     server.stop().await?;
 
     println!("== 2. system-based: TrustPolicy::systems([trusted-client-1])");
@@ -89,14 +89,10 @@ pub async fn run() -> Result<()> {
     )
     .await?;
     server
-        .send_from("trusted-client-1", &[case("alice", None, true)])
-        .await?
-        .stop()
+        .send_once("trusted-client-1", &[case("alice", None, true)])
         .await?;
     server
-        .send_from("untrusted-client-2", &[case("alice", None, false)])
-        .await?
-        .stop()
+        .send_once("untrusted-client-2", &[case("alice", None, false)])
         .await?;
     server.stop().await?;
 
@@ -116,17 +112,13 @@ pub async fn run() -> Result<()> {
     let combined = TrustPolicy::authors(["alice"]).and(TrustPolicy::systems(["trusted-client-1"]));
     let mut other = guarded("combined-guarded", combined, None).await?;
     other
-        .send_from(
+        .send_once(
             "trusted-client-1",
             &[case("alice", None, true), case("bob", None, false)],
         )
-        .await?
-        .stop()
         .await?;
     other
-        .send_from("untrusted-client-2", &[case("alice", None, false)])
-        .await?
-        .stop()
+        .send_once("untrusted-client-2", &[case("alice", None, false)])
         .await?;
     other.stop().await?;
 
@@ -176,7 +168,7 @@ struct Guarded {
 }
 
 async fn guarded(system_id: &str, trust: TrustPolicy, policies: Option<&Path>) -> Result<Guarded> {
-    let node = Node::open(NodeConfig {
+    let server = serve_with(NodeConfig {
         system_id: Some(system_id.into()),
         trust,
         policies: PolicyDirs {
@@ -186,8 +178,7 @@ async fn guarded(system_id: &str, trust: TrustPolicy, policies: Option<&Path>) -
         ..Default::default()
     })
     .await?;
-    let events = node.events();
-    let server = Server::bind(node, "127.0.0.1:0").await?;
+    let events = server.node().events();
     Ok(Guarded { server, events })
 }
 
@@ -204,19 +195,15 @@ impl Guarded {
                 ..Default::default()
             },
         )?;
-        wait_until(&format!("{system_id} is connected"), || {
-            Ok(link.status() == LinkStatus::Connected)
-        })
-        .await
-        .with_context(|| {
-            format!(
-                "{system_id} did not connect (last error: {:?})",
-                link.info().last_error
-            )
-        })?;
+        wait_connected(&link, system_id).await?;
         let client = Client { node, link };
         client.send(self, cases).await?;
         Ok(client)
+    }
+
+    /// [`Guarded::send_from`] from a client stopped right after.
+    async fn send_once(&mut self, system_id: &str, cases: &[Case]) -> Result<()> {
+        self.send_from(system_id, cases).await?.stop().await
     }
 
     /// Takes the queued events, keeping those `wanted` picks.
@@ -344,10 +331,7 @@ impl Client {
     async fn stop(self) -> Result<()> {
         self.link.disconnect();
         self.node.disconnect_all().await;
-        let node = self.node;
-        tokio::task::spawn_blocking(move || node.close())
-            .await
-            .context("closing the client's store")
+        close(self.node).await
     }
 }
 
@@ -361,20 +345,6 @@ fn verdict(accepted: bool) -> &'static str {
         "accepted"
     } else {
         "rejected"
-    }
-}
-
-/// Polls `check` until it holds; fails naming `what` after [`TIMEOUT`].
-async fn wait_until(what: &str, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if check()? {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!("timed out after {TIMEOUT:?} waiting until {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

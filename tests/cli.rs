@@ -1,106 +1,48 @@
 //! The real `rhizome` binary: serve on port 0, put and query with the CLI, stop with
 //! SIGTERM, restart on the same data directory, and find everything still there.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_rhizome"))
-}
+use common::cli::{run, run_with_stdin, Serving};
 
-struct Serving {
-    child: Child,
-    url: String,
-}
-
+/// `rhizome serve` on the durable store in `data`.
 fn serve(data: &std::path::Path) -> Serving {
-    let mut child = bin()
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start rhizome serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("first line");
-    let v: serde_json::Value = serde_json::from_str(&line).expect("listening line is JSON");
-    let url = v["listening"].as_str().expect("listening url").to_owned();
-    Serving { child, url }
-}
-
-fn stop(mut s: Serving) {
-    let pid = s.child.id().to_string();
-    let ok = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(ok.success());
-    let status = s.child.wait().expect("wait");
-    assert!(status.success(), "serve exits cleanly on SIGTERM: {status}");
-}
-
-fn run(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-    let mut child = bin()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run rhizome");
-    {
-        use std::io::Write;
-        let mut input = child.stdin.take().expect("stdin");
-        if let Some(text) = stdin {
-            input.write_all(text.as_bytes()).expect("write stdin");
-        }
-    }
-    let out = child.wait_with_output().expect("output");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    Serving::start(&[std::ffi::OsStr::new("--data"), data.as_os_str()])
 }
 
 #[test]
 fn put_query_restart_still_there() {
     let dir = tempfile::tempdir().unwrap();
     let s = serve(dir.path());
-    let (ok, out, err) = run(
-        &[
-            "put",
-            "--node",
-            &s.url,
-            "--author",
-            "alice",
-            "-p",
-            "on=@prod_1#comments",
-            "-p",
-            "text=hello",
-        ],
-        None,
-    );
-    assert!(ok, "{err}");
-    assert!(out.contains("\"status\":\"stored\""), "{out}");
+    let ran = run(&[
+        "put",
+        "--node",
+        &s.url,
+        "--author",
+        "alice",
+        "-p",
+        "on=@prod_1#comments",
+        "-p",
+        "text=hello",
+    ]);
+    assert!(ran.ok(), "{}", ran.err);
+    assert!(ran.out.contains("\"status\":\"stored\""), "{}", ran.out);
     let lines = "{\"id\":\"j1\",\"timestamp\":5,\"author\":\"bob\",\"system\":\"s\",\"pointers\":[]}\n\
                  {\"id\":\"j2\",\"timestamp\":6,\"author\":\"bob\",\"system\":\"s\",\"pointers\":[]}\n";
-    let (ok, out, err) = run(&["put", "--node", &s.url], Some(lines));
-    assert!(ok, "{err}");
-    assert_eq!(out.lines().count(), 2);
-    let (ok, _, err) = run(
+    let ran = run_with_stdin(&["put", "--node", &s.url], lines);
+    assert!(ran.ok(), "{}", ran.err);
+    assert_eq!(ran.out.lines().count(), 2);
+    run_with_stdin(
         &["put", "--node", &s.url],
-        Some("{\"id\":\"bad\",\"timestamp\":0,\"author\":\"b\",\"system\":\"s\",\"pointers\":[]}"),
-    );
-    assert!(!ok);
-    assert!(err.contains("timestamp must be positive"), "{err}");
-    stop(s);
+        "{\"id\":\"bad\",\"timestamp\":0,\"author\":\"b\",\"system\":\"s\",\"pointers\":[]}",
+    )
+    .assert_fails_saying(&["timestamp must be positive"]);
+    s.stop();
 
     let s = serve(dir.path());
-    let (ok, out, _) = run(&["query", "--node", &s.url], None);
-    assert!(ok);
+    let ran = run(&["query", "--node", &s.url]);
+    assert!(ran.ok());
+    let out = ran.out;
     let ids: Vec<String> = out
         .lines()
         .map(|l| {
@@ -112,19 +54,16 @@ fn put_query_restart_still_there() {
         .collect();
     assert_eq!(ids.len(), 3, "{out}");
     assert_eq!(&ids[1..], ["j1", "j2"]);
-    let (ok, out, _) = run(&["query", "--node", &s.url, "--context", "comments"], None);
-    assert!(ok && out.contains("hello"), "{out}");
-    stop(s);
+    let ran = run(&["query", "--node", &s.url, "--context", "comments"]);
+    assert!(ran.ok() && ran.out.contains("hello"), "{}", ran.out);
+    s.stop();
 }
 
 #[test]
 fn client_commands_explain_when_no_node_runs() {
     // Port 9 (discard) on loopback: nothing listens there in the test environment.
-    let (ok, _, err) = run(&["query", "--node", "http://127.0.0.1:9"], None);
-    assert!(!ok);
-    assert!(
-        err.contains("no rhizome node is answering at http://127.0.0.1:9"),
-        "{err}"
-    );
-    assert!(err.contains("rhizome serve"), "{err}");
+    run(&["query", "--node", "http://127.0.0.1:9"]).assert_fails_saying(&[
+        "no rhizome node is answering at http://127.0.0.1:9",
+        "rhizome serve",
+    ]);
 }

@@ -2,16 +2,12 @@
 //! broken scripts and cases in temporary folders, and `rhizome quarantine ...` against
 //! real `rhizome serve` processes: what an operator runs before and after a deployment.
 
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
+use common::cli::{run_in, run_with_stdin, serve, wait_for, wait_until, Serving};
 use serde_json::Value;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_rhizome"))
-}
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -26,53 +22,6 @@ fn shipped() -> Vec<String> {
         "--filters".into(),
         r.join("filters").display().to_string(),
     ]
-}
-
-/// What a CLI run gave: exit code, stdout, stderr.
-struct Ran {
-    code: Option<i32>,
-    out: String,
-    err: String,
-}
-
-impl From<Output> for Ran {
-    fn from(o: Output) -> Ran {
-        Ran {
-            code: o.status.code(),
-            out: String::from_utf8_lossy(&o.stdout).into_owned(),
-            err: String::from_utf8_lossy(&o.stderr).into_owned(),
-        }
-    }
-}
-
-/// Runs the CLI in `dir`.
-fn run_in<S: AsRef<std::ffi::OsStr>>(dir: &Path, args: &[S]) -> Ran {
-    bin()
-        .current_dir(dir)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run rhizome")
-        .into()
-}
-
-/// Runs the CLI with `input` on stdin.
-fn run_with_stdin(args: &[&str], input: &str) -> Ran {
-    let mut child = bin()
-        .current_dir(repo())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run rhizome");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write stdin");
-    child.wait_with_output().expect("rhizome output").into()
 }
 
 fn write(path: &Path, text: &str) {
@@ -311,12 +260,7 @@ fn policy_eval_prints_every_script_verdict_in_order() {
     let mut args = vec!["policy", "eval", "--delta", "-", "--link", "partner"];
     args.extend(["--kind", "trust", "--json"]);
     let ran = run_with_stdin(&args, MALLORY);
-    assert_eq!(ran.code, Some(0), "{}{}", ran.out, ran.err);
-    let runs: Vec<Value> = ran
-        .out
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect();
+    let runs = ran.json_lines();
     assert_eq!(runs.len(), 2, "{}", ran.out);
     assert!(runs
         .iter()
@@ -360,63 +304,12 @@ fn args_with_delta(file: &Path) -> Vec<String> {
     args
 }
 
-/// A `rhizome serve --memory` process, killed when the test ends (even by a panic).
-struct Serving {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(extra: &[&str]) -> Serving {
-    let mut child = bin()
-        .args(["serve", "--memory", "--listen", "127.0.0.1:0"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start rhizome serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("first line");
-    let v: Value = serde_json::from_str(&line).expect("listening line is JSON");
-    Serving {
-        child,
-        url: v["listening"].as_str().expect("listening url").to_owned(),
-    }
-}
-
 /// Runs a client command against `node` and decodes its stdout lines.
 fn node_json(node: &Serving, args: &[&str]) -> (Vec<Value>, String) {
     let mut all = args.to_vec();
     all.extend(["--node", &node.url]);
     let ran = run_in(&repo(), &all);
-    assert_eq!(ran.code, Some(0), "rhizome {all:?}: {}", ran.err);
-    let lines = ran
-        .out
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect();
-    (lines, ran.err)
-}
-
-/// Polls until `check` gives a value, for at most 15 s.
-fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    (ran.json_lines(), ran.err)
 }
 
 #[test]
@@ -461,8 +354,7 @@ fn a_refused_delta_is_listed_then_admitted_by_a_replay_after_the_policy_changes(
     };
     let held = put("mallory");
     let fine = put("alice");
-    let has = |id: &str| run_in(&repo(), &["get", "--node", &b.url, id]).code == Some(0);
-    wait_for("alice's delta on b", || has(&fine).then_some(()));
+    wait_until("alice's delta on b", || b.has_delta(&fine));
 
     let entry = wait_for("mallory's delta in b's quarantine", || {
         node_json(&b, &["quarantine", "list"]).0.into_iter().next()
@@ -475,7 +367,7 @@ fn a_refused_delta_is_listed_then_admitted_by_a_replay_after_the_policy_changes(
             .is_some_and(|p| p.ends_with("hold.rhai")),
         "{entry}"
     );
-    assert!(!has(&held));
+    assert!(!b.has_delta(&held));
     let (_, summary) = node_json(&b, &["quarantine", "list", "--limit", "5"]);
     assert!(summary.contains("1 shown of 1 quarantined"), "{summary}");
 
@@ -485,11 +377,11 @@ fn a_refused_delta_is_listed_then_admitted_by_a_replay_after_the_policy_changes(
 
     // The operator lifts the hold; the node reloads the file by itself.
     write(&policy, "true\n");
-    wait_for("the replay to admit mallory's delta", || {
+    wait_until("the replay to admit mallory's delta", || {
         let (report, _) = node_json(&b, &["quarantine", "replay"]);
-        (report[0]["admitted"] == 1).then_some(())
+        report[0]["admitted"] == 1
     });
-    assert!(has(&held));
+    assert!(b.has_delta(&held));
     let (entries, _) = node_json(&b, &["quarantine", "list"]);
     assert!(entries.is_empty(), "{entries:?}");
 }

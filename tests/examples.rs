@@ -2,6 +2,11 @@
 //! returns an error naming what did not happen (a node that did not converge, a
 //! delta that crossed a policy it should not have).
 
+// Each example is its own crate and declares `mod common;` (examples/common/mod.rs), so
+// each module below brings its own copy of that file. The copies hold only functions
+// and constants, no state to disagree on: loading the file more than once is harmless.
+#![allow(clippy::duplicate_mod)]
+
 use std::time::Duration;
 
 // Each example's `main` is for `cargo run --example`.

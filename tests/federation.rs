@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use common::{author, ids, start_node, wait_holds, wait_status};
 use rhizome::federation::{InitialSync, LinkConfig, SyncMode};
-use rhizome::LinkStatus;
+use rhizome::server::Server;
+use rhizome::{FederationLink, LinkStatus, Node};
 
 const T: Duration = Duration::from_secs(15);
 
@@ -19,28 +20,50 @@ fn cfg(mode: SyncMode, initial_sync: InitialSync) -> LinkConfig {
     }
 }
 
+/// The usual link: both ways, full initial sync.
+fn bidirectional() -> LinkConfig {
+    cfg(SyncMode::Bidirectional, InitialSync::Full)
+}
+
+/// `from` dials `to` with `config`; the link, once connected.
+async fn connected(from: &Server, to: &Server, config: LinkConfig) -> FederationLink {
+    let link = from
+        .node()
+        .connect_to_remote(&to.url(), config)
+        .expect("a valid link config");
+    assert!(
+        wait_status(&link, LinkStatus::Connected, T).await,
+        "{} -> {} never connected: {:?}",
+        from.node().system_id(),
+        to.node().system_id(),
+        link.info()
+    );
+    link
+}
+
+/// Asserts that `node` holds none of `sent`: they should not have crossed (`why`).
+fn assert_holds_none(node: &Node, sent: &BTreeSet<String>, why: &str) {
+    assert!(ids(node).is_disjoint(sent), "{why}");
+}
+
+/// Sends `request`; the JSON it is answered with.
+async fn answer(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
+/// `n` deltas authored on `node` as `author`; their ids.
+async fn authored(node: &Node, author: &str, n: usize) -> BTreeSet<String> {
+    common::author(node, author, n).await.into_iter().collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bidirectional_link_syncs_history_then_streams_both_ways() {
     let server = start_node("server").await;
     let client = start_node("client").await;
-    let s_before: BTreeSet<_> = author(server.node(), "alice", 50)
-        .await
-        .into_iter()
-        .collect();
-    let c_before: BTreeSet<_> = author(client.node(), "bob", 30).await.into_iter().collect();
+    let s_before = authored(server.node(), "alice", 50).await;
+    let c_before = authored(client.node(), "bob", 30).await;
 
-    let link = client
-        .node()
-        .connect_to_remote(
-            &server.url(),
-            cfg(SyncMode::Bidirectional, InitialSync::Full),
-        )
-        .unwrap();
-    assert!(
-        wait_status(&link, LinkStatus::Connected, T).await,
-        "link never connected: {:?}",
-        link.info()
-    );
+    let link = connected(&client, &server, bidirectional()).await;
     assert!(
         wait_holds(client.node(), &s_before, T).await,
         "client lacks the server's history"
@@ -50,11 +73,8 @@ async fn bidirectional_link_syncs_history_then_streams_both_ways() {
         "server lacks the client's history"
     );
 
-    let s_live: BTreeSet<_> = author(server.node(), "alice", 20)
-        .await
-        .into_iter()
-        .collect();
-    let c_live: BTreeSet<_> = author(client.node(), "bob", 20).await.into_iter().collect();
+    let s_live = authored(server.node(), "alice", 20).await;
+    let c_live = authored(client.node(), "bob", 20).await;
     assert!(wait_holds(client.node(), &s_live, T).await);
     assert!(wait_holds(server.node(), &c_live, T).await);
     assert_eq!(ids(client.node()), ids(server.node()));
@@ -89,42 +109,22 @@ async fn push_and_pull_modes_only_carry_one_way() {
     let server = start_node("server").await;
     let pusher = start_node("pusher").await;
     let puller = start_node("puller").await;
-    let s_ids: BTreeSet<_> = author(server.node(), "srv", 10).await.into_iter().collect();
-    let push_ids: BTreeSet<_> = author(pusher.node(), "push", 10)
-        .await
-        .into_iter()
-        .collect();
-    let pull_ids: BTreeSet<_> = author(puller.node(), "pull", 10)
-        .await
-        .into_iter()
-        .collect();
+    let s_ids = authored(server.node(), "srv", 10).await;
+    let push_ids = authored(pusher.node(), "push", 10).await;
+    let pull_ids = authored(puller.node(), "pull", 10).await;
 
-    let push = pusher
-        .node()
-        .connect_to_remote(&server.url(), cfg(SyncMode::Push, InitialSync::Full))
-        .unwrap();
-    let pull = puller
-        .node()
-        .connect_to_remote(&server.url(), cfg(SyncMode::Pull, InitialSync::Full))
-        .unwrap();
-    assert!(wait_status(&push, LinkStatus::Connected, T).await);
-    assert!(wait_status(&pull, LinkStatus::Connected, T).await);
+    let push = connected(&pusher, &server, cfg(SyncMode::Push, InitialSync::Full)).await;
+    let pull = connected(&puller, &server, cfg(SyncMode::Pull, InitialSync::Full)).await;
     // The pusher's deltas reach the server (and from there the puller: relay).
     assert!(wait_holds(server.node(), &push_ids, T).await);
     assert!(wait_holds(puller.node(), &s_ids, T).await);
     assert!(wait_holds(puller.node(), &push_ids, T).await);
-    let live: BTreeSet<_> = author(server.node(), "srv", 5).await.into_iter().collect();
+    let live = authored(server.node(), "srv", 5).await;
     assert!(wait_holds(puller.node(), &live, T).await);
     // Settle, then check nothing flowed against the mode.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        ids(pusher.node()).is_disjoint(&s_ids),
-        "a push link received deltas"
-    );
-    assert!(
-        ids(server.node()).is_disjoint(&pull_ids),
-        "a pull link sent deltas"
-    );
+    assert_holds_none(pusher.node(), &s_ids, "a push link received deltas");
+    assert_holds_none(server.node(), &pull_ids, "a pull link sent deltas");
     assert_eq!(push.stats().deltas_received, 0);
     assert_eq!(pull.stats().deltas_sent, 0);
 }
@@ -162,38 +162,26 @@ async fn a_pull_mode_peer_that_sends_deltas_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn initial_sync_none_and_from_timestamp() {
     let server = start_node("server").await;
-    let old: BTreeSet<_> = author(server.node(), "alice", 10)
-        .await
-        .into_iter()
-        .collect();
+    let old = authored(server.node(), "alice", 10).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     let cut = rhizome::delta::now_millis();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let newer: BTreeSet<_> = author(server.node(), "alice", 10)
-        .await
-        .into_iter()
-        .collect();
+    let newer = authored(server.node(), "alice", 10).await;
 
     let none_client = start_node("none").await;
-    let none_link = none_client
-        .node()
-        .connect_to_remote(&server.url(), cfg(SyncMode::Pull, InitialSync::None))
-        .unwrap();
+    connected(
+        &none_client,
+        &server,
+        cfg(SyncMode::Pull, InitialSync::None),
+    )
+    .await;
     let ts_client = start_node("ts").await;
     let mut ts_cfg = cfg(SyncMode::Pull, InitialSync::FromTimestamp);
     ts_cfg.sync_from_timestamp = Some(cut);
-    let ts_link = ts_client
-        .node()
-        .connect_to_remote(&server.url(), ts_cfg)
-        .unwrap();
-    assert!(wait_status(&none_link, LinkStatus::Connected, T).await);
-    assert!(wait_status(&ts_link, LinkStatus::Connected, T).await);
+    connected(&ts_client, &server, ts_cfg).await;
     assert!(wait_holds(ts_client.node(), &newer, T).await);
 
-    let live: BTreeSet<_> = author(server.node(), "alice", 5)
-        .await
-        .into_iter()
-        .collect();
+    let live = authored(server.node(), "alice", 5).await;
     assert!(wait_holds(none_client.node(), &live, T).await);
     assert!(wait_holds(ts_client.node(), &live, T).await);
     assert_eq!(
@@ -214,39 +202,23 @@ async fn initial_sync_none_and_from_timestamp() {
 async fn filters_apply_to_sync_and_live_traffic() {
     let server = start_node("server").await;
     let client = start_node("client").await;
-    let alice_old: BTreeSet<_> = author(server.node(), "alice", 10)
-        .await
-        .into_iter()
-        .collect();
+    let alice_old = authored(server.node(), "alice", 10).await;
     author(server.node(), "bob", 10).await;
-    let mine_public: BTreeSet<_> = author(client.node(), "public", 5)
-        .await
-        .into_iter()
-        .collect();
+    let mine_public = authored(client.node(), "public", 5).await;
     author(client.node(), "secret", 5).await;
 
-    let mut config = cfg(SyncMode::Bidirectional, InitialSync::Full);
+    let mut config = bidirectional();
     config.pull_filter =
         Some(serde_json::from_value(serde_json::json!({"authors": ["alice"]})).unwrap());
     config.push_filter =
         Some(serde_json::from_value(serde_json::json!({"authors": ["public"]})).unwrap());
-    let link = client
-        .node()
-        .connect_to_remote(&server.url(), config)
-        .unwrap();
-    assert!(wait_status(&link, LinkStatus::Connected, T).await);
+    connected(&client, &server, config).await;
     assert!(wait_holds(client.node(), &alice_old, T).await);
     assert!(wait_holds(server.node(), &mine_public, T).await);
 
-    let alice_live: BTreeSet<_> = author(server.node(), "alice", 5)
-        .await
-        .into_iter()
-        .collect();
+    let alice_live = authored(server.node(), "alice", 5).await;
     author(server.node(), "bob", 5).await;
-    let public_live: BTreeSet<_> = author(client.node(), "public", 5)
-        .await
-        .into_iter()
-        .collect();
+    let public_live = authored(client.node(), "public", 5).await;
     author(client.node(), "secret", 5).await;
     assert!(wait_holds(client.node(), &alice_live, T).await);
     assert!(wait_holds(server.node(), &public_live, T).await);
@@ -276,11 +248,7 @@ async fn hub_and_three_spokes_converge_without_duplicates() {
     let mut spokes = Vec::new();
     for i in 0..3 {
         let spoke = start_node(&format!("spoke-{i}")).await;
-        let link = spoke
-            .node()
-            .connect_to_remote(&hub.url(), cfg(SyncMode::Bidirectional, InitialSync::Full))
-            .unwrap();
-        assert!(wait_status(&link, LinkStatus::Connected, T).await);
+        connected(&spoke, &hub, bidirectional()).await;
         spokes.push(spoke);
     }
     let mut all = BTreeSet::new();
@@ -315,21 +283,10 @@ async fn a_four_node_mesh_converges_without_an_echo_storm() {
         nodes.push(start_node(&format!("mesh-{i}")).await);
     }
     // Every pair linked once: 6 bidirectional links, every delta has several paths.
-    let mut links = Vec::new();
     for i in 0..4 {
         for j in (i + 1)..4 {
-            let link = nodes[i]
-                .node()
-                .connect_to_remote(
-                    &nodes[j].url(),
-                    cfg(SyncMode::Bidirectional, InitialSync::Full),
-                )
-                .unwrap();
-            links.push(link);
+            connected(&nodes[i], &nodes[j], bidirectional()).await;
         }
-    }
-    for link in &links {
-        assert!(wait_status(link, LinkStatus::Connected, T).await);
     }
     let mut all = BTreeSet::new();
     for (i, n) in nodes.iter().enumerate() {
@@ -366,33 +323,21 @@ async fn a_four_node_mesh_converges_without_an_echo_storm() {
 async fn pause_holds_deltas_and_resume_delivers_them_all() {
     let server = start_node("server").await;
     let client = start_node("client").await;
-    let link = client
-        .node()
-        .connect_to_remote(
-            &server.url(),
-            cfg(SyncMode::Bidirectional, InitialSync::Full),
-        )
-        .unwrap();
-    assert!(wait_status(&link, LinkStatus::Connected, T).await);
+    let link = connected(&client, &server, bidirectional()).await;
     link.pause();
     assert_eq!(link.status(), LinkStatus::Paused);
     let inbound = server.node().get_federation_links().pop().unwrap();
     // Let the pause frame land before authoring.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let from_server: BTreeSet<_> = author(server.node(), "alice", 30)
-        .await
-        .into_iter()
-        .collect();
-    let from_client: BTreeSet<_> = author(client.node(), "bob", 30).await.into_iter().collect();
+    let from_server = authored(server.node(), "alice", 30).await;
+    let from_client = authored(client.node(), "bob", 30).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        ids(client.node()).is_disjoint(&from_server),
-        "a paused link delivered deltas"
+    assert_holds_none(
+        client.node(),
+        &from_server,
+        "a paused link delivered deltas",
     );
-    assert!(
-        ids(server.node()).is_disjoint(&from_client),
-        "a paused link sent deltas"
-    );
+    assert_holds_none(server.node(), &from_client, "a paused link sent deltas");
     assert_eq!(inbound.stats().deltas_sent, 0);
 
     link.resume();
@@ -517,11 +462,7 @@ async fn bad_frames_are_answered_and_the_link_keeps_working() {
     assert!(server.node().get("inv-1").unwrap().is_none());
     // ...and other peers are served meanwhile.
     let client = start_node("client").await;
-    let link = client
-        .node()
-        .connect_to_remote(&server.url(), cfg(SyncMode::Pull, InitialSync::Full))
-        .unwrap();
-    assert!(wait_status(&link, LinkStatus::Connected, T).await);
+    connected(&client, &server, cfg(SyncMode::Pull, InitialSync::Full)).await;
     assert!(wait_holds(client.node(), &["good-1".to_owned()].into(), T).await);
 }
 
@@ -537,10 +478,7 @@ async fn protocol_mismatch_is_fatal_and_v1_sync_follows_the_reference_flow() {
     assert_eq!(err["fatal"], true);
     assert_eq!(wrong.close_code().await, Some(1002));
 
-    let stored: BTreeSet<_> = author(server.node(), "alice", 2500)
-        .await
-        .into_iter()
-        .collect();
+    let stored = authored(server.node(), "alice", 2500).await;
     let mut peer = common::RawPeer::connect(&server.url()).await;
     peer.hello("foreign", serde_json::json!({"mode": "pull"}))
         .await;
@@ -666,35 +604,14 @@ async fn links_are_managed_over_http() {
     let handle = client.node().get_federation_link(&id).unwrap();
     assert!(wait_status(&handle, LinkStatus::Connected, T).await);
 
-    let list: serde_json::Value = http
-        .get(format!("{base}/links"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = answer(http.get(format!("{base}/links"))).await;
     assert_eq!(list["links"][0]["remoteSystemId"], "server");
     assert_eq!(list["links"][0]["status"], "connected");
     assert_eq!(list["links"][0]["direction"], "outbound");
 
-    let paused: serde_json::Value = http
-        .post(format!("{base}/links/{id}/pause"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let paused = answer(http.post(format!("{base}/links/{id}/pause"))).await;
     assert_eq!(paused["status"], "paused");
-    let resumed: serde_json::Value = http
-        .post(format!("{base}/links/{id}/resume"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let resumed = answer(http.post(format!("{base}/links/{id}/resume"))).await;
     assert_eq!(resumed["status"], "connected");
     let missing = http
         .post(format!("{base}/links/nope/pause"))

@@ -1,6 +1,8 @@
 //! Shared helpers for integration tests: real nodes on port 0, real sockets.
 #![allow(dead_code)]
 
+pub mod cli;
+
 use std::time::{Duration, Instant};
 
 use rhizome::server::Server;
