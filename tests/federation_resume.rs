@@ -77,6 +77,17 @@ async fn server_restart_reconnects_with_backoff_and_resends_nothing_committed() 
         link.info()
     );
     assert!(link.stats().reconnects >= 1);
+    let history = link.info().history;
+    assert!(
+        history
+            .iter()
+            .any(|c| c.status == LinkStatus::Disconnected && c.reason.is_some()),
+        "the outage and its reason are in the link's history: {history:?}"
+    );
+    assert_eq!(
+        history.last().map(|c| c.status),
+        Some(LinkStatus::Connected)
+    );
     assert!(wait_holds(server.node(), &offline, T).await);
     let after: BTreeSet<_> = author(server.node(), "alice", 10)
         .await

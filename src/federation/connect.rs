@@ -184,15 +184,15 @@ async fn run_outbound(
         });
         if !will_reconnect {
             if kind == EndKind::Disconnected {
-                link.set_status(LinkStatus::Disconnected);
+                link.transition(LinkStatus::Disconnected, Some(&reason));
                 node.links().remove(&link.id);
             } else {
                 // Kept in the list, in error, so operators see why it stopped.
-                link.set_status(LinkStatus::Error);
+                link.transition(LinkStatus::Error, Some(&reason));
             }
             return;
         }
-        link.set_status(LinkStatus::Disconnected);
+        link.transition(LinkStatus::Disconnected, Some(&reason));
         super::links::LinkStats::add(&link.stats.reconnects, 1);
         let delay = reconnect.delay(failures);
         let wake = tokio::time::sleep(delay);

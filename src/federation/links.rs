@@ -104,6 +104,19 @@ pub struct SyncProgress {
     pub done: u64,
 }
 
+/// State changes kept per link (for `GET /links`, `GET /status`).
+const HISTORY: usize = 20;
+
+/// One state change of a link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StateChange {
+    /// When (ms).
+    pub at: u64,
+    pub status: LinkStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// Commands from a handle to its link's task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Control {
@@ -128,6 +141,8 @@ pub(crate) struct LinkShared {
     /// Where this link first started sending (links we dial): a later connection that
     /// has no better cursor from the peer starts there again, so nothing written while
     /// the link was down is skipped.
+    /// The last state changes, newest last.
+    pub history: Mutex<std::collections::VecDeque<StateChange>>,
     pub first_start: std::sync::OnceLock<(crate::store::Seq, Option<(crate::store::Seq, u64)>)>,
 }
 
@@ -150,12 +165,31 @@ impl LinkShared {
             paused: watch::channel(false).0,
             control,
             first_start: std::sync::OnceLock::new(),
+            history: Mutex::default(),
         };
         (Arc::new(shared), rx)
     }
 
     pub(crate) fn set_status(&self, status: LinkStatus) {
-        self.status.send_replace(status);
+        self.transition(status, None);
+    }
+
+    /// Moves to `status`, remembering why in the link's recent history.
+    pub(crate) fn transition(&self, status: LinkStatus, reason: Option<&str>) {
+        let previous = self.status.send_replace(status);
+        if previous == status && reason.is_none() {
+            return;
+        }
+        if let Ok(mut h) = self.history.lock() {
+            if h.len() == HISTORY {
+                h.pop_front();
+            }
+            h.push_back(StateChange {
+                at: now_millis(),
+                status,
+                reason: reason.map(str::to_owned),
+            });
+        }
     }
 
     pub(crate) fn set_remote_system(&self, system: &str) {
@@ -213,6 +247,8 @@ pub struct LinkInfo {
     pub stats: LinkStatsSnapshot,
     pub last_error: Option<String>,
     pub config: LinkConfig,
+    /// Recent state changes with their reasons, oldest first.
+    pub history: Vec<StateChange>,
 }
 
 impl FederationLink {
@@ -253,6 +289,12 @@ impl FederationLink {
             stats: self.stats(),
             last_error: self.shared.last_error.lock().ok().and_then(|e| e.clone()),
             config: self.shared.config.clone(),
+            history: self
+                .shared
+                .history
+                .lock()
+                .map(|h| h.iter().cloned().collect())
+                .unwrap_or_default(),
         }
     }
 
