@@ -34,6 +34,13 @@ impl InvalidDelta {
 /// The first rule broken, with the field it concerns.
 pub fn validate(delta: &Delta) -> Result<(), InvalidDelta> {
     non_empty(&delta.id, "id")?;
+    for (value, field) in [
+        (&delta.id, "id"),
+        (&delta.author, "author"),
+        (&delta.system, "system"),
+    ] {
+        bounded(value, field)?;
+    }
     if delta.timestamp == 0 {
         return Err(InvalidDelta::new("timestamp", "must be positive, got 0"));
     }
@@ -44,8 +51,10 @@ pub fn validate(delta: &Delta) -> Result<(), InvalidDelta> {
         match &p.target {
             Target::Reference(r) => {
                 non_empty(&r.id, &format!("pointers[{i}].target.id"))?;
+                bounded(&r.id, &format!("pointers[{i}].target.id"))?;
                 if let Some(c) = &r.context {
                     non_empty(c, &format!("pointers[{i}].target.context"))?;
+                    bounded(c, &format!("pointers[{i}].target.context"))?;
                 }
             }
             Target::Number(n) if n.as_f64().is_none_or(|f| !f.is_finite()) => {
@@ -58,6 +67,25 @@ pub fn validate(delta: &Delta) -> Result<(), InvalidDelta> {
         }
     }
     Ok(())
+}
+
+/// Longest id, author, system, reference id or context, in bytes. These are index keys,
+/// and the store's keys are limited (64 KiB); 4 KiB leaves room and is far beyond any
+/// real identifier.
+pub const MAX_TERM_BYTES: usize = 4096;
+
+fn bounded(value: &str, field: &str) -> Result<(), InvalidDelta> {
+    if value.len() > MAX_TERM_BYTES {
+        Err(InvalidDelta::new(
+            field,
+            format!(
+                "is {} bytes long; at most {MAX_TERM_BYTES} are allowed",
+                value.len()
+            ),
+        ))
+    } else {
+        Ok(())
+    }
 }
 
 fn non_empty(value: &str, field: &str) -> Result<(), InvalidDelta> {

@@ -101,7 +101,13 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let max = node.server_options().max_connections;
-    if node.links().count_inbound() >= max {
+    let (shared, mut control) =
+        LinkShared::new(Direction::Inbound, peer_addr.clone(), Default::default());
+    let link = FederationLink {
+        shared: shared.clone(),
+    };
+    // Counted and registered under one lock, so racing sockets cannot exceed the limit.
+    if !node.links().insert_inbound_within(link, max) {
         let reason = format!(
             "this node accepts at most {max} federation links and all are in use; retry later"
         );
@@ -114,11 +120,6 @@ where
             .await;
         return;
     }
-    let (shared, mut control) = LinkShared::new(Direction::Inbound, peer_addr, Default::default());
-    let link = FederationLink {
-        shared: shared.clone(),
-    };
-    node.links().insert(link);
     let end = session::run(
         node.clone(),
         shared.clone(),

@@ -354,27 +354,43 @@ impl LinkRegistry {
     }
 
     pub(crate) fn all(&self) -> Vec<FederationLink> {
-        let mut all: Vec<FederationLink> = self
+        let mut all: Vec<(u64, FederationLink)> = self
             .links
             .lock()
-            .map(|l| l.values().cloned().collect())
+            .map(|l| {
+                l.values()
+                    .map(|link| {
+                        (
+                            link.shared.stats.connected_at.load(Ordering::Relaxed),
+                            link.clone(),
+                        )
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
-        all.sort_by_key(|l| l.shared.stats.connected_at.load(Ordering::Relaxed));
-        all
+        // Keys are read once: sorting on a live atomic that handshakes update could see
+        // an inconsistent order (and the sort would panic).
+        all.sort_by_key(|(at, _)| *at);
+        all.into_iter().map(|(_, link)| link).collect()
+    }
+
+    /// Registers a link dialed to us unless `max` such links are already registered.
+    pub(crate) fn insert_inbound_within(&self, link: FederationLink, max: usize) -> bool {
+        let Ok(mut links) = self.links.lock() else {
+            return false;
+        };
+        let inbound = links
+            .values()
+            .filter(|l| l.shared.direction == Direction::Inbound)
+            .count();
+        if inbound >= max {
+            return false;
+        }
+        links.insert(link.id().to_owned(), link);
+        true
     }
 
     pub(crate) fn is_empty(&self) -> bool {
         self.links.lock().map(|l| l.is_empty()).unwrap_or(true)
-    }
-
-    pub(crate) fn count_inbound(&self) -> usize {
-        self.links
-            .lock()
-            .map(|l| {
-                l.values()
-                    .filter(|l| l.shared.direction == Direction::Inbound)
-                    .count()
-            })
-            .unwrap_or(0)
     }
 }

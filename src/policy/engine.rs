@@ -11,6 +11,22 @@ use crate::delta::{now_millis, Delta, Target};
 
 /// Operations one evaluation may take: a few milliseconds of work.
 pub const MAX_OPERATIONS: u64 = 200_000;
+/// Wall time one evaluation may take. Operations alone do not bound time: a single
+/// operation on a large string or array can take milliseconds.
+pub const MAX_EVAL_TIME: std::time::Duration = std::time::Duration::from_millis(50);
+
+thread_local! {
+    /// When the evaluation running on this thread must stop (see [`with_deadline`]).
+    static DEADLINE: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs one evaluation under the wall-time limit.
+pub(crate) fn with_deadline<T>(eval: impl FnOnce() -> T) -> T {
+    DEADLINE.set(Some(std::time::Instant::now() + MAX_EVAL_TIME));
+    let result = eval();
+    DEADLINE.set(None);
+    result
+}
 const MAX_CALL_LEVELS: usize = 32;
 const MAX_EXPR_DEPTH: usize = 64;
 const MAX_STRING_SIZE: usize = 64 * 1024;
@@ -120,6 +136,16 @@ pub fn sandboxed_engine() -> Engine {
         .set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new())
         .set_strict_variables(true);
     engine.disable_symbol("eval");
+    // Checked every few operations: reading the clock on each would cost more than most ops.
+    engine.on_progress(|ops| {
+        if ops % 16 != 0 {
+            return None;
+        }
+        let late = DEADLINE
+            .get()
+            .is_some_and(|d| std::time::Instant::now() > d);
+        late.then(|| Dynamic::from("time limit"))
+    });
     engine.on_print(|s| tracing::info!(target: "rhizome::policy::script", "{s}"));
     engine.on_debug(|s, src, pos| {
         tracing::debug!(target: "rhizome::policy::script", source = src.unwrap_or(""), %pos, "{s}")

@@ -17,7 +17,10 @@ use std::time::Instant;
 use rhai::{Dynamic, Engine, EvalAltResult, Scope, AST};
 use serde::Serialize;
 
-use super::engine::{delta_to_dynamic, sandboxed_engine, LinkContext, Rejection, MAX_OPERATIONS};
+use super::engine::{
+    delta_to_dynamic, sandboxed_engine, with_deadline, LinkContext, Rejection, MAX_EVAL_TIME,
+    MAX_OPERATIONS,
+};
 use crate::delta::Delta;
 
 /// What a script decides about.
@@ -332,7 +335,7 @@ impl PolicySet {
         let mut scope = Scope::new();
         scope.push_constant_dynamic("delta", delta.clone());
         scope.push_constant_dynamic("link", link.clone());
-        let result = self.engine.eval_ast_with_scope::<Dynamic>(&mut scope, ast);
+        let result = with_deadline(|| self.engine.eval_ast_with_scope::<Dynamic>(&mut scope, ast));
         let c = &self.counters;
         c.evaluations.fetch_add(1, Ordering::Relaxed);
         c.eval_nanos
@@ -364,6 +367,14 @@ impl PolicySet {
             Err(e) => match *e {
                 EvalAltResult::ErrorRuntime(v, _) if v.is::<Rejection>() => {
                     reject(v.cast::<Rejection>().0)
+                }
+                EvalAltResult::ErrorTerminated(_, pos) => {
+                    c.runtime_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(file = %script.file, %pos, "script stopped: time limit");
+                    reject(format!(
+                        "the script ran too long (over {} ms, at {pos}) and was stopped",
+                        MAX_EVAL_TIME.as_millis()
+                    ))
                 }
                 EvalAltResult::ErrorTooManyOperations(pos) => {
                     c.runtime_errors.fetch_add(1, Ordering::Relaxed);

@@ -4,7 +4,7 @@
 //! authors, contexts, systems, then the time index), falls back to a log scan, and
 //! re-checks every candidate against the whole filter, so an index only ever narrows.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use fjall::Keyspace;
 
@@ -117,17 +117,36 @@ fn candidates(store: &Store, f: &DeltaFilter) -> Result<Option<BTreeSet<Seq>>, S
 }
 
 /// A delta is negated when some negation of it is stored and is not itself negated.
+///
+/// Negations can form cycles (two deltas negating each other) and wide lattices; the
+/// answer is bounded by depth and memoised per (delta, depth), so it is the same pure
+/// function of the stored set as a plain recursion, in polynomial time.
 pub(super) fn is_negated(store: &Store, id: &str, depth: usize) -> Result<bool, StoreError> {
+    is_negated_memo(store, id, depth, &mut HashMap::new())
+}
+
+fn is_negated_memo(
+    store: &Store,
+    id: &str,
+    depth: usize,
+    memo: &mut HashMap<(String, usize), bool>,
+) -> Result<bool, StoreError> {
     if depth >= MAX_NEGATION_DEPTH {
         return Ok(false);
     }
+    if let Some(known) = memo.get(&(id.to_owned(), depth)) {
+        return Ok(*known);
+    }
+    let mut negated = false;
     for guard in store.keyspaces().negations.prefix(keys::term_prefix(id)) {
         let seq = keys::seq_of_index_key(&guard.key()?)?;
         if let Some(negation) = store.get_seq(seq)? {
-            if !is_negated(store, &negation.delta.id, depth + 1)? {
-                return Ok(true);
+            if !is_negated_memo(store, &negation.delta.id, depth + 1, memo)? {
+                negated = true;
+                break;
             }
         }
     }
-    Ok(false)
+    memo.insert((id.to_owned(), depth), negated);
+    Ok(negated)
 }

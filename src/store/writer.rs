@@ -160,7 +160,14 @@ impl Writer {
             }
             let start_next = self.next;
             let start_quarantine = self.quarantine.mark();
-            match self.commit(&group) {
+            // A bug in a dependency must not take the writer (and so the node) down: a
+            // panicking commit fails its group like an I/O error would.
+            let committed =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.commit(&group)))
+                    .unwrap_or_else(|_| {
+                        Err(StoreError::Corrupt("the store write panicked".into()))
+                    });
+            match committed {
                 Ok(outcomes) => {
                     self.head_tx.send_replace(Seq(self.next.0 - 1));
                     for (req, out) in group.into_iter().zip(outcomes) {

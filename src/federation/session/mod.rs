@@ -201,6 +201,21 @@ impl Session<'_> {
         })
     }
 
+    /// Queues a frame, waiting while the writer is behind. Answers to a burst of
+    /// deltas (one nack each) can outnumber the queue without the peer being at fault;
+    /// only a writer stuck for two heartbeats means the peer is not reading.
+    async fn send_paced(&self, msg: &Message) -> Result<(), SessionEnd> {
+        let frame = Outgoing::Frame(protocol::encode(msg));
+        match tokio::time::timeout(self.heartbeat * 2, self.out.send(frame)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(SessionEnd::new(EndKind::Lost, "writer closed")),
+            Err(_) => Err(SessionEnd::new(
+                EndKind::Lost,
+                "the peer is not reading what we send (writer stuck for two heartbeats)",
+            )),
+        }
+    }
+
     fn send(&self, msg: &Message) -> Result<(), SessionEnd> {
         self.queue(Outgoing::Frame(protocol::encode(msg)))
     }

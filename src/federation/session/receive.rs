@@ -46,6 +46,13 @@ enum Reply {
     NackOnly,
 }
 
+fn nack(id: &str, reason: String) -> Message {
+    Message::DeltaNack {
+        delta_id: id.to_owned(),
+        reason,
+    }
+}
+
 /// Deltas read from consecutive frames, ingested together in one store batch.
 #[derive(Default)]
 struct Pending {
@@ -188,13 +195,16 @@ impl Session<'_> {
             .ingest_checked(checked, origin, Some(&est.admission), meta)
             .await
             .map_err(store_end)?;
+        // Count and announce everything first, then answer: the answers may wait on a
+        // slow peer, the node's own view of what happened should not.
         let stats = &self.link.stats;
+        let mut answers = Vec::new();
         for ((value, reply, in_sync), outcome) in values.iter().zip(outcomes) {
             let id = value.get("id").and_then(Value::as_str).unwrap_or_default();
             if *in_sync {
                 est.sync_processed += 1;
             }
-            let refusal = match outcome {
+            let answer = match outcome {
                 IngestOutcome::Stored(_) | IngestOutcome::Duplicate(_) => {
                     LinkStats::add(&stats.deltas_received, 1);
                     self.node.emit(NodeEvent::DeltaReceived {
@@ -202,30 +212,30 @@ impl Session<'_> {
                         delta_id: id.to_owned(),
                         duplicate: matches!(outcome, IngestOutcome::Duplicate(_)),
                     });
-                    if *reply == Reply::AckEach {
-                        self.send(&Message::DeltaAck {
-                            delta_id: id.to_owned(),
-                        })?;
+                    if *reply != Reply::AckEach {
+                        continue;
                     }
-                    continue;
+                    Message::DeltaAck {
+                        delta_id: id.to_owned(),
+                    }
                 }
                 IngestOutcome::Invalid(e) => {
                     LinkStats::add(&stats.deltas_rejected, 1);
-                    e.to_string()
+                    nack(id, e.to_string())
                 }
                 IngestOutcome::Rejected { policy, reason } => {
                     LinkStats::add(&stats.deltas_rejected, 1);
-                    format!("{policy}: {reason}")
+                    nack(id, format!("{policy}: {reason}"))
                 }
                 IngestOutcome::Filtered(reason) => {
                     LinkStats::add(&stats.deltas_filtered, 1);
-                    format!("not kept: {reason}")
+                    nack(id, format!("not kept: {reason}"))
                 }
             };
-            self.send(&Message::DeltaNack {
-                delta_id: id.to_owned(),
-                reason: refusal,
-            })?;
+            answers.push(answer);
+        }
+        for answer in &answers {
+            self.send_paced(answer).await?;
         }
         if est.syncing {
             self.sync_progress(est);
