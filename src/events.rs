@@ -134,6 +134,11 @@ impl EventBus {
         let _ = self.tx.send(event);
     }
 
+    /// Whether anyone listens: per-delta events are not even built when nobody does.
+    pub fn is_observed(&self) -> bool {
+        self.tx.receiver_count() > 0
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
         self.tx.subscribe()
     }

@@ -260,6 +260,11 @@ impl Node {
         self.inner.events.subscribe()
     }
 
+    /// Whether any listener takes the node's events (per-delta ones are skipped if not).
+    pub fn events_observed(&self) -> bool {
+        self.inner.events.is_observed()
+    }
+
     pub(crate) fn emit(&self, event: NodeEvent) {
         self.inner.events.emit(event);
     }
@@ -403,6 +408,7 @@ impl Node {
             let side = SideWrites { meta, quarantine };
             self.inner.store.append_with(entries, side).await?
         };
+        let observed = self.events_observed();
         let mut appended = appended.into_iter().zip(ids);
         for slot in outcomes.iter_mut().filter(|o| o.is_none()) {
             let Some((result, delta_id)) = appended.next() else {
@@ -410,18 +416,22 @@ impl Node {
             };
             *slot = Some(match result {
                 AppendOutcome::Stored(seq) => {
-                    self.emit(NodeEvent::DeltaStored {
-                        delta_id,
-                        seq: seq.0,
-                        origin: origin_system.clone(),
-                    });
+                    if observed {
+                        self.emit(NodeEvent::DeltaStored {
+                            delta_id,
+                            seq: seq.0,
+                            origin: origin_system.clone(),
+                        });
+                    }
                     IngestOutcome::Stored(seq)
                 }
                 AppendOutcome::Duplicate(seq) => {
-                    self.emit(NodeEvent::DeltaDuplicate {
-                        delta_id,
-                        origin: origin_system.clone(),
-                    });
+                    if observed {
+                        self.emit(NodeEvent::DeltaDuplicate {
+                            delta_id,
+                            origin: origin_system.clone(),
+                        });
+                    }
                     IngestOutcome::Duplicate(seq)
                 }
             });

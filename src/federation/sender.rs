@@ -322,6 +322,7 @@ where
                 filter.as_ref(),
                 sync.min_timestamp,
                 None,
+                self.node.events_observed(),
             );
             if json.is_empty() {
                 // A stretch the filters skip entirely still yields to control frames
@@ -381,7 +382,7 @@ where
         );
         let flow = self.send_text(frame).await;
         if let Flow::Continue = flow {
-            self.count_sent(ids);
+            self.count_sent(refs.len(), ids);
         }
         flow
     }
@@ -401,6 +402,7 @@ where
             plan.peer_filter.as_ref(),
             None,
             plan.initial_floor,
+            self.node.events_observed(),
         );
         if json.is_empty() {
             self.link
@@ -429,7 +431,7 @@ where
             result
         };
         if let Flow::Continue = result {
-            self.count_sent(ids);
+            self.count_sent(json.len(), ids);
             self.link
                 .stats
                 .sent_through
@@ -438,8 +440,8 @@ where
         result
     }
 
-    fn count_sent(&self, ids: Vec<String>) {
-        LinkStats::add(&self.link.stats.deltas_sent, ids.len() as u64);
+    fn count_sent(&self, sent: usize, ids: Vec<String>) {
+        LinkStats::add(&self.link.stats.deltas_sent, sent as u64);
         for delta_id in ids {
             self.node.emit(NodeEvent::DeltaSent {
                 link_id: self.link.id.clone(),
@@ -457,7 +459,8 @@ async fn next_live(live: &mut Option<LogTail>) -> Result<Option<Vec<RawRecord>>,
 }
 
 /// Which records go to the peer: not those that came from it, and only those every
-/// filter keeps. Returns their JSON and ids.
+/// filter keeps. Returns their JSON and, when `want_ids` (someone listens to
+/// `delta:sent`), their ids.
 fn select(
     records: &[RawRecord],
     plan: &SendPlan,
@@ -465,6 +468,7 @@ fn select(
     peer_filter: Option<&DeltaFilter>,
     min_timestamp: Option<u64>,
     floor: Option<(Seq, u64)>,
+    want_ids: bool,
 ) -> (Vec<String>, Vec<String>) {
     let mut json = Vec::with_capacity(records.len());
     let mut ids = Vec::with_capacity(records.len());
@@ -478,7 +482,7 @@ fn select(
         let filtered =
             min_ts.is_some() || plan.push_filter.is_some() || peer_filter.is_some() || push_scripts;
         // The log holds only valid deltas, so parsing fails only on corruption. Without
-        // filters only the id is read, which is most of the cost saved on a full sync.
+        // filters nothing is parsed but, for the events, the id.
         let id = if filtered {
             let delta = match Delta::from_json(raw) {
                 Ok(d) => d,
@@ -505,6 +509,8 @@ fn select(
                 }
             }
             delta.id
+        } else if !want_ids {
+            String::new()
         } else {
             match serde_json::from_str::<IdOnly>(raw) {
                 Ok(d) => d.id,
@@ -514,7 +520,9 @@ fn select(
                 }
             }
         };
-        ids.push(id);
+        if want_ids {
+            ids.push(id);
+        }
         json.push(raw.clone());
     }
     (json, ids)

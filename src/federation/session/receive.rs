@@ -198,6 +198,7 @@ impl Session<'_> {
         // Count and announce everything first, then answer: the answers may wait on a
         // slow peer, the node's own view of what happened should not.
         let stats = &self.link.stats;
+        let observed = self.node.events_observed();
         let mut answers = Vec::new();
         for ((value, reply, in_sync), outcome) in values.iter().zip(outcomes) {
             let id = value.get("id").and_then(Value::as_str).unwrap_or_default();
@@ -207,11 +208,13 @@ impl Session<'_> {
             let answer = match outcome {
                 IngestOutcome::Stored(_) | IngestOutcome::Duplicate(_) => {
                     LinkStats::add(&stats.deltas_received, 1);
-                    self.node.emit(NodeEvent::DeltaReceived {
-                        link_id: self.link.id.clone(),
-                        delta_id: id.to_owned(),
-                        duplicate: matches!(outcome, IngestOutcome::Duplicate(_)),
-                    });
+                    if observed {
+                        self.node.emit(NodeEvent::DeltaReceived {
+                            link_id: self.link.id.clone(),
+                            delta_id: id.to_owned(),
+                            duplicate: matches!(outcome, IngestOutcome::Duplicate(_)),
+                        });
+                    }
                     if *reply != Reply::AckEach {
                         continue;
                     }
