@@ -88,18 +88,18 @@ fn delta_from_item(node: &Node, item: &Value) -> Result<Delta, crate::InvalidDel
     }
 }
 
-fn outcome_json(delta: &Delta, outcome: &IngestOutcome) -> Value {
+fn outcome_json(id: &str, outcome: &IngestOutcome) -> Value {
     match outcome {
-        IngestOutcome::Stored(seq) => json!({"id": delta.id, "status": "stored", "seq": seq}),
-        IngestOutcome::Duplicate(seq) => json!({"id": delta.id, "status": "duplicate", "seq": seq}),
+        IngestOutcome::Stored(seq) => json!({"id": id, "status": "stored", "seq": seq}),
+        IngestOutcome::Duplicate(seq) => json!({"id": id, "status": "duplicate", "seq": seq}),
         IngestOutcome::Invalid(e) => {
-            json!({"id": delta.id, "status": "invalid", "message": e.to_string()})
+            json!({"id": id, "status": "invalid", "message": e.to_string()})
         }
         IngestOutcome::Filtered(reason) => {
-            json!({"id": delta.id, "status": "filtered", "message": reason})
+            json!({"id": id, "status": "filtered", "message": reason})
         }
         IngestOutcome::Rejected { policy, reason } => {
-            json!({"id": delta.id, "status": "rejected", "policy": policy, "message": reason})
+            json!({"id": id, "status": "rejected", "policy": policy, "message": reason})
         }
     }
 }
@@ -129,11 +129,14 @@ async fn post_deltas(State(node): State<Node>, body: Bytes) -> Result<impl IntoR
             }
         }
     }
-    let outcomes = node.ingest(deltas.clone(), Origin::Local).await?;
-    let results: Vec<Value> = deltas
+    // Only ids are needed to answer an array; a single delta is echoed back whole.
+    let ids: Vec<String> = deltas.iter().map(|d| d.id.clone()).collect();
+    let single = (!is_array).then(|| deltas.first().cloned()).flatten();
+    let outcomes = node.ingest(deltas, Origin::Local).await?;
+    let results: Vec<Value> = ids
         .iter()
         .zip(&outcomes)
-        .map(|(d, o)| outcome_json(d, o))
+        .map(|(id, o)| outcome_json(id, o))
         .collect();
     if is_array {
         return Ok((StatusCode::OK, Json(json!({ "results": results }))));
@@ -143,10 +146,10 @@ async fn post_deltas(State(node): State<Node>, body: Bytes) -> Result<impl IntoR
         _ => StatusCode::OK,
     };
     let mut result = results.into_iter().next().unwrap_or(Value::Null);
-    if let (Some(obj), Some(d)) = (result.as_object_mut(), deltas.first()) {
+    if let (Some(obj), Some(d)) = (result.as_object_mut(), single) {
         obj.insert(
             "delta".into(),
-            serde_json::to_value(d).unwrap_or(Value::Null),
+            serde_json::to_value(&d).unwrap_or(Value::Null),
         );
     }
     Ok((status, Json(result)))
