@@ -282,8 +282,9 @@ impl PolicySet {
         if scripts.peek().is_none() {
             return Verdict::Accept;
         }
-        let delta_value = delta_to_dynamic(delta);
-        let link_value = link.to_dynamic();
+        // Shared values: each script's scope gets a reference, not a deep copy of the maps.
+        let delta_value = delta_to_dynamic(delta).into_shared();
+        let link_value = link.to_dynamic().into_shared();
         for script in scripts {
             let verdict = self.run(script, &delta_value, &link_value);
             if !verdict.is_accept() {
@@ -300,8 +301,8 @@ impl PolicySet {
         link: &LinkContext,
         delta: &Delta,
     ) -> Vec<ScriptRun> {
-        let delta_value = delta_to_dynamic(delta);
-        let link_value = link.to_dynamic();
+        let delta_value = delta_to_dynamic(delta).into_shared();
+        let link_value = link.to_dynamic().into_shared();
         self.applicable(kind, &link.name)
             .map(|script| {
                 let started = Instant::now();

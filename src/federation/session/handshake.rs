@@ -317,11 +317,6 @@ impl Session<'_> {
         };
         self.link.mark_connected();
         let paused = *self.link.paused.borrow();
-        self.link.set_status(if paused {
-            LinkStatus::Paused
-        } else {
-            LinkStatus::Connected
-        });
         tracing::info!(link = %self.link.id, peer = %peer.system, extension = peer.extension, we_send, we_receive, "link up");
         self.node.emit(NodeEvent::LinkConnected {
             link_id: self.link.id.clone(),
@@ -341,12 +336,17 @@ impl Session<'_> {
             if let Some(request) = self.sync_request(&peer, &keys, max_ts)? {
                 self.send(&request)?;
                 awaiting_sync = true;
-                // "connected" then means caught up: the link is syncing until sync_complete.
-                if !paused {
-                    self.link.set_status(LinkStatus::Syncing);
-                }
             }
         }
+        // "connected" means caught up: a link that asked for a sync is syncing until
+        // sync_complete (set once, so nobody waiting for "connected" wakes too early).
+        self.link.set_status(if paused {
+            LinkStatus::Paused
+        } else if awaiting_sync {
+            LinkStatus::Syncing
+        } else {
+            LinkStatus::Connected
+        });
         let pull_filter = match self.link.direction {
             Direction::Outbound => self.link.config.pull_filter.clone(),
             Direction::Inbound => None,
