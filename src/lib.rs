@@ -21,6 +21,7 @@
 //! - [`http`]: the JSON API served by `rhizome serve`.
 //! - [`config`]: the TOML config file and its hot-reloaded links.
 //! - [`client`]: the HTTP client behind `rhizome put` / `rhizome query`.
+//! - [`watch`]: debounced file watching behind every hot reload.
 //! - [`server`]: binding the port, serving, graceful shutdown.
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -40,6 +41,7 @@ pub mod policy;
 pub mod quarantine;
 pub mod server;
 pub mod store;
+pub mod watch;
 
 pub use delta::{Delta, InvalidDelta, Pointer, Reference, Target};
 pub use federation::{FederationLink, LinkConfig, LinkStatus, TrustPolicy};

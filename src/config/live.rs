@@ -8,16 +8,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
+use notify::RecursiveMode;
 
 use super::{LinkEntry, NodeFile};
 use crate::events::NodeEvent;
 use crate::federation::FederationLink;
 use crate::node::Node;
-
-const DEBOUNCE: Duration = Duration::from_millis(150);
 
 pub struct ConfigLinks {
     node: Node,
@@ -160,30 +157,23 @@ impl ConfigLinks {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         let name = self.path.file_name().map(|n| n.to_owned());
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         // Editors replace files (write a temp, rename): watch the folder, keep events
         // about our file.
-        let mut watcher =
-            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-                if let Ok(event) = res {
-                    let ours = event.paths.iter().any(|p| p.file_name() == name.as_deref());
-                    if ours && !event.kind.is_access() {
-                        let _ = tx.send(());
-                    }
+        let this = Arc::downgrade(self);
+        let watcher = crate::watch::debounced(
+            &[(dir, RecursiveMode::NonRecursive)],
+            move |event| event.paths.iter().any(|p| p.file_name() == name.as_deref()),
+            move || match this.upgrade() {
+                Some(this) => {
+                    this.reload();
+                    true
                 }
-            })?;
-        watcher.watch(dir, RecursiveMode::NonRecursive)?;
+                None => false,
+            },
+        )?;
         if let Ok(mut w) = self.watcher.lock() {
             *w = Some(watcher);
         }
-        let this = Arc::downgrade(self);
-        tokio::spawn(async move {
-            while rx.recv().await.is_some() {
-                while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
-                let Some(this) = this.upgrade() else { break };
-                this.reload();
-            }
-        });
         Ok(())
     }
 }

@@ -5,15 +5,11 @@
 //! bursts (write, rename, chmod) into one reload.
 
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
+use notify::RecursiveMode;
 
 use super::set::{PolicyDirs, PolicySet};
 use crate::events::{EventBus, NodeEvent};
-
-/// Quiet time after the last file event before reloading.
-const DEBOUNCE: Duration = Duration::from_millis(150);
 
 pub struct PolicyHost {
     dirs: PolicyDirs,
@@ -137,33 +133,30 @@ impl PolicyHost {
         if self.dirs.is_empty() {
             return Ok(());
         }
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let mut watcher =
-            notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-                Ok(event) if !event.kind.is_access() => {
-                    let _ = tx.send(());
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "policy watcher error"),
-            })?;
-        for dir in [&self.dirs.policies, &self.dirs.filters]
+        let dirs: Vec<&std::path::Path> = [&self.dirs.policies, &self.dirs.filters]
             .into_iter()
             .flatten()
-        {
-            watcher.watch(dir, RecursiveMode::Recursive)?;
-        }
+            .map(|d| d.as_path())
+            .collect();
+        let targets: Vec<_> = dirs
+            .iter()
+            .map(|d| (*d, RecursiveMode::Recursive))
+            .collect();
+        let host = Arc::downgrade(self);
+        let watcher = crate::watch::debounced(
+            &targets,
+            |_| true,
+            move || match host.upgrade() {
+                Some(host) => {
+                    host.reload();
+                    true
+                }
+                None => false,
+            },
+        )?;
         if let Ok(mut w) = self.watcher.lock() {
             *w = Some(watcher);
         }
-        let host = Arc::downgrade(self);
-        tokio::spawn(async move {
-            while rx.recv().await.is_some() {
-                // Debounce: wait until the folder has been quiet for a moment.
-                while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
-                let Some(host) = host.upgrade() else { break };
-                let _ = tokio::task::spawn_blocking(move || host.reload()).await;
-            }
-        });
         Ok(())
     }
 }
