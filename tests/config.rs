@@ -113,6 +113,26 @@ async fn metrics_expose_store_link_and_policy_figures() {
         .unwrap();
     assert!(wait_holds(client.node(), &common::ids(server.node()), T).await);
     assert!(wait_status(&link, LinkStatus::Connected, T).await);
+    // The client acknowledged what it committed: the server's side of the link knows
+    // the peer is caught up (sync lag 0).
+    let served = server.node().get_federation_links().pop().unwrap();
+    assert!(
+        wait_for(T, || served.stats().peer_acked == Some(5)).await,
+        "{:?}",
+        served.stats()
+    );
+    let server_metrics = reqwest::get(format!("{}/metrics", server.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        server_metrics
+            .lines()
+            .any(|l| l.starts_with("rhizome_link_sync_lag{") && l.ends_with(" 0")),
+        "{server_metrics}"
+    );
     let res = reqwest::get(format!("{}/metrics", client.url()))
         .await
         .unwrap();

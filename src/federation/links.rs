@@ -44,8 +44,10 @@ pub struct LinkStats {
     pub bytes_received: AtomicU64,
     pub last_sync_timestamp: AtomicU64,
     pub connected_at: AtomicU64,
-    /// Our log position this link has sent up to (what the peer lags behind our head by).
+    /// Our log position this link has sent up to.
     pub sent_through: AtomicU64,
+    /// Our log position the peer has acknowledged as committed (extension peers).
+    pub peer_acked: AtomicU64,
     /// Initial sync progress on the receiving side: deltas announced and processed.
     pub sync_total: AtomicU64,
     pub sync_done: AtomicU64,
@@ -65,6 +67,9 @@ pub struct LinkStatsSnapshot {
     pub last_sync_timestamp: Option<u64>,
     pub connected_at: Option<u64>,
     pub sent_through: u64,
+    /// Our log position the peer has acknowledged as committed (extension peers only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_acked: Option<u64>,
     /// While an initial sync runs: `{total, done}` (total is an upper bound).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sync_progress: Option<SyncProgress>,
@@ -89,6 +94,7 @@ impl LinkStats {
             last_sync_timestamp: opt(&self.last_sync_timestamp),
             connected_at: opt(&self.connected_at),
             sent_through: get(&self.sent_through),
+            peer_acked: opt(&self.peer_acked),
             sync_progress: (get(&self.sync_total) > 0).then(|| SyncProgress {
                 total: get(&self.sync_total),
                 done: get(&self.sync_done),

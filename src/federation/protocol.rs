@@ -87,6 +87,11 @@ pub enum Message {
         deltas: Vec<Value>,
         last_seq: u64,
     },
+    /// Extension: the receiver has committed the sender's log up to `lastSeq` (sent
+    /// after each committed batch; the sender's sync-lag metric reads it).
+    CursorAck {
+        last_seq: u64,
+    },
     Pause,
     Resume,
     Ping,

@@ -173,12 +173,15 @@ pub fn render(node: &Node) -> String {
         &mut out,
         "rhizome_link_sync_lag",
         "gauge",
-        "Local head minus the position the link has sent through (deltas the peer may not have yet).",
+        "Local head minus the position the peer acknowledged as committed (extension peers) or, for plain v1 peers, the position sent through.",
     );
     for i in &infos {
         let l = labels(i);
         let refs: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        lag.sample(&refs, head.saturating_sub(i.stats.sent_through));
+        // Extension peers acknowledge what they committed; for plain v1 peers what was
+        // sent is the best known.
+        let reached = i.stats.peer_acked.unwrap_or(i.stats.sent_through);
+        lag.sample(&refs, head.saturating_sub(reached));
     }
     let mut state = Family::new(
         &mut out,

@@ -237,6 +237,11 @@ impl Session<'_> {
             };
             answers.push(answer);
         }
+        if est.peer.extension {
+            if let Some(last_seq) = last_seq {
+                answers.push(Message::CursorAck { last_seq });
+            }
+        }
         for answer in &answers {
             self.send_paced(answer).await?;
         }
@@ -360,6 +365,7 @@ impl Session<'_> {
                             .put_meta(&est.keys.seq, cursor::encode(seq))
                             .await
                             .map_err(store_end)?;
+                        self.send(&Message::CursorAck { last_seq: seq })?;
                     }
                 } else if est.max_ts > 0 {
                     store
@@ -399,6 +405,13 @@ impl Session<'_> {
                 Ok(())
             }
             Message::DeltaAck { .. } => Ok(()),
+            Message::CursorAck { last_seq } => {
+                self.link
+                    .stats
+                    .peer_acked
+                    .fetch_max(last_seq, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
             Message::DeltaNack { delta_id, reason } => {
                 tracing::warn!(link = %self.link.id, %delta_id, %reason, "the peer refused a delta");
                 Ok(())
