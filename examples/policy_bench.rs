@@ -202,8 +202,8 @@ fn thousands(v: f64) -> String {
 
 /// What a remote delta on an inbound pull link is judged with (no pull filter).
 fn bench_admission() -> Admission {
-    Admission {
-        link: LinkContext {
+    Admission::new(
+        LinkContext {
             id: "bench-link".into(),
             name: "bench-link".into(),
             remote_system: "bench-peer".into(),
@@ -211,9 +211,9 @@ fn bench_admission() -> Admission {
             mode: "pull".into(),
             direction: "inbound".into(),
         },
-        pull_filter: None,
-        quarantine: true,
-    }
+        None,
+        true,
+    )
 }
 
 struct EvalCase {

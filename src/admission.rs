@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::delta::{now_millis, Delta, InvalidDelta};
 use crate::federation::TrustPolicy;
 use crate::filter::DeltaFilter;
-use crate::policy::{LinkContext, PolicySet, ScriptKind, Verdict};
+use crate::policy::{LinkContext, PolicySet, ScriptInput, ScriptKind, Verdict};
 
 /// The name the built-in declarative trust policy goes by in reasons and quarantine.
 pub const BUILT_IN_TRUST: &str = "built-in trust policy";
@@ -24,6 +24,8 @@ pub struct Admission {
     pub pull_filter: Option<DeltaFilter>,
     /// Keep refused deltas in quarantine (not when replaying the quarantine itself).
     pub quarantine: bool,
+    /// The link as scripts see it, built once for all its deltas.
+    link_value: rhai::Dynamic,
 }
 
 /// Why a delta was stopped.
@@ -34,6 +36,16 @@ pub enum Judged {
 }
 
 impl Admission {
+    pub fn new(link: LinkContext, pull_filter: Option<DeltaFilter>, quarantine: bool) -> Admission {
+        let link_value = link.to_dynamic().into_shared();
+        Admission {
+            link,
+            pull_filter,
+            quarantine,
+            link_value,
+        }
+    }
+
     /// Whether judging runs scripts (then it is worth moving off the async workers).
     pub fn runs_scripts(&self, set: &PolicySet) -> bool {
         set.applies(ScriptKind::Pull, &self.link.name)
@@ -45,7 +57,16 @@ impl Admission {
         if self.pull_filter.as_ref().is_some_and(|f| !f.matches(d)) {
             return Some(Judged::Filtered("outside this link's pull filter".into()));
         }
-        if let Verdict::Reject { script, reason } = set.judge(ScriptKind::Pull, &self.link, d) {
+        // Converted for scripts at most once, shared by the pull and trust scripts.
+        let mut input: Option<ScriptInput> = None;
+        let mut scripts = |kind: ScriptKind| {
+            if !set.applies(kind, &self.link.name) {
+                return Verdict::Accept;
+            }
+            let input = input.get_or_insert_with(|| ScriptInput::new(self.link_value.clone(), d));
+            set.judge_input(kind, &self.link.name, input)
+        };
+        if let Verdict::Reject { script, reason } = scripts(ScriptKind::Pull) {
             return Some(Judged::Filtered(format!("{script}: {reason}")));
         }
         if let Err(reason) = trust.check(d) {
@@ -54,7 +75,7 @@ impl Admission {
                 reason,
             });
         }
-        if let Verdict::Reject { script, reason } = set.judge(ScriptKind::Trust, &self.link, d) {
+        if let Verdict::Reject { script, reason } = scripts(ScriptKind::Trust) {
             return Some(Judged::Rejected {
                 policy: script,
                 reason,

@@ -75,11 +75,7 @@ impl Node {
                     report.unreadable += 1;
                     continue;
                 };
-                let admission = Admission {
-                    link: record.link.clone(),
-                    pull_filter: None,
-                    quarantine: false,
-                };
+                let admission = Admission::new(record.link.clone(), None, false);
                 let origin = match &record.peer {
                     Some(system) => Origin::Remote {
                         system: system.clone(),

@@ -15,4 +15,4 @@ pub mod set;
 
 pub use engine::LinkContext;
 pub use host::PolicyHost;
-pub use set::{PolicyDirs, PolicySet, ScriptError, ScriptKind, Verdict};
+pub use set::{PolicyDirs, PolicySet, ScriptError, ScriptInput, ScriptKind, Verdict};

@@ -120,6 +120,27 @@ impl Verdict {
     }
 }
 
+/// A delta and its link as scripts see them: Rhai maps, shared so that each script's
+/// scope holds a reference rather than a deep copy.
+pub struct ScriptInput {
+    delta: Dynamic,
+    link: Dynamic,
+}
+
+impl ScriptInput {
+    /// `link` from [`LinkContext::to_dynamic`] (build it once per link and clone it).
+    pub fn new(link: Dynamic, delta: &Delta) -> ScriptInput {
+        ScriptInput {
+            delta: delta_to_dynamic(delta).into_shared(),
+            link: if link.is_shared() {
+                link
+            } else {
+                link.into_shared()
+            },
+        }
+    }
+}
+
 /// One script's answer, for `rhizome policy eval`.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -278,15 +299,22 @@ impl PolicySet {
     /// Judges `delta` with every script of `kind` that applies to `link`, in order; the
     /// first rejection decides.
     pub fn judge(&self, kind: ScriptKind, link: &LinkContext, delta: &Delta) -> Verdict {
-        let mut scripts = self.applicable(kind, &link.name).peekable();
-        if scripts.peek().is_none() {
+        if !self.applies(kind, &link.name) {
             return Verdict::Accept;
         }
-        // Shared values: each script's scope gets a reference, not a deep copy of the maps.
-        let delta_value = delta_to_dynamic(delta).into_shared();
-        let link_value = link.to_dynamic().into_shared();
-        for script in scripts {
-            let verdict = self.run(script, &delta_value, &link_value);
+        self.judge_input(
+            kind,
+            &link.name,
+            &ScriptInput::new(link.to_dynamic(), delta),
+        )
+    }
+
+    /// [`PolicySet::judge`] with the delta and link already converted, so callers that
+    /// judge one delta several times (pull, then trust) or many deltas on one link
+    /// convert only once.
+    pub fn judge_input(&self, kind: ScriptKind, link_name: &str, input: &ScriptInput) -> Verdict {
+        for script in self.applicable(kind, link_name) {
+            let verdict = self.run(script, &input.delta, &input.link);
             if !verdict.is_accept() {
                 return verdict;
             }

@@ -352,11 +352,7 @@ impl Session<'_> {
             Direction::Inbound => None,
         };
         Ok(Established {
-            admission: Admission {
-                link: link_ctx,
-                pull_filter,
-                quarantine: true,
-            },
+            admission: Admission::new(link_ctx, pull_filter, true),
             peer,
             we_send,
             we_receive,
