@@ -11,10 +11,8 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,6 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
+use common::cli::Serving;
 use common::{ids, wait_for, wait_status};
 use rhizome::federation::{LinkConfig, ReconnectConfig, ServerOptions, SyncMode};
 use rhizome::policy::PolicyDirs;
@@ -429,53 +428,22 @@ async fn a_chaotic_proxy_with_hot_reloaded_policies_converges_exactly_once() {
 
 // ---- 2. kill -9 of the sending process mid-stream -----------------------------------
 
-struct Source {
-    child: Child,
-    url: String,
-}
-
 /// `rhizome serve` on this port and data directory; retried while the port is not
 /// free again yet.
-fn start_source(data: &Path, port: u16) -> Source {
+fn start_source(data: &Path, port: u16) -> Serving {
+    let args: [&std::ffi::OsStr; 4] = [
+        "--system-id".as_ref(),
+        "source".as_ref(),
+        "--data".as_ref(),
+        data.as_os_str(),
+    ];
     for _ in 0..100 {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rhizome"))
-            .args(["serve", "--system-id", "source", "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data")
-            .arg(data)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start rhizome serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        if let Ok(v) = serde_json::from_str::<Value>(&line) {
-            return Source {
-                child,
-                url: v["listening"].as_str().unwrap().to_owned(),
-            };
+        if let Some(source) = Serving::spawn(&format!("127.0.0.1:{port}"), &args) {
+            return source;
         }
-        let _ = child.wait();
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("rhizome serve never started on port {port}");
-}
-
-impl Source {
-    fn kill9(&mut self) {
-        self.child.kill().unwrap(); // SIGKILL
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Source {
-    /// A failing test leaves no `rhizome serve` behind (a second kill is harmless).
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn free_port() -> u16 {

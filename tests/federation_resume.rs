@@ -5,10 +5,9 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::cli::Serving;
 use common::{author, ids, wait_holds, wait_status};
 use rhizome::federation::{LinkConfig, ReconnectConfig};
 use rhizome::server::Server;
@@ -186,39 +185,21 @@ async fn reconnect_keeps_trying_when_the_first_connect_fails_and_gives_up_at_max
 
 // ---- kill -9 of the receiving node during a large initial sync -------------------
 
-struct Receiver {
-    child: Child,
-    url: String,
-}
-
-fn start_receiver(data: &std::path::Path, source: &str) -> Receiver {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rhizome"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--system-id",
-            "receiver",
-            "--mode",
-            "pull",
-            "--connect",
-            source,
-        ])
-        .arg("--data")
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start rhizome serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&line).expect("listening line");
-    Receiver {
-        child,
-        url: v["listening"].as_str().unwrap().to_owned(),
-    }
+/// `rhizome serve` pulling from `source` into the store in `data`.
+fn start_receiver(data: &std::path::Path, source: &str) -> Serving {
+    let mut args: Vec<std::ffi::OsString> = [
+        "--system-id",
+        "receiver",
+        "--mode",
+        "pull",
+        "--connect",
+        source,
+    ]
+    .iter()
+    .map(Into::into)
+    .collect();
+    args.extend(["--data".into(), data.into()]);
+    Serving::start(&args)
 }
 
 async fn status(url: &str) -> Option<serde_json::Value> {
@@ -284,8 +265,7 @@ async fn killing_the_receiver_five_times_during_a_200k_sync_loses_and_duplicates
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert!(reached >= kill_at.min(N), "sync stalled at {reached}");
-        r.child.kill().unwrap(); // SIGKILL
-        r.child.wait().unwrap();
+        r.kill9();
         if reached >= N {
             break;
         }
@@ -304,8 +284,7 @@ async fn killing_the_receiver_five_times_during_a_200k_sync_loses_and_duplicates
     }
     assert_eq!(last["store"]["head"].as_u64(), Some(N), "{last}");
     assert_eq!(last["store"]["duplicatesSinceStart"], 0, "{last}");
-    r.child.kill().unwrap();
-    r.child.wait().unwrap();
+    r.kill9();
     // The gap-free log holds exactly the source's ids: head == N and the id set matches.
     let store = rhizome::Store::open(dir.path()).unwrap();
     let got: BTreeSet<String> = store

@@ -28,8 +28,14 @@ impl Serving {
     /// store: `--memory` or `--data DIR`), and reads where it listens from the first
     /// line it prints.
     pub fn start<S: AsRef<OsStr>>(extra: &[S]) -> Serving {
+        Serving::spawn("127.0.0.1:0", extra).expect("rhizome serve prints where it listens")
+    }
+
+    /// Starts `rhizome serve --listen ADDR` with `extra` flags; `None` when it exits
+    /// without listening (for example while a fixed port is not free again yet).
+    pub fn spawn<S: AsRef<OsStr>>(listen: &str, extra: &[S]) -> Option<Serving> {
         let mut child = bin()
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", listen])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -37,15 +43,22 @@ impl Serving {
             .expect("start rhizome serve");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("first line");
-        let v: Value = serde_json::from_str(&line).expect("listening line is JSON");
-        Serving {
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let Ok(v) = serde_json::from_str::<Value>(&line) else {
+            let _ = child.wait();
+            return None;
+        };
+        Some(Serving {
             child,
             url: v["listening"].as_str().expect("listening url").to_owned(),
             system_id: v["systemId"].as_str().expect("system id").to_owned(),
-        }
+        })
+    }
+
+    /// Kills the process with SIGKILL (a crash: nothing is flushed or closed).
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("wait");
     }
 
     /// Stops the process with SIGTERM, as a service manager would, and asserts that it
