@@ -36,6 +36,10 @@ mod load;
 mod node;
 #[path = "bench/scenarios.rs"]
 mod scenarios;
+#[path = "bench/stats.rs"]
+mod stats;
+
+use stats::thousands;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -165,18 +169,6 @@ pub fn machine_note(bench_cpu_at_start: Option<f64>) -> String {
         .zip(bench_cpu_at_start)
         .map_or("?".to_owned(), |(now, start)| format!("{:.1}", now - start));
     format!("load average {}, bench process {own} CPU-s", load_average())
-}
-
-fn thousands(v: f64) -> String {
-    let digits = format!("{:.0}", v.max(0.0));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn mib(kib: Option<u64>) -> String {

@@ -19,9 +19,14 @@
 //! Each figure is the median of R rounds (default 3). Nothing here asserts on timing; the checks
 //! only make sure each run measured what it claims (no refusals, the scripts ran).
 
+#[path = "bench/stats.rs"]
+mod stats;
+
 use std::hint::black_box;
 use std::path::Path;
 use std::process::ExitCode;
+
+use stats::{median, thousands};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -179,23 +184,6 @@ fn bench_delta(i: usize) -> Delta {
             Pointer::new("rating", ((i % 5) as i64 + 1).into()),
         ],
     )
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
-fn thousands(v: f64) -> String {
-    let digits = format!("{:.0}", v.max(0.0));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 // ---- 1. evaluation cost per delta ----

@@ -20,6 +20,7 @@ use rhizome::Delta;
 
 use crate::load;
 use crate::node::cpu_secs_of;
+use crate::stats::median;
 
 /// Deltas per frame and per store batch: what a sender puts in one `sync_batch`.
 pub const FRAME_DELTAS: usize = 1000;
@@ -49,11 +50,6 @@ fn stored_json(tag: &str, i: usize, sent_us: u64) -> Result<String> {
     let delta = Delta::from_value(&load::delta(tag, i, sent_us))
         .map_err(|e| anyhow::anyhow!("a bench delta is invalid: {e}"))?;
     Ok(delta.to_json())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// Decodes `n` deltas' worth of frames, `rounds` times; the median of each figure.
