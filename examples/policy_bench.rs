@@ -25,8 +25,6 @@ mod stats;
 use std::hint::black_box;
 use std::path::Path;
 use std::process::ExitCode;
-
-use stats::{median, thousands};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -39,6 +37,8 @@ use rhizome::server::Server;
 use rhizome::{Delta, FederationLink, LinkStatus, Node, NodeConfig, Origin, Pointer, Target};
 use rhizome::{IngestOutcome, Storage, TrustPolicy};
 use tempfile::TempDir;
+
+use stats::{median, thousands};
 
 // The `rhizome` binary runs with mimalloc, and judging a delta with scripts allocates a
 // lot (the delta as a Rhai map, each script's scope): measure with the same allocator.
