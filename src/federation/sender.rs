@@ -24,7 +24,7 @@ use crate::events::NodeEvent;
 use crate::filter::DeltaFilter;
 use crate::log_tail::{LogTail, RawRecord};
 use crate::node::Node;
-use crate::policy::{LinkContext, PolicySet, ScriptKind, Verdict};
+use crate::policy::{LinkContext, PolicySet, ScriptInput, ScriptKind, Verdict};
 use crate::store::{Seq, StoreError};
 
 /// Deltas per `sync_batch` and the most a live read takes from the log at once.
@@ -472,13 +472,16 @@ fn select(
 ) -> (Vec<String>, Vec<String>) {
     let mut json = Vec::with_capacity(records.len());
     let mut ids = Vec::with_capacity(records.len());
+    // The same for every record of the batch: whether push scripts apply, and the link
+    // as they see it.
+    let push_scripts = scripts.applies(ScriptKind::Push, &plan.link.name);
+    let link_value = push_scripts.then(|| plan.link.to_dynamic().into_shared());
     for (seq, origin, raw) in records {
         if origin.as_deref() == Some(plan.peer_system.as_str()) {
             continue;
         }
         let floor_ts = floor.filter(|(until, _)| seq <= until).map(|f| f.1);
         let min_ts = min_timestamp.max(floor_ts);
-        let push_scripts = scripts.applies(ScriptKind::Push, &plan.link.name);
         let filtered =
             min_ts.is_some() || plan.push_filter.is_some() || peer_filter.is_some() || push_scripts;
         // The log holds only valid deltas, so parsing fails only on corruption. Without
@@ -500,9 +503,10 @@ fn select(
             {
                 continue;
             }
-            if push_scripts {
+            if let Some(link_value) = &link_value {
+                let input = ScriptInput::new(link_value.clone(), &delta);
                 if let Verdict::Reject { script, reason } =
-                    scripts.judge(ScriptKind::Push, &plan.link, &delta)
+                    scripts.judge_input(ScriptKind::Push, &plan.link.name, &input)
                 {
                     tracing::trace!(link = %plan.link.id, delta_id = %delta.id, %script, %reason, "not pushed");
                     continue;
