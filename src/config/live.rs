@@ -103,7 +103,9 @@ impl ConfigLinks {
             .iter()
             .map(|l| (l.name.clone(), l.clone()))
             .collect();
-        let (mut added, mut removed, mut changed) = (0, 0, 0);
+        let (mut added, mut removed) = (0, 0);
+        // Links closed because their table changed: reopened below, counted as changed.
+        let mut reopened = std::collections::BTreeSet::new();
         let current: Vec<String> = state.links.keys().cloned().collect();
         for name in current {
             let keep = wanted
@@ -113,7 +115,7 @@ impl ConfigLinks {
                 if let Some((_, link)) = state.links.remove(&name) {
                     link.disconnect();
                     if wanted.contains_key(&name) {
-                        changed += 1;
+                        reopened.insert(name);
                     } else {
                         removed += 1;
                     }
@@ -130,23 +132,24 @@ impl ConfigLinks {
             {
                 Ok(link) => {
                     tracing::info!(link = %name, url = %entry.url, "config link opened");
+                    if !reopened.contains(&name) {
+                        added += 1;
+                    }
                     state.links.insert(name, (entry, link));
-                    added += 1;
                 }
                 Err(e) => tracing::error!(link = %name, error = %e, "config link not opened"),
             }
         }
-        let changed_links = changed;
-        added -= changed_links.min(added);
+        let changed = reopened.len();
         state.file = file;
         if !first {
-            tracing::info!(added, removed, changed = changed_links, "config reloaded");
+            tracing::info!(added, removed, changed, "config reloaded");
         }
         self.node.emit(NodeEvent::ConfigReloaded {
             links: state.links.len(),
             added,
             removed,
-            changed: changed_links,
+            changed,
         });
     }
 
