@@ -19,7 +19,8 @@ use crate::filter::DeltaFilter;
 use crate::log_tail::LogTail;
 use crate::policy::{PolicyDirs, PolicyHost};
 use crate::store::{
-    AppendOutcome, Durability, NewEntry, Query, Seq, SideWrites, Store, StoreError, StoredDelta,
+    AppendOutcome, Durability, NewEntry, PendingAppend, Query, Seq, SideWrites, Store, StoreError,
+    StoredDelta,
 };
 
 /// Where a delta came from.
@@ -353,8 +354,26 @@ impl Node {
         admission: Option<&Admission>,
         meta: Vec<(String, Vec<u8>)>,
     ) -> Result<Vec<IngestOutcome>, StoreError> {
+        self.ingest_begin(checked, origin, admission, meta)
+            .await?
+            .finish()
+            .await
+    }
+
+    /// The first half of [`Node::ingest_checked`]: validates, judges and queues the
+    /// append, then returns without waiting for the disk. A link that reads many
+    /// batches decodes and judges the next one while this one is written; appends
+    /// commit in the order they were begun.
+    pub(crate) async fn ingest_begin(
+        &self,
+        checked: Vec<Result<Delta, InvalidDelta>>,
+        origin: Origin,
+        admission: Option<&Admission>,
+        meta: Vec<(String, Vec<u8>)>,
+    ) -> Result<PendingIngest, StoreError> {
         let origin_system = origin.system().map(str::to_owned);
         let (checked, verdicts) = self.judge(checked, admission).await?;
+        let observed = self.events_observed();
         let mut outcomes: Vec<Option<IngestOutcome>> = Vec::with_capacity(checked.len());
         let mut entries = Vec::new();
         let mut ids = Vec::new();
@@ -389,7 +408,10 @@ impl Node {
                     outcomes.push(Some(IngestOutcome::Rejected { policy, reason }));
                 }
                 (Ok(delta), _, _) => {
-                    ids.push(delta.id.clone());
+                    // Ids are kept for the stored/duplicate events only.
+                    if observed {
+                        ids.push(delta.id.clone());
+                    }
                     entries.push(NewEntry {
                         delta,
                         origin: origin_system.clone(),
@@ -402,43 +424,20 @@ impl Node {
                 }
             }
         }
-        let appended = if entries.is_empty() && meta.is_empty() && quarantine.is_empty() {
-            Vec::new()
+        let append = if entries.is_empty() && meta.is_empty() && quarantine.is_empty() {
+            None
         } else {
             let side = SideWrites { meta, quarantine };
-            self.inner.store.append_with(entries, side).await?
+            Some(self.inner.store.submit(entries, side)?)
         };
-        let observed = self.events_observed();
-        let mut appended = appended.into_iter().zip(ids);
-        for slot in outcomes.iter_mut().filter(|o| o.is_none()) {
-            let Some((result, delta_id)) = appended.next() else {
-                break;
-            };
-            *slot = Some(match result {
-                AppendOutcome::Stored(seq) => {
-                    if observed {
-                        self.emit(NodeEvent::DeltaStored {
-                            delta_id,
-                            seq: seq.0,
-                            origin: origin_system.clone(),
-                        });
-                    }
-                    IngestOutcome::Stored(seq)
-                }
-                AppendOutcome::Duplicate(seq) => {
-                    if observed {
-                        self.emit(NodeEvent::DeltaDuplicate {
-                            delta_id,
-                            origin: origin_system.clone(),
-                        });
-                    }
-                    IngestOutcome::Duplicate(seq)
-                }
-            });
-        }
-        Ok(outcomes.into_iter().flatten().collect())
+        Ok(PendingIngest {
+            node: self.clone(),
+            append,
+            outcomes,
+            ids: observed.then_some(ids),
+            origin: origin_system,
+        })
     }
-
     /// Judges remote deltas against one consistent policy set. Scripts cost CPU, so
     /// when any apply the work moves to a blocking thread, off the async workers.
     async fn judge(
@@ -556,5 +555,68 @@ impl Subscription {
     /// Position of the last delta read (resume a later subscription from here).
     pub fn cursor(&self) -> Seq {
         self.tail.cursor()
+    }
+}
+
+/// An ingestion queued by [`Node::ingest_begin`]: its append is on its way to disk.
+#[must_use = "nothing is acknowledged until `finish` resolves"]
+pub(crate) struct PendingIngest {
+    node: Node,
+    append: Option<PendingAppend>,
+    /// One slot per delta offered; `None` where the append decides.
+    outcomes: Vec<Option<IngestOutcome>>,
+    /// The ids of the appended deltas, when someone listens to events.
+    ids: Option<Vec<String>>,
+    origin: Option<String>,
+}
+
+impl PendingIngest {
+    /// Waits for the append to be durable, announces what was stored, and returns
+    /// one outcome per delta offered, in order.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub(crate) async fn finish(self) -> Result<Vec<IngestOutcome>, StoreError> {
+        let PendingIngest {
+            node,
+            append,
+            mut outcomes,
+            ids,
+            origin,
+        } = self;
+        let appended = match append {
+            Some(pending) => pending.durable().await?,
+            None => Vec::new(),
+        };
+        let mut ids = ids.map(Vec::into_iter);
+        let mut appended = appended.into_iter();
+        for slot in outcomes.iter_mut().filter(|o| o.is_none()) {
+            let Some(result) = appended.next() else {
+                break;
+            };
+            let delta_id = ids.as_mut().and_then(Iterator::next);
+            *slot = Some(match result {
+                AppendOutcome::Stored(seq) => {
+                    if let Some(delta_id) = delta_id {
+                        node.emit(NodeEvent::DeltaStored {
+                            delta_id,
+                            seq: seq.0,
+                            origin: origin.clone(),
+                        });
+                    }
+                    IngestOutcome::Stored(seq)
+                }
+                AppendOutcome::Duplicate(seq) => {
+                    if let Some(delta_id) = delta_id {
+                        node.emit(NodeEvent::DeltaDuplicate {
+                            delta_id,
+                            origin: origin.clone(),
+                        });
+                    }
+                    IngestOutcome::Duplicate(seq)
+                }
+            });
+        }
+        Ok(outcomes.into_iter().flatten().collect())
     }
 }

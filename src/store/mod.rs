@@ -8,6 +8,7 @@
 //! head (`head()`, `watch_head()`) moves after commit *and* persist.
 
 mod keys;
+mod postings;
 mod quarantine;
 mod query;
 mod writer;
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use fjall::config::FilterPolicy;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use tokio::sync::watch;
 
@@ -88,6 +90,22 @@ const LOG_MEMTABLE: u64 = 8 * 1024 * 1024;
 const INDEX_MEMTABLE: u64 = 4 * 1024 * 1024;
 /// Block cache shared by all keyspaces.
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// An append queued with [`Store::submit`].
+#[must_use = "an append is acknowledged only once `durable` resolves"]
+pub struct PendingAppend {
+    rx: tokio::sync::oneshot::Receiver<Result<Vec<AppendOutcome>, StoreError>>,
+}
+
+impl PendingAppend {
+    /// Resolves once the append is on disk (or has failed).
+    ///
+    /// # Errors
+    /// As [`Store::append`].
+    pub async fn durable(self) -> Result<Vec<AppendOutcome>, StoreError> {
+        self.rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
 
 /// A handle to the store; cheap to clone.
 #[derive(Clone)]
@@ -166,8 +184,19 @@ impl Store {
             } else {
                 INDEX_MEMTABLE
             };
+            // Bloom filters only help point reads that mostly miss: the id index (every
+            // append asks whether the id is already stored). The log is read by position
+            // from tables whose key ranges do not overlap, and the term indexes only by
+            // prefix, so building filters for them on every flush and compaction is
+            // work nobody reads.
+            let point_reads = matches!(name, "ids" | "meta" | "quarantine");
             db.keyspace(name, || {
-                KeyspaceCreateOptions::default().max_memtable_size(memtable)
+                let opts = KeyspaceCreateOptions::default().max_memtable_size(memtable);
+                if point_reads {
+                    opts
+                } else {
+                    opts.filter_policy(FilterPolicy::disabled())
+                }
             })
         };
         let ks = Arc::new(Keyspaces {
@@ -255,8 +284,23 @@ impl Store {
         entries: Vec<NewEntry>,
         side: SideWrites,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
-        let rx = self.inner.writer.submit(entries, side)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        self.submit(entries, side)?.durable().await
+    }
+
+    /// Queues an append and returns at once. Appends commit in the order they were
+    /// submitted, so a caller may prepare its next batch while this one is written,
+    /// and learn the outcome from [`PendingAppend::durable`].
+    ///
+    /// # Errors
+    /// When the writer has stopped.
+    pub fn submit(
+        &self,
+        entries: Vec<NewEntry>,
+        side: SideWrites,
+    ) -> Result<PendingAppend, StoreError> {
+        Ok(PendingAppend {
+            rx: self.inner.writer.submit(entries, side)?,
+        })
     }
 
     /// The blocking twin of [`Store::append`], for non-async callers (it panics when
@@ -402,6 +446,7 @@ impl Store {
             .by_time
             .range(keys::time_key(timestamp, Seq(0))..)
         {
+            // A posting's key holds its smallest position.
             let k = guard.key()?;
             let seq = keys::seq_of_index_key(&k)?;
             min = Some(min.map_or(seq, |m| m.min(seq)));
@@ -464,9 +509,11 @@ impl Store {
     pub fn negations_of(&self, id: &str) -> Result<Vec<StoredDelta>, StoreError> {
         let mut out = Vec::new();
         for guard in self.inner.ks.negations.prefix(keys::term_prefix(id)) {
-            let seq = keys::seq_of_index_key(&guard.key()?)?;
-            if let Some(d) = self.get_seq(seq)? {
-                out.push(d);
+            let (k, v) = guard.into_inner()?;
+            for seq in postings::positions(&k, &v)? {
+                if let Some(d) = self.get_seq(seq)? {
+                    out.push(d);
+                }
             }
         }
         Ok(out)

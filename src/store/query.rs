@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use fjall::Keyspace;
 
-use super::{keys, Seq, Store, StoreError, StoredDelta};
+use super::{keys, postings, Seq, Store, StoreError, StoredDelta};
 use crate::filter::DeltaFilter;
 
 /// A filter plus paging.
@@ -98,7 +98,8 @@ fn candidates(store: &Store, f: &DeltaFilter) -> Result<Option<BTreeSet<Seq>>, S
             let mut set = BTreeSet::new();
             for term in terms {
                 for guard in index.prefix(keys::term_prefix(term)) {
-                    set.insert(keys::seq_of_index_key(&guard.key()?)?);
+                    let (k, v) = guard.into_inner()?;
+                    set.extend(postings::positions(&k, &v)?);
                 }
             }
             return Ok(Some(set));
@@ -109,7 +110,8 @@ fn candidates(store: &Store, f: &DeltaFilter) -> Result<Option<BTreeSet<Seq>>, S
         let end = keys::time_key(range.end.unwrap_or(u64::MAX), Seq(u64::MAX));
         let mut set = BTreeSet::new();
         for guard in ks.by_time.range(start..=end) {
-            set.insert(keys::seq_of_index_key(&guard.key()?)?);
+            let (k, v) = guard.into_inner()?;
+            set.extend(postings::positions(&k, &v)?);
         }
         return Ok(Some(set));
     }
@@ -138,12 +140,14 @@ fn is_negated_memo(
         return Ok(*known);
     }
     let mut negated = false;
-    for guard in store.keyspaces().negations.prefix(keys::term_prefix(id)) {
-        let seq = keys::seq_of_index_key(&guard.key()?)?;
-        if let Some(negation) = store.get_seq(seq)? {
-            if !is_negated_memo(store, &negation.delta.id, depth + 1, memo)? {
-                negated = true;
-                break;
+    'entries: for guard in store.keyspaces().negations.prefix(keys::term_prefix(id)) {
+        let (k, v) = guard.into_inner()?;
+        for seq in postings::positions(&k, &v)? {
+            if let Some(negation) = store.get_seq(seq)? {
+                if !is_negated_memo(store, &negation.delta.id, depth + 1, memo)? {
+                    negated = true;
+                    break 'entries;
+                }
             }
         }
     }

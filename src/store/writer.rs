@@ -13,6 +13,7 @@ use std::thread::JoinHandle;
 use fjall::{Database, PersistMode};
 use tokio::sync::{oneshot, watch};
 
+use super::postings::Postings;
 use super::{keys, Keyspaces, Seq, StoreError};
 use crate::delta::Delta;
 
@@ -198,6 +199,12 @@ impl Writer {
         let mut in_batch: HashMap<&str, Seq> = HashMap::new();
         let mut all = Vec::with_capacity(group.len());
         let mut dups = 0u64;
+        let mut by_author = Postings::new();
+        let mut by_system = Postings::new();
+        let mut by_time = Postings::new();
+        let mut by_target = Postings::new();
+        let mut by_context = Postings::new();
+        let mut negations = Postings::new();
         for req in group {
             let mut outcomes = Vec::with_capacity(req.entries.len());
             for entry in &req.entries {
@@ -222,17 +229,17 @@ impl Writer {
                     keys::encode_record(entry.origin.as_deref(), &json),
                 );
                 batch.insert(&ks.ids, d.id.as_bytes(), keys::seq_key(seq));
-                batch.insert(&ks.by_author, keys::term_key(&d.author, seq), []);
-                batch.insert(&ks.by_system, keys::term_key(&d.system, seq), []);
-                batch.insert(&ks.by_time, keys::time_key(d.timestamp, seq), []);
+                by_author.add(d.author.as_str(), seq);
+                by_system.add(d.system.as_str(), seq);
+                by_time.add(d.timestamp, seq);
                 for r in d.references() {
-                    batch.insert(&ks.by_target, keys::term_key(&r.id, seq), []);
+                    by_target.add(r.id.as_str(), seq);
                     if let Some(c) = &r.context {
-                        batch.insert(&ks.by_context, keys::term_key(c, seq), []);
+                        by_context.add(c.as_str(), seq);
                     }
                 }
                 for negated in d.negated_ids() {
-                    batch.insert(&ks.negations, keys::term_key(negated, seq), []);
+                    negations.add(negated, seq);
                 }
                 outcomes.push(AppendOutcome::Stored(seq));
             }
@@ -244,6 +251,15 @@ impl Writer {
             }
             all.push(outcomes);
         }
+        let term_key = |term: &&str, seq| keys::term_key(term, seq);
+        by_author.write(&mut batch, &ks.by_author, term_key);
+        by_system.write(&mut batch, &ks.by_system, term_key);
+        by_target.write(&mut batch, &ks.by_target, term_key);
+        by_context.write(&mut batch, &ks.by_context, term_key);
+        negations.write(&mut batch, &ks.negations, term_key);
+        by_time.write(&mut batch, &ks.by_time, |ts: &u64, seq| {
+            keys::time_key(*ts, seq)
+        });
         batch.commit()?;
         if let Some(mode) = self.persist {
             self.db.persist(mode)?;
