@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use fjall::config::FilterPolicy;
+use fjall::config::{FilterPolicy, PinningPolicy};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use tokio::sync::watch;
 
@@ -88,8 +88,10 @@ pub enum StoreError {
 /// Memtable sizes: the log holds the delta bodies, the indexes only short keys.
 const LOG_MEMTABLE: u64 = 8 * 1024 * 1024;
 const INDEX_MEMTABLE: u64 = 4 * 1024 * 1024;
-/// Block cache shared by all keyspaces.
-const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+/// Block cache shared by all keyspaces. Appends do not need it (the id index keeps its
+/// filter and index blocks pinned, see `open_with`); it serves queries and log tailers
+/// reading recent blocks, so a few MiB do.
+const CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// An append queued with [`Store::submit`].
 #[must_use = "an append is acknowledged only once `durable` resolves"]
@@ -185,7 +187,9 @@ impl Store {
                 INDEX_MEMTABLE
             };
             // Bloom filters only help point reads that mostly miss: the id index (every
-            // append asks whether the id is already stored). The log is read by position
+            // append asks whether the id is already stored). Its filter and index blocks
+            // stay pinned in memory (about 2 bytes per delta): read through a small cache
+            // instead, every dedup lookup would load them from disk again. The log is read by position
             // from tables whose key ranges do not overlap, and the term indexes only by
             // prefix, so building filters for them on every flush and compaction is
             // work nobody reads.
@@ -193,7 +197,8 @@ impl Store {
             db.keyspace(name, || {
                 let opts = KeyspaceCreateOptions::default().max_memtable_size(memtable);
                 if point_reads {
-                    opts
+                    opts.filter_block_pinning_policy(PinningPolicy::all(true))
+                        .index_block_pinning_policy(PinningPolicy::all(true))
                 } else {
                     opts.filter_policy(FilterPolicy::disabled())
                 }
