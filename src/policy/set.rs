@@ -364,7 +364,9 @@ impl PolicySet {
         let mut scope = Scope::new();
         scope.push_constant_dynamic("delta", delta.clone());
         scope.push_constant_dynamic("link", link.clone());
-        let result = with_deadline(|| self.engine.eval_ast_with_scope::<Dynamic>(&mut scope, ast));
+        let result = with_deadline(started, || {
+            self.engine.eval_ast_with_scope::<Dynamic>(&mut scope, ast)
+        });
         let c = &self.counters;
         c.evaluations.fetch_add(1, Ordering::Relaxed);
         c.eval_nanos
