@@ -7,7 +7,7 @@
 
 use rhai::{Dynamic, Engine, EvalAltResult, ImmutableString, Map, Position};
 
-use crate::delta::{now_millis, Delta, Target};
+use crate::delta::now_millis;
 
 /// Operations one evaluation may take: a few milliseconds of work.
 pub const MAX_OPERATIONS: u64 = 200_000;
@@ -20,9 +20,10 @@ thread_local! {
     static DEADLINE: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
 }
 
-/// Runs one evaluation under the wall-time limit.
-pub(crate) fn with_deadline<T>(eval: impl FnOnce() -> T) -> T {
-    DEADLINE.set(Some(std::time::Instant::now() + MAX_EVAL_TIME));
+/// Runs one evaluation, which began at `started`, under the wall-time limit. (The caller
+/// times the evaluation anyway: one clock read serves both.)
+pub(crate) fn with_deadline<T>(started: std::time::Instant, eval: impl FnOnce() -> T) -> T {
+    DEADLINE.set(Some(started + MAX_EVAL_TIME));
     let result = eval();
     DEADLINE.set(None);
     result
@@ -62,64 +63,6 @@ impl LinkContext {
         m.insert("direction".into(), self.direction.clone().into());
         m.into()
     }
-}
-
-/// A delta as a Rhai map: `id`, `timestamp`, `author`, `system`, `pointers` (an array of
-/// `#{role, target}`, a target being a string, number, bool, or `#{id, context}`).
-pub(crate) fn delta_to_dynamic(d: &Delta) -> Dynamic {
-    let mut m = Map::new();
-    m.insert("id".into(), d.id.clone().into());
-    // Rhai integers are i64: saturate rather than wrap a huge timestamp to a negative one.
-    m.insert(
-        "timestamp".into(),
-        Dynamic::from_int(i64::try_from(d.timestamp).unwrap_or(i64::MAX)),
-    );
-    m.insert("author".into(), d.author.clone().into());
-    m.insert("system".into(), d.system.clone().into());
-    let pointers: rhai::Array = d
-        .pointers
-        .iter()
-        .map(|p| {
-            let mut pm = Map::new();
-            pm.insert("role".into(), p.role.clone().into());
-            pm.insert("target".into(), target_to_dynamic(&p.target));
-            Dynamic::from_map(pm)
-        })
-        .collect();
-    m.insert("pointers".into(), pointers.into());
-    m.into()
-}
-
-fn target_to_dynamic(t: &Target) -> Dynamic {
-    match t {
-        Target::Reference(r) => {
-            let mut m = Map::new();
-            m.insert("id".into(), r.id.clone().into());
-            if let Some(c) = &r.context {
-                m.insert("context".into(), c.clone().into());
-            }
-            m.into()
-        }
-        Target::String(s) => s.clone().into(),
-        Target::Bool(b) => (*b).into(),
-        Target::Number(n) => match n.as_i64() {
-            Some(i) => Dynamic::from_int(i),
-            None => Dynamic::from_float(n.as_f64().unwrap_or(f64::NAN)),
-        },
-    }
-}
-
-fn pointers_of(delta: &Map) -> impl Iterator<Item = Map> + '_ {
-    delta
-        .get("pointers")
-        .and_then(|p| p.read_lock::<rhai::Array>().map(|a| a.clone()))
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|p| p.try_cast::<Map>())
-}
-
-fn role_of(p: &Map) -> String {
-    p.get("role").map(|r| r.to_string()).unwrap_or_default()
 }
 
 /// The engine every script is compiled and run with.
@@ -162,40 +105,68 @@ pub fn sandboxed_engine() -> Engine {
         },
     );
     engine.register_fn("accept", || true);
-    // has_role(delta, role): does any pointer have this role?
-    engine.register_fn("has_role", |delta: Map, role: ImmutableString| {
-        pointers_of(&delta).any(|p| role_of(&p) == role.as_str())
-    });
-    // pointer(delta, role): the target of the first pointer with this role, or ().
-    engine.register_fn("pointer", |delta: Map, role: ImmutableString| -> Dynamic {
-        pointers_of(&delta)
-            .find(|p| role_of(p) == role.as_str())
-            .and_then(|p| p.get("target").cloned())
-            .unwrap_or(Dynamic::UNIT)
-    });
-    // targets(delta, id): does any pointer reference the entity `id`?
-    engine.register_fn("targets", |delta: Map, id: ImmutableString| {
-        pointers_of(&delta).any(|p| {
-            p.get("target")
-                .and_then(|t| t.read_lock::<Map>().map(|m| m.clone()))
-                .and_then(|m| m.get("id").map(|v| v.to_string()))
-                .is_some_and(|t| t == id.as_str())
-        })
-    });
+    super::script_delta::register(&mut engine);
+    // `string in [strings]` compares in Rust instead of calling `==` per item through the
+    // engine (each such call clones the engine's state and resolves `==` afresh: 16 items
+    // cost more than the rest of a script). Items of other types still go through `==`.
+    engine.register_fn(
+        "contains",
+        |ctx: rhai::NativeCallContext,
+         array: &mut rhai::Array,
+         value: ImmutableString|
+         -> Result<bool, Box<EvalAltResult>> {
+            for item in array.iter_mut() {
+                let same = item.read_lock::<ImmutableString>().map(|s| *s == value);
+                let equal = match same {
+                    Some(same) => same,
+                    None => generic_equals(&ctx, item, &value)?,
+                };
+                if equal {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        },
+    );
     // now(): milliseconds since the Unix epoch.
-    engine.register_fn("now", || now_millis() as i64);
+    // Volatile: the optimizer must not fold it into a constant when compiling.
+    rhai::FuncRegistration::new("now")
+        .with_volatility(true)
+        .register_into_engine(&mut engine, || now_millis() as i64);
     engine
+}
+
+/// `item == value` as Rhai's own array `contains` decides it: a missing `==` for two
+/// different types means "not equal".
+fn generic_equals(
+    ctx: &rhai::NativeCallContext,
+    item: &mut Dynamic,
+    value: &ImmutableString,
+) -> Result<bool, Box<EvalAltResult>> {
+    let mut value = Dynamic::from(value.clone());
+    match ctx.call_native_fn_raw("==", true, &mut [item, &mut value]) {
+        Ok(v) => Ok(v.as_bool().unwrap_or(false)),
+        Err(e) => match *e {
+            EvalAltResult::ErrorFunctionNotFound(ref sig, ..)
+                if sig.starts_with("==") && item.type_id() != value.type_id() =>
+            {
+                Ok(false)
+            }
+            _ => Err(e),
+        },
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delta::{new_delta, Pointer};
+    use crate::delta::{new_delta, Delta, Pointer, Target};
+    use crate::policy::script_delta::ScriptDelta;
 
     fn eval(script: &str, d: &Delta) -> Result<Dynamic, Box<EvalAltResult>> {
         let engine = sandboxed_engine();
         let mut scope = rhai::Scope::new();
-        scope.push_constant_dynamic("delta", delta_to_dynamic(d));
+        scope.push_constant_dynamic("delta", Dynamic::from(ScriptDelta::new(d.clone())));
         scope.push_constant_dynamic("link", LinkContext::default().to_dynamic());
         engine.eval_with_scope::<Dynamic>(&mut scope, script)
     }
@@ -222,6 +193,30 @@ mod tests {
             r#"delta.author == "alice" && delta.timestamp <= now()"#
         ));
         assert!(yes(r#"delta.pointers.len() == 3 && link.name == """#));
+    }
+
+    #[test]
+    fn string_in_array_answers_as_rhai_does() {
+        let ours = sandboxed_engine();
+        let rhai = Engine::new();
+        for expr in [
+            r#""b" in ["a", "b"]"#,
+            r#""c" in ["a", "b"]"#,
+            r#""a" in []"#,
+            r#""1" in [1, 2]"#,
+            r#""a" in ['a', ()]"#,
+            r#""a" in [1, #{a: 1}, [], "a"]"#,
+            r#"["a", "b"].contains("b")"#,
+            r#"1 in [1, "a"]"#,
+        ] {
+            let a = ours.eval::<Dynamic>(expr).map(|v| v.to_string());
+            let b = rhai.eval::<Dynamic>(expr).map(|v| v.to_string());
+            assert_eq!(
+                a.map_err(|e| e.to_string()),
+                b.map_err(|e| e.to_string()),
+                "{expr}"
+            );
+        }
     }
 
     #[test]

@@ -18,9 +18,9 @@ use rhai::{Dynamic, Engine, EvalAltResult, Scope, AST};
 use serde::Serialize;
 
 use super::engine::{
-    delta_to_dynamic, sandboxed_engine, with_deadline, LinkContext, Rejection, MAX_EVAL_TIME,
-    MAX_OPERATIONS,
+    sandboxed_engine, with_deadline, LinkContext, Rejection, MAX_EVAL_TIME, MAX_OPERATIONS,
 };
+use super::script_delta::ScriptDelta;
 use crate::delta::Delta;
 
 /// What a script decides about.
@@ -120,8 +120,8 @@ impl Verdict {
     }
 }
 
-/// A delta and its link as scripts see them: Rhai maps, shared so that each script's
-/// scope holds a reference rather than a deep copy.
+/// A delta and its link as scripts see them, shared so that each script's scope holds a
+/// reference rather than a deep copy.
 pub struct ScriptInput {
     delta: Dynamic,
     link: Dynamic,
@@ -131,7 +131,7 @@ impl ScriptInput {
     /// `link` from [`LinkContext::to_dynamic`] (build it once per link and clone it).
     pub fn new(link: Dynamic, delta: &Delta) -> ScriptInput {
         ScriptInput {
-            delta: delta_to_dynamic(delta).into_shared(),
+            delta: Dynamic::from(ScriptDelta::new(delta.clone())),
             link: if link.is_shared() {
                 link
             } else {
@@ -329,7 +329,7 @@ impl PolicySet {
         link: &LinkContext,
         delta: &Delta,
     ) -> Vec<ScriptRun> {
-        let delta_value = delta_to_dynamic(delta).into_shared();
+        let delta_value = Dynamic::from(ScriptDelta::new(delta.clone()));
         let link_value = link.to_dynamic().into_shared();
         self.applicable(kind, &link.name)
             .map(|script| {
@@ -364,7 +364,9 @@ impl PolicySet {
         let mut scope = Scope::new();
         scope.push_constant_dynamic("delta", delta.clone());
         scope.push_constant_dynamic("link", link.clone());
-        let result = with_deadline(|| self.engine.eval_ast_with_scope::<Dynamic>(&mut scope, ast));
+        let result = with_deadline(started, || {
+            self.engine.eval_ast_with_scope::<Dynamic>(&mut scope, ast)
+        });
         let c = &self.counters;
         c.evaluations.fetch_add(1, Ordering::Relaxed);
         c.eval_nanos
