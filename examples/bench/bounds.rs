@@ -5,7 +5,7 @@
 //!   wire for these deltas (stored JSON, 1000 per frame, as `encode_batch_raw` writes
 //!   them): the JSON parse a receiver cannot avoid, which builds each `Delta` as it
 //!   reads (the typed fast path). A second figure adds validation
-//!   ([`WireDelta::into_checked`]), which the receiver also does: together, what the
+//!   ([`rhizome::delta::WireDelta::into_checked`]), which the receiver also does: together, what the
 //!   receiver's session does with a frame before it reaches the store.
 //! - **store**: the receiver's fjall writes alone: [`Store::append`] of the same deltas,
 //!   already decoded, from a remote origin, in batches of the sender's frame size, each
@@ -16,7 +16,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use rhizome::delta::WireDelta;
 use rhizome::federation::protocol::{self, BatchKind, Message};
 use rhizome::store::{Durability, NewEntry, Store};
 use rhizome::Delta;
