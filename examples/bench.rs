@@ -293,12 +293,8 @@ async fn run(args: Args) -> Result<()> {
             .cpu(None, d.cpu_decode),
     );
     rows.push(
-        Row::bound(
-            "decode + Delta::from_value".into(),
-            decode_n,
-            d.decode_validate,
-        )
-        .cpu(None, d.cpu_validate),
+        Row::bound("decode + validation".into(), decode_n, d.decode_validate)
+            .cpu(None, d.cpu_validate),
     );
     let mut store = BTreeMap::new();
     for &n in &store_sizes {

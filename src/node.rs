@@ -9,8 +9,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde_json::Value;
-
 use crate::admission::{self, Admission, Judged};
 use crate::delta::{self, Delta, InvalidDelta, Pointer};
 use crate::events::{EventBus, NodeEvent};
@@ -331,16 +329,16 @@ impl Node {
         self.ingest_checked(checked, origin, None, Vec::new()).await
     }
 
-    /// The single ingestion path for deltas as JSON (HTTP bodies, wire frames).
+    /// The single ingestion path for deltas as JSON text, one delta per item.
     ///
     /// # Errors
     /// Only storage failures; per-delta problems are in the outcomes.
-    pub async fn ingest_json(
+    pub async fn ingest_json<T: AsRef<str>>(
         &self,
-        values: &[Value],
+        texts: &[T],
         origin: Origin,
     ) -> Result<Vec<IngestOutcome>, StoreError> {
-        let checked = values.iter().map(Delta::from_value).collect();
+        let checked = texts.iter().map(|t| Delta::from_json(t.as_ref())).collect();
         self.ingest_checked(checked, origin, None, Vec::new()).await
     }
 

@@ -16,7 +16,7 @@
 //!
 //! Time is the caller's to bound: libFuzzer's `-timeout`, or a stopwatch in the smoke test.
 
-use rhizome::delta::validate;
+use rhizome::delta::{validate, WireDelta};
 use rhizome::federation::protocol::{self, Message};
 use rhizome::filter::DeltaFilter;
 use rhizome::policy::{LinkContext, PolicyDirs, PolicySet, ScriptKind, Verdict};
@@ -76,11 +76,11 @@ pub fn frame_decode(text: &str) -> Outcome {
     );
     match &msg {
         Message::Delta { delta, .. } => {
-            delta_value(delta);
+            wire_delta(delta);
         }
         Message::SyncBatch { deltas, .. } | Message::DeltaBatch { deltas, .. } => {
             for d in deltas {
-                delta_value(d);
+                wire_delta(d);
             }
         }
         Message::SyncRequest {
@@ -123,6 +123,17 @@ fn numbers_by_value(msg: &Message) -> Value {
     walk(serde_json::to_value(msg).unwrap_or(Value::Null))
 }
 
+/// A delta a frame carried, as the link session judges it: the same verdict as its JSON's.
+fn wire_delta(delta: &WireDelta) -> Outcome {
+    let value = serde_json::to_value(delta).unwrap_or(Value::Null);
+    assert_eq!(
+        delta.check(),
+        Delta::from_value(&value),
+        "a frame's delta and its JSON {value} are judged differently"
+    );
+    delta_value(&value)
+}
+
 /// One delta as JSON text (an HTTP body, a line of an import): `Delta::from_json`.
 pub fn delta_validate(text: &str) -> Outcome {
     let direct = Delta::from_json(text);
@@ -131,13 +142,13 @@ pub fn delta_validate(text: &str) -> Outcome {
         assert!(!e.reason.is_empty(), "a delta error must say why");
         return Outcome::Refused;
     };
-    let outcome = delta_value(&value);
+    // The typed fast path builds the same delta as the `Value` path, or the same error.
     assert_eq!(
-        direct.is_ok(),
-        outcome == Outcome::Accepted,
+        direct,
+        Delta::from_value(&value),
         "Delta::from_json and Delta::from_value disagree on {text}"
     );
-    outcome
+    delta_value(&value)
 }
 
 /// A delta already parsed as JSON (a frame's `delta`, an element of a batch).
@@ -155,7 +166,7 @@ pub fn delta_value(value: &Value) -> Outcome {
             match protocol::decode(&frame) {
                 Ok(Message::Delta { delta, seq }) => {
                     assert_eq!(seq, Some(1));
-                    assert_eq!(Delta::from_value(&delta).ok(), Some(d));
+                    assert_eq!(delta.check().ok(), Some(d));
                 }
                 other => panic!("a raw delta frame {frame} decoded to {other:?}"),
             }

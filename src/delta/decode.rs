@@ -3,7 +3,7 @@
 //! Type problems are reported here; rule problems (empty strings, zero timestamp)
 //! are left to `validate`, which also covers deltas built in code.
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Number, Value};
 
 use super::{Delta, InvalidDelta, Pointer, Reference, Target};
 
@@ -48,33 +48,36 @@ pub(super) fn delta_from_value(value: &Value) -> Result<Delta, InvalidDelta> {
 fn timestamp(obj: &Map<String, Value>) -> Result<u64, InvalidDelta> {
     match obj.get("timestamp") {
         None => Err(InvalidDelta::new("timestamp", "is required")),
-        Some(Value::Number(n)) => {
-            if let Some(v) = n.as_u64() {
-                Ok(v)
-            } else if n.as_i64().is_some() {
-                Err(InvalidDelta::new(
-                    "timestamp",
-                    format!("must be positive, got {n}"),
-                ))
-            } else {
-                // A float: accept it when it is a whole number of milliseconds.
-                match n.as_f64() {
-                    Some(f) if f > 0.0 && f.fract() == 0.0 && f < 9.0e15 => Ok(f as u64),
-                    Some(f) if f <= 0.0 => Err(InvalidDelta::new(
-                        "timestamp",
-                        format!("must be positive, got {n}"),
-                    )),
-                    _ => Err(InvalidDelta::new(
-                        "timestamp",
-                        format!("must be a whole number of milliseconds, got {n}"),
-                    )),
-                }
-            }
-        }
+        Some(Value::Number(n)) => timestamp_of(n),
         Some(other) => Err(InvalidDelta::new(
             "timestamp",
             format!("must be a number, got {}", kind(other)),
         )),
+    }
+}
+
+/// The timestamp a number stands for; shared with the fast path so both accept the same.
+pub(super) fn timestamp_of(n: &Number) -> Result<u64, InvalidDelta> {
+    if let Some(v) = n.as_u64() {
+        Ok(v)
+    } else if n.as_i64().is_some() {
+        Err(InvalidDelta::new(
+            "timestamp",
+            format!("must be positive, got {n}"),
+        ))
+    } else {
+        // A float: accept it when it is a whole number of milliseconds.
+        match n.as_f64() {
+            Some(f) if f > 0.0 && f.fract() == 0.0 && f < 9.0e15 => Ok(f as u64),
+            Some(f) if f <= 0.0 => Err(InvalidDelta::new(
+                "timestamp",
+                format!("must be positive, got {n}"),
+            )),
+            _ => Err(InvalidDelta::new(
+                "timestamp",
+                format!("must be a whole number of milliseconds, got {n}"),
+            )),
+        }
     }
 }
 

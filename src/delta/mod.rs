@@ -1,22 +1,29 @@
 //! The delta: RhizomeDB's immutable unit of data, exactly in the v1 wire shape.
 //!
 //! Decoding goes through [`Delta::from_value`], which both converts and validates and
-//! names the offending field on failure. Serialization always emits the current
+//! names the offending field on failure. Text ([`Delta::from_json`], frames, HTTP bodies)
+//! first takes a typed fast path (`fast.rs`) that builds the same `Delta` without a
+//! `Value`; whatever it does not take, errors included, goes the `Value` way, so error
+//! messages have one source. Serialization always emits the current
 //! pointer form (`role` / `target`); the legacy `localContext` / `targetContext`
 //! form is accepted on input only. Unknown top-level fields are kept verbatim in
 //! [`Delta::extra`] so a delta we store and forward is the same assertion we received.
 
 mod authoring;
 mod decode;
+pub(crate) mod fast;
 mod validate;
+mod wire;
 
 use serde::ser::{SerializeMap, SerializeStruct};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 
 pub use authoring::{negate, new_delta, now_millis, NEGATED_BY_CONTEXT, NEGATES_ROLE, REASON_ROLE};
 pub(crate) use decode::kind as json_kind;
 pub use validate::{validate, InvalidDelta};
+pub use wire::WireDelta;
 
 /// An immutable assertion.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,6 +81,24 @@ impl Delta {
     /// # Errors
     /// [`InvalidDelta`] for text that is not JSON or not a valid delta.
     pub fn from_json(text: &str) -> Result<Delta, InvalidDelta> {
+        match fast::delta_from_str(text) {
+            // The same delta the `Value` path builds, so the same verdict.
+            Some(delta) => validate(&delta).map(|()| delta),
+            None => Delta::from_json_slow(text),
+        }
+    }
+
+    /// Decodes and validates a delta from raw JSON (an element of a larger document).
+    ///
+    /// # Errors
+    /// [`InvalidDelta`] for JSON that is not a valid delta.
+    pub fn from_raw(raw: &RawValue) -> Result<Delta, InvalidDelta> {
+        Delta::from_json(raw.get())
+    }
+
+    /// The `Value` path alone: what [`Delta::from_json`] falls back to, and the
+    /// specification its fast path is tested against.
+    fn from_json_slow(text: &str) -> Result<Delta, InvalidDelta> {
         let value: Value = serde_json::from_str(text)
             .map_err(|e| InvalidDelta::new("", format!("not valid JSON: {e}")))?;
         Delta::from_value(&value)

@@ -46,15 +46,16 @@ pub fn validate(delta: &Delta) -> Result<(), InvalidDelta> {
     }
     non_empty(&delta.author, "author")?;
     non_empty(&delta.system, "system")?;
+    // Field paths are spelled out only for an error: this runs for every delta received.
     for (i, p) in delta.pointers.iter().enumerate() {
-        non_empty(&p.role, &format!("pointers[{i}].role"))?;
+        non_empty(&p.role, "role").map_err(|e| at_pointer(e, i))?;
         match &p.target {
             Target::Reference(r) => {
-                non_empty(&r.id, &format!("pointers[{i}].target.id"))?;
-                bounded(&r.id, &format!("pointers[{i}].target.id"))?;
+                non_empty(&r.id, "target.id").map_err(|e| at_pointer(e, i))?;
+                bounded(&r.id, "target.id").map_err(|e| at_pointer(e, i))?;
                 if let Some(c) = &r.context {
-                    non_empty(c, &format!("pointers[{i}].target.context"))?;
-                    bounded(c, &format!("pointers[{i}].target.context"))?;
+                    non_empty(c, "target.context").map_err(|e| at_pointer(e, i))?;
+                    bounded(c, "target.context").map_err(|e| at_pointer(e, i))?;
                 }
             }
             Target::Number(n) if n.as_f64().is_none_or(|f| !f.is_finite()) => {
@@ -67,6 +68,11 @@ pub fn validate(delta: &Delta) -> Result<(), InvalidDelta> {
         }
     }
     Ok(())
+}
+
+/// An error about pointer `i`'s `field` (`role`, `target.id`, ...), with its full path.
+fn at_pointer(e: InvalidDelta, i: usize) -> InvalidDelta {
+    InvalidDelta::new(format!("pointers[{i}].{}", e.field), e.reason)
 }
 
 /// Longest id, author, system, reference id or context, in bytes. These are index keys,

@@ -5,12 +5,18 @@
 //! and lenient about unknown fields (that is how extensions stay compatible). Deltas
 //! inside messages stay raw JSON here: each is judged on its own by the ingestion path,
 //! so one bad delta gets a `delta_nack`, not a dropped frame.
+//!
+//! The delta-carrying frames are most of the traffic: `fast.rs` reads them in one typed
+//! pass, deltas included. Whatever it does not take (errors, odd shapes) is decoded here
+//! through `Value`, which stays the single source of error messages.
+
+mod fast;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::delta::{json_kind, now_millis};
+use crate::delta::{json_kind, now_millis, WireDelta};
 
 pub const PROTOCOL_VERSION: &str = "rhizomedb-federation-v1";
 /// Version of our extension (see docs/PROTOCOL.md). Advertised in hello / hello_ack.
@@ -40,7 +46,7 @@ pub enum Message {
         rhizome: Option<HelloExt>,
     },
     Delta {
-        delta: Value,
+        delta: WireDelta,
         /// Extension: the sender's log position of this delta.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         seq: Option<u64>,
@@ -69,7 +75,7 @@ pub enum Message {
         batch_size: u64,
     },
     SyncBatch {
-        deltas: Vec<Value>,
+        deltas: Vec<WireDelta>,
         batch_number: u64,
         is_last_batch: bool,
         /// Extension: the sender's log position of the batch's last delta (or the
@@ -84,7 +90,7 @@ pub enum Message {
     },
     /// Extension: live deltas in one frame, in log order.
     DeltaBatch {
-        deltas: Vec<Value>,
+        deltas: Vec<WireDelta>,
         last_seq: u64,
     },
     /// Extension: the receiver has committed the sender's log up to `lastSeq` (sent
@@ -139,6 +145,15 @@ pub struct DecodeError(pub String);
 /// [`DecodeError`] saying what is wrong: not JSON, no `type`, no `timestamp`, an
 /// unknown type, or a known type with missing or mistyped fields.
 pub fn decode(text: &str) -> Result<Message, DecodeError> {
+    match fast::decode(text) {
+        Some(msg) => Ok(msg),
+        None => decode_slow(text),
+    }
+}
+
+/// The `Value` path: every frame the fast path leaves, and the specification it is
+/// tested against.
+fn decode_slow(text: &str) -> Result<Message, DecodeError> {
     let mut value: Value = serde_json::from_str(text)
         .map_err(|e| DecodeError(format!("Failed to decode message: not valid JSON: {e}")))?;
     let obj = value.as_object().ok_or_else(|| {
@@ -158,7 +173,7 @@ pub fn decode(text: &str) -> Result<Message, DecodeError> {
         }
     };
     match obj.get("timestamp") {
-        Some(Value::Number(n)) if n.as_f64().is_some_and(|f| f >= 0.0) => {}
+        Some(v) if timestamp_ok(v) => {}
         Some(_) => {
             return Err(DecodeError(
                 "Failed to decode message: timestamp must be a non-negative number".into(),
@@ -191,6 +206,11 @@ pub fn decode(text: &str) -> Result<Message, DecodeError> {
     })
 }
 
+/// An envelope timestamp: any non-negative number.
+fn timestamp_ok(v: &Value) -> bool {
+    matches!(v, Value::Number(n) if n.as_f64().is_some_and(|f| f >= 0.0))
+}
+
 fn field_error(kind: &str, e: impl std::fmt::Display) -> DecodeError {
     DecodeError(format!("Invalid {kind} message: {e}"))
 }
@@ -198,9 +218,9 @@ fn field_error(kind: &str, e: impl std::fmt::Display) -> DecodeError {
 fn take_deltas(
     obj: &mut serde_json::Map<String, Value>,
     kind: &str,
-) -> Result<Vec<Value>, DecodeError> {
+) -> Result<Vec<WireDelta>, DecodeError> {
     match obj.remove("deltas") {
-        Some(Value::Array(items)) => Ok(items),
+        Some(Value::Array(items)) => Ok(items.into_iter().map(WireDelta::from_value).collect()),
         Some(other) => Err(field_error(
             kind,
             format!("deltas must be an array, got {}", json_kind(&other)),
@@ -214,7 +234,12 @@ fn opt_u64(
     kind: &str,
     field: &str,
 ) -> Result<Option<u64>, DecodeError> {
-    match obj.get(field) {
+    opt_u64_of(obj.get(field), kind, field)
+}
+
+/// Shared with the fast path, so both take the same numbers.
+fn opt_u64_of(value: Option<&Value>, kind: &str, field: &str) -> Result<Option<u64>, DecodeError> {
+    match value {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v
             .as_u64()
@@ -236,7 +261,7 @@ fn delta_message(obj: &mut serde_json::Map<String, Value>) -> Result<Message, De
         .remove("delta")
         .ok_or_else(|| field_error("delta", "missing field `delta`"))?;
     Ok(Message::Delta {
-        delta,
+        delta: WireDelta::from_value(delta),
         seq: opt_u64(obj, "delta", "seq")?,
     })
 }

@@ -8,7 +8,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use super::handshake::Peer;
 use super::{store_end, type_name, EndKind, Frame, Role, Session, SessionEnd};
 use crate::admission::Admission;
-use crate::delta::{now_millis, Delta};
+use crate::delta::{now_millis, Delta, WireDelta};
 use crate::events::NodeEvent;
 use crate::federation::cursor::{self, CursorKeys};
 use crate::federation::links::{LinkStats, LinkStatus};
@@ -56,7 +56,7 @@ fn nack(id: &str, reason: String) -> Message {
 /// Deltas read from consecutive frames, ingested together in one store batch.
 #[derive(Default)]
 struct Pending {
-    values: Vec<(Value, Reply, bool)>,
+    values: Vec<(WireDelta, Reply, bool)>,
     last_seq: Option<u64>,
 }
 
@@ -134,7 +134,11 @@ impl Session<'_> {
     }
 
     /// Refuses deltas on a link that does not carry them toward us.
-    fn may_receive(&self, est: &Established, delta: Option<&Value>) -> Result<bool, SessionEnd> {
+    fn may_receive(
+        &self,
+        est: &Established,
+        delta: Option<&WireDelta>,
+    ) -> Result<bool, SessionEnd> {
         if est.we_receive {
             return Ok(true);
         }
@@ -144,7 +148,7 @@ impl Session<'_> {
             }
             Role::Initiator => "this link was opened in push mode: the connecting side does not receive deltas",
         };
-        if let Some(id) = delta.and_then(|d| d.get("id")).and_then(Value::as_str) {
+        if let Some(id) = delta.and_then(WireDelta::id_str) {
             self.send(&Message::DeltaNack {
                 delta_id: id.to_owned(),
                 reason: why.to_owned(),
@@ -164,9 +168,14 @@ impl Session<'_> {
             return Ok(());
         }
         let Pending { values, last_seq } = std::mem::take(pending);
+        // The ids answer with (taken before the deltas go to the store).
+        let mut answered = Vec::with_capacity(values.len());
         let checked: Vec<Result<Delta, crate::InvalidDelta>> = values
-            .iter()
-            .map(|(v, _, _)| Delta::from_value(v))
+            .into_iter()
+            .map(|(wire, reply, in_sync)| {
+                answered.push((wire.id().to_owned(), reply, in_sync));
+                wire.into_checked()
+            })
             .collect();
         let mut meta = Vec::new();
         if est.peer.extension {
@@ -200,8 +209,7 @@ impl Session<'_> {
         let stats = &self.link.stats;
         let observed = self.node.events_observed();
         let mut answers = Vec::new();
-        for ((value, reply, in_sync), outcome) in values.iter().zip(outcomes) {
-            let id = value.get("id").and_then(Value::as_str).unwrap_or_default();
+        for ((id, reply, in_sync), outcome) in answered.iter().zip(outcomes) {
             if *in_sync {
                 est.sync_processed += 1;
             }
