@@ -1,6 +1,8 @@
 //! An established link: reading frames, ingesting the deltas they carry through the
 //! node's single path, answering, and following the peer's sync and pause.
 
+use std::collections::VecDeque;
+
 use futures_util::Stream;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
@@ -15,7 +17,7 @@ use crate::federation::links::{LinkStats, LinkStatus};
 use crate::federation::protocol::{codes, Message};
 use crate::federation::sender::{Outgoing, SyncPlan};
 use crate::filter::DeltaFilter;
-use crate::node::{IngestOutcome, Origin};
+use crate::node::{IngestOutcome, Origin, PendingIngest};
 use crate::store::Seq;
 
 /// Receiving state after the handshake.
@@ -51,6 +53,22 @@ fn nack(id: &str, reason: String) -> Message {
         delta_id: id.to_owned(),
         reason,
     }
+}
+
+/// Pending deltas go to the store once this many have been read (a sync batch is
+/// 1000): large enough for cheap group commits, small enough that decoding and
+/// judging the next frames overlaps with writing these.
+const SUBMIT_AT: usize = 1000;
+/// Batches a link may have queued for the store while it reads and judges more;
+/// the oldest is answered before another is submitted.
+const MAX_IN_FLIGHT: usize = 2;
+
+/// A batch on its way to disk and the answers it owes.
+struct InFlight {
+    ingest: PendingIngest,
+    /// (delta id, how it is answered, part of the initial sync) per delta, in order.
+    answered: Vec<(String, Reply, bool)>,
+    last_seq: Option<u64>,
 }
 
 /// Deltas read from consecutive frames, ingested together in one store batch.
@@ -90,11 +108,12 @@ impl Session<'_> {
         est: &mut Established,
     ) -> Result<(), SessionEnd> {
         let mut pending = Pending::default();
+        let mut in_flight = VecDeque::new();
         for frame in frames {
             let msg = match frame.decode() {
                 Ok(m) => m,
                 Err(e) => {
-                    self.flush(&mut pending, est).await?;
+                    self.settle(&mut pending, &mut in_flight, est).await?;
                     self.send_error(codes::MESSAGE_ERROR, &e)?;
                     continue;
                 }
@@ -125,12 +144,36 @@ impl Session<'_> {
                     }
                 }
                 other => {
-                    self.flush(&mut pending, est).await?;
+                    self.settle(&mut pending, &mut in_flight, est).await?;
                     self.on_message(other, est).await?;
+                    continue;
+                }
+            }
+            if pending.values.len() >= SUBMIT_AT {
+                in_flight.extend(self.submit(&mut pending, est).await?);
+                while in_flight.len() > MAX_IN_FLIGHT {
+                    if let Some(oldest) = in_flight.pop_front() {
+                        self.complete(oldest, est).await?;
+                    }
                 }
             }
         }
-        self.flush(&mut pending, est).await
+        self.settle(&mut pending, &mut in_flight, est).await
+    }
+
+    /// Submits what is pending and waits for everything in flight, in order: before
+    /// any other message is handled, every delta read before it is answered.
+    async fn settle(
+        &mut self,
+        pending: &mut Pending,
+        in_flight: &mut VecDeque<InFlight>,
+        est: &mut Established,
+    ) -> Result<(), SessionEnd> {
+        in_flight.extend(self.submit(pending, est).await?);
+        while let Some(oldest) = in_flight.pop_front() {
+            self.complete(oldest, est).await?;
+        }
+        Ok(())
     }
 
     /// Refuses deltas on a link that does not carry them toward us.
@@ -158,14 +201,15 @@ impl Session<'_> {
         Ok(false)
     }
 
-    /// Ingests pending deltas in one batch with the cursor they advance, then answers.
-    async fn flush(
+    /// Judges pending deltas and queues them for the store in one batch with the
+    /// cursor they advance; [`Session::complete`] answers once they are durable.
+    async fn submit(
         &mut self,
         pending: &mut Pending,
         est: &mut Established,
-    ) -> Result<(), SessionEnd> {
+    ) -> Result<Option<InFlight>, SessionEnd> {
         if pending.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let Pending { values, last_seq } = std::mem::take(pending);
         // The ids answer with (taken before the deltas go to the store).
@@ -199,11 +243,26 @@ impl Session<'_> {
         let origin = Origin::Remote {
             system: est.peer.system.clone(),
         };
-        let outcomes = self
+        let ingest = self
             .node
-            .ingest_checked(checked, origin, Some(&est.admission), meta)
+            .ingest_begin(checked, origin, Some(&est.admission), meta)
             .await
             .map_err(store_end)?;
+        Ok(Some(InFlight {
+            ingest,
+            answered,
+            last_seq,
+        }))
+    }
+
+    /// Waits for a submitted batch to be durable, counts and announces it, answers.
+    async fn complete(&mut self, batch: InFlight, est: &mut Established) -> Result<(), SessionEnd> {
+        let InFlight {
+            ingest,
+            answered,
+            last_seq,
+        } = batch;
+        let outcomes = ingest.finish().await.map_err(store_end)?;
         // Count and announce everything first, then answer: the answers may wait on a
         // slow peer, the node's own view of what happened should not.
         let stats = &self.link.stats;
