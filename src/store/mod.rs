@@ -1,12 +1,15 @@
-//! The delta store on fjall: a gap-free log of deltas by local sequence number, with
-//! an id index (dedup), query indexes, the negation relation and small metadata
-//! (system id, link cursors) in one database so they commit atomically.
+//! The delta store: a gap-free log of deltas by local sequence number, with an id
+//! index (dedup), query indexes, the negation relation and small metadata (system id,
+//! link cursors) in one database so they commit atomically. The database is fjall on
+//! disk ([`Store::open`]) or ordered maps in memory ([`Store::temporary`]), behind
+//! `backend`; everything else here is the same code for both.
 //!
 //! All writes go through one writer thread (see `writer`) that groups concurrent
-//! requests into one fjall batch and one fsync. Reads go straight to fjall from any
+//! requests into one batch and one fsync. Reads go straight to the backend from any
 //! thread. Only durable entries are visible to readers of the log: the published
 //! head (`head()`, `watch_head()`) moves after commit *and* persist.
 
+mod backend;
 mod keys;
 mod postings;
 mod quarantine;
@@ -18,10 +21,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use fjall::config::{FilterPolicy, PinningPolicy};
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::{Database, KeyspaceCreateOptions, PersistMode};
 use tokio::sync::watch;
 
 use crate::delta::Delta;
+use backend::{Db, Keyspace};
 
 pub use query::Query;
 pub use writer::{AppendOutcome, NewEntry, SideWrites};
@@ -129,9 +133,10 @@ pub(crate) struct Keyspaces {
 }
 
 struct Inner {
-    db: Database,
+    db: Db,
     ks: Arc<Keyspaces>,
-    path: PathBuf,
+    /// `None` in memory.
+    path: Option<PathBuf>,
     temporary: bool,
     writer: writer::WriterHandle,
     head: watch::Receiver<Seq>,
@@ -145,27 +150,42 @@ impl Store {
     /// # Errors
     /// [`StoreError::Locked`] when another process has it open; I/O and recovery errors.
     pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
-        Store::open_with(path.as_ref(), false, Durability::Sync)
+        Store::open_with(path.as_ref(), Durability::Sync)
     }
 
-    /// A store in a fresh temporary directory, removed when the store is dropped. Same
-    /// code path as a durable store, without fsync.
+    /// A store in memory: nothing survives the process (or the last handle), and
+    /// nothing touches the disk. The same code path as a durable store above the
+    /// backend (writer, indexes, queries), without fsync; what `--memory` nodes and
+    /// most tests use.
+    ///
+    /// # Errors
+    /// None in practice: the store comes up through the same fallible steps as on disk.
+    pub fn temporary() -> Result<Store, StoreError> {
+        Store::start(Db::memory(), None, true, None)
+    }
+
+    /// A temporary store on fjall, in a fresh directory removed when the store is
+    /// dropped, without fsync: for tests and benchmarks of the disk backend.
     ///
     /// # Errors
     /// When the directory or the database cannot be created.
-    pub fn temporary() -> Result<Store, StoreError> {
+    pub fn temporary_on_disk() -> Result<Store, StoreError> {
         let dir = tempfile::Builder::new()
             .prefix("rhizome-")
             .tempdir()
             .map_err(StoreError::TempDir)?;
-        Store::open_with(&dir.keep(), true, Durability::Buffered)
+        Store::open_fjall(&dir.keep(), true, Durability::Buffered)
     }
 
-    /// Opens a store with an explicit durability (benchmarks compare both).
+    /// Opens a durable fjall store with an explicit durability (benchmarks compare both).
     ///
     /// # Errors
     /// As [`Store::open`].
-    pub fn open_with(
+    pub fn open_with(path: &Path, durability: Durability) -> Result<Store, StoreError> {
+        Store::open_fjall(path, false, durability)
+    }
+
+    fn open_fjall(
         path: &Path,
         temporary: bool,
         durability: Durability,
@@ -178,6 +198,21 @@ impl Store {
                 fjall::Error::Locked => StoreError::Locked(path.to_path_buf()),
                 other => StoreError::Fjall(other),
             })?;
+        let persist = match durability {
+            Durability::Sync => Some(PersistMode::SyncData),
+            Durability::Buffered => None,
+        };
+        Store::start(Db::Fjall(db), Some(path.to_path_buf()), temporary, persist)
+    }
+
+    /// Opens the keyspaces, recovers the head and the quarantine's counters, and starts
+    /// the writer: the one way a store comes up, whatever its backend.
+    fn start(
+        db: Db,
+        path: Option<PathBuf>,
+        temporary: bool,
+        persist: Option<PersistMode>,
+    ) -> Result<Store, StoreError> {
         // Memtables bound the store's memory: fjall's default (64 MiB each) times ten
         // keyspaces would let a long sync hold ~600 MiB in memory before flushing.
         let open = |name: &str| {
@@ -218,16 +253,12 @@ impl Store {
         });
         let quarantine =
             quarantine::QuarantineState::open(&ks.quarantine, quarantine::DEFAULT_LIMIT)?;
-        let head = match ks.log.last_key_value() {
-            Some(guard) => keys::decode_seq(&guard.key()?)?,
+        let head = match ks.log.last_key()? {
+            Some(key) => keys::decode_seq(&key)?,
             None => Seq(0),
         };
         let (head_tx, head_rx) = watch::channel(head);
         let duplicates = Arc::new(AtomicU64::new(0));
-        let persist = match durability {
-            Durability::Sync => Some(PersistMode::SyncData),
-            Durability::Buffered => None,
-        };
         let writer = writer::spawn(
             db.clone(),
             ks.clone(),
@@ -241,7 +272,7 @@ impl Store {
             inner: Arc::new(Inner {
                 db,
                 ks,
-                path: path.to_path_buf(),
+                path,
                 temporary,
                 writer,
                 head: head_rx,
@@ -251,10 +282,12 @@ impl Store {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.inner.path
+    /// The data directory; `None` for a store in memory.
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.path.as_deref()
     }
 
+    /// Whether the store goes away with the process (in memory, or a temporary directory).
     pub fn is_temporary(&self) -> bool {
         self.inner.temporary
     }
@@ -532,9 +565,9 @@ impl Store {
         query::run(self, q)
     }
 
-    /// Bytes the database uses on disk.
+    /// Bytes the database uses on disk (0 in memory).
     pub fn disk_space(&self) -> u64 {
-        self.inner.db.disk_space().unwrap_or(0)
+        self.inner.db.disk_space()
     }
 
     pub(crate) fn keyspaces(&self) -> &Keyspaces {
