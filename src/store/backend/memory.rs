@@ -1,4 +1,4 @@
-//! The in-memory backend: one ordered map per keyspace, all behind one lock.
+//! The in-memory backend: one ordered map per keyspace (see `tree`), all behind one lock.
 //!
 //! A batch is built without the lock and applied under the write lock in one go, so a
 //! reader sees a batch entirely or not at all, across keyspaces, as with fjall.
@@ -7,14 +7,14 @@
 //! key. Unlike fjall's they are not snapshots; the store never needs one: the log and
 //! the indexes only grow, and readers bound log positions by the published head.
 
-use std::collections::BTreeMap;
 use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use super::tree::Tree;
 use super::Slice;
 use crate::store::StoreError;
 
-type Map = BTreeMap<Slice, Slice>;
+type Map = Tree;
 
 /// Entries an iterator copies per visit to the map: enough that the lock is taken
 /// rarely on long scans, few enough that a short scan copies little it will not read.
@@ -34,7 +34,7 @@ impl Db {
             Some(i) => i,
             None => {
                 names.push(name.to_owned());
-                db.write().push(Map::new());
+                db.write().push(Map::default());
                 names.len() - 1
             }
         };
@@ -67,12 +67,12 @@ impl Keyspace {
         // Indexes come from `Db::keyspace` and maps are never removed.
         match maps.get(self.index) {
             Some(map) => f(map),
-            None => f(&Map::new()),
+            None => f(&Map::default()),
         }
     }
 
     pub(crate) fn get(&self, key: &[u8]) -> Option<Slice> {
-        self.with(|m| m.get(key).cloned())
+        self.with(|m| m.get(key))
     }
 
     pub(crate) fn contains_key(&self, key: &[u8]) -> bool {
@@ -80,11 +80,11 @@ impl Keyspace {
     }
 
     pub(crate) fn first_key(&self) -> Option<Slice> {
-        self.with(|m| m.first_key_value().map(|(k, _)| k.clone()))
+        self.with(Tree::first_key)
     }
 
     pub(crate) fn last_key(&self) -> Option<Slice> {
-        self.with(|m| m.last_key_value().map(|(k, _)| k.clone()))
+        self.with(Tree::last_key)
     }
 
     pub(crate) fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Iter {
@@ -116,12 +116,7 @@ impl Iter {
             return;
         }
         let bounds = (as_ref(&self.lower), as_ref(&self.upper));
-        let chunk: Vec<(Slice, Slice)> = self.ks.with(|m| {
-            m.range::<[u8], _>(bounds)
-                .take(CHUNK)
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        });
+        let chunk = self.ks.with(|m| m.chunk(bounds.0, bounds.1, CHUNK));
         if chunk.len() < CHUNK {
             self.done = true;
         }
@@ -215,12 +210,8 @@ impl Batch {
                 continue;
             };
             match value {
-                Some(v) => {
-                    map.insert(key, v);
-                }
-                None => {
-                    map.remove(&key);
-                }
+                Some(v) => map.insert(key, v),
+                None => map.remove(&key),
             }
         }
         Ok(())

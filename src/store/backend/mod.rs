@@ -10,6 +10,7 @@
 //! inline), so a memory read hands out the stored bytes without copying them.
 
 mod memory;
+mod tree;
 
 use std::ops::RangeBounds;
 use std::sync::Arc;
