@@ -7,7 +7,7 @@
 //! Scenarios (`all`, the default, runs every one):
 //! - `decode`: the JSON-decode bound: the same deltas' `sync_batch` frames parsed in this
 //!   process, nothing stored (`bench/bounds.rs`).
-//! - `store`: the store bound: the receiver's fjall writes alone (same keyspaces, batches
+//! - `store`: the store bound: the receiver's store writes alone (same keyspaces, batches
 //!   of one frame, same fsync policy), no network (`bench/bounds.rs`).
 //! - `sync`: A is loaded with N deltas over `POST /deltas` (its own row), then B starts
 //!   with `--connect A --mode pull --initial-sync full`; timed from B's spawn until B's
@@ -22,7 +22,7 @@
 //!   spoke holds them all. N = 100k.
 //!
 //! Every scenario runs its nodes as separate processes (`target/release/rhizome`, built by
-//! `cargo build --release`), durable fjall stores in temp dirs unless `--memory`. Peak RSS
+//! `cargo build --release`), durable fjall stores in temp dirs, or in-memory stores with `--memory`. Peak RSS
 //! is each node's `VmHWM`; CPU seconds each node's user + system time, steadier than wall
 //! time on a shared machine. Delivery latency: see `bench/load.rs` (probes, one delta in
 //! 100, looked up by id on the receiver; late by at most one poll). Every row is also

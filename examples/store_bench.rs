@@ -33,7 +33,7 @@ fn entries(n: usize, tag: &str) -> Vec<NewEntry> {
 
 fn run(durability: Durability, batch: usize, total: usize) -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open_with(dir.path(), false, durability).expect("open store");
+    let store = Store::open_with(dir.path(), durability).expect("open store");
     let data = entries(total, &format!("{durability:?}{batch}"));
     let start = Instant::now();
     for chunk in data.chunks(batch) {
@@ -49,7 +49,7 @@ fn run(durability: Durability, batch: usize, total: usize) -> f64 {
 /// `writers` threads each appending one delta at a time: the writer groups them.
 fn run_concurrent(writers: usize, total: usize) -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open_with(dir.path(), false, Durability::Sync).expect("open store");
+    let store = Store::open_with(dir.path(), Durability::Sync).expect("open store");
     let per = total / writers;
     let start = Instant::now();
     std::thread::scope(|s| {

@@ -7,8 +7,9 @@
 //! - [`delta`]: the `Delta` / `Pointer` / `Target` types in the v1 wire shape,
 //!   decoding that names the bad field, validation, authoring and negation.
 //! - [`filter`]: `DeltaFilter`, strict JSON and `matches`.
-//! - [`store`]: the fjall store: gap-free log by sequence number, id index (dedup),
-//!   query indexes, negations, metadata; one writer thread with group commit.
+//! - [`store`]: the delta store, on fjall or in memory: gap-free log by sequence number,
+//!   id index (dedup), query indexes, negations, metadata; one writer thread with group
+//!   commit.
 //! - [`log_tail`]: reading the durable log from a cursor, waiting for more.
 //! - [`events`]: what the node announces.
 //! - [`admission`]: what a remote delta must pass (pull filters, trust policies) and

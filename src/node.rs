@@ -59,7 +59,7 @@ pub enum IngestOutcome {
 pub enum Storage {
     /// A durable fjall database in this directory.
     Path(PathBuf),
-    /// A temporary fjall database, deleted at shutdown.
+    /// The store in memory ([`Store::temporary`]): nothing reaches the disk or survives the node.
     #[default]
     Memory,
 }
@@ -123,7 +123,7 @@ impl Node {
         let durability = config.durability.unwrap_or(Durability::Sync);
         // Opening recovers the journal: blocking work, kept off the async workers.
         let store = tokio::task::spawn_blocking(move || match storage {
-            Storage::Path(p) => Store::open_with(&p, false, durability),
+            Storage::Path(p) => Store::open_with(&p, durability),
             Storage::Memory => Store::temporary(),
         })
         .await

@@ -18,7 +18,8 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use rhizome::delta::{NEGATED_BY_CONTEXT, NEGATES_ROLE};
-use rhizome::store::Query;
+use rhizome::node::{NodeConfig, Storage};
+use rhizome::store::{Durability, Query};
 use rhizome::{Delta, DeltaFilter, IngestOutcome, Node, Origin, Pointer, Seq, Target};
 use serde_json::{json, Map, Number, Value};
 
@@ -453,12 +454,29 @@ fn model(deltas: &[Delta]) -> Snapshot {
     }
 }
 
-/// Fresh in-memory nodes, opened side by side (opening one takes a few hundred
-/// milliseconds in a debug build, most of it waiting on the file system).
-async fn open_nodes(count: usize) -> Vec<Node> {
+/// Fresh nodes, opened side by side: even ones in memory, odd ones on fjall in a
+/// temporary directory (no fsync), so converging is also the two store backends
+/// agreeing with each other and with the model.
+async fn open_nodes(count: usize) -> (Vec<Node>, Vec<tempfile::TempDir>) {
+    let mut dirs = Vec::new();
     let mut opening = tokio::task::JoinSet::new();
     for k in 0..count {
-        opening.spawn(async move { (k, Node::in_memory(&format!("node-{k}")).await) });
+        let system_id = format!("node-{k}");
+        let storage = if k % 2 == 0 {
+            Storage::Memory
+        } else {
+            let dir = tempfile::tempdir().expect("a temp dir");
+            let path = dir.path().join("data");
+            dirs.push(dir);
+            Storage::Path(path)
+        };
+        let config = NodeConfig {
+            storage,
+            system_id: Some(system_id),
+            durability: Some(Durability::Buffered),
+            ..Default::default()
+        };
+        opening.spawn(async move { (k, Node::open(config).await) });
     }
     let mut nodes = Vec::new();
     while let Some(opened) = opening.join_next().await {
@@ -466,11 +484,11 @@ async fn open_nodes(count: usize) -> Vec<Node> {
         nodes.push((k, node.expect("a node")));
     }
     nodes.sort_by_key(|(k, _)| *k);
-    nodes.into_iter().map(|(_, node)| node).collect()
+    (nodes.into_iter().map(|(_, node)| node).collect(), dirs)
 }
 
-/// Closes the nodes and removes their stores, side by side.
-fn close(nodes: Vec<Node>) {
+/// Closes the nodes, side by side, then removes the directories of those on disk.
+fn close(nodes: Vec<Node>, dirs: Vec<tempfile::TempDir>) {
     std::thread::scope(|s| {
         for node in nodes {
             s.spawn(move || {
@@ -479,6 +497,7 @@ fn close(nodes: Vec<Node>) {
             });
         }
     });
+    drop(dirs);
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -502,7 +521,7 @@ proptest! {
         let n = deltas.len();
         let expected = model(&deltas);
         let rt = runtime();
-        let nodes = rt.block_on(open_nodes(NODES + 1));
+        let (nodes, dirs) = rt.block_on(open_nodes(NODES + 1));
         let snapshots = rt.block_on(async {
             for (k, plan) in plans.iter().enumerate() {
                 let outcomes = deliver(&nodes[k], &deltas, plan).await;
@@ -531,7 +550,7 @@ proptest! {
             }
             snapshots
         });
-        close(nodes);
+        close(nodes, dirs);
         for (k, snap) in snapshots.iter().enumerate().skip(1) {
             prop_assert_eq!(snap, &snapshots[0], "node {} differs from node 0", k);
         }

@@ -7,10 +7,10 @@
 //!   reads (the typed fast path). A second figure adds validation
 //!   ([`rhizome::delta::WireDelta::into_checked`]), which the receiver also does: together, what the
 //!   receiver's session does with a frame before it reaches the store.
-//! - **store**: the receiver's fjall writes alone: [`Store::append`] of the same deltas,
-//!   already decoded, from a remote origin, in batches of the sender's frame size, each
-//!   with the link cursor in the same batch, one batch at a time (the receiver waits for
-//!   each batch to be durable before taking the next), fsync per batch unless `--memory`.
+//! - **store**: the receiver's store writes alone (fjall, or in memory with `--memory`):
+//!   [`Store::append`] of the same deltas, already decoded, from a remote origin, in
+//!   batches of the sender's frame size, each with the link cursor in the same batch, one
+//!   batch at a time (the receiver waits for each batch to be durable before taking the next), fsync per batch unless `--memory`.
 //!   Same keyspaces and indexes as the node: it is the node's own store code.
 
 use std::time::{Duration, Instant};
@@ -118,16 +118,17 @@ pub fn decode_bound(n: usize, rounds: usize) -> Result<DecodeBound> {
 /// Appends `n` deltas as a receiver would; deltas per second of the time spent in
 /// `append` (building the deltas is not counted). Blocking: call it off the runtime.
 pub fn store_bound(n: usize, memory: bool) -> Result<StoreBound> {
+    // The same stores the nodes open: in memory with `--memory`, else durable on disk.
     let dir = tempfile::Builder::new()
         .prefix("rhizome-bench-store-")
         .tempdir()
         .context("cannot create a temp dir")?;
-    let durability = if memory {
-        Durability::Buffered
+    let store = if memory {
+        Store::temporary()
     } else {
-        Durability::Sync
-    };
-    let store = Store::open_with(dir.path(), memory, durability).context("cannot open a store")?;
+        Store::open_with(dir.path(), Durability::Sync)
+    }
+    .context("cannot open a store")?;
     let tag = load::fresh_tag();
     let mut in_append = Duration::ZERO;
     let cpu_start = cpu_now();

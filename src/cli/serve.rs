@@ -34,7 +34,7 @@ pub struct ServeArgs {
     /// Directory of the fjall database [default: ./data].
     #[arg(long, conflicts_with = "memory")]
     pub data: Option<PathBuf>,
-    /// Keep deltas in a temporary database that is deleted at shutdown.
+    /// Keep deltas in memory only: nothing reaches the disk, nothing survives shutdown.
     #[arg(long)]
     pub memory: bool,
     /// This node's system id (default: generated once and kept in the data directory).

@@ -1,13 +1,17 @@
-//! The delta store on fjall: a gap-free log of deltas by local sequence number, with
-//! an id index (dedup), query indexes, the negation relation and small metadata
-//! (system id, link cursors) in one database so they commit atomically.
+//! The delta store: a gap-free log of deltas by local sequence number, with an id
+//! index (dedup), query indexes, the negation relation and small metadata (system id,
+//! link cursors) in one database so they commit atomically. The database is fjall on
+//! disk ([`Store::open`]) or ordered maps in memory ([`Store::temporary`]), behind
+//! `backend`; everything else here is the same code for both.
 //!
 //! All writes go through one writer thread (see `writer`) that groups concurrent
-//! requests into one fjall batch and one fsync. Reads go straight to fjall from any
+//! requests into one batch and one fsync. Reads go straight to the backend from any
 //! thread. Only durable entries are visible to readers of the log: the published
 //! head (`head()`, `watch_head()`) moves after commit *and* persist.
 
+mod backend;
 mod keys;
+mod open;
 mod postings;
 mod quarantine;
 mod query;
@@ -17,11 +21,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use fjall::config::{FilterPolicy, PinningPolicy};
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use tokio::sync::watch;
 
 use crate::delta::Delta;
+use backend::{Db, Keyspace};
 
 pub use query::Query;
 pub use writer::{AppendOutcome, NewEntry, SideWrites};
@@ -65,7 +68,8 @@ pub struct StoredDelta {
 pub enum Durability {
     /// fsync (`PersistMode::SyncData`) each group commit before anything is acknowledged.
     Sync,
-    /// Leave writes in OS buffers: for temporary stores, where there is no disk to survive on.
+    /// Leave writes in OS buffers: for fjall stores whose contents need not survive a
+    /// crash (tests, benchmarks). A store in memory has nothing to fsync either way.
     Buffered,
 }
 
@@ -84,14 +88,6 @@ pub enum StoreError {
     #[error("the store's writer has stopped")]
     Closed,
 }
-
-/// Memtable sizes: the log holds the delta bodies, the indexes only short keys.
-const LOG_MEMTABLE: u64 = 8 * 1024 * 1024;
-const INDEX_MEMTABLE: u64 = 4 * 1024 * 1024;
-/// Block cache shared by all keyspaces. Appends do not need it (the id index keeps its
-/// filter and index blocks pinned, see `open_with`); it serves queries and log tailers
-/// reading recent blocks, so a few MiB do.
-const CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// An append queued with [`Store::submit`].
 #[must_use = "an append is acknowledged only once `durable` resolves"]
@@ -129,9 +125,10 @@ pub(crate) struct Keyspaces {
 }
 
 struct Inner {
-    db: Database,
+    db: Db,
     ks: Arc<Keyspaces>,
-    path: PathBuf,
+    /// `None` in memory.
+    path: Option<PathBuf>,
     temporary: bool,
     writer: writer::WriterHandle,
     head: watch::Receiver<Seq>,
@@ -145,116 +142,47 @@ impl Store {
     /// # Errors
     /// [`StoreError::Locked`] when another process has it open; I/O and recovery errors.
     pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
-        Store::open_with(path.as_ref(), false, Durability::Sync)
+        Store::open_with(path.as_ref(), Durability::Sync)
     }
 
-    /// A store in a fresh temporary directory, removed when the store is dropped. Same
-    /// code path as a durable store, without fsync.
+    /// A store in memory: nothing survives the process (or the last handle), and
+    /// nothing touches the disk. The same code path as a durable store above the
+    /// backend (writer, indexes, queries), without fsync; what `--memory` nodes and
+    /// most tests use.
+    ///
+    /// # Errors
+    /// None in practice: the store comes up through the same fallible steps as on disk.
+    pub fn temporary() -> Result<Store, StoreError> {
+        Store::start(Db::memory(), None, true, None)
+    }
+
+    /// A temporary store on fjall, in a fresh directory removed when the store is
+    /// dropped, without fsync: for tests and benchmarks of the disk backend.
     ///
     /// # Errors
     /// When the directory or the database cannot be created.
-    pub fn temporary() -> Result<Store, StoreError> {
+    pub fn temporary_on_disk() -> Result<Store, StoreError> {
         let dir = tempfile::Builder::new()
             .prefix("rhizome-")
             .tempdir()
             .map_err(StoreError::TempDir)?;
-        Store::open_with(&dir.keep(), true, Durability::Buffered)
+        Store::open_fjall(&dir.keep(), true, Durability::Buffered)
     }
 
-    /// Opens a store with an explicit durability (benchmarks compare both).
+    /// Opens a durable fjall store with an explicit durability (benchmarks compare both).
     ///
     /// # Errors
     /// As [`Store::open`].
-    pub fn open_with(
-        path: &Path,
-        temporary: bool,
-        durability: Durability,
-    ) -> Result<Store, StoreError> {
-        let db = Database::builder(path)
-            .temporary(temporary)
-            .cache_size(CACHE_BYTES)
-            .open()
-            .map_err(|e| match e {
-                fjall::Error::Locked => StoreError::Locked(path.to_path_buf()),
-                other => StoreError::Fjall(other),
-            })?;
-        // Memtables bound the store's memory: fjall's default (64 MiB each) times ten
-        // keyspaces would let a long sync hold ~600 MiB in memory before flushing.
-        let open = |name: &str| {
-            let memtable = if name == "log" {
-                LOG_MEMTABLE
-            } else {
-                INDEX_MEMTABLE
-            };
-            // Bloom filters only help point reads that mostly miss: the id index (every
-            // append asks whether the id is already stored). Its filter and index blocks
-            // stay pinned in memory (about 2 bytes per delta): read through a small cache
-            // instead, every dedup lookup would load them from disk again. The log is read by position
-            // from tables whose key ranges do not overlap, and the term indexes only by
-            // prefix, so building filters for them on every flush and compaction is
-            // work nobody reads.
-            let point_reads = matches!(name, "ids" | "meta" | "quarantine");
-            db.keyspace(name, || {
-                let opts = KeyspaceCreateOptions::default().max_memtable_size(memtable);
-                if point_reads {
-                    opts.filter_block_pinning_policy(PinningPolicy::all(true))
-                        .index_block_pinning_policy(PinningPolicy::all(true))
-                } else {
-                    opts.filter_policy(FilterPolicy::disabled())
-                }
-            })
-        };
-        let ks = Arc::new(Keyspaces {
-            log: open("log")?,
-            ids: open("ids")?,
-            by_target: open("by_target")?,
-            by_context: open("by_context")?,
-            by_author: open("by_author")?,
-            by_system: open("by_system")?,
-            by_time: open("by_time")?,
-            negations: open("negations")?,
-            meta: open("meta")?,
-            quarantine: open("quarantine")?,
-        });
-        let quarantine =
-            quarantine::QuarantineState::open(&ks.quarantine, quarantine::DEFAULT_LIMIT)?;
-        let head = match ks.log.last_key_value() {
-            Some(guard) => keys::decode_seq(&guard.key()?)?,
-            None => Seq(0),
-        };
-        let (head_tx, head_rx) = watch::channel(head);
-        let duplicates = Arc::new(AtomicU64::new(0));
-        let persist = match durability {
-            Durability::Sync => Some(PersistMode::SyncData),
-            Durability::Buffered => None,
-        };
-        let writer = writer::spawn(
-            db.clone(),
-            ks.clone(),
-            head,
-            head_tx,
-            persist,
-            duplicates.clone(),
-            quarantine.clone(),
-        );
-        Ok(Store {
-            inner: Arc::new(Inner {
-                db,
-                ks,
-                path: path.to_path_buf(),
-                temporary,
-                writer,
-                head: head_rx,
-                duplicates,
-                quarantine,
-            }),
-        })
+    pub fn open_with(path: &Path, durability: Durability) -> Result<Store, StoreError> {
+        Store::open_fjall(path, false, durability)
     }
 
-    pub fn path(&self) -> &Path {
-        &self.inner.path
+    /// The data directory; `None` for a store in memory.
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.path.as_deref()
     }
 
+    /// Whether the store goes away with the process (in memory, or a temporary directory).
     pub fn is_temporary(&self) -> bool {
         self.inner.temporary
     }
@@ -532,9 +460,9 @@ impl Store {
         query::run(self, q)
     }
 
-    /// Bytes the database uses on disk.
+    /// Bytes the database uses on disk (0 in memory).
     pub fn disk_space(&self) -> u64 {
-        self.inner.db.disk_space().unwrap_or(0)
+        self.inner.db.disk_space()
     }
 
     pub(crate) fn keyspaces(&self) -> &Keyspaces {

@@ -14,8 +14,7 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 
-use fjall::{Keyspace, OwnedWriteBatch};
-
+use super::backend::{Batch, Keyspace, Slice};
 use super::{keys, Seq, StoreError};
 
 /// The positions each term gained in one group commit, in log order.
@@ -40,9 +39,9 @@ impl<T: Hash + Eq> Postings<T> {
     }
 
     /// Writes one entry per term into `batch`, with `key(term, first_seq)` as its key.
-    pub(crate) fn write<K: Into<fjall::UserKey>>(
+    pub(crate) fn write<K: Into<Slice>>(
         self,
-        batch: &mut OwnedWriteBatch,
+        batch: &mut Batch,
         index: &Keyspace,
         key: impl Fn(&T, Seq) -> K,
     ) {

@@ -7,8 +7,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use fjall::{Keyspace, OwnedWriteBatch};
-
+use super::backend::{Batch, Keyspace};
 use super::{Store, StoreError};
 
 /// Records kept at most.
@@ -36,12 +35,12 @@ fn decode_key(k: &[u8]) -> Result<u64, StoreError> {
 
 impl QuarantineState {
     pub(crate) fn open(ks: &Keyspace, limit: u64) -> Result<QuarantineState, StoreError> {
-        let first = match ks.first_key_value() {
-            Some(g) => decode_key(&g.key()?)?,
+        let first = match ks.first_key()? {
+            Some(k) => decode_key(&k)?,
             None => 1,
         };
-        let last = match ks.last_key_value() {
-            Some(g) => decode_key(&g.key()?)?,
+        let last = match ks.last_key()? {
+            Some(k) => decode_key(&k)?,
             None => 0,
         };
         let mut len = 0u64;
@@ -60,7 +59,7 @@ impl QuarantineState {
     /// Adds a record to `batch`, evicting the oldest when over the limit.
     pub(crate) fn add(
         &self,
-        batch: &mut OwnedWriteBatch,
+        batch: &mut Batch,
         ks: &Keyspace,
         record: &[u8],
     ) -> Result<(), StoreError> {

@@ -6,8 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use fjall::Keyspace;
-
+use super::backend::Keyspace;
 use super::{keys, postings, Seq, Store, StoreError, StoredDelta};
 use crate::filter::DeltaFilter;
 

@@ -1,3 +1,6 @@
+//! Each test of the store's behaviour runs on both backends (see `both_backends!`);
+//! the ones about a data directory (restart, locking) only on fjall.
+
 use super::*;
 use crate::delta::{negate, new_delta, Pointer, Target};
 use crate::filter::{DeltaFilter, TimestampRange};
@@ -17,13 +20,46 @@ fn entry(author: &str, target: &str) -> NewEntry {
     }
 }
 
+/// How a test gets a fresh store.
+type Open = fn() -> Result<Store, StoreError>;
+
+/// Runs each named test against the memory backend and against fjall.
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(#[test]
+            fn $name() {
+                super::$name(super::Store::temporary)
+            })*
+        }
+        mod fjall {
+            $(#[test]
+            fn $name() {
+                super::$name(super::Store::temporary_on_disk)
+            })*
+        }
+    };
+}
+
+both_backends!(
+    sequence_numbers_are_gap_free_and_ordered,
+    duplicates_are_no_ops_that_say_so,
+    origin_is_remembered,
+    queries_use_indexes_and_recheck_the_filter,
+    negation_hides_a_delta_and_negating_the_negation_restores_it,
+    same_set_in_any_order_gives_the_same_contents,
+    postings_across_commits_answer_queries_in_log_order,
+    an_inverted_timestamp_range_finds_nothing,
+    readers_never_see_half_a_batch,
+    temporary_stores_say_so
+);
+
 fn ids(found: &[StoredDelta]) -> Vec<String> {
     found.iter().map(|d| d.delta.id.clone()).collect()
 }
 
-#[test]
-fn sequence_numbers_are_gap_free_and_ordered() {
-    let store = Store::temporary().unwrap();
+fn sequence_numbers_are_gap_free_and_ordered(open: Open) {
+    let store = open().unwrap();
     let batch: Vec<NewEntry> = (0..5).map(|i| entry("alice", &format!("t{i}"))).collect();
     let out = store.append_blocking(batch.clone(), vec![]).unwrap();
     assert_eq!(
@@ -47,9 +83,8 @@ fn sequence_numbers_are_gap_free_and_ordered() {
     assert!(store.scan_after(Seq(6), 10).unwrap().is_empty());
 }
 
-#[test]
-fn duplicates_are_no_ops_that_say_so() {
-    let store = Store::temporary().unwrap();
+fn duplicates_are_no_ops_that_say_so(open: Open) {
+    let store = open().unwrap();
     let e = entry("alice", "t");
     assert_eq!(
         store.append_blocking(vec![e.clone()], vec![]).unwrap(),
@@ -75,9 +110,8 @@ fn duplicates_are_no_ops_that_say_so() {
     assert_eq!(store.duplicates(), 2);
 }
 
-#[test]
-fn origin_is_remembered() {
-    let store = Store::temporary().unwrap();
+fn origin_is_remembered(open: Open) {
+    let store = open().unwrap();
     let mut e = entry("alice", "t");
     e.origin = Some("peer-b".into());
     store
@@ -135,9 +169,8 @@ fn a_second_process_is_refused_clearly() {
     }
 }
 
-#[test]
-fn queries_use_indexes_and_recheck_the_filter() {
-    let store = Store::temporary().unwrap();
+fn queries_use_indexes_and_recheck_the_filter(open: Open) {
+    let store = open().unwrap();
     let mut entries = Vec::new();
     for (author, target, ts) in [
         ("alice", "p1", 100),
@@ -234,9 +267,8 @@ fn queries_use_indexes_and_recheck_the_filter() {
     assert_eq!(page2[0].delta.id, id(3));
 }
 
-#[test]
-fn negation_hides_a_delta_and_negating_the_negation_restores_it() {
-    let store = Store::temporary().unwrap();
+fn negation_hides_a_delta_and_negating_the_negation_restores_it(open: Open) {
+    let store = open().unwrap();
     let original = entry("alice", "p1");
     store
         .append_blocking(vec![original.clone()], vec![])
@@ -289,13 +321,12 @@ fn negation_hides_a_delta_and_negating_the_negation_restores_it() {
     assert_eq!(all(false), vec![original.delta.id.clone()]);
 }
 
-#[test]
-fn same_set_in_any_order_gives_the_same_contents() {
+fn same_set_in_any_order_gives_the_same_contents(open: Open) {
     let entries: Vec<NewEntry> = (0..50)
         .map(|i| entry(&format!("a{}", i % 3), &format!("t{}", i % 7)))
         .collect();
     let contents = |order: Vec<NewEntry>| {
-        let store = Store::temporary().unwrap();
+        let store = open().unwrap();
         for chunk in order.chunks(7) {
             store.append_blocking(chunk.to_vec(), vec![]).unwrap();
         }
@@ -314,9 +345,8 @@ fn same_set_in_any_order_gives_the_same_contents() {
 
 /// Index entries are postings (one per term per group commit): queries over several
 /// commits, with several positions per entry, still give every match once, in log order.
-#[test]
-fn postings_across_commits_answer_queries_in_log_order() {
-    let store = Store::temporary().unwrap();
+fn postings_across_commits_answer_queries_in_log_order(open: Open) {
+    let store = open().unwrap();
     let mut expected_alice = Vec::new();
     for commit in 0..3 {
         let batch: Vec<NewEntry> = (0..6)
@@ -360,4 +390,88 @@ fn postings_across_commits_answer_queries_in_log_order() {
     assert_eq!(seqs(by_time, 0), (7..=12).collect::<Vec<_>>());
     assert_eq!(store.first_seq_at_or_after(1_001).unwrap(), Some(Seq(7)));
     assert_eq!(store.first_seq_at_or_after(5_000).unwrap(), None);
+}
+
+/// An inverted range is a query that matches nothing, not a failure (BTreeMap would panic).
+fn an_inverted_timestamp_range_finds_nothing(open: Open) {
+    let store = open().unwrap();
+    store
+        .append_blocking(vec![entry("alice", "p1")], vec![])
+        .unwrap();
+    let filter = DeltaFilter {
+        timestamp_range: Some(TimestampRange {
+            start: Some(900),
+            end: Some(100),
+        }),
+        ..Default::default()
+    };
+    let q = Query {
+        filter,
+        ..Default::default()
+    };
+    assert!(store.query(&q).unwrap().is_empty());
+}
+
+/// A reader racing the writer finds every delta the head covers, with its id indexed
+/// and its cursor written: a batch becomes visible whole.
+fn readers_never_see_half_a_batch(open: Open) {
+    let store = open().unwrap();
+    let reader = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let mut seen = Seq(0);
+            while seen < Seq(400) {
+                let head = store.head();
+                let page = store.scan_after(seen, 1000).unwrap();
+                assert!(
+                    page.len() as u64 >= head.0 - seen.0,
+                    "the head outran the log"
+                );
+                for d in &page {
+                    assert_eq!(store.seq_of(&d.delta.id).unwrap(), Some(d.seq));
+                }
+                if let Some(last) = page.last() {
+                    let cursor = store.get_meta("cursor").unwrap().unwrap();
+                    let cursor = u64::from_be_bytes(cursor.try_into().unwrap());
+                    assert!(
+                        cursor >= last.seq.0,
+                        "a delta visible before its batch's cursor"
+                    );
+                    seen = last.seq;
+                }
+            }
+        })
+    };
+    for round in 0..40u64 {
+        let batch: Vec<NewEntry> = (0..10)
+            .map(|i| entry("w", &format!("{round}-{i}")))
+            .collect();
+        store
+            .append_blocking(
+                batch,
+                vec![("cursor".into(), ((round + 1) * 10).to_be_bytes().to_vec())],
+            )
+            .unwrap();
+    }
+    reader.join().unwrap();
+}
+
+fn temporary_stores_say_so(open: Open) {
+    let store = open().unwrap();
+    assert!(store.is_temporary());
+    store
+        .append_blocking(vec![entry("alice", "p1")], vec![])
+        .unwrap();
+    assert_eq!(store.head(), Seq(1));
+}
+
+#[test]
+fn a_memory_store_has_no_path_and_no_disk() {
+    let store = Store::temporary().unwrap();
+    assert_eq!(store.path(), None);
+    assert_eq!(store.disk_space(), 0);
+    let dir = tempfile::tempdir().unwrap();
+    let durable = Store::open(dir.path()).unwrap();
+    assert_eq!(durable.path(), Some(dir.path()));
+    assert!(!durable.is_temporary());
 }

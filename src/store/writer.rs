@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
-use fjall::{Database, PersistMode};
+use fjall::PersistMode;
 use tokio::sync::{oneshot, watch};
 
+use super::backend::Db;
 use super::postings::Postings;
 use super::{keys, Keyspaces, Seq, StoreError};
 use crate::delta::Delta;
@@ -104,7 +105,7 @@ impl Drop for WriterHandle {
 }
 
 pub(crate) fn spawn(
-    db: Database,
+    db: Db,
     ks: Arc<Keyspaces>,
     head: Seq,
     head_tx: watch::Sender<Seq>,
@@ -136,7 +137,7 @@ pub(crate) fn spawn(
 }
 
 struct Writer {
-    db: Database,
+    db: Db,
     ks: Arc<Keyspaces>,
     next: Seq,
     head_tx: watch::Sender<Seq>,

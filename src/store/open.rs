@@ -1,0 +1,121 @@
+//! How a store comes up: the backend's database, the keyspaces and their tuning, the
+//! head and quarantine counters recovered from what is stored, and the writer thread.
+//! One way for both backends.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use fjall::config::{FilterPolicy, PinningPolicy};
+use fjall::{Database, KeyspaceCreateOptions, PersistMode};
+use tokio::sync::watch;
+
+use super::backend::Db;
+use super::{keys, quarantine, writer, Durability, Inner, Keyspaces, Seq, Store, StoreError};
+
+/// Memtable sizes: the log holds the delta bodies, the indexes only short keys.
+const LOG_MEMTABLE: u64 = 8 * 1024 * 1024;
+const INDEX_MEMTABLE: u64 = 4 * 1024 * 1024;
+/// Block cache shared by all keyspaces. Appends do not need it (the id index keeps its
+/// filter and index blocks pinned, see `Store::start`); it serves queries and log tailers
+/// reading recent blocks, so a few MiB do.
+const CACHE_BYTES: u64 = 4 * 1024 * 1024;
+
+impl Store {
+    pub(super) fn open_fjall(
+        path: &Path,
+        temporary: bool,
+        durability: Durability,
+    ) -> Result<Store, StoreError> {
+        let db = Database::builder(path)
+            .temporary(temporary)
+            .cache_size(CACHE_BYTES)
+            .open()
+            .map_err(|e| match e {
+                fjall::Error::Locked => StoreError::Locked(path.to_path_buf()),
+                other => StoreError::Fjall(other),
+            })?;
+        let persist = match durability {
+            Durability::Sync => Some(PersistMode::SyncData),
+            Durability::Buffered => None,
+        };
+        Store::start(Db::Fjall(db), Some(path.to_path_buf()), temporary, persist)
+    }
+
+    /// Opens the keyspaces, recovers the head and the quarantine's counters, and starts
+    /// the writer: the one way a store comes up, whatever its backend.
+    pub(super) fn start(
+        db: Db,
+        path: Option<PathBuf>,
+        temporary: bool,
+        persist: Option<PersistMode>,
+    ) -> Result<Store, StoreError> {
+        // Memtables bound the store's memory: fjall's default (64 MiB each) times ten
+        // keyspaces would let a long sync hold ~600 MiB in memory before flushing.
+        let open = |name: &str| {
+            let memtable = if name == "log" {
+                LOG_MEMTABLE
+            } else {
+                INDEX_MEMTABLE
+            };
+            // Bloom filters only help point reads that mostly miss: the id index (every
+            // append asks whether the id is already stored). Its filter and index blocks
+            // stay pinned in memory (about 2 bytes per delta): read through a small cache
+            // instead, every dedup lookup would load them from disk again. The log is read by position
+            // from tables whose key ranges do not overlap, and the term indexes only by
+            // prefix, so building filters for them on every flush and compaction is
+            // work nobody reads.
+            let point_reads = matches!(name, "ids" | "meta" | "quarantine");
+            db.keyspace(name, || {
+                let opts = KeyspaceCreateOptions::default().max_memtable_size(memtable);
+                if point_reads {
+                    opts.filter_block_pinning_policy(PinningPolicy::all(true))
+                        .index_block_pinning_policy(PinningPolicy::all(true))
+                } else {
+                    opts.filter_policy(FilterPolicy::disabled())
+                }
+            })
+        };
+        let ks = Arc::new(Keyspaces {
+            log: open("log")?,
+            ids: open("ids")?,
+            by_target: open("by_target")?,
+            by_context: open("by_context")?,
+            by_author: open("by_author")?,
+            by_system: open("by_system")?,
+            by_time: open("by_time")?,
+            negations: open("negations")?,
+            meta: open("meta")?,
+            quarantine: open("quarantine")?,
+        });
+        let quarantine =
+            quarantine::QuarantineState::open(&ks.quarantine, quarantine::DEFAULT_LIMIT)?;
+        let head = match ks.log.last_key()? {
+            Some(key) => keys::decode_seq(&key)?,
+            None => Seq(0),
+        };
+        let (head_tx, head_rx) = watch::channel(head);
+        let duplicates = Arc::new(AtomicU64::new(0));
+        let writer = writer::spawn(
+            db.clone(),
+            ks.clone(),
+            head,
+            head_tx,
+            persist,
+            duplicates.clone(),
+            quarantine.clone(),
+        );
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                ks,
+                path,
+                temporary,
+                writer,
+                head: head_rx,
+                duplicates,
+                quarantine,
+            }),
+        })
+    }
+}
