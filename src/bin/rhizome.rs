@@ -11,31 +11,6 @@ use rhizome::cli;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Commit the allocator's memory as it is used, not whole arenas up front: with
-/// mimalloc's default (eager commit) the memory it frees is only reset, and stays in
-/// the resident set. Measured on a 300k-delta sync: receiver peak RSS 141 -> 80 MiB,
-/// with no more CPU. (Purging at once, `purge_delay` 0, saved a little more but cost
-/// 10-15% more CPU and throughput, so that option keeps its default.)
-///
-/// It must be set before the first allocation creates the first arena (set from
-/// `main` it changed nothing), so it runs as an ELF constructor, before Rust's runtime
-/// starts; the `MIMALLOC_ARENA_EAGER_COMMIT` environment variable still overrides it.
-#[cfg(target_os = "linux")]
-#[used]
-#[link_section = ".init_array"]
-static TUNE_ALLOCATOR: extern "C" fn() = tune_allocator;
-
-#[cfg(target_os = "linux")]
-extern "C" fn tune_allocator() {
-    // The option's number in mimalloc.h (the same in its v2 and v3); the sys crate does
-    // not name it.
-    const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
-    if std::env::var_os("MIMALLOC_ARENA_EAGER_COMMIT").is_none() {
-        // SAFETY: a plain setter of a process-wide allocator option; it allocates nothing.
-        unsafe { libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0) }
-    }
-}
-
 #[derive(Parser)]
 #[command(name = "rhizome", version, about = "A RhizomeDB federation node")]
 struct Cli {
