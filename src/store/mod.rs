@@ -441,12 +441,9 @@ impl Store {
     /// Storage or corruption errors.
     pub fn negations_of(&self, id: &str) -> Result<Vec<StoredDelta>, StoreError> {
         let mut out = Vec::new();
-        for guard in self.inner.ks.negations.prefix(keys::term_prefix(id)) {
-            let (k, v) = guard.into_inner()?;
-            for seq in postings::positions(&k, &v)? {
-                if let Some(d) = self.get_seq(seq)? {
-                    out.push(d);
-                }
+        for seq in postings::term_positions(&self.inner.ks.negations, id)? {
+            if let Some(d) = self.get_seq(seq)? {
+                out.push(d);
             }
         }
         Ok(out)

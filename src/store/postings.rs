@@ -72,6 +72,20 @@ fn encode_gaps(first: Seq, rest: &[Seq]) -> Vec<u8> {
     out
 }
 
+/// Every position `term` has in `index`, in log order (entries are keyed by their first
+/// position, and each entry's positions are ascending and above the previous entry's).
+///
+/// # Errors
+/// Storage errors, or [`StoreError::Corrupt`] for a damaged entry.
+pub(crate) fn term_positions(index: &Keyspace, term: &str) -> Result<Vec<Seq>, StoreError> {
+    let mut out = Vec::new();
+    for guard in index.prefix(keys::term_prefix(term)) {
+        let (k, v) = guard.into_inner()?;
+        out.extend(positions(&k, &v)?);
+    }
+    Ok(out)
+}
+
 /// The positions an index entry holds: the one in its key, then those in its value.
 ///
 /// # Errors

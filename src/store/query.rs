@@ -96,10 +96,7 @@ fn candidates(store: &Store, f: &DeltaFilter) -> Result<Option<BTreeSet<Seq>>, S
         if let Some(terms) = terms {
             let mut set = BTreeSet::new();
             for term in terms {
-                for guard in index.prefix(keys::term_prefix(term)) {
-                    let (k, v) = guard.into_inner()?;
-                    set.extend(postings::positions(&k, &v)?);
-                }
+                set.extend(postings::term_positions(index, term)?);
             }
             return Ok(Some(set));
         }
@@ -139,14 +136,11 @@ fn is_negated_memo(
         return Ok(*known);
     }
     let mut negated = false;
-    'entries: for guard in store.keyspaces().negations.prefix(keys::term_prefix(id)) {
-        let (k, v) = guard.into_inner()?;
-        for seq in postings::positions(&k, &v)? {
-            if let Some(negation) = store.get_seq(seq)? {
-                if !is_negated_memo(store, &negation.delta.id, depth + 1, memo)? {
-                    negated = true;
-                    break 'entries;
-                }
+    for seq in postings::term_positions(&store.keyspaces().negations, id)? {
+        if let Some(negation) = store.get_seq(seq)? {
+            if !is_negated_memo(store, &negation.delta.id, depth + 1, memo)? {
+                negated = true;
+                break;
             }
         }
     }

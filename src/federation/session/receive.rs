@@ -151,11 +151,8 @@ impl Session<'_> {
             }
             if pending.values.len() >= SUBMIT_AT {
                 in_flight.extend(self.submit(&mut pending, est).await?);
-                while in_flight.len() > MAX_IN_FLIGHT {
-                    if let Some(oldest) = in_flight.pop_front() {
-                        self.complete(oldest, est).await?;
-                    }
-                }
+                self.complete_until(&mut in_flight, MAX_IN_FLIGHT, est)
+                    .await?;
             }
         }
         self.settle(&mut pending, &mut in_flight, est).await
@@ -170,8 +167,20 @@ impl Session<'_> {
         est: &mut Established,
     ) -> Result<(), SessionEnd> {
         in_flight.extend(self.submit(pending, est).await?);
-        while let Some(oldest) = in_flight.pop_front() {
-            self.complete(oldest, est).await?;
+        self.complete_until(in_flight, 0, est).await
+    }
+
+    /// Answers the oldest batches in flight, in order, until at most `left` remain.
+    async fn complete_until(
+        &mut self,
+        in_flight: &mut VecDeque<InFlight>,
+        left: usize,
+        est: &mut Established,
+    ) -> Result<(), SessionEnd> {
+        while in_flight.len() > left {
+            if let Some(oldest) = in_flight.pop_front() {
+                self.complete(oldest, est).await?;
+            }
         }
         Ok(())
     }
