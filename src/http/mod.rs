@@ -72,16 +72,36 @@ fn parse_json(body: &Bytes) -> Result<Value, ApiError> {
     })
 }
 
+/// What the node fills in for an item in the authoring shorthand (no `id`): a new id, and
+/// the current time and this node's system where the item gives none. The one source of
+/// those defaults for both decode paths.
+struct ShorthandDefaults {
+    id: String,
+    timestamp: u64,
+    system: String,
+}
+
+impl ShorthandDefaults {
+    fn new(node: &Node) -> Self {
+        ShorthandDefaults {
+            id: uuid::Uuid::new_v4().to_string(),
+            timestamp: delta::now_millis(),
+            system: node.system_id().to_owned(),
+        }
+    }
+}
+
 /// A body item is a full delta when it has an `id`; otherwise the authoring shorthand.
 fn delta_from_item(node: &Node, item: &Value) -> Result<Delta, crate::InvalidDelta> {
     match item {
         Value::Object(obj) if !obj.contains_key("id") => {
+            let defaults = ShorthandDefaults::new(node);
             let mut full = obj.clone();
-            full.insert("id".into(), json!(uuid::Uuid::new_v4().to_string()));
+            full.insert("id".into(), json!(defaults.id));
             full.entry("timestamp")
-                .or_insert_with(|| json!(delta::now_millis()));
+                .or_insert_with(|| json!(defaults.timestamp));
             full.entry("system")
-                .or_insert_with(|| json!(node.system_id()));
+                .or_insert_with(|| json!(defaults.system));
             Delta::from_value(&Value::Object(full))
         }
         other => Delta::from_value(other),
@@ -113,13 +133,11 @@ fn fast_deltas(node: &Node, body: &Bytes) -> Option<(Vec<Delta>, bool)> {
     let deltas = items
         .into_iter()
         .map(|mut parts| {
-            // The authoring shorthand, as `delta_from_item` fills it in.
             if parts.id.is_none() {
-                parts.id = Some(uuid::Uuid::new_v4().to_string());
-                parts.timestamp.get_or_insert_with(delta::now_millis);
-                parts
-                    .system
-                    .get_or_insert_with(|| node.system_id().to_owned());
+                let defaults = ShorthandDefaults::new(node);
+                parts.id = Some(defaults.id);
+                parts.timestamp.get_or_insert(defaults.timestamp);
+                parts.system.get_or_insert(defaults.system);
             }
             let d = parts.into_delta()?;
             delta::validate(&d).ok()?;
