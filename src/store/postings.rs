@@ -11,21 +11,22 @@
 //! Every write to an LSM tree is paid again by each flush and compaction, so fewer
 //! keys is the cheapest write of all.
 
-use std::collections::HashMap;
 use std::hash::Hash;
 
 use super::backend::{Batch, Keyspace, Slice};
 use super::{keys, Seq, StoreError};
 
-/// The positions each term gained in one group commit, in log order.
+/// The positions each term gained in one group commit, in log order. Hashed with
+/// foldhash, seeded per process: these maps live for one commit and are rebuilt for every
+/// batch, and SipHash was 5% of the writer's time.
 pub(crate) struct Postings<T> {
-    terms: HashMap<T, Vec<Seq>>,
+    terms: foldhash::HashMap<T, Vec<Seq>>,
 }
 
 impl<T: Hash + Eq> Postings<T> {
     pub(crate) fn new() -> Postings<T> {
         Postings {
-            terms: HashMap::new(),
+            terms: foldhash::HashMap::default(),
         }
     }
 

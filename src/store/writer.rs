@@ -5,7 +5,6 @@
 //! Group commit: while one batch is being persisted, new requests queue in the
 //! channel; the next loop drains them all into one batch and one fsync.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
@@ -197,7 +196,7 @@ impl Writer {
         let ks = &self.ks;
         let mut batch = self.db.batch();
         // Ids written earlier in this same batch are not yet visible to `ids.get`.
-        let mut in_batch: HashMap<&str, Seq> = HashMap::new();
+        let mut in_batch: foldhash::HashMap<&str, Seq> = foldhash::HashMap::default();
         let mut all = Vec::with_capacity(group.len());
         let mut dups = 0u64;
         let mut by_author = Postings::new();
