@@ -15,10 +15,11 @@ use super::{keys, quarantine, writer, Durability, Inner, Keyspaces, Seq, Store, 
 
 /// Memtable sizes: the log holds the delta bodies, the indexes only short keys. The log's
 /// keys are sequential, so its flushed tables never overlap and a smaller memtable costs
-/// little compaction: 8 -> 4 MiB took ~10 MiB off a receiver's peak RSS at 1M deltas for
-/// no measurable CPU. The indexes' keys are not sequential; below 4 MiB their compactions
-/// cost more (2 MiB: +15% CPU on the same sync).
-const LOG_MEMTABLE: u64 = 4 * 1024 * 1024;
+/// little compaction. Measured on a receiver syncing 1M deltas (`bench sync`): 8 -> 4 MiB
+/// took ~10 MiB off its peak RSS for no measurable CPU, 4 -> 2 MiB another 5 MiB for ~5%
+/// more CPU (and 2-3% in the live scenario). The indexes' keys are not sequential, so
+/// below 4 MiB their compactions cost more: a 2 MiB id index cost 15% more CPU for 3 MiB.
+const LOG_MEMTABLE: u64 = 2 * 1024 * 1024;
 const INDEX_MEMTABLE: u64 = 4 * 1024 * 1024;
 /// Block cache shared by all keyspaces. Appends do not need it (the id index keeps its
 /// filter and index blocks pinned, see `Store::start`); it serves queries and log tailers
