@@ -23,8 +23,8 @@ const LOG_MEMTABLE: u64 = 2 * 1024 * 1024;
 const INDEX_MEMTABLE: u64 = 4 * 1024 * 1024;
 /// Block cache shared by all keyspaces. It serves queries and log tailers reading recent
 /// blocks, and appends' dedup lookups reading the id index's filter partitions (see
-/// `Store::start`): 4 MiB holds the filters of 2-3M ids (1.2-2.4 bytes each); past that a lookup that
-/// misses it reads one 4 KiB partition from the OS's page cache.
+/// `Store::start`): 4 MiB holds the filters of 2-3M ids (1.2-2.4 bytes each); past that,
+/// a lookup that misses it reads one 4 KiB partition from the OS's page cache.
 const CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
 impl Store {
