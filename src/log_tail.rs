@@ -4,9 +4,11 @@
 //! library subscriptions now, federation link senders later. Each tailer owns its
 //! cursor, so a slow one holds back only itself and nothing is ever dropped.
 
+use std::sync::Arc;
+
 use tokio::sync::watch;
 
-use crate::store::{Seq, Store, StoreError, StoredDelta};
+use crate::store::{RawScan, Seq, Store, StoreError, StoredDelta};
 
 pub struct LogTail {
     store: Store,
@@ -41,31 +43,38 @@ impl LogTail {
     /// # Errors
     /// Storage errors while reading.
     pub async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<StoredDelta>>, StoreError> {
-        self.next_with(move |store, after| store.scan_after(after, max), |d| d.seq)
-            .await
+        self.next_with(
+            move |store, after| store.scan_after(after, max),
+            |batch: &Vec<StoredDelta>| batch.last().map(|d| d.seq),
+        )
+        .await
     }
 
     /// Like [`LogTail::next_batch`] but with each delta's stored JSON and origin
-    /// unparsed: `(seq, origin, json)`, for senders that forward bytes as stored.
+    /// unparsed, and without the records that came from `skip_origin` (see
+    /// [`Store::scan_raw_skipping`]): for senders that forward bytes as stored. Waits
+    /// until at least one position was read; the scan may still hold no record when
+    /// every position read was passed over, and the cursor moves past them all.
     ///
     /// # Errors
     /// Storage errors while reading.
     pub async fn next_raw_batch(
         &mut self,
         max: usize,
-    ) -> Result<Option<Vec<RawRecord>>, StoreError> {
+        skip_origin: Option<Arc<str>>,
+    ) -> Result<Option<RawScan>, StoreError> {
         self.next_with(
-            move |store, after| store.scan_raw_after(after, max),
-            |r| r.0,
+            move |store, after| store.scan_raw_skipping(after, max, skip_origin.as_deref()),
+            |scan| Some(scan.through),
         )
         .await
     }
 
     async fn next_with<T: Send + 'static>(
         &mut self,
-        scan: impl Fn(&Store, Seq) -> Result<Vec<T>, StoreError> + Send + Clone + 'static,
-        seq_of: impl Fn(&T) -> Seq,
-    ) -> Result<Option<Vec<T>>, StoreError> {
+        scan: impl Fn(&Store, Seq) -> Result<T, StoreError> + Send + Clone + 'static,
+        through: impl Fn(&T) -> Option<Seq>,
+    ) -> Result<Option<T>, StoreError> {
         loop {
             let head = *self.head.borrow_and_update();
             if head > self.cursor {
@@ -75,8 +84,8 @@ impl LogTail {
                 let batch = tokio::task::spawn_blocking(move || scan(&store, after))
                     .await
                     .map_err(|e| StoreError::Corrupt(format!("log reader task failed: {e}")))??;
-                if let Some(last) = batch.last() {
-                    self.cursor = seq_of(last);
+                if let Some(last) = through(&batch).filter(|&last| last > after) {
+                    self.cursor = last;
                     return Ok(Some(batch));
                 }
             }

@@ -25,7 +25,7 @@ use crate::filter::DeltaFilter;
 use crate::log_tail::{LogTail, RawRecord};
 use crate::node::Node;
 use crate::policy::{LinkContext, PolicySet, ScriptInput, ScriptKind, Verdict};
-use crate::store::{Seq, StoreError};
+use crate::store::{RawScan, Seq, StoreError};
 
 /// Deltas per `sync_batch` and the most a live read takes from the log at once.
 pub(crate) const BATCH_SIZE: usize = 1000;
@@ -88,6 +88,8 @@ pub(crate) struct Sender<S> {
     /// Where live sending started: a v1 peer's sync covers the log up to here and live
     /// sending the rest, so no delta goes twice.
     live_origin: Option<Seq>,
+    /// The peer's system id, once known: its own deltas are passed over when reading the log.
+    skip_origin: Option<Arc<str>>,
     next_ping: tokio::time::Instant,
 }
 
@@ -128,6 +130,7 @@ where
             peer_paused: false,
             paused,
             live_origin: None,
+            skip_origin: None,
             next_ping: tokio::time::Instant::now() + heartbeat,
         }
     }
@@ -146,8 +149,8 @@ where
                     Ok(()) => Flow::Continue,
                     Err(_) => Flow::Stop(SenderEnd::Closed),
                 },
-                batch = next_live(&mut self.live), if may_send => match batch {
-                    Ok(Some(records)) => self.send_live(records).await,
+                batch = next_live(&mut self.live, self.skip_origin.clone()), if may_send => match batch {
+                    Ok(Some(scan)) => self.send_live(scan).await,
                     Ok(None) => Flow::Stop(SenderEnd::Closed),
                     Err(e) => Flow::Stop(SenderEnd::Store(e)),
                 },
@@ -171,6 +174,7 @@ where
     async fn handle(&mut self, cmd: Outgoing) -> Flow {
         match cmd {
             Outgoing::Begin(plan) => {
+                self.skip_origin = Some(Arc::from(plan.peer_system.as_str()));
                 if let Some(from) = plan.live_from {
                     self.live = Some(LogTail::new(self.node.store().clone(), from));
                     self.live_origin = Some(from);
@@ -295,8 +299,9 @@ where
             let store = self.node.store().clone();
             let after = cursor;
             let want = BATCH_SIZE.min((end.0 - cursor.0) as usize);
-            let records = match tokio::task::spawn_blocking(move || {
-                store.scan_raw_after(after, want)
+            let peer = plan.peer_system.clone();
+            let scan = match tokio::task::spawn_blocking(move || {
+                store.scan_raw_skipping(after, want, Some(&peer))
             })
             .await
             {
@@ -308,15 +313,17 @@ where
                     ))))
                 }
             };
-            let Some(last) = records.last() else { break };
-            cursor = last.0;
+            if scan.through <= after {
+                break;
+            }
+            cursor = scan.through;
             self.link
                 .stats
                 .sent_through
                 .fetch_max(cursor.0, Ordering::Relaxed);
             let scripts = self.node.policies().current();
             let (json, ids) = select(
-                &records,
+                scan.records,
                 &plan,
                 &scripts,
                 filter.as_ref(),
@@ -387,16 +394,14 @@ where
         flow
     }
 
-    async fn send_live(&mut self, records: Vec<RawRecord>) -> Flow {
+    async fn send_live(&mut self, scan: RawScan) -> Flow {
         let Some(plan) = self.plan.clone() else {
             return Flow::Continue;
         };
-        let Some(last) = records.last().map(|r| r.0) else {
-            return Flow::Continue;
-        };
+        let last = scan.through;
         let scripts = self.node.policies().current();
         let (json, ids) = select(
-            &records,
+            scan.records,
             &plan,
             &scripts,
             plan.peer_filter.as_ref(),
@@ -451,9 +456,12 @@ where
     }
 }
 
-async fn next_live(live: &mut Option<LogTail>) -> Result<Option<Vec<RawRecord>>, StoreError> {
+async fn next_live(
+    live: &mut Option<LogTail>,
+    skip_origin: Option<Arc<str>>,
+) -> Result<Option<RawScan>, StoreError> {
     match live {
-        Some(tail) => tail.next_raw_batch(BATCH_SIZE).await,
+        Some(tail) => tail.next_raw_batch(BATCH_SIZE, skip_origin).await,
         None => std::future::pending().await,
     }
 }
@@ -462,7 +470,7 @@ async fn next_live(live: &mut Option<LogTail>) -> Result<Option<Vec<RawRecord>>,
 /// filter keeps. Returns their JSON and, when `want_ids` (someone listens to
 /// `delta:sent`), their ids.
 fn select(
-    records: &[RawRecord],
+    records: Vec<RawRecord>,
     plan: &SendPlan,
     scripts: &PolicySet,
     peer_filter: Option<&DeltaFilter>,
@@ -478,16 +486,17 @@ fn select(
     let link_value = push_scripts.then(|| plan.link.to_dynamic().into_shared());
     for (seq, origin, raw) in records {
         if origin.as_deref() == Some(plan.peer_system.as_str()) {
+            // Scans already pass over them; a check that costs nothing keeps it true.
             continue;
         }
-        let floor_ts = floor.filter(|(until, _)| seq <= until).map(|f| f.1);
+        let floor_ts = floor.filter(|(until, _)| seq <= *until).map(|f| f.1);
         let min_ts = min_timestamp.max(floor_ts);
         let filtered =
             min_ts.is_some() || plan.push_filter.is_some() || peer_filter.is_some() || push_scripts;
         // The log holds only valid deltas, so parsing fails only on corruption. Without
         // filters nothing is parsed but, for the events, the id.
         let id = if filtered {
-            let delta = match Delta::from_json(raw) {
+            let delta = match Delta::from_json(&raw) {
                 Ok(d) => d,
                 Err(e) => {
                     tracing::error!(seq = seq.0, error = %e, "unreadable delta in the log; not sent");
@@ -516,7 +525,7 @@ fn select(
         } else if !want_ids {
             String::new()
         } else {
-            match serde_json::from_str::<IdOnly>(raw) {
+            match serde_json::from_str::<IdOnly>(&raw) {
                 Ok(d) => d.id,
                 Err(e) => {
                     tracing::error!(seq = seq.0, error = %e, "unreadable delta in the log; not sent");
@@ -527,7 +536,7 @@ fn select(
         if want_ids {
             ids.push(id);
         }
-        json.push(raw.clone());
+        json.push(raw);
     }
     (json, ids)
 }

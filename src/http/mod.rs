@@ -21,7 +21,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 pub use error::ApiError;
@@ -108,20 +108,62 @@ fn delta_from_item(node: &Node, item: &Value) -> Result<Delta, crate::InvalidDel
     }
 }
 
-fn outcome_json(id: &str, outcome: &IngestOutcome) -> Value {
-    match outcome {
-        IngestOutcome::Stored(seq) => json!({"id": id, "status": "stored", "seq": seq}),
-        IngestOutcome::Duplicate(seq) => json!({"id": id, "status": "duplicate", "seq": seq}),
-        IngestOutcome::Invalid(e) => {
-            json!({"id": id, "status": "invalid", "message": e.to_string()})
-        }
-        IngestOutcome::Filtered(reason) => {
-            json!({"id": id, "status": "filtered", "message": reason})
-        }
-        IngestOutcome::Rejected { policy, reason } => {
-            json!({"id": id, "status": "rejected", "policy": policy, "message": reason})
+/// How `POST /deltas` answers for one delta. Typed rather than a `json!` map: an array
+/// of 1000 deltas is answered with 1000 of these.
+#[derive(Serialize)]
+struct OutcomeBody<'a> {
+    id: &'a str,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<Seq>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+    /// The delta itself, echoed when a single delta (not an array) was posted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delta: Option<Delta>,
+}
+
+impl<'a> OutcomeBody<'a> {
+    fn new(id: &'a str, outcome: &'a IngestOutcome) -> OutcomeBody<'a> {
+        let body = |status| OutcomeBody {
+            id,
+            status,
+            seq: None,
+            policy: None,
+            message: None,
+            delta: None,
+        };
+        match outcome {
+            IngestOutcome::Stored(seq) => OutcomeBody {
+                seq: Some(*seq),
+                ..body("stored")
+            },
+            IngestOutcome::Duplicate(seq) => OutcomeBody {
+                seq: Some(*seq),
+                ..body("duplicate")
+            },
+            IngestOutcome::Invalid(e) => OutcomeBody {
+                message: Some(e.to_string()),
+                ..body("invalid")
+            },
+            IngestOutcome::Filtered(reason) => OutcomeBody {
+                message: Some(reason.clone()),
+                ..body("filtered")
+            },
+            IngestOutcome::Rejected { policy, reason } => OutcomeBody {
+                policy: Some(policy),
+                message: Some(reason.clone()),
+                ..body("rejected")
+            },
         }
     }
+}
+
+#[derive(Serialize)]
+struct OutcomesBody<'a> {
+    results: Vec<OutcomeBody<'a>>,
 }
 
 /// The body's deltas, all valid, on the typed fast path; `None` sends the body down the
@@ -185,26 +227,23 @@ async fn post_deltas(State(node): State<Node>, body: Bytes) -> Result<impl IntoR
     let ids: Vec<String> = deltas.iter().map(|d| d.id.clone()).collect();
     let single = (!is_array).then(|| deltas.first().cloned()).flatten();
     let outcomes = node.ingest(deltas, Origin::Local).await?;
-    let results: Vec<Value> = ids
+    let mut results: Vec<OutcomeBody> = ids
         .iter()
         .zip(&outcomes)
-        .map(|(id, o)| outcome_json(id, o))
+        .map(|(id, o)| OutcomeBody::new(id, o))
         .collect();
     if is_array {
-        return Ok((StatusCode::OK, Json(json!({ "results": results }))));
+        return Ok((StatusCode::OK, Json(OutcomesBody { results })).into_response());
     }
     let status = match outcomes.first() {
         Some(IngestOutcome::Stored(_)) => StatusCode::CREATED,
         _ => StatusCode::OK,
     };
-    let mut result = results.into_iter().next().unwrap_or(Value::Null);
-    if let (Some(obj), Some(d)) = (result.as_object_mut(), single) {
-        obj.insert(
-            "delta".into(),
-            serde_json::to_value(&d).unwrap_or(Value::Null),
-        );
-    }
-    Ok((status, Json(result)))
+    let Some(mut result) = results.pop() else {
+        return Ok((status, Json(Value::Null)).into_response());
+    };
+    result.delta = single;
+    Ok((status, Json(result)).into_response())
 }
 
 /// Query-string form of a filter; each criterion takes one value.

@@ -69,26 +69,36 @@ pub(crate) fn encode_record(origin: Option<&str>, delta_json: &str) -> Vec<u8> {
 
 /// Splits a record into (origin, delta JSON).
 pub(crate) fn decode_record(bytes: &[u8]) -> Result<(Option<&str>, &str), StoreError> {
-    let corrupt = |why: &str| StoreError::Corrupt(format!("log record: {why}"));
+    let (origin, json) = split_record(bytes)?;
+    let json = std::str::from_utf8(json).map_err(|_| corrupt_record("delta is not UTF-8"))?;
+    Ok((origin, json))
+}
+
+/// The origin of a log record and its delta's bytes, not yet checked as UTF-8: a
+/// reader that passes over the record needs no more.
+pub(crate) fn split_record(bytes: &[u8]) -> Result<(Option<&str>, &[u8]), StoreError> {
     match bytes.first() {
         Some(&RECORD_VERSION) => {}
-        Some(v) => return Err(corrupt(&format!("unknown record version {v}"))),
-        None => return Err(corrupt("empty")),
+        Some(v) => return Err(corrupt_record(&format!("unknown record version {v}"))),
+        None => return Err(corrupt_record("empty")),
     }
     let len_bytes: [u8; 2] = bytes
         .get(1..3)
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| corrupt("truncated header"))?;
+        .ok_or_else(|| corrupt_record("truncated header"))?;
     let olen = u16::from_be_bytes(len_bytes) as usize;
     let origin = bytes
         .get(3..3 + olen)
-        .ok_or_else(|| corrupt("truncated origin"))?;
+        .ok_or_else(|| corrupt_record("truncated origin"))?;
     let json = bytes
         .get(3 + olen..)
-        .ok_or_else(|| corrupt("truncated delta"))?;
-    let origin = std::str::from_utf8(origin).map_err(|_| corrupt("origin is not UTF-8"))?;
-    let json = std::str::from_utf8(json).map_err(|_| corrupt("delta is not UTF-8"))?;
+        .ok_or_else(|| corrupt_record("truncated delta"))?;
+    let origin = std::str::from_utf8(origin).map_err(|_| corrupt_record("origin is not UTF-8"))?;
     Ok(((!origin.is_empty()).then_some(origin), json))
+}
+
+fn corrupt_record(why: &str) -> StoreError {
+    StoreError::Corrupt(format!("log record: {why}"))
 }
 
 #[cfg(test)]

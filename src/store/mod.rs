@@ -63,6 +63,15 @@ pub struct StoredDelta {
     pub delta: Delta,
 }
 
+/// Raw log records read from a range of positions: see [`Store::scan_raw_skipping`].
+#[derive(Debug, Default)]
+pub struct RawScan {
+    /// `(position, origin, delta JSON)` of the records kept, in log order.
+    pub records: Vec<(Seq, Option<String>, String)>,
+    /// The last position read, kept or passed over (the range's start when nothing was read).
+    pub through: Seq,
+}
+
 /// When an acknowledged write is on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -339,11 +348,31 @@ impl Store {
         after: Seq,
         limit: usize,
     ) -> Result<Vec<(Seq, Option<String>, String)>, StoreError> {
+        Ok(self.scan_raw_skipping(after, limit, None)?.records)
+    }
+
+    /// Reads up to `limit` log positions after `after`, in order, as raw records, and
+    /// passes over (without copying them) the records that came from `skip_origin`:
+    /// what a link's sender reads, since it never sends a peer's deltas back to it. On a
+    /// bidirectional link most of what a receiver's log holds came from its peer.
+    ///
+    /// # Errors
+    /// Storage or corruption errors.
+    pub fn scan_raw_skipping(
+        &self,
+        after: Seq,
+        limit: usize,
+        skip_origin: Option<&str>,
+    ) -> Result<RawScan, StoreError> {
         let head = self.head();
+        let mut scan = RawScan {
+            records: Vec::new(),
+            through: after,
+        };
         if after >= head || limit == 0 {
-            return Ok(Vec::new());
+            return Ok(scan);
         }
-        let mut out = Vec::new();
+        let mut read = 0usize;
         for guard in self
             .inner
             .ks
@@ -351,17 +380,22 @@ impl Store {
             .range(keys::seq_key(Seq(after.0 + 1))..=keys::seq_key(head))
         {
             let (k, v) = guard.into_inner()?;
-            let (origin, json) = keys::decode_record(&v)?;
-            out.push((
-                keys::decode_seq(&k)?,
-                origin.map(str::to_owned),
-                json.to_owned(),
-            ));
-            if out.len() >= limit {
+            let seq = keys::decode_seq(&k)?;
+            let (origin, json) = keys::split_record(&v)?;
+            if skip_origin.is_none() || origin != skip_origin {
+                let json = std::str::from_utf8(json).map_err(|_| {
+                    StoreError::Corrupt(format!("log record at seq {seq}: delta is not UTF-8"))
+                })?;
+                scan.records
+                    .push((seq, origin.map(str::to_owned), json.to_owned()));
+            }
+            scan.through = seq;
+            read += 1;
+            if read >= limit {
                 break;
             }
         }
-        Ok(out)
+        Ok(scan)
     }
 
     /// The last log position whose delta has a timestamp before `timestamp`, or the

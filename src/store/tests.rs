@@ -45,6 +45,7 @@ both_backends!(
     sequence_numbers_are_gap_free_and_ordered,
     duplicates_are_no_ops_that_say_so,
     origin_is_remembered,
+    a_scan_for_a_peer_passes_over_its_deltas_and_reads_on,
     queries_use_indexes_and_recheck_the_filter,
     negation_hides_a_delta_and_negating_the_negation_restores_it,
     same_set_in_any_order_gives_the_same_contents,
@@ -120,6 +121,49 @@ fn origin_is_remembered(open: Open) {
     let got = store.get(&e.delta.id).unwrap().unwrap();
     assert_eq!(got.origin.as_deref(), Some("peer-b"));
     assert_eq!(store.scan_after(Seq(1), 1).unwrap()[0].origin, None);
+}
+
+fn a_scan_for_a_peer_passes_over_its_deltas_and_reads_on(open: Open) {
+    let store = open().unwrap();
+    let from = |origin: Option<&str>| {
+        let mut e = entry("alice", "t");
+        e.origin = origin.map(str::to_owned);
+        e
+    };
+    // Positions 1-3 came from peer-b, 4 was made here, 5 came from peer-c.
+    let entries = vec![
+        from(Some("peer-b")),
+        from(Some("peer-b")),
+        from(Some("peer-b")),
+        from(None),
+        from(Some("peer-c")),
+    ];
+    let ids: Vec<String> = entries.iter().map(|e| e.delta.id.clone()).collect();
+    store.append_blocking(entries, vec![]).unwrap();
+
+    // A read that finds only the peer's own deltas still moves past them.
+    let scan = store.scan_raw_skipping(Seq(0), 2, Some("peer-b")).unwrap();
+    assert!(scan.records.is_empty());
+    assert_eq!(scan.through, Seq(2));
+
+    let scan = store.scan_raw_skipping(Seq(2), 10, Some("peer-b")).unwrap();
+    let kept: Vec<(Seq, Option<&str>)> = scan
+        .records
+        .iter()
+        .map(|(seq, origin, _)| (*seq, origin.as_deref()))
+        .collect();
+    assert_eq!(kept, vec![(Seq(4), None), (Seq(5), Some("peer-c"))]);
+    assert_eq!(scan.through, Seq(5));
+    let json = &scan.records[0].2;
+    assert_eq!(Delta::from_json(json).unwrap().id, ids[3]);
+
+    // Nothing to skip: the same records as a plain raw scan; past the head: nothing read.
+    let all = store.scan_raw_skipping(Seq(0), 10, None).unwrap();
+    assert_eq!(all.records, store.scan_raw_after(Seq(0), 10).unwrap());
+    assert_eq!(all.records.len(), 5);
+    let past = store.scan_raw_skipping(Seq(5), 10, Some("peer-b")).unwrap();
+    assert!(past.records.is_empty());
+    assert_eq!(past.through, Seq(5));
 }
 
 #[test]
