@@ -1,5 +1,6 @@
 //! The `rhizome` subcommands. The binary is a thin clap layer over these.
 
+pub mod allocator;
 pub mod init;
 pub mod link;
 pub mod policy;

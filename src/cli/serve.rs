@@ -185,6 +185,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => NodeFile::default(),
     };
     let config = args.node_config(&file)?;
+    super::allocator::tune_for(&config.storage);
     let listen = args
         .listen
         .clone()

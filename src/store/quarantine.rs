@@ -135,7 +135,7 @@ impl Store {
     /// Storage errors.
     pub fn quarantine_remove(&self, ids: &[u64]) -> Result<(), StoreError> {
         let ks = &self.inner.ks.quarantine;
-        let mut batch = self.inner.db.batch();
+        let mut batch = self.inner.db.batch(0);
         let mut removed = 0;
         for id in ids {
             if ks.contains_key(key(*id))? {

@@ -194,7 +194,10 @@ impl Writer {
 
     fn commit(&mut self, group: &[Request]) -> Result<Vec<Vec<AppendOutcome>>, StoreError> {
         let ks = &self.ks;
-        let mut batch = self.db.batch();
+        let entries: usize = group.iter().map(|req| req.entries.len()).sum();
+        // Per delta: its log record, its id and about one index posting; then the rest
+        // of the group's postings and side writes.
+        let mut batch = self.db.batch(entries * 3 + 64);
         // Ids written earlier in this same batch are not yet visible to `ids.get`.
         let mut in_batch: foldhash::HashMap<&str, Seq> = foldhash::HashMap::default();
         let mut all = Vec::with_capacity(group.len());

@@ -170,10 +170,10 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    pub(crate) fn new(db: Arc<Db>) -> Batch {
+    pub(crate) fn new(db: Arc<Db>, writes: usize) -> Batch {
         Batch {
             db: Some(db),
-            ops: Vec::new(),
+            ops: Vec::with_capacity(writes),
         }
     }
 
@@ -225,7 +225,7 @@ mod tests {
     fn db_with(n: u32) -> (Arc<Db>, Keyspace) {
         let db = Arc::new(Db::default());
         let ks = Db::keyspace(&db, "t");
-        let mut b = Batch::new(db.clone());
+        let mut b = Batch::new(db.clone(), 0);
         for i in 0..n {
             b.insert(&ks, Slice::from(i.to_be_bytes()), Slice::from(vec![1; 30]));
         }
@@ -262,7 +262,7 @@ mod tests {
         let (db, ks) = db_with(4);
         let other = Db::keyspace(&db, "u");
         assert!(Db::keyspace(&db, "t").contains_key(&0u32.to_be_bytes()));
-        let mut b = Batch::new(db.clone());
+        let mut b = Batch::new(db.clone(), 0);
         b.remove(&ks, Slice::from(0u32.to_be_bytes()));
         b.insert(&other, Slice::from(b"k"), Slice::from(b"v"));
         b.commit().unwrap();
@@ -276,7 +276,7 @@ mod tests {
     fn a_batch_given_another_databases_keyspace_does_not_commit() {
         let (db, ks) = db_with(1);
         let (_other_db, other) = db_with(1);
-        let mut b = Batch::new(db);
+        let mut b = Batch::new(db, 0);
         b.insert(&ks, Slice::from(b"a"), Slice::from(b"1"));
         b.insert(&other, Slice::from(b"b"), Slice::from(b"2"));
         assert!(b.commit().is_err());

@@ -46,10 +46,16 @@ impl Db {
         })
     }
 
-    pub(crate) fn batch(&self) -> Batch {
+    /// A batch with room for about `writes` writes (a hint: it grows past it).
+    pub(crate) fn batch(&self, writes: usize) -> Batch {
         match self {
-            Db::Fjall(db) => Batch::Fjall(db.batch()),
-            Db::Memory(db) => Batch::Memory(memory::Batch::new(db.clone())),
+            // What `Database::batch` sets up (journal written through to the OS on
+            // commit, as no `manual_journal_persist` is set), with room reserved.
+            Db::Fjall(db) => Batch::Fjall(
+                fjall::OwnedWriteBatch::with_capacity(db.clone(), writes)
+                    .durability(Some(PersistMode::Buffer)),
+            ),
+            Db::Memory(db) => Batch::Memory(memory::Batch::new(db.clone(), writes)),
         }
     }
 
