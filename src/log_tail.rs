@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+pub use crate::store::RawRecord;
 use crate::store::{RawScan, Seq, Store, StoreError, StoredDelta};
 
 pub struct LogTail {
@@ -95,6 +96,3 @@ impl LogTail {
         }
     }
 }
-
-/// A log record as stored: position, the peer it came from, the delta's JSON.
-pub type RawRecord = (Seq, Option<String>, String);

@@ -292,7 +292,7 @@ where
         if let Flow::Stop(e) = self.send_text(protocol::encode(&start)).await {
             return Flow::Stop(e);
         }
-        let mut held: Option<(Vec<String>, Vec<String>, Seq)> = None;
+        let mut held: Option<(Vec<RawRecord>, Vec<String>, Seq)> = None;
         let mut batch_number = 0u64;
         let mut sent = 0u64;
         while cursor < end {
@@ -322,7 +322,7 @@ where
                 .sent_through
                 .fetch_max(cursor.0, Ordering::Relaxed);
             let scripts = self.node.policies().current();
-            let (json, ids) = select(
+            let (kept, ids) = select(
                 scan.records,
                 &plan,
                 &scripts,
@@ -331,7 +331,7 @@ where
                 None,
                 self.node.events_observed(),
             );
-            if json.is_empty() {
+            if kept.is_empty() {
                 // A stretch the filters skip entirely still yields to control frames
                 // and to a pause.
                 if let Flow::Stop(e) = self.between_batches().await {
@@ -339,8 +339,8 @@ where
                 }
                 continue;
             }
-            sent += json.len() as u64;
-            if let Some(prev) = held.replace((json, ids, cursor)) {
+            sent += kept.len() as u64;
+            if let Some(prev) = held.replace((kept, ids, cursor)) {
                 if let Flow::Stop(e) = self.send_sync_batch(prev, batch_number, false, &plan).await
                 {
                     return Flow::Stop(e);
@@ -373,12 +373,12 @@ where
 
     async fn send_sync_batch(
         &mut self,
-        (json, ids, last): (Vec<String>, Vec<String>, Seq),
+        (kept, ids, last): (Vec<RawRecord>, Vec<String>, Seq),
         batch_number: u64,
         is_last: bool,
         plan: &SendPlan,
     ) -> Flow {
-        let refs: Vec<&str> = json.iter().map(String::as_str).collect();
+        let refs: Vec<&str> = kept.iter().map(RawRecord::json).collect();
         let frame = protocol::encode_batch_raw(
             BatchKind::Sync {
                 batch_number,
@@ -400,7 +400,7 @@ where
         };
         let last = scan.through;
         let scripts = self.node.policies().current();
-        let (json, ids) = select(
+        let (kept, ids) = select(
             scan.records,
             &plan,
             &scripts,
@@ -409,7 +409,7 @@ where
             plan.initial_floor,
             self.node.events_observed(),
         );
-        if json.is_empty() {
+        if kept.is_empty() {
             self.link
                 .stats
                 .sent_through
@@ -417,13 +417,14 @@ where
             return Flow::Continue;
         }
         let result = if plan.extension {
-            let refs: Vec<&str> = json.iter().map(String::as_str).collect();
+            let refs: Vec<&str> = kept.iter().map(RawRecord::json).collect();
             let frame = protocol::encode_batch_raw(BatchKind::Live, &refs, Some(last.0));
             self.send_text(frame).await
         } else {
             let mut result = Flow::Continue;
-            for d in &json {
-                if let Err(e) = self.feed_text(protocol::encode_delta_raw(d, None)).await {
+            for record in &kept {
+                let frame = protocol::encode_delta_raw(record.json(), None);
+                if let Err(e) = self.feed_text(frame).await {
                     result = Flow::Stop(e);
                     break;
                 }
@@ -436,7 +437,7 @@ where
             result
         };
         if let Flow::Continue = result {
-            self.count_sent(json.len(), ids);
+            self.count_sent(kept.len(), ids);
             self.link
                 .stats
                 .sent_through
@@ -467,8 +468,8 @@ async fn next_live(
 }
 
 /// Which records go to the peer: not those that came from it, and only those every
-/// filter keeps. Returns their JSON and, when `want_ids` (someone listens to
-/// `delta:sent`), their ids.
+/// filter keeps. Returns them and, when `want_ids` (someone listens to `delta:sent`),
+/// their ids.
 fn select(
     records: Vec<RawRecord>,
     plan: &SendPlan,
@@ -477,15 +478,16 @@ fn select(
     min_timestamp: Option<u64>,
     floor: Option<(Seq, u64)>,
     want_ids: bool,
-) -> (Vec<String>, Vec<String>) {
-    let mut json = Vec::with_capacity(records.len());
+) -> (Vec<RawRecord>, Vec<String>) {
+    let mut kept = Vec::with_capacity(records.len());
     let mut ids = Vec::with_capacity(records.len());
     // The same for every record of the batch: whether push scripts apply, and the link
     // as they see it.
     let push_scripts = scripts.applies(ScriptKind::Push, &plan.link.name);
     let link_value = push_scripts.then(|| plan.link.to_dynamic().into_shared());
-    for (seq, origin, raw) in records {
-        if origin.as_deref() == Some(plan.peer_system.as_str()) {
+    for record in records {
+        let seq = record.seq;
+        if record.origin() == Some(plan.peer_system.as_str()) {
             // Scans already pass over them; a check that costs nothing keeps it true.
             continue;
         }
@@ -496,7 +498,7 @@ fn select(
         // The log holds only valid deltas, so parsing fails only on corruption. Without
         // filters nothing is parsed but, for the events, the id.
         let id = if filtered {
-            let delta = match Delta::from_json(&raw) {
+            let delta = match Delta::from_json(record.json()) {
                 Ok(d) => d,
                 Err(e) => {
                     tracing::error!(seq = seq.0, error = %e, "unreadable delta in the log; not sent");
@@ -525,7 +527,7 @@ fn select(
         } else if !want_ids {
             String::new()
         } else {
-            match serde_json::from_str::<IdOnly>(&raw) {
+            match serde_json::from_str::<IdOnly>(record.json()) {
                 Ok(d) => d.id,
                 Err(e) => {
                     tracing::error!(seq = seq.0, error = %e, "unreadable delta in the log; not sent");
@@ -536,9 +538,9 @@ fn select(
         if want_ids {
             ids.push(id);
         }
-        json.push(raw);
+        kept.push(record);
     }
-    (json, ids)
+    (kept, ids)
 }
 
 #[derive(serde::Deserialize)]

@@ -53,13 +53,15 @@ pub(crate) fn time_key(timestamp: u64, seq: Seq) -> [u8; 16] {
 }
 
 const RECORD_VERSION: u8 = 1;
+/// Bytes before a record's origin: the version and the origin's length.
+pub(crate) const RECORD_HEADER: usize = 3;
 
 /// A log record: `version u8 ++ len(origin) u16 BE ++ origin ++ delta JSON`.
 /// The origin is the peer system a delta arrived from (empty when authored or posted locally).
 pub(crate) fn encode_record(origin: Option<&str>, delta_json: &str) -> Vec<u8> {
     let origin = origin.unwrap_or("").as_bytes();
     let olen = origin.len().min(u16::MAX as usize);
-    let mut v = Vec::with_capacity(3 + olen + delta_json.len());
+    let mut v = Vec::with_capacity(RECORD_HEADER + olen + delta_json.len());
     v.push(RECORD_VERSION);
     v.extend_from_slice(&(olen as u16).to_be_bytes());
     v.extend_from_slice(&origin[..olen]);
@@ -83,15 +85,15 @@ pub(crate) fn split_record(bytes: &[u8]) -> Result<(Option<&str>, &[u8]), StoreE
         None => return Err(corrupt_record("empty")),
     }
     let len_bytes: [u8; 2] = bytes
-        .get(1..3)
+        .get(1..RECORD_HEADER)
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| corrupt_record("truncated header"))?;
     let olen = u16::from_be_bytes(len_bytes) as usize;
     let origin = bytes
-        .get(3..3 + olen)
+        .get(RECORD_HEADER..RECORD_HEADER + olen)
         .ok_or_else(|| corrupt_record("truncated origin"))?;
     let json = bytes
-        .get(3 + olen..)
+        .get(RECORD_HEADER + olen..)
         .ok_or_else(|| corrupt_record("truncated delta"))?;
     let origin = std::str::from_utf8(origin).map_err(|_| corrupt_record("origin is not UTF-8"))?;
     Ok(((!origin.is_empty()).then_some(origin), json))

@@ -15,6 +15,7 @@ mod open;
 mod postings;
 mod quarantine;
 mod query;
+mod recent;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::delta::Delta;
-use backend::{Db, Keyspace};
+use backend::{Db, Keyspace, Slice};
 
 pub use query::Query;
 pub use writer::{AppendOutcome, NewEntry, SideWrites};
@@ -63,11 +64,67 @@ pub struct StoredDelta {
     pub delta: Delta,
 }
 
+/// A log record as stored, unparsed: what a sender forwards without re-encoding. It
+/// shares the stored bytes (reference-counted), so reading it copies nothing.
+#[derive(Clone)]
+pub struct RawRecord {
+    pub seq: Seq,
+    record: Slice,
+    origin: Option<std::ops::Range<usize>>,
+    json_at: usize,
+}
+
+impl RawRecord {
+    /// Checks the record's layout and text once, so the accessors need not.
+    fn new(seq: Seq, record: Slice) -> Result<RawRecord, StoreError> {
+        let (origin, json) = keys::split_record(&record)?;
+        std::str::from_utf8(json).map_err(|_| {
+            StoreError::Corrupt(format!("log record at seq {seq}: delta is not UTF-8"))
+        })?;
+        let json_at = record.len() - json.len();
+        let origin = origin.map(|o| keys::RECORD_HEADER..keys::RECORD_HEADER + o.len());
+        Ok(RawRecord {
+            seq,
+            record,
+            origin,
+            json_at,
+        })
+    }
+
+    /// The peer system the delta arrived from; `None` when it was made or posted here.
+    pub fn origin(&self) -> Option<&str> {
+        let range = self.origin.clone()?;
+        // Checked as UTF-8 in `new`, so this never falls back.
+        self.record
+            .get(range)
+            .and_then(|b| std::str::from_utf8(b).ok())
+    }
+
+    /// The delta's JSON as stored.
+    pub fn json(&self) -> &str {
+        // Checked as UTF-8 in `new`, so this never falls back.
+        self.record
+            .get(self.json_at..)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for RawRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawRecord")
+            .field("seq", &self.seq)
+            .field("origin", &self.origin())
+            .field("json", &self.json())
+            .finish()
+    }
+}
+
 /// Raw log records read from a range of positions: see [`Store::scan_raw_skipping`].
 #[derive(Debug, Default)]
 pub struct RawScan {
-    /// `(position, origin, delta JSON)` of the records kept, in log order.
-    pub records: Vec<(Seq, Option<String>, String)>,
+    /// The records kept, in log order.
+    pub records: Vec<RawRecord>,
     /// The last position read, kept or passed over (the range's start when nothing was read).
     pub through: Seq,
 }
@@ -143,6 +200,8 @@ struct Inner {
     head: watch::Receiver<Seq>,
     duplicates: Arc<AtomicU64>,
     quarantine: quarantine::QuarantineState,
+    /// The newest durable log records, for tailers (see `recent`).
+    recent: Arc<recent::RecentLog>,
 }
 
 impl Store {
@@ -348,7 +407,12 @@ impl Store {
         after: Seq,
         limit: usize,
     ) -> Result<Vec<(Seq, Option<String>, String)>, StoreError> {
-        Ok(self.scan_raw_skipping(after, limit, None)?.records)
+        let scan = self.scan_raw_skipping(after, limit, None)?;
+        Ok(scan
+            .records
+            .iter()
+            .map(|r| (r.seq, r.origin().map(str::to_owned), r.json().to_owned()))
+            .collect())
     }
 
     /// Reads up to `limit` log positions after `after`, in order, as raw records, and
@@ -372,28 +436,30 @@ impl Store {
         if after >= head || limit == 0 {
             return Ok(scan);
         }
-        let mut read = 0usize;
+        let mut keep = |seq: Seq, record: Slice| -> Result<(), StoreError> {
+            let (origin, _) = keys::split_record(&record)?;
+            if skip_origin.is_none() || origin != skip_origin {
+                scan.records.push(RawRecord::new(seq, record)?);
+            }
+            scan.through = seq;
+            Ok(())
+        };
+        // What the writer committed last is usually still in memory (see `recent`).
+        if let Some(records) = self.inner.recent.read(after, head, limit) {
+            for (seq, record) in records {
+                keep(seq, record)?;
+            }
+            return Ok(scan);
+        }
         for guard in self
             .inner
             .ks
             .log
             .range(keys::seq_key(Seq(after.0 + 1))..=keys::seq_key(head))
+            .take(limit)
         {
             let (k, v) = guard.into_inner()?;
-            let seq = keys::decode_seq(&k)?;
-            let (origin, json) = keys::split_record(&v)?;
-            if skip_origin.is_none() || origin != skip_origin {
-                let json = std::str::from_utf8(json).map_err(|_| {
-                    StoreError::Corrupt(format!("log record at seq {seq}: delta is not UTF-8"))
-                })?;
-                scan.records
-                    .push((seq, origin.map(str::to_owned), json.to_owned()));
-            }
-            scan.through = seq;
-            read += 1;
-            if read >= limit {
-                break;
-            }
+            keep(keys::decode_seq(&k)?, v)?;
         }
         Ok(scan)
     }

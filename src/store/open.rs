@@ -11,7 +11,9 @@ use fjall::{Database, KeyspaceCreateOptions, PersistMode};
 use tokio::sync::watch;
 
 use super::backend::Db;
-use super::{keys, quarantine, writer, Durability, Inner, Keyspaces, Seq, Store, StoreError};
+use super::{
+    keys, quarantine, recent, writer, Durability, Inner, Keyspaces, Seq, Store, StoreError,
+};
 
 /// Memtable sizes: the log holds the delta bodies, the indexes only short keys. The log's
 /// keys are sequential, so its flushed tables never overlap and a smaller memtable costs
@@ -109,6 +111,7 @@ impl Store {
         };
         let (head_tx, head_rx) = watch::channel(head);
         let duplicates = Arc::new(AtomicU64::new(0));
+        let recent = Arc::new(recent::RecentLog::new(recent::RECENT_RECORDS));
         let writer = writer::spawn(
             db.clone(),
             ks.clone(),
@@ -117,6 +120,7 @@ impl Store {
             persist,
             duplicates.clone(),
             quarantine.clone(),
+            recent.clone(),
         );
         Ok(Store {
             inner: Arc::new(Inner {
@@ -128,6 +132,7 @@ impl Store {
                 head: head_rx,
                 duplicates,
                 quarantine,
+                recent,
             }),
         })
     }

@@ -147,20 +147,22 @@ fn a_scan_for_a_peer_passes_over_its_deltas_and_reads_on(open: Open) {
     assert_eq!(scan.through, Seq(2));
 
     let scan = store.scan_raw_skipping(Seq(2), 10, Some("peer-b")).unwrap();
-    let kept: Vec<(Seq, Option<&str>)> = scan
-        .records
-        .iter()
-        .map(|(seq, origin, _)| (*seq, origin.as_deref()))
-        .collect();
+    let kept: Vec<(Seq, Option<&str>)> = scan.records.iter().map(|r| (r.seq, r.origin())).collect();
     assert_eq!(kept, vec![(Seq(4), None), (Seq(5), Some("peer-c"))]);
     assert_eq!(scan.through, Seq(5));
-    let json = &scan.records[0].2;
+    let json = scan.records[0].json();
     assert_eq!(Delta::from_json(json).unwrap().id, ids[3]);
 
     // Nothing to skip: the same records as a plain raw scan; past the head: nothing read.
     let all = store.scan_raw_skipping(Seq(0), 10, None).unwrap();
-    assert_eq!(all.records, store.scan_raw_after(Seq(0), 10).unwrap());
+    let plain = store.scan_raw_after(Seq(0), 10).unwrap();
     assert_eq!(all.records.len(), 5);
+    for (r, (seq, origin, json)) in all.records.iter().zip(&plain) {
+        assert_eq!(
+            (r.seq, r.origin(), r.json()),
+            (*seq, origin.as_deref(), &json[..])
+        );
+    }
     let past = store.scan_raw_skipping(Seq(5), 10, Some("peer-b")).unwrap();
     assert!(past.records.is_empty());
     assert_eq!(past.through, Seq(5));

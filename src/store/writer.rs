@@ -12,8 +12,9 @@ use std::thread::JoinHandle;
 use fjall::PersistMode;
 use tokio::sync::{oneshot, watch};
 
-use super::backend::Db;
+use super::backend::{Db, Slice};
 use super::postings::Postings;
+use super::recent::RecentLog;
 use super::{keys, Keyspaces, Seq, StoreError};
 use crate::delta::Delta;
 
@@ -111,6 +112,7 @@ pub(crate) fn spawn(
     persist: Option<PersistMode>,
     duplicates: Arc<AtomicU64>,
     quarantine: super::quarantine::QuarantineState,
+    recent: Arc<RecentLog>,
 ) -> WriterHandle {
     let (tx, rx) = mpsc::channel::<Request>();
     let mut writer = Writer {
@@ -121,6 +123,7 @@ pub(crate) fn spawn(
         persist,
         duplicates,
         quarantine,
+        recent,
     };
     let thread = std::thread::Builder::new()
         .name("rhizome-store-writer".into())
@@ -143,7 +146,11 @@ struct Writer {
     persist: Option<PersistMode>,
     duplicates: Arc<AtomicU64>,
     quarantine: super::quarantine::QuarantineState,
+    recent: Arc<RecentLog>,
 }
+
+/// What a group commit produced: each request's outcomes, and the log records it wrote.
+type Committed = (Vec<Vec<AppendOutcome>>, Vec<(Seq, Slice)>);
 
 impl Writer {
     fn run(&mut self, rx: mpsc::Receiver<Request>) {
@@ -169,7 +176,9 @@ impl Writer {
                         Err(StoreError::Corrupt("the store write panicked".into()))
                     });
             match committed {
-                Ok(outcomes) => {
+                Ok((outcomes, records)) => {
+                    // IMPORTANT: the records reach `recent` before the head moves past them.
+                    self.recent.extend(records);
                     self.head_tx.send_replace(Seq(self.next.0 - 1));
                     for (req, out) in group.into_iter().zip(outcomes) {
                         let _ = req.reply.send(Ok(out));
@@ -192,7 +201,7 @@ impl Writer {
         }
     }
 
-    fn commit(&mut self, group: &[Request]) -> Result<Vec<Vec<AppendOutcome>>, StoreError> {
+    fn commit(&mut self, group: &[Request]) -> Result<Committed, StoreError> {
         let ks = &self.ks;
         let entries: usize = group.iter().map(|req| req.entries.len()).sum();
         // Per delta: its log record, its id and about one index posting; then the rest
@@ -201,6 +210,7 @@ impl Writer {
         // Ids written earlier in this same batch are not yet visible to `ids.get`.
         let mut in_batch: foldhash::HashMap<&str, Seq> = foldhash::HashMap::default();
         let mut all = Vec::with_capacity(group.len());
+        let mut records = Vec::with_capacity(entries);
         let mut dups = 0u64;
         let mut by_author = Postings::new();
         let mut by_system = Postings::new();
@@ -226,11 +236,9 @@ impl Writer {
                 self.next = Seq(seq.0 + 1);
                 in_batch.insert(&d.id, seq);
                 let json = d.to_json();
-                batch.insert(
-                    &ks.log,
-                    keys::seq_key(seq),
-                    keys::encode_record(entry.origin.as_deref(), &json),
-                );
+                let record = Slice::from(keys::encode_record(entry.origin.as_deref(), &json));
+                batch.insert(&ks.log, keys::seq_key(seq), record.clone());
+                records.push((seq, record));
                 batch.insert(&ks.ids, d.id.as_bytes(), keys::seq_key(seq));
                 by_author.add(d.author.as_str(), seq);
                 by_system.add(d.system.as_str(), seq);
@@ -268,6 +276,6 @@ impl Writer {
             self.db.persist(mode)?;
         }
         self.duplicates.fetch_add(dups, Ordering::Relaxed);
-        Ok(all)
+        Ok((all, records))
     }
 }
