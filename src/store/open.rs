@@ -112,15 +112,18 @@ impl Store {
         let (head_tx, head_rx) = watch::channel(head);
         let duplicates = Arc::new(AtomicU64::new(0));
         let recent = Arc::new(recent::RecentLog::new(recent::RECENT_RECORDS));
+        let publish = writer::Publish {
+            head: head_tx,
+            recent: recent.clone(),
+        };
         let writer = writer::spawn(
             db.clone(),
             ks.clone(),
             head,
-            head_tx,
+            publish,
             persist,
             duplicates.clone(),
             quarantine.clone(),
-            recent.clone(),
         );
         Ok(Store {
             inner: Arc::new(Inner {

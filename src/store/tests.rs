@@ -168,6 +168,33 @@ fn a_scan_for_a_peer_passes_over_its_deltas_and_reads_on(open: Open) {
     assert_eq!(past.through, Seq(5));
 }
 
+/// Closing a store whose background workers have flushes and compactions queued
+/// returns. The patched fjall (vendor/README.md) once could wait forever here: its
+/// closing loop drained a worker's `Close` before the woken worker took it. That race
+/// needs a worker slow to wake, so this test is no reliable reproducer of it; it pins
+/// the property: each round writes enough to rotate the log's memtable and drops the
+/// store while its workers may still be busy.
+#[test]
+fn closing_a_store_with_busy_background_workers_returns() {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for _ in 0..6 {
+            let store = Store::temporary_on_disk().unwrap();
+            for _ in 0..4 {
+                let batch = (0..3000)
+                    .map(|i| entry("alice", &format!("t{i}")))
+                    .collect();
+                store.append_blocking(batch, vec![]).unwrap();
+            }
+            drop(store);
+        }
+        let _ = done_tx.send(());
+    });
+    done_rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("closing a store hung");
+}
+
 #[test]
 fn restart_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();

@@ -104,26 +104,32 @@ impl Drop for WriterHandle {
     }
 }
 
+/// Where the writer makes durable groups visible to readers.
+pub(crate) struct Publish {
+    /// The log's durable head.
+    pub head: watch::Sender<Seq>,
+    /// The newest records, for tailers.
+    pub recent: Arc<RecentLog>,
+}
+
 pub(crate) fn spawn(
     db: Db,
     ks: Arc<Keyspaces>,
     head: Seq,
-    head_tx: watch::Sender<Seq>,
+    publish: Publish,
     persist: Option<PersistMode>,
     duplicates: Arc<AtomicU64>,
     quarantine: super::quarantine::QuarantineState,
-    recent: Arc<RecentLog>,
 ) -> WriterHandle {
     let (tx, rx) = mpsc::channel::<Request>();
     let mut writer = Writer {
         db,
         ks,
         next: Seq(head.0 + 1),
-        head_tx,
+        publish,
         persist,
         duplicates,
         quarantine,
-        recent,
     };
     let thread = std::thread::Builder::new()
         .name("rhizome-store-writer".into())
@@ -142,11 +148,10 @@ struct Writer {
     db: Db,
     ks: Arc<Keyspaces>,
     next: Seq,
-    head_tx: watch::Sender<Seq>,
+    publish: Publish,
     persist: Option<PersistMode>,
     duplicates: Arc<AtomicU64>,
     quarantine: super::quarantine::QuarantineState,
-    recent: Arc<RecentLog>,
 }
 
 /// What a group commit produced: each request's outcomes, and the log records it wrote.
@@ -178,8 +183,8 @@ impl Writer {
             match committed {
                 Ok((outcomes, records)) => {
                     // IMPORTANT: the records reach `recent` before the head moves past them.
-                    self.recent.extend(records);
-                    self.head_tx.send_replace(Seq(self.next.0 - 1));
+                    self.publish.recent.extend(records);
+                    self.publish.head.send_replace(Seq(self.next.0 - 1));
                     for (req, out) in group.into_iter().zip(outcomes) {
                         let _ = req.reply.send(Ok(out));
                     }

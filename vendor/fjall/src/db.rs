@@ -72,9 +72,10 @@ impl Drop for DatabaseInner {
             > 0
         {
             let _ = self.worker_pool.rx.drain().count();
-            // PATCH(rhizome): the compaction queue holds keyspace handles too.
-            let _ = self.worker_pool.compact_rx.drain().count();
             let _ = self.worker_pool.sender.try_send(WorkerMessage::Close);
+            // PATCH(rhizome): workers 1.. of a pool wait on the compaction queue.
+            let _ = self.worker_pool.compact_rx.drain().count();
+            let _ = self.worker_pool.compact_sender.try_send(WorkerMessage::Close);
             std::thread::sleep(std::time::Duration::from_micros(10));
         }
 

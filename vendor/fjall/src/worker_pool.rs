@@ -45,10 +45,12 @@ pub struct WorkerPool {
     thread_handles: Mutex<Vec<WorkerHandle>>,
     pub(crate) rx: flume::Receiver<WorkerMessage>,
     pub(crate) sender: flume::Sender<WorkerMessage>,
-    // PATCH(rhizome): compaction requests wait here, where only the workers that
-    // compact listen. Upstream re-queued them on `sender`, and worker 0 (kept free for
-    // flushes) took its own re-queued request back at once: a busy loop for as long as
-    // the other workers were busy (see vendor/README.md).
+    // PATCH(rhizome): in a pool of several workers, compaction requests wait here, where
+    // only workers 1.. listen, and worker 0 listens only to `rx`. Upstream had every
+    // request on `rx`, and worker 0 (kept free for flushes) put each compaction request
+    // it took back on `rx`, where it took it again at once: a busy loop for as long as
+    // the other workers were busy (see vendor/README.md). Each worker blocks on one
+    // queue, so a message sent to a waiting worker is handed to it directly.
     pub(crate) compact_rx: flume::Receiver<WorkerMessage>,
     pub(crate) compact_sender: flume::Sender<WorkerMessage>,
 }
@@ -83,13 +85,20 @@ impl WorkerPool {
                 .spawn({
                     log::trace!("Starting fjall worker thread #{i}");
 
+                    // PATCH(rhizome): workers 1.. of a pool of several take compaction
+                    // requests (and `Close`) from their own queue.
+                    let rx = if pool_size > 1 && i > 0 {
+                        self.compact_rx.clone()
+                    } else {
+                        self.rx.clone()
+                    };
                     let worker_state = WorkerState {
                         pool_size,
                         worker_id: i,
-                        rx: self.rx.clone(),
+                        rx,
                         supervisor: supervisor.clone(),
                         stats: stats.clone(),
-                        compact_rx: self.compact_rx.clone(),
+                        sender: self.sender.clone(),
                         compact_sender: self.compact_sender.clone(),
                     };
 
@@ -172,31 +181,25 @@ struct WorkerState {
     worker_id: usize,
     supervisor: Supervisor,
     rx: flume::Receiver<WorkerMessage>,
-    // PATCH(rhizome): no `sender`: nothing is re-queued on the flush queue any more.
+    sender: flume::Sender<WorkerMessage>,
     stats: Arc<Stats>,
-    compact_rx: flume::Receiver<WorkerMessage>,
     compact_sender: flume::Sender<WorkerMessage>,
 }
 
 impl WorkerState {
-    /// PATCH(rhizome): worker 0 of a pool of several is kept free for flushes.
-    fn flushes_only(&self) -> bool {
-        self.pool_size > 1 && self.worker_id == 0
+    /// PATCH(rhizome): where compaction requests go: the compaction queue when the
+    /// pool has workers that take them from it, the one queue otherwise.
+    fn compactions(&self) -> &flume::Sender<WorkerMessage> {
+        if self.pool_size > 1 {
+            &self.compact_sender
+        } else {
+            &self.sender
+        }
     }
 }
 
 fn worker_tick(ctx: &WorkerState) -> crate::Result<bool> {
-    // PATCH(rhizome): the flush queue first, then compaction requests, for the workers
-    // that compact. Only `rx` carries `Close`, and it stays open while the pool runs.
-    let item = if ctx.flushes_only() {
-        ctx.rx.recv().ok()
-    } else {
-        flume::Selector::new()
-            .recv(&ctx.rx, Result::ok)
-            .recv(&ctx.compact_rx, Result::ok)
-            .wait()
-    };
-    let Some(item) = item else {
+    let Ok(item) = ctx.rx.recv() else {
         return Ok(true);
     };
 
@@ -264,8 +267,9 @@ fn worker_tick(ctx: &WorkerState) -> crate::Result<bool> {
                 &ctx.stats,
             )?;
 
-            for _ in 0..ctx.pool_size {
-                ctx.compact_sender
+            // PATCH(rhizome): one request per compacting worker, on their queue.
+            for _ in 0..ctx.pool_size.saturating_sub(1).max(1) {
+                ctx.compactions()
                     .try_send(WorkerMessage::Compact(task.keyspace.clone()))
                     .ok();
             }
@@ -278,9 +282,10 @@ fn worker_tick(ctx: &WorkerState) -> crate::Result<bool> {
         }
         WorkerMessage::Compact(keyspace) => {
             // NOTE: Let one worker prioritize flushing if there are pending flushes
-            // PATCH(rhizome): a request that came on the flush queue (recovery,
-            // ingestion) moves to the compaction queue, where worker 0 does not listen.
-            if ctx.flushes_only() {
+            // PATCH(rhizome): a request that reached worker 0 on `rx` (sent at recovery
+            // or after an ingestion) moves to the compaction queue, instead of back onto
+            // `rx` where worker 0 would take it again.
+            if ctx.pool_size > 1 && ctx.worker_id == 0 {
                 ctx.compact_sender
                     .try_send(WorkerMessage::Compact(keyspace))
                     .ok();
