@@ -15,16 +15,20 @@ pub struct LogTail {
     store: Store,
     cursor: Seq,
     head: watch::Receiver<Seq>,
+    /// Keeps the newest records in memory, where this tail reads them while it keeps up.
+    _recent: crate::store::TailRegistration,
 }
 
 impl LogTail {
     /// A tail that will yield the deltas stored after `cursor`.
     pub fn new(store: Store, cursor: Seq) -> LogTail {
         let head = store.watch_head();
+        let _recent = store.register_tailer();
         LogTail {
             store,
             cursor,
             head,
+            _recent,
         }
     }
 

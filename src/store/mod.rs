@@ -28,6 +28,7 @@ use crate::delta::Delta;
 use backend::{Db, Keyspace, Slice};
 
 pub use query::Query;
+pub(crate) use recent::Registration as TailRegistration;
 pub use writer::{AppendOutcome, NewEntry, SideWrites};
 
 /// A local sequence number: position of a delta in this node's log. The first delta
@@ -332,6 +333,12 @@ impl Store {
     /// A receiver that changes whenever the durable head moves; log tailers wait on it.
     pub fn watch_head(&self) -> watch::Receiver<Seq> {
         self.inner.head.clone()
+    }
+
+    /// Keeps the newest durable records in memory for log readers while it lives, so
+    /// that a reader keeping up with the head does not read them back from the backend.
+    pub(crate) fn register_tailer(&self) -> TailRegistration {
+        self.inner.recent.register()
     }
 
     /// Deltas offered again after they were stored, since this process opened the store.

@@ -9,10 +9,13 @@
 //!
 //! This is a cache of the durable log, not a channel: it holds only what the log
 //! holds, a reader that falls behind it reads the backend as before, and nothing is
-//! lost when it drops its oldest records.
+//! lost when it drops its oldest records. It holds records only while some tailer is
+//! registered ([`RecentLog::register`]): a node that only receives (a pull link's
+//! receiver syncing millions of deltas) keeps none of them in memory.
 
 use std::collections::VecDeque;
-use std::sync::{PoisonError, RwLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use super::backend::Slice;
 use super::Seq;
@@ -25,23 +28,50 @@ pub(crate) struct RecentLog {
     /// Consecutive positions, oldest first.
     records: RwLock<VecDeque<(Seq, Slice)>>,
     capacity: usize,
+    /// Live [`Registration`]s.
+    tailers: AtomicUsize,
+}
+
+/// Keeps the newest records in memory while it lives (see [`RecentLog::register`]).
+pub(crate) struct Registration(Arc<RecentLog>);
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.0.tailers.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl RecentLog {
     pub(crate) fn new(capacity: usize) -> RecentLog {
         RecentLog {
-            records: RwLock::new(VecDeque::with_capacity(capacity)),
+            records: RwLock::new(VecDeque::new()),
             capacity,
+            tailers: AtomicUsize::new(0),
         }
+    }
+
+    /// Someone will tail the log: keep the newest records from the next group on, until
+    /// the registration drops. A group committed while a tailer registers may be missed;
+    /// the tailer then reads those positions from the backend.
+    pub(crate) fn register(self: &Arc<Self>) -> Registration {
+        self.tailers.fetch_add(1, Ordering::Relaxed);
+        Registration(self.clone())
     }
 
     /// Adds durable records, in log order, dropping the oldest beyond the capacity.
     pub(crate) fn extend(&self, new: Vec<(Seq, Slice)>) {
-        if self.capacity == 0 || new.is_empty() {
+        if new.is_empty() {
             return;
         }
         // The lock guards plain pushes and pops, which cannot leave it half done.
         let mut records = self.records.write().unwrap_or_else(PoisonError::into_inner);
+        if self.capacity == 0 || self.tailers.load(Ordering::Relaxed) == 0 {
+            // Nobody reads them: hold nothing (and let go of what was held).
+            if !records.is_empty() {
+                *records = VecDeque::new();
+            }
+            return;
+        }
         for (seq, record) in new {
             // Positions here are consecutive, so a position is found by subtraction;
             // anything else (it cannot happen: the writer numbers without gaps) starts over.
@@ -91,7 +121,8 @@ mod tests {
 
     #[test]
     fn serves_what_it_holds_and_sends_the_rest_to_the_backend() {
-        let recent = RecentLog::new(4);
+        let recent = Arc::new(RecentLog::new(4));
+        let _tailer = recent.register();
         assert_eq!(seqs(recent.read(Seq(0), Seq(9), 10)), None);
         recent.extend(records(1, 3));
         assert_eq!(seqs(recent.read(Seq(0), Seq(3), 10)), Some(vec![1, 2, 3]));
@@ -115,8 +146,23 @@ mod tests {
 
     #[test]
     fn a_zero_capacity_keeps_nothing() {
-        let recent = RecentLog::new(0);
+        let recent = Arc::new(RecentLog::new(0));
+        let _tailer = recent.register();
         recent.extend(records(1, 3));
         assert_eq!(seqs(recent.read(Seq(0), Seq(3), 10)), None);
+    }
+
+    #[test]
+    fn records_are_kept_only_while_a_tailer_is_registered() {
+        let recent = Arc::new(RecentLog::new(8));
+        recent.extend(records(1, 2));
+        assert_eq!(seqs(recent.read(Seq(0), Seq(2), 10)), None);
+        let tailer = recent.register();
+        recent.extend(records(3, 4));
+        assert_eq!(seqs(recent.read(Seq(2), Seq(4), 10)), Some(vec![3, 4]));
+        drop(tailer);
+        recent.extend(records(5, 5));
+        assert_eq!(seqs(recent.read(Seq(2), Seq(5), 10)), None);
+        assert_eq!(seqs(recent.read(Seq(4), Seq(5), 10)), None);
     }
 }
