@@ -4,6 +4,7 @@
 //! one term's entries contiguous and separate from any other term (no separator byte a
 //! delta id could contain), and the big-endian seq orders them by log position.
 
+use crate::delta::Delta;
 use crate::store::{Seq, StoreError};
 
 pub(crate) fn seq_key(seq: Seq) -> [u8; 8] {
@@ -58,15 +59,29 @@ pub(crate) const RECORD_HEADER: usize = 3;
 
 /// A log record: `version u8 ++ len(origin) u16 BE ++ origin ++ delta JSON`.
 /// The origin is the peer system a delta arrived from (empty when authored or posted locally).
+#[cfg(test)]
 pub(crate) fn encode_record(origin: Option<&str>, delta_json: &str) -> Vec<u8> {
-    let origin = origin.unwrap_or("").as_bytes();
-    let olen = origin.len().min(u16::MAX as usize);
-    let mut v = Vec::with_capacity(RECORD_HEADER + olen + delta_json.len());
-    v.push(RECORD_VERSION);
-    v.extend_from_slice(&(olen as u16).to_be_bytes());
-    v.extend_from_slice(&origin[..olen]);
+    let mut v = Vec::new();
+    write_record_header(&mut v, origin);
     v.extend_from_slice(delta_json.as_bytes());
     v
+}
+
+/// Writes a delta's log record into `buf` (cleared first): the writer serializes each
+/// delta into one reused buffer instead of a fresh string and a fresh record per delta.
+pub(crate) fn write_record(buf: &mut Vec<u8>, origin: Option<&str>, delta: &Delta) {
+    buf.clear();
+    write_record_header(buf, origin);
+    // Serializing our own types into memory cannot fail: every map key is a string.
+    let _ = serde_json::to_writer(&mut *buf, delta);
+}
+
+fn write_record_header(buf: &mut Vec<u8>, origin: Option<&str>) {
+    let origin = origin.unwrap_or("").as_bytes();
+    let olen = origin.len().min(u16::MAX as usize);
+    buf.push(RECORD_VERSION);
+    buf.extend_from_slice(&(olen as u16).to_be_bytes());
+    buf.extend_from_slice(&origin[..olen]);
 }
 
 /// Splits a record into (origin, delta JSON).
@@ -105,6 +120,8 @@ fn corrupt_record(why: &str) -> StoreError {
 
 #[cfg(test)]
 mod tests {
+    use crate::delta::Delta;
+
     use super::*;
 
     #[test]

@@ -130,6 +130,7 @@ pub(crate) fn spawn(
         persist,
         duplicates,
         quarantine,
+        record_buf: Vec::new(),
     };
     let thread = std::thread::Builder::new()
         .name("rhizome-store-writer".into())
@@ -152,6 +153,8 @@ struct Writer {
     persist: Option<PersistMode>,
     duplicates: Arc<AtomicU64>,
     quarantine: super::quarantine::QuarantineState,
+    /// Where each delta's log record is written before it is copied into the batch.
+    record_buf: Vec<u8>,
 }
 
 /// What a group commit produced: each request's outcomes, and the log records it wrote.
@@ -240,8 +243,8 @@ impl Writer {
                 let seq = self.next;
                 self.next = Seq(seq.0 + 1);
                 in_batch.insert(&d.id, seq);
-                let json = d.to_json();
-                let record = Slice::from(keys::encode_record(entry.origin.as_deref(), &json));
+                keys::write_record(&mut self.record_buf, entry.origin.as_deref(), d);
+                let record = Slice::from(&self.record_buf);
                 batch.insert(&ks.log, keys::seq_key(seq), record.clone());
                 records.push((seq, record));
                 batch.insert(&ks.ids, d.id.as_bytes(), keys::seq_key(seq));
