@@ -120,9 +120,19 @@ fn corrupt_record(why: &str) -> StoreError {
 
 #[cfg(test)]
 mod tests {
-    use crate::delta::Delta;
-
     use super::*;
+    use crate::delta::{new_delta, Pointer, Target};
+
+    #[test]
+    fn a_written_record_is_the_delta_as_to_json_writes_it() {
+        let d = new_delta("alice", "sys", vec![Pointer::new("n", Target::from(1i64))]);
+        let mut buf = b"left over from the last delta".to_vec();
+        for origin in [Some("node-b"), None] {
+            write_record(&mut buf, origin, &d);
+            assert_eq!(buf, encode_record(origin, &d.to_json()));
+            assert_eq!(decode_record(&buf).unwrap(), (origin, &d.to_json()[..]));
+        }
+    }
 
     #[test]
     fn record_roundtrip() {
