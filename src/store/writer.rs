@@ -216,7 +216,8 @@ impl Writer {
         // of the group's postings and side writes.
         let mut batch = self.db.batch(entries * 3 + 64);
         // Ids written earlier in this same batch are not yet visible to `ids.get`.
-        let mut in_batch: foldhash::HashMap<&str, Seq> = foldhash::HashMap::default();
+        let mut in_batch: foldhash::HashMap<&str, Seq> =
+            foldhash::HashMap::with_capacity_and_hasher(entries, Default::default());
         let mut all = Vec::with_capacity(group.len());
         let mut records = Vec::with_capacity(entries);
         let mut dups = 0u64;
