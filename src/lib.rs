@@ -9,7 +9,7 @@
 //! - [`filter`]: `DeltaFilter`, strict JSON and `matches`.
 //! - [`store`]: the delta store, on fjall or in memory: gap-free log by sequence number,
 //!   id index (dedup), query indexes, negations, metadata; one writer thread with group
-//!   commit.
+//!   commit; the newest durable records kept in memory for log tailers.
 //! - [`log_tail`]: reading the durable log from a cursor, waiting for more.
 //! - [`events`]: what the node announces.
 //! - [`admission`]: what a remote delta must pass (pull filters, trust policies) and
@@ -24,6 +24,7 @@
 //! - [`client`]: the HTTP client behind `rhizome put` / `rhizome query`.
 //! - [`watch`]: debounced file watching behind every hot reload.
 //! - [`server`]: binding the port, serving, graceful shutdown.
+//! - [`cli`]: the `rhizome` subcommands, and the allocator tuning of `serve`.
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
