@@ -49,7 +49,8 @@ pub(crate) enum Outgoing {
 
 #[derive(Debug, Clone)]
 pub(crate) struct SendPlan {
-    pub peer_system: String,
+    /// The peer's system id: its own deltas are passed over when reading the log.
+    pub peer_system: Arc<str>,
     /// The peer speaks our extension: live deltas go as `delta_batch` with positions.
     pub extension: bool,
     /// Our own push filter for this link.
@@ -88,8 +89,6 @@ pub(crate) struct Sender<S> {
     /// Where live sending started: a v1 peer's sync covers the log up to here and live
     /// sending the rest, so no delta goes twice.
     live_origin: Option<Seq>,
-    /// The peer's system id, once known: its own deltas are passed over when reading the log.
-    skip_origin: Option<Arc<str>>,
     next_ping: tokio::time::Instant,
 }
 
@@ -130,7 +129,6 @@ where
             peer_paused: false,
             paused,
             live_origin: None,
-            skip_origin: None,
             next_ping: tokio::time::Instant::now() + heartbeat,
         }
     }
@@ -149,7 +147,7 @@ where
                     Ok(()) => Flow::Continue,
                     Err(_) => Flow::Stop(SenderEnd::Closed),
                 },
-                batch = next_live(&mut self.live, self.skip_origin.clone()), if may_send => match batch {
+                batch = next_live(&mut self.live, self.plan.as_ref().map(|p| p.peer_system.clone())), if may_send => match batch {
                     Ok(Some(scan)) => self.send_live(scan).await,
                     Ok(None) => Flow::Stop(SenderEnd::Closed),
                     Err(e) => Flow::Stop(SenderEnd::Store(e)),
@@ -174,7 +172,6 @@ where
     async fn handle(&mut self, cmd: Outgoing) -> Flow {
         match cmd {
             Outgoing::Begin(plan) => {
-                self.skip_origin = Some(Arc::from(plan.peer_system.as_str()));
                 if let Some(from) = plan.live_from {
                     self.live = Some(LogTail::new(self.node.store().clone(), from));
                     self.live_origin = Some(from);
@@ -467,8 +464,8 @@ async fn next_live(
     }
 }
 
-/// Which records go to the peer: not those that came from it, and only those every
-/// filter keeps. Returns them and, when `want_ids` (someone listens to `delta:sent`),
+/// Which records go to the peer: only those every filter keeps. The peer's own deltas
+/// are already left out: both callers read the log with `scan_raw_skipping` for it. Returns them and, when `want_ids` (someone listens to `delta:sent`),
 /// their ids.
 fn select(
     records: Vec<RawRecord>,
@@ -487,10 +484,6 @@ fn select(
     let link_value = push_scripts.then(|| plan.link.to_dynamic().into_shared());
     for record in records {
         let seq = record.seq;
-        if record.origin() == Some(plan.peer_system.as_str()) {
-            // Scans already pass over them; a check that costs nothing keeps it true.
-            continue;
-        }
         let floor_ts = floor.filter(|(until, _)| seq <= *until).map(|f| f.1);
         let min_ts = min_timestamp.max(floor_ts);
         let filtered =

@@ -76,20 +76,28 @@ pub struct RawRecord {
 }
 
 impl RawRecord {
-    /// Checks the record's layout and text once, so the accessors need not.
-    fn new(seq: Seq, record: Slice) -> Result<RawRecord, StoreError> {
+    /// Reads a record's layout once; `None` for a record from `skip_origin`, whose delta
+    /// is not looked at. A kept record's text is checked here, so the accessors need not.
+    fn read(
+        seq: Seq,
+        record: Slice,
+        skip_origin: Option<&str>,
+    ) -> Result<Option<RawRecord>, StoreError> {
         let (origin, json) = keys::split_record(&record)?;
+        if skip_origin.is_some() && origin == skip_origin {
+            return Ok(None);
+        }
         std::str::from_utf8(json).map_err(|_| {
             StoreError::Corrupt(format!("log record at seq {seq}: delta is not UTF-8"))
         })?;
         let json_at = record.len() - json.len();
         let origin = origin.map(|o| keys::RECORD_HEADER..keys::RECORD_HEADER + o.len());
-        Ok(RawRecord {
+        Ok(Some(RawRecord {
             seq,
             record,
             origin,
             json_at,
-        })
+        }))
     }
 
     /// The peer system the delta arrived from; `None` when it was made or posted here.
@@ -444,10 +452,8 @@ impl Store {
             return Ok(scan);
         }
         let mut keep = |seq: Seq, record: Slice| -> Result<(), StoreError> {
-            let (origin, _) = keys::split_record(&record)?;
-            if skip_origin.is_none() || origin != skip_origin {
-                scan.records.push(RawRecord::new(seq, record)?);
-            }
+            scan.records
+                .extend(RawRecord::read(seq, record, skip_origin)?);
             scan.through = seq;
             Ok(())
         };

@@ -407,7 +407,7 @@ impl Session<'_> {
             }
         };
         Ok(SendPlan {
-            peer_system: peer.system.clone(),
+            peer_system: peer.system.as_str().into(),
             extension: peer.extension,
             push_filter: self.link.config.push_filter.clone(),
             peer_filter: peer.peer_filter.clone(),
