@@ -45,7 +45,7 @@ pub mod server;
 pub mod store;
 pub mod watch;
 
-pub use delta::{Delta, InvalidDelta, Pointer, Reference, Target};
+pub use delta::{Delta, InvalidDelta, Limits, Pointer, Reference, Target};
 pub use federation::{FederationLink, LinkConfig, LinkStatus, TrustPolicy};
 pub use filter::DeltaFilter;
 pub use node::{IngestOutcome, Node, NodeConfig, Origin, Storage};

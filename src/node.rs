@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::admission::{self, Admission, Judged};
-use crate::delta::{self, Delta, InvalidDelta, Pointer};
+use crate::delta::{self, Delta, InvalidDelta, Limits, Pointer};
 use crate::events::{EventBus, NodeEvent};
 use crate::federation::{LinkRegistry, ServerOptions, TrustPolicy};
 use crate::filter::DeltaFilter;
@@ -78,6 +78,8 @@ pub struct NodeConfig {
     pub policies: PolicyDirs,
     /// When an acknowledged write is on disk (durable stores; default: fsync).
     pub durability: Option<Durability>,
+    /// What a delta may weigh, on every way in (and what links advertise to peers).
+    pub limits: Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +90,8 @@ pub enum NodeError {
     BadSystemId,
     #[error("policies: {0}")]
     Policies(String),
+    #[error("{0}")]
+    Limits(String),
 }
 
 /// A running node; cheap to clone.
@@ -108,6 +112,7 @@ struct Inner {
     log_id: String,
     /// Invalid deltas refused since start.
     invalid: std::sync::atomic::AtomicU64,
+    limits: Limits,
 }
 
 const SYSTEM_ID_KEY: &str = "node/system_id";
@@ -119,6 +124,10 @@ impl Node {
     /// # Errors
     /// When the store cannot be opened (for example it is locked by another process).
     pub async fn open(config: NodeConfig) -> Result<Node, NodeError> {
+        config
+            .limits
+            .check_settings(config.server.max_message_size)
+            .map_err(NodeError::Limits)?;
         let storage = config.storage.clone();
         let durability = config.durability.unwrap_or(Durability::Sync);
         // Opening recovers the journal: blocking work, kept off the async workers.
@@ -184,6 +193,7 @@ impl Node {
                 policies,
                 log_id,
                 invalid: Default::default(),
+                limits: config.limits,
             }),
         })
     }
@@ -240,6 +250,11 @@ impl Node {
     /// This store's log identity (a new one when the store is new).
     pub fn log_id(&self) -> &str {
         &self.inner.log_id
+    }
+
+    /// The limits every delta must fit, on every way in.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
     }
 
     pub fn server_options(&self) -> &ServerOptions {
@@ -370,6 +385,11 @@ impl Node {
         meta: Vec<(String, Vec<u8>)>,
     ) -> Result<PendingIngest, StoreError> {
         let origin_system = origin.system().map(str::to_owned);
+        let limits = self.inner.limits;
+        let checked = checked
+            .into_iter()
+            .map(|item| item.and_then(|d| limits.check(&d).map(|()| d)))
+            .collect();
         let (checked, verdicts) = self.judge(checked, admission).await?;
         let observed = self.events_observed();
         let mut outcomes: Vec<Option<IngestOutcome>> = Vec::with_capacity(checked.len());

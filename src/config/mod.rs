@@ -14,6 +14,9 @@
 //! maxConnections = 1000
 //! heartbeat = 30             # seconds
 //!
+//! [limits]                 # what a delta may weigh, on every way in
+//! maxDeltaBytes = 1048576
+//!
 //! [trust]
 //! trustedAuthors = ["alice"]
 //! maxClockSkewMs = 300000
@@ -38,6 +41,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::delta::Limits;
 use crate::federation::{LinkConfig, ServerOptions, TrustPolicy};
 use crate::node::{NodeConfig, Storage};
 use crate::policy::PolicyDirs;
@@ -100,6 +104,7 @@ pub struct NodeFile {
     pub policies: Option<PathBuf>,
     pub filters: Option<PathBuf>,
     pub server: ServerSection,
+    pub limits: Limits,
     pub trust: TrustPolicy,
     pub links: Vec<LinkEntry>,
 }
@@ -116,6 +121,7 @@ struct RawFile {
     policies: Option<PathBuf>,
     filters: Option<PathBuf>,
     server: ServerSection,
+    limits: Limits,
     trust: TrustPolicy,
     link: Vec<toml::Table>,
 }
@@ -187,6 +193,11 @@ impl NodeFile {
                 return Err(format!("server.path: {path:?} must start with '/'"));
             }
         }
+        let max_message = raw
+            .server
+            .max_message_size
+            .unwrap_or(ServerOptions::default().max_message_size);
+        raw.limits.check_settings(max_message)?;
         Ok(NodeFile {
             system_id: raw.system_id,
             listen: raw.listen,
@@ -196,6 +207,7 @@ impl NodeFile {
             policies: raw.policies,
             filters: raw.filters,
             server: raw.server,
+            limits: raw.limits,
             trust: raw.trust,
             links,
         })
@@ -237,6 +249,7 @@ impl NodeFile {
                 DurabilityKind::Sync => Durability::Sync,
                 DurabilityKind::Buffered => Durability::Buffered,
             }),
+            limits: self.limits,
         }
     }
 }

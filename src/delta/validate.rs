@@ -1,5 +1,6 @@
 //! The RhizomeDB validity rules. Nothing that fails them is ever stored.
 
+use super::limits::{MAX_ID_BYTES_CAP, MAX_SAFE_INTEGER};
 use super::{Delta, Target};
 
 /// Why a delta is invalid: the field (a JSON path such as `pointers[1].target.id`) and the reason.
@@ -27,8 +28,10 @@ impl InvalidDelta {
     }
 }
 
-/// Checks every rule: non-empty id, author and system; positive timestamp; each pointer
-/// has a non-empty role and a valid target; a present context is non-empty.
+/// Checks every rule: non-empty id, author and system with no control characters;
+/// a positive timestamp a JavaScript peer represents exactly; each pointer has a
+/// non-empty role and a valid target; a present context is non-empty. Sizes beyond the
+/// identifier cap are [`super::Limits`]' concern, checked on the ingestion path.
 ///
 /// # Errors
 /// The first rule broken, with the field it concerns.
@@ -44,11 +47,21 @@ pub fn validate(delta: &Delta) -> Result<(), InvalidDelta> {
     if delta.timestamp == 0 {
         return Err(InvalidDelta::new("timestamp", "must be positive, got 0"));
     }
+    if delta.timestamp > MAX_SAFE_INTEGER {
+        return Err(InvalidDelta::new(
+            "timestamp",
+            format!(
+                "is {}; at most {MAX_SAFE_INTEGER} (2^53-1, what every peer represents exactly)",
+                delta.timestamp
+            ),
+        ));
+    }
     non_empty(&delta.author, "author")?;
     non_empty(&delta.system, "system")?;
     // Field paths are spelled out only for an error: this runs for every delta received.
     for (i, p) in delta.pointers.iter().enumerate() {
         non_empty(&p.role, "role").map_err(|e| at_pointer(e, i))?;
+        bounded(&p.role, "role").map_err(|e| at_pointer(e, i))?;
         match &p.target {
             Target::Reference(r) => {
                 non_empty(&r.id, "target.id").map_err(|e| at_pointer(e, i))?;
@@ -75,23 +88,26 @@ fn at_pointer(e: InvalidDelta, i: usize) -> InvalidDelta {
     InvalidDelta::new(format!("pointers[{i}].{}", e.field), e.reason)
 }
 
-/// Longest id, author, system, reference id or context, in bytes. These are index keys,
-/// and the store's keys are limited (64 KiB); 4 KiB leaves room and is far beyond any
-/// real identifier.
-pub const MAX_TERM_BYTES: usize = 4096;
-
+/// An identifier (id, author, system, role, reference id or context) within the hard cap
+/// and free of control characters: identifiers are index keys, appear in logs and
+/// headers, and a newline or NUL in one forges a log line or cuts a key.
 fn bounded(value: &str, field: &str) -> Result<(), InvalidDelta> {
-    if value.len() > MAX_TERM_BYTES {
-        Err(InvalidDelta::new(
+    if value.len() > MAX_ID_BYTES_CAP {
+        return Err(InvalidDelta::new(
             field,
             format!(
-                "is {} bytes long; at most {MAX_TERM_BYTES} are allowed",
+                "is {} bytes long; at most {MAX_ID_BYTES_CAP} are allowed",
                 value.len()
             ),
-        ))
-    } else {
-        Ok(())
+        ));
     }
+    if let Some(c) = value.chars().find(|c| c.is_control()) {
+        return Err(InvalidDelta::new(
+            field,
+            format!("holds the control character {c:?}; identifiers may not"),
+        ));
+    }
+    Ok(())
 }
 
 fn non_empty(value: &str, field: &str) -> Result<(), InvalidDelta> {

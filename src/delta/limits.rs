@@ -1,0 +1,348 @@
+//! The size limits every delta must fit, whichever way it comes in.
+//!
+//! One set, checked once on the node's single ingestion path: a delta posted over HTTP,
+//! received in a live frame, in a sync batch or replayed from quarantine meets the same
+//! rules. The defaults are the contract between nodes: a delta a default node stores is
+//! one every default node accepts, so what a node stores it can always forward. A node
+//! advertises its limits in the handshake, and a sender passes over (and reports) a
+//! delta its peer would refuse rather than send a frame that blocks the link.
+//!
+//! Sizes are measured on the delta's compact JSON, the form the log keeps and frames
+//! carry, so every node measures the same delta the same way.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{Delta, InvalidDelta, Target};
+
+/// The most any identifier may be, configured or not: identifiers are index keys, and
+/// the store's keys are limited to 64 KiB.
+pub const MAX_ID_BYTES_CAP: usize = 4096;
+
+/// How deep JSON may nest anywhere in a frame: serde_json refuses past 128 levels, and a
+/// frame wraps a delta in two (the frame object, its `deltas` array).
+pub const MAX_DEPTH_CAP: usize = 100;
+
+/// What a delta may weigh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct Limits {
+    /// Bytes of the delta's compact JSON.
+    pub max_delta_bytes: usize,
+    /// Levels of JSON nesting in the delta, the delta object itself being level 1 (a
+    /// reference target is at level 4; only unknown fields go deeper).
+    pub max_depth: usize,
+    /// Pointers per delta.
+    pub max_pointers: usize,
+    /// Bytes of any string value: a string target, or a string in an unknown field.
+    pub max_string_bytes: usize,
+    /// Bytes of `id`, `author`, `system`, a role, a reference id or a context.
+    pub max_id_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_delta_bytes: 1024 * 1024,
+            max_depth: 32,
+            max_pointers: 1024,
+            max_string_bytes: 256 * 1024,
+            max_id_bytes: MAX_ID_BYTES_CAP,
+        }
+    }
+}
+
+/// The largest integer a JavaScript peer represents exactly (`Number.MAX_SAFE_INTEGER`).
+pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+impl Limits {
+    /// Checks that the limits are usable: none zero, none above the hard caps, and a
+    /// delta at the limit fits in a frame of `max_message_bytes`.
+    ///
+    /// # Errors
+    /// Which limit is out of range, and why.
+    pub fn check_settings(&self, max_message_bytes: usize) -> Result<(), String> {
+        let fields = [
+            ("maxDeltaBytes", self.max_delta_bytes),
+            ("maxDepth", self.max_depth),
+            ("maxPointers", self.max_pointers),
+            ("maxStringBytes", self.max_string_bytes),
+            ("maxIdBytes", self.max_id_bytes),
+        ];
+        if let Some((name, _)) = fields.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("limits.{name} must be at least 1"));
+        }
+        if self.max_depth < 4 {
+            return Err(format!(
+                "limits.maxDepth is {}; a reference target alone nests 4 levels deep",
+                self.max_depth
+            ));
+        }
+        if self.max_depth > MAX_DEPTH_CAP {
+            return Err(format!(
+                "limits.maxDepth is {}; at most {MAX_DEPTH_CAP} (frames must stay decodable)",
+                self.max_depth
+            ));
+        }
+        if self.max_id_bytes > MAX_ID_BYTES_CAP {
+            return Err(format!(
+                "limits.maxIdBytes is {}; at most {MAX_ID_BYTES_CAP} (identifiers are index keys)",
+                self.max_id_bytes
+            ));
+        }
+        if self.max_delta_bytes > max_message_bytes / 2 {
+            return Err(format!(
+                "limits.maxDeltaBytes is {}; at most half the largest frame ({} bytes), so a delta at the limit always fits in a frame",
+                self.max_delta_bytes, max_message_bytes
+            ));
+        }
+        Ok(())
+    }
+
+    /// The largest HTTP request body worth reading: room for a delta at the limit
+    /// written with generous whitespace, and never less than 2 MiB for arrays.
+    pub fn max_request_bytes(&self) -> usize {
+        (self.max_delta_bytes * 2).max(2 * 1024 * 1024)
+    }
+
+    /// Whether every delta that fits `self` also fits `other`.
+    pub fn within(&self, other: &Limits) -> bool {
+        self.max_delta_bytes <= other.max_delta_bytes
+            && self.max_depth <= other.max_depth
+            && self.max_pointers <= other.max_pointers
+            && self.max_string_bytes <= other.max_string_bytes
+            && self.max_id_bytes <= other.max_id_bytes
+    }
+
+    /// Checks a delta (already shaped and validated) against the limits.
+    ///
+    /// # Errors
+    /// The field at fault and the limit it breaks.
+    pub fn check(&self, delta: &Delta) -> Result<(), InvalidDelta> {
+        if delta.pointers.len() > self.max_pointers {
+            return Err(InvalidDelta::new(
+                "pointers",
+                format!(
+                    "has {} pointers; at most {} are allowed (limits.maxPointers)",
+                    delta.pointers.len(),
+                    self.max_pointers
+                ),
+            ));
+        }
+        for (value, field) in [
+            (&delta.id, "id"),
+            (&delta.author, "author"),
+            (&delta.system, "system"),
+        ] {
+            self.id_bytes(value, field)?;
+        }
+        for (i, p) in delta.pointers.iter().enumerate() {
+            let at =
+                |e: InvalidDelta| InvalidDelta::new(format!("pointers[{i}].{}", e.field), e.reason);
+            self.id_bytes(&p.role, "role").map_err(at)?;
+            match &p.target {
+                Target::Reference(r) => {
+                    self.id_bytes(&r.id, "target.id").map_err(at)?;
+                    if let Some(c) = &r.context {
+                        self.id_bytes(c, "target.context").map_err(at)?;
+                    }
+                }
+                Target::String(s) => self.string_bytes(s, "target").map_err(at)?,
+                Target::Number(_) | Target::Bool(_) => {}
+            }
+        }
+        for (key, value) in &delta.extra {
+            self.string_bytes(key, key)?;
+            // The delta object is level 1, so its fields' values start at level 2.
+            self.nested(value, 2, key)?;
+        }
+        let bytes = json_len(delta);
+        if bytes > self.max_delta_bytes {
+            return Err(InvalidDelta::new(
+                "",
+                format!(
+                    "the delta is {bytes} bytes of JSON; at most {} are allowed (limits.maxDeltaBytes)",
+                    self.max_delta_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn id_bytes(&self, value: &str, field: &str) -> Result<(), InvalidDelta> {
+        if value.len() > self.max_id_bytes {
+            return Err(InvalidDelta::new(
+                field,
+                format!(
+                    "is {} bytes long; at most {} are allowed (limits.maxIdBytes)",
+                    value.len(),
+                    self.max_id_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn string_bytes(&self, value: &str, field: &str) -> Result<(), InvalidDelta> {
+        if value.len() > self.max_string_bytes {
+            return Err(InvalidDelta::new(
+                field,
+                format!(
+                    "is a string of {} bytes; at most {} are allowed (limits.maxStringBytes)",
+                    value.len(),
+                    self.max_string_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Walks an unknown field's value. Values come out of serde_json, whose own limit
+    /// (128 levels) bounds this recursion.
+    fn nested(&self, value: &Value, level: usize, field: &str) -> Result<(), InvalidDelta> {
+        if level > self.max_depth {
+            return Err(InvalidDelta::new(
+                field,
+                format!(
+                    "nests deeper than {} levels of JSON (limits.maxDepth)",
+                    self.max_depth
+                ),
+            ));
+        }
+        match value {
+            Value::String(s) => self.string_bytes(s, field),
+            Value::Array(items) => items
+                .iter()
+                .try_for_each(|v| self.nested(v, level + 1, field)),
+            Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+                self.string_bytes(k, field)?;
+                self.nested(v, level + 1, field)
+            }),
+            Value::Null | Value::Bool(_) | Value::Number(_) => Ok(()),
+        }
+    }
+}
+
+/// The length of the delta's compact JSON, without building it.
+pub fn json_len(delta: &Delta) -> usize {
+    let mut counter = Counter(0);
+    // Writing to a counter cannot fail, and every map key is a string.
+    let _ = serde_json::to_writer(&mut counter, delta);
+    counter.0
+}
+
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delta::{Pointer, Target};
+
+    fn delta() -> Delta {
+        Delta {
+            id: "d-1".into(),
+            timestamp: 1,
+            author: "a".into(),
+            system: "s".into(),
+            pointers: vec![Pointer {
+                role: "text".into(),
+                target: Target::String("hello".into()),
+            }],
+            extra: Default::default(),
+        }
+    }
+
+    #[test]
+    fn json_len_is_the_length_of_the_compact_json() {
+        let d = delta();
+        assert_eq!(json_len(&d), d.to_json().len());
+    }
+
+    #[test]
+    fn each_limit_names_its_field() {
+        let limits = Limits::default();
+        assert!(limits.check(&delta()).is_ok());
+
+        let mut d = delta();
+        d.pointers[0].target = Target::String("x".repeat(limits.max_string_bytes + 1));
+        let e = limits.check(&d).unwrap_err();
+        assert_eq!(e.field, "pointers[0].target");
+        assert!(e.reason.contains("maxStringBytes"), "{e}");
+
+        let mut d = delta();
+        let mut deep = Value::Null;
+        for _ in 0..40 {
+            deep = Value::Array(vec![deep]);
+        }
+        d.extra.insert("extra".into(), deep);
+        let e = limits.check(&d).unwrap_err();
+        assert_eq!(e.field, "extra");
+        assert!(e.reason.contains("maxDepth"), "{e}");
+
+        let mut d = delta();
+        d.pointers = vec![d.pointers[0].clone(); limits.max_pointers + 1];
+        assert_eq!(limits.check(&d).unwrap_err().field, "pointers");
+
+        let mut d = delta();
+        d.author = "a".repeat(limits.max_id_bytes + 1);
+        assert_eq!(limits.check(&d).unwrap_err().field, "author");
+
+        let small = Limits {
+            max_delta_bytes: 50,
+            ..Limits::default()
+        };
+        let e = small.check(&delta()).unwrap_err();
+        assert!(e.reason.contains("maxDeltaBytes"), "{e}");
+    }
+
+    #[test]
+    fn depth_counts_the_delta_as_level_one() {
+        let limits = Limits {
+            max_depth: 4,
+            ..Limits::default()
+        };
+        let mut d = delta();
+        // level 2: the array, level 3: the inner array, level 4: its element
+        d.extra.insert("x".into(), serde_json::json!([[1]]));
+        assert!(limits.check(&d).is_ok());
+        d.extra.insert("x".into(), serde_json::json!([[[1]]]));
+        assert!(limits.check(&d).is_err());
+    }
+
+    #[test]
+    fn settings_out_of_range_are_refused() {
+        let max_message = 16 * 1024 * 1024;
+        assert!(Limits::default().check_settings(max_message).is_ok());
+        let bad = [
+            Limits {
+                max_depth: 101,
+                ..Limits::default()
+            },
+            Limits {
+                max_id_bytes: 5000,
+                ..Limits::default()
+            },
+            Limits {
+                max_pointers: 0,
+                ..Limits::default()
+            },
+            Limits {
+                max_delta_bytes: 9 * 1024 * 1024,
+                ..Limits::default()
+            },
+        ];
+        for l in bad {
+            assert!(l.check_settings(max_message).is_err(), "{l:?}");
+        }
+    }
+}
