@@ -17,6 +17,14 @@ pub enum WireDelta {
     Decoded(Delta),
     /// Not a delta.
     Malformed(Value),
+    /// Not even JSON serde will read (nested past its depth limit, a lone surrogate
+    /// escape...): what the frame reader could still tell, so the delta is answered and
+    /// counted like any invalid one instead of costing its whole frame.
+    Unreadable {
+        /// The element's top-level `id`, when the reader could find it.
+        id: Option<String>,
+        reason: String,
+    },
 }
 
 impl WireDelta {
@@ -39,6 +47,7 @@ impl WireDelta {
         match self {
             WireDelta::Decoded(d) => Some(&d.id),
             WireDelta::Malformed(v) => v.get("id").and_then(Value::as_str),
+            WireDelta::Unreadable { id, .. } => id.as_deref(),
         }
     }
 
@@ -50,6 +59,7 @@ impl WireDelta {
         match self {
             WireDelta::Decoded(d) => validate(d).map(|()| d.clone()),
             WireDelta::Malformed(v) => Delta::from_value(v),
+            WireDelta::Unreadable { reason, .. } => Err(InvalidDelta::new("", reason.clone())),
         }
     }
 
@@ -61,6 +71,7 @@ impl WireDelta {
         match self {
             WireDelta::Decoded(d) => validate(&d).map(|()| d),
             WireDelta::Malformed(v) => Delta::from_value(&v),
+            WireDelta::Unreadable { reason, .. } => Err(InvalidDelta::new("", reason)),
         }
     }
 }
@@ -76,6 +87,8 @@ impl Serialize for WireDelta {
         match self {
             WireDelta::Decoded(d) => d.serialize(s),
             WireDelta::Malformed(v) => v.serialize(s),
+            // Never sent on: only its id is known.
+            WireDelta::Unreadable { id, .. } => serde_json::json!({ "id": id }).serialize(s),
         }
     }
 }

@@ -119,7 +119,7 @@ impl Default for ServerOptions {
             max_connections: 1000,
             heartbeat: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
-            max_message_size: 16 * 1024 * 1024,
+            max_message_size: super::protocol::DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 }

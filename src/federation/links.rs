@@ -40,6 +40,14 @@ pub struct LinkStats {
     pub deltas_received: AtomicU64,
     pub deltas_rejected: AtomicU64,
     pub deltas_filtered: AtomicU64,
+    /// Received deltas refused as invalid (also counted in `deltas_rejected`).
+    pub deltas_invalid: AtomicU64,
+    /// Frames from the peer that could not be decoded at all.
+    pub frames_invalid: AtomicU64,
+    /// Our deltas the peer refused (`delta_nack`).
+    pub deltas_nacked: AtomicU64,
+    /// Our deltas not sent because the peer's advertised limits refuse them.
+    pub deltas_withheld: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub bytes_received: AtomicU64,
     pub last_sync_timestamp: AtomicU64,
@@ -62,6 +70,10 @@ pub struct LinkStatsSnapshot {
     pub deltas_received: u64,
     pub deltas_rejected: u64,
     pub deltas_filtered: u64,
+    pub deltas_invalid: u64,
+    pub frames_invalid: u64,
+    pub deltas_nacked: u64,
+    pub deltas_withheld: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub last_sync_timestamp: Option<u64>,
@@ -89,6 +101,10 @@ impl LinkStats {
             deltas_received: get(&self.deltas_received),
             deltas_rejected: get(&self.deltas_rejected),
             deltas_filtered: get(&self.deltas_filtered),
+            deltas_invalid: get(&self.deltas_invalid),
+            frames_invalid: get(&self.frames_invalid),
+            deltas_nacked: get(&self.deltas_nacked),
+            deltas_withheld: get(&self.deltas_withheld),
             bytes_sent: get(&self.bytes_sent),
             bytes_received: get(&self.bytes_received),
             last_sync_timestamp: opt(&self.last_sync_timestamp),

@@ -11,12 +11,15 @@
 //! through `Value`, which stays the single source of error messages.
 
 mod fast;
+mod partwise;
+
+pub(crate) use partwise::may_carry_deltas;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::delta::{json_kind, now_millis, WireDelta};
+use crate::delta::{json_kind, now_millis, Limits, WireDelta};
 
 pub const PROTOCOL_VERSION: &str = "rhizomedb-federation-v1";
 /// Version of our extension (see docs/PROTOCOL.md). Advertised in hello / hello_ack.
@@ -123,6 +126,81 @@ pub struct HelloExt {
     /// cursors are kept per log (a peer whose store was wiped starts afresh).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
+    /// What this node reads, so the other side never sends a frame or a delta it
+    /// would refuse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<WireLimits>,
+}
+
+/// [`Limits`] and the largest frame, as advertised. Every field is optional, so a peer
+/// that advertises fewer (or more) keeps the defaults for the rest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WireLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_message_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_delta_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_depth: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pointers: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_string_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_id_bytes: Option<u64>,
+}
+
+/// What a peer reads: its advertised limits, or the defaults for a peer that says nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerLimits {
+    pub max_message_bytes: usize,
+    pub delta: Limits,
+}
+
+impl Default for PeerLimits {
+    fn default() -> PeerLimits {
+        PeerLimits {
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            delta: Limits::default(),
+        }
+    }
+}
+
+/// The largest frame a node reads unless configured otherwise (and what a peer that
+/// advertises nothing is assumed to read).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+impl WireLimits {
+    pub fn of(limits: &Limits, max_message_bytes: usize) -> WireLimits {
+        let n = |v: usize| Some(v as u64);
+        WireLimits {
+            max_message_bytes: n(max_message_bytes),
+            max_delta_bytes: n(limits.max_delta_bytes),
+            max_depth: n(limits.max_depth),
+            max_pointers: n(limits.max_pointers),
+            max_string_bytes: n(limits.max_string_bytes),
+            max_id_bytes: n(limits.max_id_bytes),
+        }
+    }
+
+    /// The peer's limits, defaults where it said nothing.
+    pub fn to_peer(self) -> PeerLimits {
+        let d = PeerLimits::default();
+        let get = |v: Option<u64>, default: usize| {
+            v.map_or(default, |v| usize::try_from(v).unwrap_or(usize::MAX))
+        };
+        PeerLimits {
+            max_message_bytes: get(self.max_message_bytes, d.max_message_bytes),
+            delta: Limits {
+                max_delta_bytes: get(self.max_delta_bytes, d.delta.max_delta_bytes),
+                max_depth: get(self.max_depth, d.delta.max_depth),
+                max_pointers: get(self.max_pointers, d.delta.max_pointers),
+                max_string_bytes: get(self.max_string_bytes, d.delta.max_string_bytes),
+                max_id_bytes: get(self.max_id_bytes, d.delta.max_id_bytes),
+            },
+        }
+    }
 }
 
 /// Error codes on the wire.
@@ -147,15 +225,21 @@ pub struct DecodeError(pub String);
 pub fn decode(text: &str) -> Result<Message, DecodeError> {
     match fast::decode(text) {
         Some(msg) => Ok(msg),
-        None => decode_slow(text),
+        // A delta frame serde refuses whole may still be read delta by delta.
+        None => decode_slow(text).or_else(|e| partwise::decode(text).ok_or(e)),
     }
 }
 
 /// The `Value` path: every frame the fast path leaves, and the specification it is
 /// tested against.
 fn decode_slow(text: &str) -> Result<Message, DecodeError> {
-    let mut value: Value = serde_json::from_str(text)
+    let value: Value = serde_json::from_str(text)
         .map_err(|e| DecodeError(format!("Failed to decode message: not valid JSON: {e}")))?;
+    decode_value(value)
+}
+
+/// A frame already parsed as JSON.
+fn decode_value(mut value: Value) -> Result<Message, DecodeError> {
     let obj = value.as_object().ok_or_else(|| {
         DecodeError("Failed to decode message: a message must be a JSON object".into())
     })?;

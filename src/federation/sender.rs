@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
 use super::links::{LinkShared, LinkStats};
-use super::protocol::{self, BatchKind, Message};
+use super::protocol::{self, BatchKind, Message, PeerLimits};
 use crate::delta::Delta;
 use crate::events::NodeEvent;
 use crate::filter::DeltaFilter;
@@ -29,6 +29,11 @@ use crate::store::{RawScan, Seq, StoreError};
 
 /// Deltas per `sync_batch` and the most a live read takes from the log at once.
 pub(crate) const BATCH_SIZE: usize = 1000;
+/// The most delta bytes one frame carries, whatever the peer would read: a batch of
+/// big deltas goes as several frames, so neither side holds a huge frame in memory.
+const FRAME_BYTES: usize = 4 * 1024 * 1024;
+/// Room for a frame's envelope around its deltas (type, timestamp, positions).
+const ENVELOPE_BYTES: usize = 256;
 /// Control frames the session may queue before the peer is judged not to be reading.
 pub(crate) const CONTROL_QUEUE: usize = 4096;
 
@@ -64,6 +69,22 @@ pub(crate) struct SendPlan {
     /// Only deltas at or after this timestamp, for log positions up to `.0` (an initial
     /// push from a timestamp; later deltas go regardless).
     pub initial_floor: Option<(Seq, u64)>,
+    /// What the peer reads. A delta it would refuse is withheld (counted), never sent:
+    /// a frame the peer cannot read would block the link for good.
+    pub peer_limits: PeerLimits,
+    /// The peer's delta limits are tighter than ours somewhere, so stored deltas are
+    /// checked against them one by one (otherwise every stored delta fits).
+    pub check_peer_limits: bool,
+}
+
+impl SendPlan {
+    /// The most delta bytes one frame may carry to this peer.
+    fn frame_budget(&self) -> usize {
+        self.peer_limits
+            .max_message_bytes
+            .saturating_sub(ENVELOPE_BYTES)
+            .min(FRAME_BYTES)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -327,6 +348,7 @@ where
                 sync.min_timestamp,
                 None,
                 self.node.events_observed(),
+                &self.link.stats,
             );
             if kept.is_empty() {
                 // A stretch the filters skip entirely still yields to control frames
@@ -337,12 +359,15 @@ where
                 continue;
             }
             sent += kept.len() as u64;
-            if let Some(prev) = held.replace((kept, ids, cursor)) {
-                if let Flow::Stop(e) = self.send_sync_batch(prev, batch_number, false, &plan).await
-                {
-                    return Flow::Stop(e);
+            for frame in split_by_bytes(kept, ids, cursor, plan.frame_budget()) {
+                if let Some(prev) = held.replace(frame) {
+                    if let Flow::Stop(e) =
+                        self.send_sync_batch(prev, batch_number, false, &plan).await
+                    {
+                        return Flow::Stop(e);
+                    }
+                    batch_number += 1;
                 }
-                batch_number += 1;
             }
             if let Flow::Stop(e) = self.between_batches().await {
                 return Flow::Stop(e);
@@ -405,6 +430,7 @@ where
             None,
             plan.initial_floor,
             self.node.events_observed(),
+            &self.link.stats,
         );
         if kept.is_empty() {
             self.link
@@ -413,26 +439,23 @@ where
                 .fetch_max(last.0, Ordering::Relaxed);
             return Flow::Continue;
         }
-        let result = if plan.extension {
-            let refs: Vec<&str> = kept.iter().map(RawRecord::json).collect();
-            let frame = protocol::encode_batch_raw(BatchKind::Live, &refs, Some(last.0));
-            self.send_text(frame).await
-        } else {
-            let mut result = Flow::Continue;
-            for record in &kept {
-                let frame = protocol::encode_delta_raw(record.json(), None);
-                if let Err(e) = self.feed_text(frame).await {
-                    result = Flow::Stop(e);
-                    break;
-                }
+        if plan.extension {
+            return self.send_live_frames(kept, ids, last, &plan).await;
+        }
+        // A v1 peer gets one `delta` frame each.
+        let mut result = Flow::Continue;
+        for record in &kept {
+            let frame = protocol::encode_delta_raw(record.json(), None);
+            if let Err(e) = self.feed_text(frame).await {
+                result = Flow::Stop(e);
+                break;
             }
-            if let Flow::Continue = result {
-                if let Err(e) = self.sink.flush().await {
-                    result = Flow::Stop(SenderEnd::Socket(e.to_string()));
-                }
+        }
+        if let Flow::Continue = result {
+            if let Err(e) = self.sink.flush().await {
+                result = Flow::Stop(SenderEnd::Socket(e.to_string()));
             }
-            result
-        };
+        }
         if let Flow::Continue = result {
             self.count_sent(kept.len(), ids);
             self.link
@@ -441,6 +464,30 @@ where
                 .fetch_max(last.0, Ordering::Relaxed);
         }
         result
+    }
+
+    /// Live deltas to an extension peer: `delta_batch` frames bounded in bytes, each
+    /// with the position it carries the peer to.
+    async fn send_live_frames(
+        &mut self,
+        kept: Vec<RawRecord>,
+        ids: Vec<String>,
+        through: Seq,
+        plan: &SendPlan,
+    ) -> Flow {
+        for (records, ids, last) in split_by_bytes(kept, ids, through, plan.frame_budget()) {
+            let refs: Vec<&str> = records.iter().map(RawRecord::json).collect();
+            let frame = protocol::encode_batch_raw(BatchKind::Live, &refs, Some(last.0));
+            if let Flow::Stop(e) = self.send_text(frame).await {
+                return Flow::Stop(e);
+            }
+            self.count_sent(records.len(), ids);
+            self.link
+                .stats
+                .sent_through
+                .fetch_max(last.0, Ordering::Relaxed);
+        }
+        Flow::Continue
     }
 
     fn count_sent(&self, sent: usize, ids: Vec<String>) {
@@ -475,6 +522,7 @@ fn select(
     min_timestamp: Option<u64>,
     floor: Option<(Seq, u64)>,
     want_ids: bool,
+    stats: &LinkStats,
 ) -> (Vec<RawRecord>, Vec<String>) {
     let mut kept = Vec::with_capacity(records.len());
     let mut ids = Vec::with_capacity(records.len());
@@ -486,8 +534,22 @@ fn select(
         let seq = record.seq;
         let floor_ts = floor.filter(|(until, _)| seq <= *until).map(|f| f.1);
         let min_ts = min_timestamp.max(floor_ts);
-        let filtered =
-            min_ts.is_some() || plan.push_filter.is_some() || peer_filter.is_some() || push_scripts;
+        let len = record.json().len();
+        if len > plan.frame_budget() || len > plan.peer_limits.delta.max_delta_bytes {
+            withhold(
+                plan,
+                stats,
+                seq,
+                &format!("{len} bytes; the peer reads deltas of at most {} bytes in frames of at most {}",
+                    plan.peer_limits.delta.max_delta_bytes, plan.peer_limits.max_message_bytes),
+            );
+            continue;
+        }
+        let filtered = min_ts.is_some()
+            || plan.push_filter.is_some()
+            || peer_filter.is_some()
+            || push_scripts
+            || plan.check_peer_limits;
         // The log holds only valid deltas, so parsing fails only on corruption. Without
         // filters nothing is parsed but, for the events, the id.
         let id = if filtered {
@@ -498,6 +560,12 @@ fn select(
                     continue;
                 }
             };
+            if plan.check_peer_limits {
+                if let Err(e) = plan.peer_limits.delta.check(&delta) {
+                    withhold(plan, stats, seq, &e.to_string());
+                    continue;
+                }
+            }
             if min_ts.is_some_and(|t| delta.timestamp < t)
                 || plan
                     .push_filter
@@ -534,6 +602,52 @@ fn select(
         kept.push(record);
     }
     (kept, ids)
+}
+
+/// Counts and reports a stored delta the peer's limits refuse. Only a peer with
+/// tighter limits than ours, or a delta stored before the limits existed, gets here.
+fn withhold(plan: &SendPlan, stats: &LinkStats, seq: Seq, why: &str) {
+    LinkStats::add(&stats.deltas_withheld, 1);
+    tracing::warn!(link = %plan.link.id, seq = seq.0, reason = %why, "delta withheld: the peer's limits refuse it");
+}
+
+/// One frame's worth of records, its ids (when wanted) and the log position it
+/// carries the receiver to.
+type FrameRecords = (Vec<RawRecord>, Vec<String>, Seq);
+
+/// Splits a batch into frames of at most `budget` delta bytes each (every record fits
+/// one: `select` withheld the rest). Each frame carries its receiver to its last
+/// record's position; the last frame to `through`, where the scan ended.
+fn split_by_bytes(
+    records: Vec<RawRecord>,
+    mut ids: Vec<String>,
+    through: Seq,
+    budget: usize,
+) -> Vec<FrameRecords> {
+    let with_ids = !ids.is_empty();
+    let mut frames: Vec<FrameRecords> = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = 0;
+    for record in records {
+        let len = record.json().len() + 1;
+        if !current.is_empty() && bytes + len > budget {
+            let last = current.last().map_or(through, |r: &RawRecord| r.seq);
+            let n = current.len();
+            let frame_ids = if with_ids {
+                ids.drain(..n).collect()
+            } else {
+                Vec::new()
+            };
+            frames.push((std::mem::take(&mut current), frame_ids, last));
+            bytes = 0;
+        }
+        bytes += len;
+        current.push(record);
+    }
+    if !current.is_empty() {
+        frames.push((current, ids, through));
+    }
+    frames
 }
 
 #[derive(serde::Deserialize)]

@@ -111,7 +111,7 @@ pub fn render(node: &Node) -> String {
             ("direction", format!("{:?}", i.direction).to_lowercase()),
         ]
     };
-    let per_link: [LinkCounter; 8] = [
+    let per_link: [LinkCounter; 12] = [
         (
             "rhizome_link_deltas_sent_total",
             "counter",
@@ -135,6 +135,30 @@ pub fn render(node: &Node) -> String {
             "counter",
             "Deltas not kept by a pull filter.",
             |s| s.deltas_filtered,
+        ),
+        (
+            "rhizome_link_deltas_invalid_total",
+            "counter",
+            "Received deltas refused as invalid (also in rejected).",
+            |s| s.deltas_invalid,
+        ),
+        (
+            "rhizome_link_frames_invalid_total",
+            "counter",
+            "Frames from the peer that could not be decoded.",
+            |s| s.frames_invalid,
+        ),
+        (
+            "rhizome_link_deltas_nacked_total",
+            "counter",
+            "Deltas sent that the peer refused (delta_nack).",
+            |s| s.deltas_nacked,
+        ),
+        (
+            "rhizome_link_deltas_withheld_total",
+            "counter",
+            "Stored deltas not sent because the peer's advertised limits refuse them.",
+            |s| s.deltas_withheld,
         ),
         (
             "rhizome_link_bytes_sent_total",

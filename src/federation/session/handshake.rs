@@ -15,7 +15,9 @@ use crate::events::NodeEvent;
 use crate::federation::config::{InitialSync, SyncMode};
 use crate::federation::cursor::{CursorKeys, V1_RESUME_MARGIN_MS};
 use crate::federation::links::{Direction, LinkStatus};
-use crate::federation::protocol::{codes, HelloExt, Message, EXTENSION_VERSION, PROTOCOL_VERSION};
+use crate::federation::protocol::{
+    codes, HelloExt, Message, PeerLimits, WireLimits, EXTENSION_VERSION, PROTOCOL_VERSION,
+};
 use crate::federation::sender::{Outgoing, SendPlan};
 use crate::filter::DeltaFilter;
 use crate::policy::LinkContext;
@@ -40,6 +42,8 @@ pub(super) struct Peer {
     pub log: Option<String>,
     /// The acceptor's committed position of our log (in its `hello_ack`).
     pub their_cursor_of_us: Option<u64>,
+    /// What the peer reads (advertised, or the defaults).
+    pub limits: PeerLimits,
     /// The peer's hello config (acceptor side).
     pub config: PeerConfig,
     pub peer_filter: Option<DeltaFilter>,
@@ -64,6 +68,7 @@ impl Session<'_> {
                     version: EXTENSION_VERSION,
                     cursor: None,
                     log: Some(self.node.log_id().to_owned()),
+                    limits: Some(self.our_limits()),
                 }),
             })?;
         }
@@ -141,12 +146,20 @@ impl Session<'_> {
                                 CloseCode::Protocol,
                             ));
                         }
+                        if let Err(why) = check_system_id(&system_id) {
+                            return Err(self.refuse(
+                                codes::MESSAGE_ERROR,
+                                &format!("hello_ack.systemId {why}"),
+                                CloseCode::Policy,
+                            ));
+                        }
                         let ext = rhizome.filter(|r| r.version >= 1);
                         Peer {
                             system: system_id,
                             extension: ext.is_some(),
                             log: ext.as_ref().and_then(|r| r.log.clone()),
-                            their_cursor_of_us: ext.and_then(|r| r.cursor),
+                            their_cursor_of_us: ext.as_ref().and_then(|r| r.cursor),
+                            limits: ext.and_then(|r| r.limits).unwrap_or_default().to_peer(),
                             config: PeerConfig::default(),
                             peer_filter: None,
                         }
@@ -170,6 +183,13 @@ impl Session<'_> {
                 return Ok((peer, texts.collect()));
             }
         }
+    }
+
+    fn our_limits(&self) -> WireLimits {
+        WireLimits::of(
+            self.node.limits(),
+            self.node.server_options().max_message_size,
+        )
     }
 
     fn refuse_timeout(&self) -> SessionEnd {
@@ -198,10 +218,10 @@ impl Session<'_> {
                 CloseCode::Protocol,
             ));
         }
-        if system_id.is_empty() {
+        if let Err(why) = check_system_id(&system_id) {
             return Err(self.refuse(
                 codes::MESSAGE_ERROR,
-                "hello.systemId must not be empty",
+                &format!("hello.systemId {why}"),
                 CloseCode::Policy,
             ));
         }
@@ -236,6 +256,11 @@ impl Session<'_> {
         let peer = Peer {
             system: system_id,
             extension: ext.is_some(),
+            limits: ext
+                .as_ref()
+                .and_then(|r| r.limits)
+                .unwrap_or_default()
+                .to_peer(),
             log: ext.and_then(|r| r.log),
             their_cursor_of_us: None,
             config,
@@ -259,6 +284,7 @@ impl Session<'_> {
                 version: EXTENSION_VERSION,
                 cursor,
                 log: Some(self.node.log_id().to_owned()),
+                limits: Some(self.our_limits()),
             }),
         })?;
         Ok(peer)
@@ -364,6 +390,7 @@ impl Session<'_> {
             sync_total: 0,
             sync_started: std::time::Instant::now(),
             progress_logged: std::time::Instant::now(),
+            cursor_held: false,
         })
     }
 
@@ -414,6 +441,8 @@ impl Session<'_> {
             link,
             live_from,
             initial_floor,
+            peer_limits: peer.limits,
+            check_peer_limits: !self.node.limits().within(&peer.limits.delta),
         })
     }
 
@@ -460,4 +489,23 @@ impl Session<'_> {
             from_head,
         }))
     }
+}
+
+/// A peer's system id keys its cursors and appears in logs and events: the same rules
+/// as a delta's `system`.
+fn check_system_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if id.len() > crate::delta::MAX_ID_BYTES_CAP {
+        return Err(format!(
+            "is {} bytes long; at most {} are allowed",
+            id.len(),
+            crate::delta::MAX_ID_BYTES_CAP
+        ));
+    }
+    if let Some(c) = id.chars().find(|c| c.is_control()) {
+        return Err(format!("holds the control character {c:?}"));
+    }
+    Ok(())
 }

@@ -101,6 +101,14 @@ impl Frame {
         }
     }
 
+    /// Whether a frame that did not decode may have carried deltas.
+    fn may_carry_deltas(&self) -> bool {
+        match self {
+            Frame::Text(t) => protocol::may_carry_deltas(t),
+            Frame::Bad(_) => true,
+        }
+    }
+
     /// The decoded message, or the error text to answer with.
     pub(super) fn decode(&self) -> Result<Message, String> {
         match self {
@@ -299,6 +307,21 @@ impl Session<'_> {
     ) -> Result<Option<Frame>, SessionEnd> {
         match next {
             None => Err(SessionEnd::new(EndKind::Lost, "connection closed")),
+            // Too large to read: say so (1009, and an error frame naming the limit)
+            // rather than drop the connection without a word.
+            Some(Err(WsError::Capacity(e))) => {
+                LinkStats::add(&self.link.stats.frames_invalid, 1);
+                let mut end = self.refuse(
+                    protocol::codes::MESSAGE_ERROR,
+                    &format!(
+                        "frame refused: {e}; this node reads frames of at most {} bytes",
+                        self.node.server_options().max_message_size
+                    ),
+                    CloseCode::Size,
+                );
+                end.kind = EndKind::Lost;
+                Err(end)
+            }
             Some(Err(e)) => Err(SessionEnd::new(
                 EndKind::Lost,
                 format!("connection failed: {e}"),

@@ -37,6 +37,10 @@ pub(super) struct Established {
     pub sync_total: u64,
     pub sync_started: std::time::Instant,
     pub progress_logged: std::time::Instant,
+    /// A frame that may have carried deltas could not be decoded: the deltas in it were
+    /// never judged, so for the rest of this connection the cursor stays where it is
+    /// (the peer sends from there again next time; what we already hold is deduplicated).
+    pub cursor_held: bool,
 }
 
 /// How a received delta is answered.
@@ -114,6 +118,7 @@ impl Session<'_> {
                 Ok(m) => m,
                 Err(e) => {
                     self.settle(&mut pending, &mut in_flight, est).await?;
+                    self.undecodable(&frame, &e, est);
                     self.send_error(codes::MESSAGE_ERROR, &e)?;
                     continue;
                 }
@@ -185,6 +190,26 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// Counts and announces a frame that could not be decoded and, when it may have
+    /// carried deltas, holds the cursor (see [`Established::cursor_held`]).
+    fn undecodable(&self, frame: &Frame, error: &str, est: &mut Established) {
+        LinkStats::add(&self.link.stats.frames_invalid, 1);
+        let origin = Origin::Remote {
+            system: est.peer.system.clone(),
+        };
+        let e = crate::InvalidDelta::new("frame", error);
+        self.node.report_invalid(None, &e, &origin);
+        if frame.may_carry_deltas() && !est.cursor_held {
+            est.cursor_held = true;
+            let why = format!(
+                "cursor held for this connection: a frame that may carry deltas could not be decoded ({})",
+                super::truncate(error, 200)
+            );
+            tracing::warn!(link = %self.link.id, peer = %est.peer.system, "{why}");
+            self.link.set_error(&why);
+        }
+    }
+
     /// Refuses deltas on a link that does not carry them toward us.
     fn may_receive(
         &self,
@@ -231,7 +256,9 @@ impl Session<'_> {
             })
             .collect();
         let mut meta = Vec::new();
-        if est.peer.extension {
+        if est.cursor_held {
+            // Nothing moves the cursor past the frame that was not judged.
+        } else if est.peer.extension {
             if let Some(seq) = last_seq {
                 meta.push((est.keys.seq.clone(), cursor::encode(seq)));
             }
@@ -300,6 +327,7 @@ impl Session<'_> {
                 }
                 IngestOutcome::Invalid(e) => {
                     LinkStats::add(&stats.deltas_rejected, 1);
+                    LinkStats::add(&stats.deltas_invalid, 1);
                     nack(id, e.to_string())
                 }
                 IngestOutcome::Rejected { policy, reason } => {
@@ -313,7 +341,7 @@ impl Session<'_> {
             };
             answers.push(answer);
         }
-        if est.peer.extension {
+        if est.peer.extension && !est.cursor_held {
             if let Some(last_seq) = last_seq {
                 answers.push(Message::CursorAck { last_seq });
             }
@@ -435,7 +463,9 @@ impl Session<'_> {
                 // Every batch before this frame is already durable (flushed in order), so
                 // the resume point may now move to what the sync delivered.
                 let store = self.node.store();
-                if est.peer.extension {
+                if est.cursor_held {
+                    // The sync is over, but not everything in it was judged.
+                } else if est.peer.extension {
                     if let Some(seq) = last_seq {
                         store
                             .put_meta(&est.keys.seq, cursor::encode(seq))
@@ -489,6 +519,7 @@ impl Session<'_> {
                 Ok(())
             }
             Message::DeltaNack { delta_id, reason } => {
+                LinkStats::add(&self.link.stats.deltas_nacked, 1);
                 tracing::warn!(link = %self.link.id, %delta_id, %reason, "the peer refused a delta");
                 Ok(())
             }
