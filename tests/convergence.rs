@@ -96,7 +96,7 @@ fn delta_spec() -> impl Strategy<Value = DeltaSpec> {
     let timestamp = prop_oneof![
         8 => 1u64..4_000_000_000_000,
         1 => Just(1u64),
-        1 => Just(u64::MAX),
+        1 => Just(rhizome::delta::MAX_SAFE_INTEGER),
     ];
     let negates = prop_oneof![
         3 => Just(Vec::new()),

@@ -683,9 +683,16 @@ fn spawn_status_probe(
 const RESPONSIVE: Duration = Duration::from_secs(2);
 
 async fn target_node(id: &str, server: ServerOptions) -> Server {
+    // A delta at the limit must fit in a frame: small frames, small deltas.
+    let limits = rhizome::Limits {
+        max_delta_bytes: server.max_message_size / 2,
+        max_string_bytes: server.max_message_size / 4,
+        ..Default::default()
+    };
     common::start_node_with(NodeConfig {
         system_id: Some(id.into()),
         server,
+        limits,
         ..Default::default()
     })
     .await

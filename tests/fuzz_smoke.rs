@@ -6,6 +6,7 @@
 //! or filter object that is refused must name the field at fault; no script may run
 //! longer than a bounded time. The real fuzzer (nightly, `fuzz/README.md`) goes further.
 
+mod common;
 #[path = "../fuzz/src/lib.rs"]
 mod entry;
 
@@ -16,7 +17,7 @@ use entry::Outcome;
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
 use rhizome::{Delta, Node, Origin, Pointer, Target};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// Longest any one script may take to compile and judge one delta (debug build, busy
 /// machine). The engine's own claim is "within milliseconds".
@@ -733,5 +734,162 @@ fn script_operation_limit_bounds_wall_time_too() {
     ];
     for source in slow {
         assert_eq!(timed_script(source), Outcome::Refused);
+    }
+}
+
+/// Two nodes for the whole run, B pulling from A over a real link: what A accepts over
+/// HTTP, B must receive. The runtime lives as long as the servers on it.
+struct Linked {
+    rt: tokio::runtime::Runtime,
+    a: rhizome::server::Server,
+    b: rhizome::server::Server,
+    http: reqwest::Client,
+}
+
+fn linked() -> &'static Linked {
+    static LINKED: OnceLock<Linked> = OnceLock::new();
+    LINKED.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let (a, b) = rt.block_on(async {
+            let a = common::start_node("accepts").await;
+            let b = common::start_node("receives").await;
+            let link = b
+                .node()
+                .connect_to_remote(
+                    &a.url(),
+                    rhizome::LinkConfig {
+                        mode: rhizome::federation::SyncMode::Pull,
+                        ..Default::default()
+                    },
+                )
+                .expect("a link");
+            assert!(
+                common::wait_status(
+                    &link,
+                    rhizome::LinkStatus::Connected,
+                    Duration::from_secs(20)
+                )
+                .await
+            );
+            (a, b)
+        });
+        Linked {
+            rt,
+            a,
+            b,
+            http: reqwest::Client::new(),
+        }
+    })
+}
+
+/// Arbitrary JSON for a delta's unknown fields: unicode and control characters in
+/// strings, extreme numbers, nesting on both sides of the depth limit.
+fn json_tree() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        "\\PC{0,24}".prop_map(Value::String),
+        "[\\x00-\\x1f\"\\\\\u{7f}\u{2028}\u{fffd}]{0,6}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(48, 96, 3, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+            proptest::collection::btree_map("\\PC{0,8}", inner, 0..3)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Deltas shaped like deltas, with content at and past the edges of the rules.
+fn edgy_delta() -> impl Strategy<Value = String> {
+    let ident = prop_oneof![
+        16 => "[a-zA-Z0-9_:.\\-]{1,24}",
+        6 => "\\PC{1,12}",
+        1 => "[a-z]{0,3}[\\x00\\n\\r\\x1b][a-z]{0,3}",
+    ];
+    let target = prop_oneof![
+        (ident.clone(), proptest::option::of(ident.clone())).prop_map(
+            |(id, context)| match context {
+                Some(c) => json!({"id": id, "context": c}),
+                None => json!({"id": id}),
+            }
+        ),
+        "\\PC{0,40}".prop_map(Value::String),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        any::<bool>().prop_map(Value::Bool),
+    ];
+    let timestamp = prop_oneof![
+        1u64..4_000_000_000_000,
+        Just(rhizome::delta::MAX_SAFE_INTEGER),
+        Just(rhizome::delta::MAX_SAFE_INTEGER + 1),
+    ];
+    (
+        ident.clone(),
+        timestamp,
+        ident.clone(),
+        ident.clone(),
+        proptest::collection::vec((ident, target), 0..5),
+        proptest::option::of(json_tree()),
+    )
+        .prop_map(|(id, timestamp, author, system, pointers, extra)| {
+            let pointers: Vec<Value> = pointers
+                .into_iter()
+                .map(|(role, target)| json!({"role": role, "target": target}))
+                .collect();
+            let mut d = json!({"id": id, "timestamp": timestamp, "author": author,
+                "system": system, "pointers": pointers});
+            if let Some(extra) = extra {
+                d["extra"] = extra;
+            }
+            d.to_string()
+        })
+}
+
+proptest! {
+    #![proptest_config(config(128))]
+
+    /// What a default node stores, a default node receives: one set of limits on every
+    /// way in, so nothing accepted over HTTP is refused (or blocks) on a link.
+    #[test]
+    fn any_delta_post_accepts_reaches_a_second_node(
+        text in prop_oneof![mutated(seeds().deltas.clone()), edgy_delta()]
+    ) {
+        let l = linked();
+        l.rt.block_on(async {
+            let resp = l
+                .http
+                .post(format!("{}/deltas", l.a.url()))
+                .header("content-type", "application/json")
+                .body(text.clone())
+                .send()
+                .await
+                .expect("POST /deltas");
+            let accepted = resp.status().is_success();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            if !accepted || body["status"] != "stored" {
+                return;
+            }
+            let id = body["id"].as_str().expect("an accepted delta has an id").to_owned();
+            let stored = l.a.node().get(&id).expect("get").expect("stored on A").delta;
+            let arrived = common::wait_for(Duration::from_secs(20), || {
+                l.b.node().get(&id).ok().flatten().is_some()
+            })
+            .await;
+            assert!(arrived, "accepted by A, never reached B: {text}");
+            let received = l.b.node().get(&id).expect("get").expect("on B").delta;
+            assert_eq!(received, stored, "B holds another delta than A for {text}");
+        });
     }
 }

@@ -67,13 +67,17 @@ pub fn frame_decode(text: &str) -> Outcome {
             return Outcome::Refused;
         }
     };
-    let encoded = protocol::encode(&msg);
-    let again = protocol::decode(&encoded)
-        .unwrap_or_else(|e| panic!("our own encoding {encoded} does not decode: {e}"));
-    assert_eq!(
-        again, msg,
-        "a frame changed on a decode-encode-decode round trip"
-    );
+    // A delta no JSON reader takes is answered and counted, never stored or sent on:
+    // it has no encoding to round-trip.
+    if !carries_unreadable(&msg) {
+        let encoded = protocol::encode(&msg);
+        let again = protocol::decode(&encoded)
+            .unwrap_or_else(|e| panic!("our own encoding {encoded} does not decode: {e}"));
+        assert_eq!(
+            again, msg,
+            "a frame changed on a decode-encode-decode round trip"
+        );
+    }
     match &msg {
         Message::Delta { delta, .. } => {
             wire_delta(delta);
@@ -92,6 +96,17 @@ pub fn frame_decode(text: &str) -> Outcome {
         _ => {}
     }
     Outcome::Accepted
+}
+
+fn carries_unreadable(msg: &Message) -> bool {
+    let unreadable = |d: &WireDelta| matches!(d, WireDelta::Unreadable { .. });
+    match msg {
+        Message::Delta { delta, .. } => unreadable(delta),
+        Message::SyncBatch { deltas, .. } | Message::DeltaBatch { deltas, .. } => {
+            deltas.iter().any(unreadable)
+        }
+        _ => false,
+    }
 }
 
 /// `decode` reads `delta`, `sync_batch` and `delta_batch` frames by hand (they are most
@@ -125,6 +140,14 @@ fn numbers_by_value(msg: &Message) -> Value {
 
 /// A delta a frame carried, as the link session judges it: the same verdict as its JSON's.
 fn wire_delta(delta: &WireDelta) -> Outcome {
+    if let WireDelta::Unreadable { reason, .. } = delta {
+        let e = delta.check().expect_err("an unreadable delta is refused");
+        assert!(
+            !reason.is_empty() && e.reason == *reason,
+            "it says why: {e}"
+        );
+        return Outcome::Refused;
+    }
     let value = serde_json::to_value(delta).unwrap_or(Value::Null);
     assert_eq!(
         delta.check(),

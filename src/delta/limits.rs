@@ -29,8 +29,9 @@ pub const MAX_DEPTH_CAP: usize = 100;
 pub struct Limits {
     /// Bytes of the delta's compact JSON.
     pub max_delta_bytes: usize,
-    /// Levels of JSON nesting in the delta, the delta object itself being level 1 (a
-    /// reference target is at level 4; only unknown fields go deeper).
+    /// Levels of JSON nesting in the delta: the delta object is level 1, each array or
+    /// object inside it one more (a reference target is at level 4; only unknown fields
+    /// go deeper).
     pub max_depth: usize,
     /// Pointers per delta.
     pub max_pointers: usize,
@@ -197,27 +198,37 @@ impl Limits {
         Ok(())
     }
 
-    /// Walks an unknown field's value. Values come out of serde_json, whose own limit
-    /// (128 levels) bounds this recursion.
+    /// Walks an unknown field's value; `level` is where an array or object in it sits.
+    /// Values come out of serde_json, whose own limit (128 levels) bounds this recursion.
     fn nested(&self, value: &Value, level: usize, field: &str) -> Result<(), InvalidDelta> {
-        if level > self.max_depth {
-            return Err(InvalidDelta::new(
-                field,
-                format!(
-                    "nests deeper than {} levels of JSON (limits.maxDepth)",
-                    self.max_depth
-                ),
-            ));
-        }
+        let deeper = || {
+            if level > self.max_depth {
+                Err(InvalidDelta::new(
+                    field,
+                    format!(
+                        "nests deeper than {} levels of JSON (limits.maxDepth)",
+                        self.max_depth
+                    ),
+                ))
+            } else {
+                Ok(())
+            }
+        };
         match value {
             Value::String(s) => self.string_bytes(s, field),
-            Value::Array(items) => items
-                .iter()
-                .try_for_each(|v| self.nested(v, level + 1, field)),
-            Value::Object(map) => map.iter().try_for_each(|(k, v)| {
-                self.string_bytes(k, field)?;
-                self.nested(v, level + 1, field)
-            }),
+            Value::Array(items) => {
+                deeper()?;
+                items
+                    .iter()
+                    .try_for_each(|v| self.nested(v, level + 1, field))
+            }
+            Value::Object(map) => {
+                deeper()?;
+                map.iter().try_for_each(|(k, v)| {
+                    self.string_bytes(k, field)?;
+                    self.nested(v, level + 1, field)
+                })
+            }
             Value::Null | Value::Bool(_) | Value::Number(_) => Ok(()),
         }
     }
@@ -312,11 +323,13 @@ mod tests {
             ..Limits::default()
         };
         let mut d = delta();
-        // level 2: the array, level 3: the inner array, level 4: its element
-        d.extra.insert("x".into(), serde_json::json!([[1]]));
-        assert!(limits.check(&d).is_ok());
+        // level 2: the array, 3 and 4: the arrays in it; scalars add nothing
         d.extra.insert("x".into(), serde_json::json!([[[1]]]));
+        assert!(limits.check(&d).is_ok());
+        d.extra.insert("x".into(), serde_json::json!([[[[1]]]]));
         assert!(limits.check(&d).is_err());
+        d.extra.insert("x".into(), serde_json::json!([[{"a": 1}]]));
+        assert!(limits.check(&d).is_ok());
     }
 
     #[test]

@@ -226,10 +226,17 @@ where
                     code,
                     reason: reason.into(),
                 };
-                match self.sink.send(WsMessage::Close(Some(frame))).await {
-                    Ok(()) => Flow::Stop(SenderEnd::Closed),
-                    Err(e) => Flow::Stop(SenderEnd::Socket(e.to_string())),
+                if let Err(e) = self.sink.send(WsMessage::Close(Some(frame))).await {
+                    return Flow::Stop(SenderEnd::Socket(e.to_string()));
                 }
+                // The session decides when the socket goes (it may hold it a moment so
+                // the peer can read what was sent before a reset): wait for it to let
+                // go of the queue, briefly.
+                let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                    while self.queue.recv().await.is_some() {}
+                })
+                .await;
+                Flow::Stop(SenderEnd::Closed)
             }
         }
     }
@@ -340,13 +347,16 @@ where
                 .sent_through
                 .fetch_max(cursor.0, Ordering::Relaxed);
             let scripts = self.node.policies().current();
+            let wanted = Wanted {
+                peer_filter: filter.as_ref(),
+                min_timestamp: sync.min_timestamp,
+                floor: None,
+            };
             let (kept, ids) = select(
                 scan.records,
                 &plan,
                 &scripts,
-                filter.as_ref(),
-                sync.min_timestamp,
-                None,
+                &wanted,
                 self.node.events_observed(),
                 &self.link.stats,
             );
@@ -422,13 +432,16 @@ where
         };
         let last = scan.through;
         let scripts = self.node.policies().current();
+        let wanted = Wanted {
+            peer_filter: plan.peer_filter.as_ref(),
+            min_timestamp: None,
+            floor: plan.initial_floor,
+        };
         let (kept, ids) = select(
             scan.records,
             &plan,
             &scripts,
-            plan.peer_filter.as_ref(),
-            None,
-            plan.initial_floor,
+            &wanted,
             self.node.events_observed(),
             &self.link.stats,
         );
@@ -511,6 +524,17 @@ async fn next_live(
     }
 }
 
+/// What the peer asked for, beyond the link's own filters.
+#[derive(Clone, Copy)]
+struct Wanted<'a> {
+    /// The peer's filter (its hello, or its sync request's).
+    peer_filter: Option<&'a DeltaFilter>,
+    /// A sync from a timestamp: nothing older.
+    min_timestamp: Option<u64>,
+    /// An initial push from a timestamp: nothing older, up to a log position.
+    floor: Option<(Seq, u64)>,
+}
+
 /// Which records go to the peer: only those every filter keeps. The peer's own deltas
 /// are already left out: both callers read the log with `scan_raw_skipping` for it. Returns them and, when `want_ids` (someone listens to `delta:sent`),
 /// their ids.
@@ -518,12 +542,15 @@ fn select(
     records: Vec<RawRecord>,
     plan: &SendPlan,
     scripts: &PolicySet,
-    peer_filter: Option<&DeltaFilter>,
-    min_timestamp: Option<u64>,
-    floor: Option<(Seq, u64)>,
+    wanted: &Wanted,
     want_ids: bool,
     stats: &LinkStats,
 ) -> (Vec<RawRecord>, Vec<String>) {
+    let Wanted {
+        peer_filter,
+        min_timestamp,
+        floor,
+    } = *wanted;
     let mut kept = Vec::with_capacity(records.len());
     let mut ids = Vec::with_capacity(records.len());
     // The same for every record of the batch: whether push scripts apply, and the link

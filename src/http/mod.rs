@@ -223,6 +223,14 @@ async fn post_deltas(State(node): State<Node>, body: Bytes) -> Result<impl IntoR
         Some(fast) => fast,
         None => slow_deltas(&node, &body)?,
     };
+    // The ingestion path enforces the limits too; checked here first so that a body
+    // stays all or nothing and a delta over a limit is a 400 naming it.
+    for (i, d) in deltas.iter().enumerate() {
+        if let Err(e) = node.limits().check(d) {
+            node.report_invalid(Some(d.id.clone()), &e, &Origin::Local);
+            return Err(ApiError::invalid_delta(&e, is_array.then_some(i)));
+        }
+    }
     // Only ids are needed to answer an array; a single delta is echoed back whole.
     let ids: Vec<String> = deltas.iter().map(|d| d.id.clone()).collect();
     let single = (!is_array).then(|| deltas.first().cloned()).flatten();

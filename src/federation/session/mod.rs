@@ -280,7 +280,12 @@ impl Session<'_> {
         let mut bytes = 0;
         let mut next = Some(first);
         while let Some(item) = next.take() {
-            match self.accept_ws(item) {
+            let oversized = matches!(item, Some(Err(WsError::Capacity(_))));
+            let accepted = self.accept_ws(item);
+            if oversized {
+                linger_after_oversized().await;
+            }
+            match accepted {
                 Ok(Some(frame)) => {
                     bytes += frame.len();
                     frames.push(frame);
@@ -390,6 +395,14 @@ impl Session<'_> {
         }
         Ok(())
     }
+}
+
+/// After a frame too large to read, the reader stops (the peer's unread payload stays
+/// in the socket), and a socket closed with unread bytes is reset: the reset would
+/// overtake the error frame and the 1009 close on their way out. Holding the socket a
+/// moment lets the writer deliver them first.
+async fn linger_after_oversized() {
+    tokio::time::sleep(Duration::from_millis(500)).await;
 }
 
 fn store_end(e: crate::store::StoreError) -> SessionEnd {
