@@ -130,32 +130,48 @@ impl Limits {
                 ),
             ));
         }
+        // An upper bound of the JSON's length, gathered on the way: a string takes at
+        // most six bytes a byte (`\u00XX`) and its quotes. Only a delta whose bound
+        // passes the limit is serialized to be measured exactly.
+        let mut bound = 128 + 64 * delta.pointers.len();
         for (value, field) in [
             (&delta.id, "id"),
             (&delta.author, "author"),
             (&delta.system, "system"),
         ] {
             self.id_bytes(value, field)?;
+            bound += string_bound(value);
         }
         for (i, p) in delta.pointers.iter().enumerate() {
             let at =
                 |e: InvalidDelta| InvalidDelta::new(format!("pointers[{i}].{}", e.field), e.reason);
             self.id_bytes(&p.role, "role").map_err(at)?;
+            bound += string_bound(&p.role);
             match &p.target {
                 Target::Reference(r) => {
                     self.id_bytes(&r.id, "target.id").map_err(at)?;
+                    bound += string_bound(&r.id);
                     if let Some(c) = &r.context {
                         self.id_bytes(c, "target.context").map_err(at)?;
+                        bound += string_bound(c);
                     }
                 }
-                Target::String(s) => self.string_bytes(s, "target").map_err(at)?,
-                Target::Number(_) | Target::Bool(_) => {}
+                Target::String(s) => {
+                    self.string_bytes(s, "target").map_err(at)?;
+                    bound += string_bound(s);
+                }
+                Target::Number(n) => bound += display_len(n),
+                Target::Bool(_) => {}
             }
         }
         for (key, value) in &delta.extra {
             self.string_bytes(key, key)?;
+            bound += string_bound(key) + 2;
             // The delta object is level 1, so its fields' values start at level 2.
-            self.nested(value, 2, key)?;
+            bound += self.nested(value, 2, key)?;
+        }
+        if bound <= self.max_delta_bytes {
+            return Ok(());
         }
         let bytes = json_len(delta);
         if bytes > self.max_delta_bytes {
@@ -199,8 +215,9 @@ impl Limits {
     }
 
     /// Walks an unknown field's value; `level` is where an array or object in it sits.
-    /// Values come out of serde_json, whose own limit (128 levels) bounds this recursion.
-    fn nested(&self, value: &Value, level: usize, field: &str) -> Result<(), InvalidDelta> {
+    /// Returns an upper bound of its JSON's length. Values come out of serde_json, whose
+    /// own limit (128 levels) bounds this recursion.
+    fn nested(&self, value: &Value, level: usize, field: &str) -> Result<usize, InvalidDelta> {
         let deeper = || {
             if level > self.max_depth {
                 Err(InvalidDelta::new(
@@ -215,23 +232,44 @@ impl Limits {
             }
         };
         match value {
-            Value::String(s) => self.string_bytes(s, field),
+            Value::String(s) => {
+                self.string_bytes(s, field)?;
+                Ok(string_bound(s))
+            }
             Value::Array(items) => {
                 deeper()?;
-                items
-                    .iter()
-                    .try_for_each(|v| self.nested(v, level + 1, field))
+                let mut bound = 2;
+                for v in items {
+                    bound += self.nested(v, level + 1, field)? + 1;
+                }
+                Ok(bound)
             }
             Value::Object(map) => {
                 deeper()?;
-                map.iter().try_for_each(|(k, v)| {
+                let mut bound = 2;
+                for (k, v) in map {
                     self.string_bytes(k, field)?;
-                    self.nested(v, level + 1, field)
-                })
+                    bound += string_bound(k) + 2 + self.nested(v, level + 1, field)?;
+                }
+                Ok(bound)
             }
-            Value::Null | Value::Bool(_) | Value::Number(_) => Ok(()),
+            Value::Number(n) => Ok(display_len(n)),
+            Value::Null | Value::Bool(_) => Ok(5),
         }
     }
+}
+
+/// The most bytes a string takes in JSON.
+fn string_bound(s: &str) -> usize {
+    6 * s.len() + 2
+}
+
+/// The length of a number as JSON writes it, without building the text.
+fn display_len(n: &serde_json::Number) -> usize {
+    let mut counter = Counter(0);
+    // Writing to a counter cannot fail.
+    let _ = std::io::Write::write_fmt(&mut counter, format_args!("{n}"));
+    counter.0
 }
 
 /// The length of the delta's compact JSON, without building it.
@@ -314,6 +352,26 @@ mod tests {
         };
         let e = small.check(&delta()).unwrap_err();
         assert!(e.reason.contains("maxDeltaBytes"), "{e}");
+    }
+
+    #[test]
+    fn the_size_bound_never_lets_an_oversized_delta_through() {
+        // Escaped characters, numbers and nesting: the exact length decides at the edge.
+        let mut d = delta();
+        d.pointers[0].target = Target::String("\u{1}\"".repeat(100));
+        d.extra
+            .insert("n".into(), serde_json::json!([1e300, -0.5, {"k": "\n"}]));
+        let exact = json_len(&d);
+        let at = Limits {
+            max_delta_bytes: exact,
+            ..Limits::default()
+        };
+        assert!(at.check(&d).is_ok());
+        let below = Limits {
+            max_delta_bytes: exact - 1,
+            ..Limits::default()
+        };
+        assert!(below.check(&d).is_err());
     }
 
     #[test]
