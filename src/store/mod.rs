@@ -31,6 +31,10 @@ pub use query::Query;
 pub(crate) use recent::Registration as TailRegistration;
 pub use writer::{AppendOutcome, NewEntry, SideWrites};
 
+/// The most record bytes one raw scan holds: a sender reads the log in scans of up to
+/// 1000 positions, and 1000 deltas at the size limit would be a gigabyte.
+const SCAN_BYTES: usize = 8 * 1024 * 1024;
+
 /// A local sequence number: position of a delta in this node's log. The first delta
 /// stored gets `Seq(1)`; `Seq(0)` means "before everything" and is the cursor of a
 /// reader that has seen nothing.
@@ -430,7 +434,8 @@ impl Store {
             .collect())
     }
 
-    /// Reads up to `limit` log positions after `after`, in order, as raw records, and
+    /// Reads up to `limit` log positions after `after` (fewer once the records read reach
+    /// `SCAN_BYTES`: a scan of big deltas stays bounded in memory), in order, as raw records, and
     /// passes over (without copying them) the records that came from `skip_origin`:
     /// what a link's sender reads, since it never sends a peer's deltas back to it. On a
     /// bidirectional link most of what a receiver's log holds came from its peer.
@@ -451,16 +456,21 @@ impl Store {
         if after >= head || limit == 0 {
             return Ok(scan);
         }
-        let mut keep = |seq: Seq, record: Slice| -> Result<(), StoreError> {
+        let mut bytes = 0;
+        // Whether to read on: a scan stops once it holds `SCAN_BYTES` of records.
+        let mut keep = |seq: Seq, record: Slice| -> Result<bool, StoreError> {
+            bytes += record.len();
             scan.records
                 .extend(RawRecord::read(seq, record, skip_origin)?);
             scan.through = seq;
-            Ok(())
+            Ok(bytes < SCAN_BYTES)
         };
         // What the writer committed last is usually still in memory (see `recent`).
         if let Some(records) = self.inner.recent.read(after, head, limit) {
             for (seq, record) in records {
-                keep(seq, record)?;
+                if !keep(seq, record)? {
+                    break;
+                }
             }
             return Ok(scan);
         }
@@ -472,7 +482,9 @@ impl Store {
             .take(limit)
         {
             let (k, v) = guard.into_inner()?;
-            keep(keys::decode_seq(&k)?, v)?;
+            if !keep(keys::decode_seq(&k)?, v)? {
+                break;
+            }
         }
         Ok(scan)
     }
