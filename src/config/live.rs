@@ -3,7 +3,8 @@
 //! Links are matched by name: a link whose table is unchanged is left alone (its
 //! connection is not touched), a removed one is disconnected, a new one is opened, a
 //! changed one is reopened with the new settings. Its name keys its resume cursor, so a
-//! reopened or restarted link continues where it was.
+//! reopened or restarted link continues where it was. `[trust]` and `scriptTimeoutMs`
+//! apply live too; other settings wait for a restart.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use super::{LinkEntry, NodeFile};
 use crate::events::NodeEvent;
 use crate::federation::FederationLink;
 use crate::node::Node;
+use crate::policy::engine::DEFAULT_TIME_BUDGET;
 
 pub struct ConfigLinks {
     node: Node,
@@ -97,6 +99,12 @@ impl ConfigLinks {
         }
         if old.trust != file.trust {
             self.node.set_trust_policy(file.trust.clone());
+        }
+        if first || old.script_timeout_ms != file.script_timeout_ms {
+            self.node.policies().set_time_budget(
+                file.script_timeout_ms
+                    .map_or(DEFAULT_TIME_BUDGET, std::time::Duration::from_millis),
+            );
         }
         let wanted: BTreeMap<String, LinkEntry> = file
             .links
