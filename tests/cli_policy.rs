@@ -214,6 +214,46 @@ fn policy_test_fails_when_a_script_does_not_compile() {
     );
 }
 
+/// Issue 14, finding 5: a script that would stall every delta is caught before a
+/// deployment. `sleep` is a compile error at its line; a script that runs past its time
+/// budget rejects, and `policy test` shows the time budget as the reason.
+#[test]
+fn policy_check_refuses_sleep_and_policy_test_shows_a_time_out_issue_14() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    write(
+        &tmp.path().join("policies/nap.rhai"),
+        "// wait for the upstream to settle\nsleep(20);\ntrue\n",
+    );
+    let ran = run_in(tmp.path(), &["policy", "check"]);
+    assert_eq!(ran.code, Some(1), "{}{}", ran.out, ran.err);
+    assert!(
+        ran.err.lines().any(
+            |l| l.starts_with("policies/nap.rhai:2:") && l.contains("sleep() is not available")
+        ),
+        "no FILE:LINE diagnostic for sleep:\n{}",
+        ran.err
+    );
+
+    std::fs::remove_file(tmp.path().join("policies/nap.rhai")).expect("rm");
+    write(
+        &tmp.path().join("policies/heavy.rhai"),
+        r#"let s = ""; s.pad(60000, "y"); let n = 0; while n < 1000000 { let t = s.to_upper(); n += 1; } true"#,
+    );
+    write(
+        &tmp.path().join("policies/tests/heavy.json"),
+        r#"{"name": "too slow", "delta": {"id": "a", "timestamp": 1, "author": "a", "system": "s", "pointers": []}, "trust": "reject", "reason": "time budget of 50 ms"}"#,
+    );
+    let started = std::time::Instant::now();
+    let ran = run_in(tmp.path(), &["policy", "test"]);
+    assert_eq!(ran.code, Some(0), "{}{}", ran.out, ran.err);
+    assert!(ran.out.contains("1 passed, 0 failed"), "{}", ran.out);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 const MALLORY: &str = r#"{"id": "e1", "timestamp": 1700000000000, "author": "mallory", "system": "partner-hq",
   "pointers": [{"role": "text", "target": "hi"}]}"#;
 

@@ -224,3 +224,136 @@ fn init_writes_a_starter_that_serve_and_policy_test_accept() {
         "--memory overrides the file's data dir"
     );
 }
+
+/// The next `config:error` message, skipping other events.
+async fn next_config_error(events: &mut tokio::sync::broadcast::Receiver<NodeEvent>) -> String {
+    tokio::time::timeout(T, async {
+        loop {
+            if let Ok(NodeEvent::ConfigError { message }) = events.recv().await {
+                return message;
+            }
+        }
+    })
+    .await
+    .expect("a config:error event")
+}
+
+/// Link names and ids, to tell an untouched link from a reopened one.
+fn link_ids(live: &ConfigLinks) -> std::collections::BTreeMap<String, String> {
+    live.links()
+        .iter()
+        .map(|l| (l.info().name.clone(), l.id().to_owned()))
+        .collect()
+}
+
+/// Issue 14, finding 7: an empty `rhizome.toml` (an editor's save in progress) was
+/// accepted and closed every link. Now an empty or comment-only file is refused with
+/// `config:error` and the links stay; the next complete file is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_config_file_is_refused_and_closes_no_link_issue_14() {
+    let a = start_node("a").await;
+    let b = start_node("b").await;
+    let me = start_node("me").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rhizome.toml");
+    let full = format!(
+        "scriptTimeoutMs = 30\n{}{}",
+        link_table("to-a", &a.url(), "pull"),
+        link_table("to-b", &b.url(), "pull")
+    );
+    std::fs::write(&path, &full).unwrap();
+    let mut events = me.node().events();
+    let live =
+        ConfigLinks::start(me.node().clone(), &path, NodeFile::load(&path).unwrap()).unwrap();
+    let before = link_ids(&live);
+    assert_eq!(before.len(), 2);
+    assert_eq!(
+        me.node().policies().current().time_budget(),
+        Duration::from_millis(30)
+    );
+    for link in live.links() {
+        assert!(wait_status(&link, LinkStatus::Connected, T).await);
+    }
+
+    for half_saved in ["", "  \n\n", "# rhizome.toml, being edited\n\n"] {
+        std::fs::write(&path, half_saved).unwrap();
+        let refused = next_config_error(&mut events).await;
+        assert!(refused.contains("no settings"), "{refused}");
+        assert_eq!(link_ids(&live), before, "a link was closed or reopened");
+    }
+    assert!(live
+        .links()
+        .iter()
+        .all(|l| l.status() == LinkStatus::Connected));
+    assert_eq!(
+        me.node().get_federation_links().len(),
+        2,
+        "the node's links were closed"
+    );
+
+    // The save completes: applied, the links untouched, the new budget in force.
+    std::fs::write(&path, full.replace("= 30", "= 40")).unwrap();
+    assert!(
+        wait_for(T, || me.node().policies().current().time_budget()
+            == Duration::from_millis(40))
+        .await
+    );
+    assert_eq!(link_ids(&live), before);
+}
+
+/// Issue 14, finding 7: a file cut at a table boundary silently dropped the later links.
+/// A writer that pauses midway (longer than the watcher's debounce, shorter than the
+/// settle time) no longer gets its first half applied: the reload waits until the file
+/// is stable, so the second half's links are opened and none is closed in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_written_in_two_halves_is_applied_whole_issue_14() {
+    let peers = [
+        start_node("a").await,
+        start_node("b").await,
+        start_node("c").await,
+        start_node("d").await,
+    ];
+    let me = start_node("me").await;
+    let table = |i: usize| link_table(&format!("to-{i}"), &peers[i].url(), "pull");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rhizome.toml");
+    std::fs::write(&path, format!("{}{}{}", table(0), table(1), table(2))).unwrap();
+    let live =
+        ConfigLinks::start(me.node().clone(), &path, NodeFile::load(&path).unwrap()).unwrap();
+    let before = link_ids(&live);
+    assert_eq!(before.len(), 3);
+    let mut events = me.node().events();
+
+    // A writer that truncates, writes up to a table boundary, pauses, then appends the
+    // rest (the links to-2 and the new to-3).
+    let pause = rhizome::watch::DEBOUNCE + Duration::from_millis(100);
+    assert!(pause < rhizome::watch::SETTLE);
+    std::fs::write(&path, format!("{}{}", table(0), table(1))).unwrap();
+    tokio::time::sleep(pause).await;
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    std::io::Write::write_all(&mut file, format!("{}{}", table(2), table(3)).as_bytes()).unwrap();
+    drop(file);
+
+    assert!(
+        wait_for(T, || live.links().len() == 4).await,
+        "{:?}",
+        link_ids(&live)
+    );
+    let after = link_ids(&live);
+    for (name, id) in &before {
+        assert_eq!(after.get(name), Some(id), "{name} was closed or reopened");
+    }
+    // Every reload since the write applied the whole file: nothing removed or changed.
+    while let Ok(event) = events.try_recv() {
+        match event {
+            NodeEvent::ConfigReloaded {
+                removed, changed, ..
+            } => assert_eq!((removed, changed), (0, 0), "half a file was applied"),
+            NodeEvent::ConfigError { message } => panic!("half a file was read: {message}"),
+            _ => {}
+        }
+    }
+}

@@ -323,3 +323,120 @@ async fn inbound_links_are_scoped_by_the_peer_system_id() {
     assert!(wait_for(T, || hub.node().store().quarantine_len() == 3).await);
     assert!(ids(hub.node()).is_disjoint(&eve_x));
 }
+
+/// Three pulls from three peers into a node whose trust policy runs for every delta.
+/// Returns the links, once each peer holds `per_peer` deltas to send.
+async fn three_peers(
+    receiver: &Server,
+    per_peer: usize,
+) -> (Vec<Server>, Vec<rhizome::FederationLink>) {
+    let mut peers = Vec::new();
+    let mut links = Vec::new();
+    for i in 0..3 {
+        let peer = start_node(&format!("peer-{i}")).await;
+        author(peer.node(), "alice", per_peer).await;
+        let link = receiver
+            .node()
+            .connect_to_remote(&peer.url(), pull_link(&format!("from-{i}")))
+            .unwrap();
+        peers.push(peer);
+        links.push(link);
+    }
+    (peers, links)
+}
+
+/// Issue 14, finding 5: `sleep(20); true` held every delta 20 s and then accepted it.
+/// Now it does not compile: the operator is told at load time, the script fails closed,
+/// and links from three peers keep moving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sleeping_policy_is_refused_at_load_and_stalls_no_link_issue_14() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("policies")).unwrap();
+    std::fs::write(tmp.path().join("policies/nap.rhai"), "sleep(20); true").unwrap();
+    let receiver = node_with_scripts("receiver", tmp.path()).await;
+    let errors = receiver.node().policies().current().errors();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].message.contains("sleep() is not available") && errors[0].line == Some(1),
+        "{}",
+        errors[0]
+    );
+    let started = std::time::Instant::now();
+    let (_peers, links) = three_peers(&receiver, 5).await;
+    assert!(
+        wait_for(Duration::from_secs(5), || receiver
+            .node()
+            .store()
+            .quarantine_len()
+            == 15)
+        .await,
+        "quarantined {} of 15 after {:?}",
+        receiver.node().store().quarantine_len(),
+        started.elapsed()
+    );
+    for link in &links {
+        assert_eq!(link.stats().deltas_rejected, 5, "{:?}", link.stats());
+        assert_eq!(link.stats().deltas_received, 0, "{:?}", link.stats());
+    }
+    assert!(
+        ids(receiver.node()).is_empty(),
+        "a sleeping policy accepted a delta"
+    );
+}
+
+/// Issue 14, finding 5: a policy whose every operation is slow goes over its time
+/// budget. Each delta is rejected within about the budget, with a reason naming it,
+/// quarantined, and counted in `rhizome_policy_timeouts_total`; links from three such
+/// peers keep moving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_over_its_time_budget_rejects_in_time_and_is_counted_issue_14() {
+    let tmp = tempfile::tempdir().unwrap();
+    let receiver = node_with_scripts("receiver", tmp.path()).await;
+    std::fs::write(
+        tmp.path().join("policies/heavy.rhai"),
+        r#"let s = ""; s.pad(60000, "y"); let n = 0; while n < 1000000 { let t = s.to_upper(); n += 1; } true"#,
+    )
+    .unwrap();
+    receiver.node().policies().reload();
+    receiver
+        .node()
+        .policies()
+        .set_time_budget(Duration::from_millis(20));
+    let started = std::time::Instant::now();
+    let (_peers, links) = three_peers(&receiver, 10).await;
+    // 30 deltas at ~20 ms each; without the budget each would run to its operation
+    // limit (hundreds of ms) and the links would take many seconds.
+    assert!(
+        wait_for(T, || receiver.node().store().quarantine_len() == 30).await,
+        "quarantined {} of 30 after {:?}",
+        receiver.node().store().quarantine_len(),
+        started.elapsed()
+    );
+    let took = started.elapsed();
+    println!("30 deltas over budget judged in {took:?}");
+    assert!(took < Duration::from_secs(6), "{took:?}");
+    for link in &links {
+        assert_eq!(link.stats().deltas_rejected, 10, "{:?}", link.stats());
+        assert_eq!(link.status(), LinkStatus::Connected);
+    }
+    let q = receiver.node().quarantine_list(0, 100).unwrap();
+    assert!(
+        q.iter()
+            .all(|e| e.record.reason.contains("time budget of 20 ms")
+                && e.record.policy.ends_with("heavy.rhai")),
+        "{:?}",
+        q.first().map(|e| &e.record.reason)
+    );
+    let metrics = reqwest::get(format!("{}/metrics", receiver.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "rhizome_policy_timeouts_total 30"),
+        "{metrics}"
+    );
+}

@@ -3,6 +3,7 @@
 pub mod allocator;
 pub mod init;
 pub mod link;
+mod logging;
 pub mod policy;
 pub mod put;
 pub mod quarantine;

@@ -253,7 +253,8 @@ fn init_logging(format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
+        // Field values come from peers and files: escaped, one event stays one line.
+        LogFormat::Text => builder.fmt_fields(super::logging::EscapedFields).try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
 }

@@ -3,7 +3,13 @@
 //! Links are matched by name: a link whose table is unchanged is left alone (its
 //! connection is not touched), a removed one is disconnected, a new one is opened, a
 //! changed one is reopened with the new settings. Its name keys its resume cursor, so a
-//! reopened or restarted link continues where it was.
+//! reopened or restarted link continues where it was. `[trust]` and `scriptTimeoutMs`
+//! apply live too; other settings wait for a restart.
+//!
+//! A reload acts only on a complete file: it waits until the file has stopped changing
+//! ([`crate::watch::read_settled`]) and applies exactly the text it checked, and it
+//! refuses a file with no settings at all (empty, or only comments), which is what an
+//! editor's save in progress looks like, rather than close every link.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +21,7 @@ use super::{LinkEntry, NodeFile};
 use crate::events::NodeEvent;
 use crate::federation::FederationLink;
 use crate::node::Node;
+use crate::policy::engine::DEFAULT_TIME_BUDGET;
 
 pub struct ConfigLinks {
     node: Node,
@@ -56,17 +63,31 @@ impl ConfigLinks {
             .unwrap_or_default()
     }
 
-    /// Reads the file again; a broken file is refused and the running config stays.
+    /// Reads the file again once it is stable; a broken or empty file is refused (a
+    /// `config:error` event and a log line) and the running config stays.
     pub fn reload(&self) {
-        match NodeFile::load(&self.path) {
-            Ok(file) => self.apply(file),
-            Err(e) => {
-                tracing::error!(error = %e, "config reload refused; the running config stays");
-                self.node.emit(NodeEvent::ConfigError {
-                    message: e.to_string(),
-                });
-            }
+        let text = match crate::watch::read_settled(&self.path) {
+            Ok(text) => text,
+            Err(e) => return self.refuse(&format!("{}: cannot read: {e}", self.path.display())),
+        };
+        if has_no_settings(&text) {
+            return self.refuse(&format!(
+                "{}: the file has no settings (empty, or only comments): a save in progress? \
+                 To close every link on purpose, keep a setting such as `link = []`",
+                self.path.display()
+            ));
         }
+        match NodeFile::from_text(&self.path, &text) {
+            Ok(file) => self.apply(file),
+            Err(e) => self.refuse(&e.to_string()),
+        }
+    }
+
+    fn refuse(&self, message: &str) {
+        tracing::error!(error = %message, "config reload refused; the running config stays");
+        self.node.emit(NodeEvent::ConfigError {
+            message: message.to_owned(),
+        });
     }
 
     fn apply(&self, file: NodeFile) {
@@ -97,6 +118,12 @@ impl ConfigLinks {
         }
         if old.trust != file.trust {
             self.node.set_trust_policy(file.trust.clone());
+        }
+        if first || old.script_timeout_ms != file.script_timeout_ms {
+            self.node.policies().set_time_budget(
+                file.script_timeout_ms
+                    .map_or(DEFAULT_TIME_BUDGET, std::time::Duration::from_millis),
+            );
         }
         let wanted: BTreeMap<String, LinkEntry> = file
             .links
@@ -178,5 +205,27 @@ impl ConfigLinks {
             *w = Some(watcher);
         }
         Ok(())
+    }
+}
+
+/// Whether `text` holds no TOML setting at all: only blank lines and comments.
+fn has_no_settings(text: &str) -> bool {
+    text.lines().all(|l| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#')
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_no_settings;
+
+    #[test]
+    fn a_file_of_blanks_and_comments_has_no_settings() {
+        assert!(has_no_settings(""));
+        assert!(has_no_settings(" \n\t\r\n"));
+        assert!(has_no_settings("# links\n  # none yet\n"));
+        assert!(!has_no_settings("link = []"));
+        assert!(!has_no_settings("# c\n[[link]]\n"));
     }
 }

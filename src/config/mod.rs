@@ -8,6 +8,7 @@
 //! durability = "sync"        # or "buffered"
 //! policies = "./policies"
 //! filters = "./filters"
+//! scriptTimeoutMs = 50       # wall time per script evaluation (applied live)
 //!
 //! [server]
 //! path = "/federation"
@@ -103,6 +104,8 @@ pub struct NodeFile {
     pub durability: Option<DurabilityKind>,
     pub policies: Option<PathBuf>,
     pub filters: Option<PathBuf>,
+    /// Wall time one script evaluation may take, in ms; over it the delta is rejected.
+    pub script_timeout_ms: Option<u64>,
     pub server: ServerSection,
     pub limits: Limits,
     pub trust: TrustPolicy,
@@ -120,6 +123,7 @@ struct RawFile {
     durability: Option<DurabilityKind>,
     policies: Option<PathBuf>,
     filters: Option<PathBuf>,
+    script_timeout_ms: Option<u64>,
     server: ServerSection,
     limits: Limits,
     trust: TrustPolicy,
@@ -136,7 +140,16 @@ impl NodeFile {
             file: path.display().to_string(),
             message: format!("cannot read: {e}"),
         })?;
-        let mut file = NodeFile::parse(&text).map_err(|message| ConfigError {
+        NodeFile::from_text(path, &text)
+    }
+
+    /// Checks config text already read from `path` (a reload reads it itself, to be
+    /// sure the text it checked is the text it applies).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file and, where it can, the line and the key.
+    pub fn from_text(path: &Path, text: &str) -> Result<NodeFile, ConfigError> {
+        let mut file = NodeFile::parse(text).map_err(|message| ConfigError {
             file: path.display().to_string(),
             message,
         })?;
@@ -198,6 +211,14 @@ impl NodeFile {
             .max_message_size
             .unwrap_or(ServerOptions::default().max_message_size);
         raw.limits.check_settings(max_message)?;
+        let most = crate::policy::engine::MAX_TIME_BUDGET.as_millis() as u64;
+        if let Some(ms) = raw.script_timeout_ms {
+            if !(1..=most).contains(&ms) {
+                return Err(format!(
+                    "scriptTimeoutMs: {ms} must be between 1 and {most} (ms)"
+                ));
+            }
+        }
         Ok(NodeFile {
             system_id: raw.system_id,
             listen: raw.listen,
@@ -206,6 +227,7 @@ impl NodeFile {
             durability: raw.durability,
             policies: raw.policies,
             filters: raw.filters,
+            script_timeout_ms: raw.script_timeout_ms,
             server: raw.server,
             limits: raw.limits,
             trust: raw.trust,

@@ -251,9 +251,16 @@ pub fn render(node: &Node) -> String {
         &mut out,
         "rhizome_policy_runtime_errors_total",
         "counter",
-        "Script evaluations that failed (and rejected).",
+        "Script evaluations that failed (and rejected), time-outs aside.",
     )
     .sample(&[], c.runtime_errors.load(Ordering::Relaxed));
+    Family::new(
+        &mut out,
+        "rhizome_policy_timeouts_total",
+        "counter",
+        "Script evaluations over their time budget (and rejected).",
+    )
+    .sample(&[], c.timeouts.load(Ordering::Relaxed));
     Family::new(
         &mut out,
         "rhizome_policy_eval_seconds_total",

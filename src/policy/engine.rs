@@ -1,9 +1,18 @@
 //! The sandboxed Rhai engine scripts run in, the helpers they can call, and how a
 //! delta and a link look from inside a script.
 //!
-//! Sandbox: no modules (`import` fails), no `eval`, `print`/`debug` go to the log,
-//! and hard limits on operations, call depth, expression depth, string, array and map
-//! sizes. A script that loops forever runs out of operations within milliseconds.
+//! Sandbox: no modules (`import` fails), no `eval`, no `sleep`, `print`/`debug` go to
+//! the log, and hard limits on operations, call depth, expression depth, string, array
+//! and map sizes. A script that loops forever runs out of operations within
+//! milliseconds; one whose operations are each slow runs out of its time budget.
+//!
+//! Scripts run once per delta on the ingestion path, so nothing in them may block:
+//! `sleep` is refused when the script is compiled (the operator learns it at load time,
+//! with the line), and any other slow evaluation is stopped at its time budget and
+//! counted as over it (see [`TimeBudget`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use rhai::{Dynamic, Engine, EvalAltResult, ImmutableString, Map, Position};
 
@@ -11,23 +20,67 @@ use crate::delta::now_millis;
 
 /// Operations one evaluation may take: a few milliseconds of work.
 pub const MAX_OPERATIONS: u64 = 200_000;
-/// Wall time one evaluation may take. Operations alone do not bound time: a single
-/// operation on a large string or array can take milliseconds.
-pub const MAX_EVAL_TIME: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The wall time one evaluation may take unless configured (`scriptTimeoutMs`).
+///
+/// Why 50 ms: a realistic policy takes microseconds and the operation limit stops a
+/// CPU-bound script within a few milliseconds, so the budget only has to catch what
+/// operations do not measure (single operations on large strings or arrays). It is
+/// wall time, so it also counts the time the thread is preempted: well above a
+/// scheduler slice on a loaded machine, so that a busy host does not turn into false
+/// rejections, and low enough that a link whose every delta times out still moves at
+/// about 20 deltas a second per judging thread instead of stalling.
+pub const DEFAULT_TIME_BUDGET: Duration = Duration::from_millis(50);
+
+/// The longest budget an operator may configure: past this a script is a stall.
+pub const MAX_TIME_BUDGET: Duration = Duration::from_secs(60);
+
+/// The wall time each evaluation may take, shared by a host's successive sets so that a
+/// reload keeps it and a config change reaches the set in force without a reload.
+#[derive(Debug)]
+pub struct TimeBudget {
+    micros: AtomicU64,
+}
+
+impl Default for TimeBudget {
+    fn default() -> TimeBudget {
+        TimeBudget {
+            micros: AtomicU64::new(DEFAULT_TIME_BUDGET.as_micros() as u64),
+        }
+    }
+}
+
+impl TimeBudget {
+    pub fn get(&self) -> Duration {
+        Duration::from_micros(self.micros.load(Ordering::Relaxed))
+    }
+
+    /// Sets the budget, clamped to 1 ms ..= [`MAX_TIME_BUDGET`].
+    pub fn set(&self, budget: Duration) {
+        let budget = budget.clamp(Duration::from_millis(1), MAX_TIME_BUDGET);
+        self.micros
+            .store(budget.as_micros() as u64, Ordering::Relaxed);
+    }
+}
 
 thread_local! {
     /// When the evaluation running on this thread must stop (see [`with_deadline`]).
-    static DEADLINE: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+    static DEADLINE: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
 }
 
-/// Runs one evaluation, which began at `started`, under the wall-time limit. (The caller
-/// times the evaluation anyway: one clock read serves both.)
-pub(crate) fn with_deadline<T>(started: std::time::Instant, eval: impl FnOnce() -> T) -> T {
-    DEADLINE.set(Some(started + MAX_EVAL_TIME));
+/// Runs one evaluation under a wall-time deadline: the engine's progress callback stops
+/// it once `deadline` has passed. (The caller reads the clock for its own timing anyway:
+/// one clock read serves both.)
+pub(crate) fn with_deadline<T>(deadline: Instant, eval: impl FnOnce() -> T) -> T {
+    DEADLINE.set(Some(deadline));
     let result = eval();
     DEADLINE.set(None);
     result
 }
+
+/// Why `sleep` is refused, at compile time and (through a function pointer) at run time.
+const NO_SLEEP: &str = "sleep() is not available: a script runs for every delta and must not block (each evaluation has a time budget)";
+
 const MAX_CALL_LEVELS: usize = 32;
 const MAX_EXPR_DEPTH: usize = 64;
 const MAX_STRING_SIZE: usize = 64 * 1024;
@@ -87,8 +140,9 @@ pub fn sandboxed_engine() -> Engine {
         let late = DEADLINE
             .get()
             .is_some_and(|d| std::time::Instant::now() > d);
-        late.then(|| Dynamic::from("time limit"))
+        late.then(|| Dynamic::from("time budget"))
     });
+    forbid_sleep(&mut engine);
     engine.on_print(|s| tracing::info!(target: "rhizome::policy::script", "{s}"));
     engine.on_debug(|s, src, pos| {
         tracing::debug!(target: "rhizome::policy::script", source = src.unwrap_or(""), %pos, "{s}")
@@ -134,6 +188,28 @@ pub fn sandboxed_engine() -> Engine {
         .with_volatility(true)
         .register_into_engine(&mut engine, || now_millis() as i64);
     engine
+}
+
+/// `sleep` blocks the judging thread where no budget can stop it (the progress callback
+/// runs between operations, and a sleep is one operation). As a keyword whose syntax
+/// always fails, any use of it is a compile error at its line; calls that get past the
+/// parser (`Fn("sleep").call(1)`) find this engine's own `sleep`, which shadows the
+/// standard package's and fails at once.
+fn forbid_sleep(engine: &mut Engine) {
+    engine.register_custom_syntax_with_state_raw(
+        "sleep",
+        |_, _, _| {
+            Err(
+                rhai::LexError::ImproperSymbol("sleep".into(), NO_SLEEP.into())
+                    .into_err(Position::NONE),
+            )
+        },
+        false,
+        |_, _, _| Err(NO_SLEEP.into()),
+    );
+    let refuse = || -> Result<(), Box<EvalAltResult>> { Err(NO_SLEEP.into()) };
+    engine.register_fn("sleep", move |_: i64| refuse());
+    engine.register_fn("sleep", move |_: f64| refuse());
 }
 
 /// `item == value` as Rhai's own array `contains` decides it: a missing `==` for two
@@ -234,5 +310,35 @@ mod tests {
         let started = std::time::Instant::now();
         let _ = eval("let x = 0; while true { x += 1; }", &d);
         assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn sleep_is_a_compile_error_at_its_line() {
+        let engine = sandboxed_engine();
+        for source in [
+            "sleep(20); true",
+            "let x = 1;\n  sleep(0.5);\ntrue",
+            "fn f() { sleep(1) } true",
+        ] {
+            let e = crate::policy::set::compile(&engine, source).unwrap_err();
+            assert!(
+                e.message.contains("sleep() is not available"),
+                "{source}: {e}"
+            );
+            assert_eq!(
+                e.line,
+                Some(source.lines().position(|l| l.contains("sleep")).unwrap() + 1),
+                "{source}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn sleep_through_a_function_pointer_fails_at_once() {
+        let d = new_delta("a", "s", vec![]);
+        let started = Instant::now();
+        let e = eval(r#"let f = Fn("sleep"); f.call(20); true"#, &d).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(e.to_string().contains("sleep() is not available"), "{e}");
     }
 }

@@ -68,6 +68,19 @@ impl PolicyHost {
         }
     }
 
+    /// Sets the wall time each evaluation may take, for the set in force and every set
+    /// reloaded after it (config `scriptTimeoutMs`; applied live, no reload needed).
+    pub fn set_time_budget(&self, budget: std::time::Duration) {
+        let set = self.current();
+        if set.time_budget() != budget {
+            set.set_time_budget(budget);
+            tracing::info!(
+                budget_ms = set.time_budget().as_millis() as u64,
+                "script time budget set"
+            );
+        }
+    }
+
     pub fn reload_count(&self) -> u64 {
         self.reloads.load(std::sync::atomic::Ordering::Relaxed)
     }

@@ -12,13 +12,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rhai::{Dynamic, Engine, EvalAltResult, Scope, AST};
 use serde::Serialize;
 
 use super::engine::{
-    sandboxed_engine, with_deadline, LinkContext, Rejection, MAX_EVAL_TIME, MAX_OPERATIONS,
+    sandboxed_engine, with_deadline, LinkContext, Rejection, TimeBudget, MAX_OPERATIONS,
 };
 use super::script_delta::ScriptDelta;
 use crate::delta::Delta;
@@ -156,7 +156,10 @@ pub struct ScriptRun {
 pub struct PolicyCounters {
     pub evaluations: AtomicU64,
     pub rejections: AtomicU64,
+    /// Evaluations that failed (and rejected), time-outs aside.
     pub runtime_errors: AtomicU64,
+    /// Evaluations stopped at, or found over, their time budget (and rejected).
+    pub timeouts: AtomicU64,
     pub eval_nanos: AtomicU64,
 }
 
@@ -178,6 +181,7 @@ pub struct PolicySet {
     scripts: Vec<Script>,
     hash: String,
     counters: Arc<PolicyCounters>,
+    budget: Arc<TimeBudget>,
 }
 
 impl PolicySet {
@@ -188,6 +192,7 @@ impl PolicySet {
             scripts: Vec::new(),
             hash: format!("{:016x}", fnv1a(&[])),
             counters: Arc::default(),
+            budget: Arc::default(),
         }
     }
 
@@ -199,6 +204,7 @@ impl PolicySet {
     pub fn load(dirs: &PolicyDirs, previous: Option<&PolicySet>) -> std::io::Result<PolicySet> {
         let engine = previous.map_or_else(|| Arc::new(sandboxed_engine()), |p| p.engine.clone());
         let counters = previous.map_or_else(Arc::default, |p| p.counters.clone());
+        let budget = previous.map_or_else(Arc::default, |p| p.budget.clone());
         let mut scripts = Vec::new();
         let mut hash_input = Vec::new();
         for (kind, root) in dirs.roots() {
@@ -245,6 +251,7 @@ impl PolicySet {
             scripts,
             hash: format!("{:016x}", fnv1a(&hash_input)),
             counters,
+            budget,
         })
     }
 
@@ -255,6 +262,17 @@ impl PolicySet {
 
     pub fn counters(&self) -> &PolicyCounters {
         &self.counters
+    }
+
+    /// The wall time one evaluation may take.
+    pub fn time_budget(&self) -> Duration {
+        self.budget.get()
+    }
+
+    /// Sets the time budget of this set and of every set later loaded from it (clamped
+    /// to 1 ms ..= [`super::engine::MAX_TIME_BUDGET`]).
+    pub fn set_time_budget(&self, budget: Duration) {
+        self.budget.set(budget);
     }
 
     pub fn errors(&self) -> Vec<ScriptError> {
@@ -360,17 +378,42 @@ impl PolicySet {
                 "the script does not compile, so it rejects everything it judges: {why}"
             ));
         };
+        let budget = self.budget.get();
         let started = Instant::now();
         let mut scope = Scope::new();
         scope.push_constant_dynamic("delta", delta.clone());
         scope.push_constant_dynamic("link", link.clone());
-        let result = with_deadline(started, || {
+        let result = with_deadline(started + budget, || {
             self.engine.eval_ast_with_scope::<Dynamic>(&mut scope, ast)
         });
+        let elapsed = started.elapsed();
         let c = &self.counters;
         c.evaluations.fetch_add(1, Ordering::Relaxed);
         c.eval_nanos
-            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        // Over budget, whatever the script answered: it was stopped (the progress
+        // callback ends it), or one slow operation ran past the deadline between two
+        // checks. Either way the answer came too late to be trusted: fail closed.
+        let stopped_at = match &result {
+            Err(e) => match **e {
+                EvalAltResult::ErrorTerminated(_, pos) => Some(pos),
+                _ => None,
+            },
+            Ok(_) => None,
+        };
+        if stopped_at.is_some() || elapsed > budget {
+            c.timeouts.fetch_add(1, Ordering::Relaxed);
+            c.rejections.fetch_add(1, Ordering::Relaxed);
+            let at = stopped_at
+                .filter(|p| !p.is_none())
+                .map(|p| format!(", stopped at {p}"))
+                .unwrap_or_default();
+            tracing::warn!(file = %script.file, budget_ms = budget.as_millis() as u64, elapsed_us = elapsed.as_micros() as u64, "script over its time budget; the delta is rejected");
+            return reject(format!(
+                "the script went over its time budget of {} ms (scriptTimeoutMs){at}; a delta not judged in time is rejected",
+                budget.as_millis()
+            ));
+        }
         let verdict = match result {
             Ok(v) if v.is::<bool>() => {
                 if v.as_bool().unwrap_or(false) {
@@ -398,14 +441,6 @@ impl PolicySet {
             Err(e) => match *e {
                 EvalAltResult::ErrorRuntime(v, _) if v.is::<Rejection>() => {
                     reject(v.cast::<Rejection>().0)
-                }
-                EvalAltResult::ErrorTerminated(_, pos) => {
-                    c.runtime_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(file = %script.file, %pos, "script stopped: time limit");
-                    reject(format!(
-                        "the script ran too long (over {} ms, at {pos}) and was stopped",
-                        MAX_EVAL_TIME.as_millis()
-                    ))
                 }
                 EvalAltResult::ErrorTooManyOperations(pos) => {
                     c.runtime_errors.fetch_add(1, Ordering::Relaxed);

@@ -201,3 +201,67 @@ fn a_broken_edit_keeps_the_last_good_version_and_a_broken_new_file_fails_closed(
         )
         .is_accept());
 }
+
+/// Each operation is slow (a 60 kB string copied and upper-cased), so the operation
+/// limit is far away when the time budget runs out.
+const HEAVY: &str = r#"let s = ""; s.pad(60000, "y"); let n = 0; while n < 1000000 { let t = s.to_upper(); n += 1; } true"#;
+
+#[test]
+fn a_script_over_its_time_budget_is_rejected_within_the_budget_issue_14() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = dirs(tmp.path());
+    fs::write(tmp.path().join("policies/heavy.rhai"), HEAVY).unwrap();
+    fs::write(tmp.path().join("filters/push/heavy.rhai"), HEAVY).unwrap();
+    fs::write(tmp.path().join("filters/pull/heavy.rhai"), HEAVY).unwrap();
+    let set = PolicySet::load(&d, None).unwrap();
+    assert_eq!(set.time_budget(), super::super::engine::DEFAULT_TIME_BUDGET);
+    set.set_time_budget(Duration::from_millis(20));
+    let delta = new_delta("alice", "s", vec![]);
+    for kind in ScriptKind::ALL {
+        let started = Instant::now();
+        let (script, why) = reason(set.judge(kind, &link("x"), &delta));
+        let took = started.elapsed();
+        assert!(script.ends_with("heavy.rhai"), "{script}");
+        assert!(why.contains("time budget of 20 ms"), "{kind:?}: {why}");
+        // Stopped at the budget, not at the operation limit or the loop's end.
+        assert!(
+            took >= Duration::from_millis(20) && took < Duration::from_millis(500),
+            "{kind:?}: {took:?}"
+        );
+    }
+    let c = set.counters();
+    assert_eq!(c.timeouts.load(Ordering::Relaxed), 3);
+    assert_eq!(c.rejections.load(Ordering::Relaxed), 3);
+    assert_eq!(c.runtime_errors.load(Ordering::Relaxed), 0);
+
+    // A reload keeps the budget; a cheap script is unaffected by it.
+    fs::write(tmp.path().join("policies/heavy.rhai"), "true").unwrap();
+    let next = PolicySet::load(&d, Some(&set)).unwrap();
+    assert_eq!(next.time_budget(), Duration::from_millis(20));
+    assert!(next
+        .judge(ScriptKind::Trust, &link("x"), &delta)
+        .is_accept());
+}
+
+#[test]
+fn a_sleeping_script_is_refused_at_load_and_rejects_at_once_issue_14() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = dirs(tmp.path());
+    fs::write(tmp.path().join("policies/nap.rhai"), "sleep(20); true").unwrap();
+    let set = PolicySet::load(&d, None).unwrap();
+    let errors = set.errors();
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].message.contains("sleep() is not available") && errors[0].line == Some(1),
+        "{}",
+        errors[0]
+    );
+    let started = Instant::now();
+    let (_, why) = reason(set.judge(
+        ScriptKind::Trust,
+        &link("x"),
+        &new_delta("alice", "s", vec![]),
+    ));
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(why.contains("does not compile"), "{why}");
+}
