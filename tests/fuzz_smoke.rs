@@ -722,7 +722,7 @@ fn long_terms_are_refused_and_never_kill_the_store() {
 
 /// The sandbox bounds wall time as well as operations: one operation on a 60 kB string
 /// or a 10,000-element array costs far more than a comparison, so scripts built from
-/// such operations must still be stopped (`MAX_EVAL_TIME`, 50 ms) rather than stall the
+/// such operations must still be stopped (`DEFAULT_TIME_BUDGET`, 50 ms) rather than stall the
 /// link that judges with them.
 #[test]
 fn script_operation_limit_bounds_wall_time_too() {

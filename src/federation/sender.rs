@@ -346,20 +346,15 @@ where
                 .stats
                 .sent_through
                 .fetch_max(cursor.0, Ordering::Relaxed);
-            let scripts = self.node.policies().current();
             let wanted = Wanted {
-                peer_filter: filter.as_ref(),
+                peer_filter: filter.clone(),
                 min_timestamp: sync.min_timestamp,
                 floor: None,
             };
-            let (kept, ids) = select(
-                scan.records,
-                &plan,
-                &scripts,
-                &wanted,
-                self.node.events_observed(),
-                &self.link.stats,
-            );
+            let (kept, ids) = match self.select_records(scan.records, &plan, wanted).await {
+                Ok(selected) => selected,
+                Err(e) => return Flow::Stop(e),
+            };
             if kept.is_empty() {
                 // A stretch the filters skip entirely still yields to control frames
                 // and to a pause.
@@ -431,20 +426,15 @@ where
             return Flow::Continue;
         };
         let last = scan.through;
-        let scripts = self.node.policies().current();
         let wanted = Wanted {
-            peer_filter: plan.peer_filter.as_ref(),
+            peer_filter: plan.peer_filter.clone(),
             min_timestamp: None,
             floor: plan.initial_floor,
         };
-        let (kept, ids) = select(
-            scan.records,
-            &plan,
-            &scripts,
-            &wanted,
-            self.node.events_observed(),
-            &self.link.stats,
-        );
+        let (kept, ids) = match self.select_records(scan.records, &plan, wanted).await {
+            Ok(selected) => selected,
+            Err(e) => return Flow::Stop(e),
+        };
         if kept.is_empty() {
             self.link
                 .stats
@@ -503,6 +493,29 @@ where
         Flow::Continue
     }
 
+    /// Runs [`select`], on a blocking thread when push scripts apply: a script may take
+    /// its whole time budget for each delta, which must not hold an async worker.
+    async fn select_records(
+        &self,
+        records: Vec<RawRecord>,
+        plan: &SendPlan,
+        wanted: Wanted,
+    ) -> Result<(Vec<RawRecord>, Vec<String>), SenderEnd> {
+        let scripts = self.node.policies().current();
+        let want_ids = self.node.events_observed();
+        if !scripts.applies(ScriptKind::Push, &plan.link.name) {
+            let stats = &self.link.stats;
+            return Ok(select(records, plan, &scripts, &wanted, want_ids, stats));
+        }
+        let plan = plan.clone();
+        let link = self.link.clone();
+        tokio::task::spawn_blocking(move || {
+            select(records, &plan, &scripts, &wanted, want_ids, &link.stats)
+        })
+        .await
+        .map_err(|e| SenderEnd::Store(StoreError::Corrupt(format!("push filter task failed: {e}"))))
+    }
+
     fn count_sent(&self, sent: usize, ids: Vec<String>) {
         LinkStats::add(&self.link.stats.deltas_sent, sent as u64);
         for delta_id in ids {
@@ -525,10 +538,9 @@ async fn next_live(
 }
 
 /// What the peer asked for, beyond the link's own filters.
-#[derive(Clone, Copy)]
-struct Wanted<'a> {
+struct Wanted {
     /// The peer's filter (its hello, or its sync request's).
-    peer_filter: Option<&'a DeltaFilter>,
+    peer_filter: Option<DeltaFilter>,
     /// A sync from a timestamp: nothing older.
     min_timestamp: Option<u64>,
     /// An initial push from a timestamp: nothing older, up to a log position.
@@ -550,7 +562,9 @@ fn select(
         peer_filter,
         min_timestamp,
         floor,
-    } = *wanted;
+    } = wanted;
+    let peer_filter = peer_filter.as_ref();
+    let (min_timestamp, floor) = (*min_timestamp, *floor);
     let mut kept = Vec::with_capacity(records.len());
     let mut ids = Vec::with_capacity(records.len());
     // The same for every record of the batch: whether push scripts apply, and the link

@@ -30,6 +30,7 @@ pub(crate) fn policies_json(node: &Node) -> Value {
         "evaluations": c.evaluations.load(Ordering::Relaxed),
         "rejections": c.rejections.load(Ordering::Relaxed),
         "runtimeErrors": c.runtime_errors.load(Ordering::Relaxed),
+        "timeouts": c.timeouts.load(Ordering::Relaxed),
         "evalMicros": c.eval_nanos.load(Ordering::Relaxed) / 1000,
     })
 }
