@@ -10,13 +10,14 @@
 //! - `/policies`, `/quarantine` (see [`policies`])
 //! - `/links` (see [`links`]) and the federation WebSocket endpoint (`/federation` by default)
 
+mod body;
 mod error;
 mod links;
 pub mod metrics;
 mod policies;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{any, get, post};
@@ -24,6 +25,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use body::RequestBody;
 pub use error::ApiError;
 
 use crate::delta::{self, Delta};
@@ -37,6 +39,7 @@ const MAX_LIMIT: usize = 100_000;
 
 /// The API routes over a node.
 pub fn router(node: Node) -> Router {
+    let body_limit = node.limits().max_request_bytes();
     Router::new()
         .route("/deltas", post(post_deltas).get(get_deltas))
         .route("/query", post(post_query))
@@ -57,6 +60,7 @@ pub fn router(node: Node) -> Router {
             any(crate::federation::federation_handler),
         )
         .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(DefaultBodyLimit::max(body_limit))
         .with_state(node)
 }
 
@@ -218,7 +222,10 @@ fn slow_deltas(node: &Node, body: &Bytes) -> Result<(Vec<Delta>, bool), ApiError
     Ok((deltas, is_array))
 }
 
-async fn post_deltas(State(node): State<Node>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+async fn post_deltas(
+    State(node): State<Node>,
+    RequestBody(body): RequestBody,
+) -> Result<impl IntoResponse, ApiError> {
     let (deltas, is_array) = match fast_deltas(&node, &body) {
         Some(fast) => fast,
         None => slow_deltas(&node, &body)?,
@@ -295,7 +302,10 @@ struct QueryBody {
     limit: Option<usize>,
 }
 
-async fn post_query(State(node): State<Node>, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn post_query(
+    State(node): State<Node>,
+    RequestBody(body): RequestBody,
+) -> Result<Json<Value>, ApiError> {
     let body = parse_json(&body)?;
     let q: QueryBody = serde_json::from_value(body)
         .map_err(|e| ApiError::bad_request("INVALID_QUERY", e.to_string()))?;
@@ -357,7 +367,7 @@ struct NegateBody {
 async fn negate_delta(
     State(node): State<Node>,
     Path(id): Path<String>,
-    body: Bytes,
+    RequestBody(body): RequestBody,
 ) -> Result<impl IntoResponse, ApiError> {
     let body: NegateBody = if body.is_empty() {
         NegateBody::default()
