@@ -6,12 +6,14 @@
 //! - `POST /query`: `{"filter": DeltaFilter, "after"?: seq, "limit"?: n}`
 //! - `GET /deltas/{id}`, `POST /deltas/{id}/negate` (`{"author"?, "reason"?}`)
 //! - `GET /status`
+//! - `GET /health`, `/health/live`, `/health/ready` (see [`health`])
 //! - `GET /metrics` (Prometheus text format, see [`metrics`])
 //! - `/policies`, `/quarantine` (see [`policies`])
 //! - `/links` (see [`links`]) and the federation WebSocket endpoint (`/federation` by default)
 
 mod body;
 mod error;
+mod health;
 mod links;
 pub mod metrics;
 mod policies;
@@ -46,6 +48,9 @@ pub fn router(node: Node) -> Router {
         .route("/deltas/{id}", get(get_delta))
         .route("/deltas/{id}/negate", post(negate_delta))
         .route("/status", get(status))
+        .route("/health", get(health::summary))
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
         .route("/links", get(links::list).post(links::connect))
         .route("/links/{id}", get(links::get_one).delete(links::disconnect))
         .route("/links/{id}/pause", post(links::pause))
@@ -409,6 +414,7 @@ async fn status(State(node): State<Node>) -> Json<Value> {
             "head": store.head().0,
             "duplicatesSinceStart": store.duplicates(),
             "diskBytes": store.disk_space(),
+            "storage": store.health(),
         },
         "links": node.link_infos(),
         "policies": policies::policies_json(&node),

@@ -76,7 +76,8 @@ pub(super) fn run(store: &Store, q: &Query) -> Result<Vec<StoredDelta>, StoreErr
 
 /// Candidate positions from the most selective index the filter allows; `None` = scan the log.
 fn candidates(store: &Store, f: &DeltaFilter) -> Result<Option<BTreeSet<Seq>>, StoreError> {
-    let ks = store.keyspaces();
+    let handles = store.handles()?;
+    let ks = &handles.ks;
     if let Some(ids) = &f.ids {
         let mut set = BTreeSet::new();
         for id in ids {
@@ -136,7 +137,7 @@ fn is_negated_memo(
         return Ok(*known);
     }
     let mut negated = false;
-    for seq in postings::term_positions(&store.keyspaces().negations, id)? {
+    for seq in postings::term_positions(&store.handles()?.ks.negations, id)? {
         if let Some(negation) = store.get_seq(seq)? {
             if !is_negated_memo(store, &negation.delta.id, depth + 1, memo)? {
                 negated = true;
