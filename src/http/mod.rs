@@ -3,7 +3,8 @@
 //! - `POST /deltas`: one delta, an array, or the authoring shorthand (`author` +
 //!   `pointers`; the node fills `id`, `timestamp`, `system`).
 //! - `GET /deltas?author=&system=&targetId=&context=&since=&until=&after=&limit=&includeNegated=`
-//! - `POST /query`: `{"filter": DeltaFilter, "after"?: seq, "limit"?: n}`
+//! - `POST /query`: `{"filter": DeltaFilter, "after"?: seq, "limit"?: n}`; both answers are
+//!   streamed and paged by bytes as well as by `limit` (see [`stream`])
 //! - `GET /deltas/{id}`, `POST /deltas/{id}/negate` (`{"author"?, "reason"?}`)
 //! - `GET /status`
 //! - `GET /health`, `/health/live`, `/health/ready` (see [`health`])
@@ -17,11 +18,12 @@ mod health;
 mod links;
 pub mod metrics;
 mod policies;
+mod stream;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -33,7 +35,7 @@ pub use error::ApiError;
 use crate::delta::{self, Delta};
 use crate::filter::{DeltaFilter, TimestampRange};
 use crate::node::{IngestOutcome, Node, Origin};
-use crate::store::{self, Seq, StoredDelta};
+use crate::store::{self, Seq};
 
 /// Results per `GET /deltas` page unless `limit` says otherwise, and the most a page may hold.
 const DEFAULT_LIMIT: usize = 1000;
@@ -280,7 +282,7 @@ struct DeltaParams {
 async fn get_deltas(
     State(node): State<Node>,
     params: Result<Query<DeltaParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::bad_request("INVALID_QUERY", e.body_text()))?;
     let one = |v: Option<String>| v.map(|v| vec![v]);
     let filter = DeltaFilter {
@@ -310,7 +312,7 @@ struct QueryBody {
 async fn post_query(
     State(node): State<Node>,
     RequestBody(body): RequestBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let body = parse_json(&body)?;
     let q: QueryBody = serde_json::from_value(body)
         .map_err(|e| ApiError::bad_request("INVALID_QUERY", e.to_string()))?;
@@ -322,12 +324,15 @@ async fn post_query(
     run_query(&node, filter, q.after, q.limit).await
 }
 
+/// A page of deltas matching `filter`, streamed (see [`stream`]): `limit` deltas at most,
+/// fewer when the page reaches [`stream::PAGE_BYTES`] of deltas; `next` says where the
+/// following page starts.
 async fn run_query(
     node: &Node,
     filter: DeltaFilter,
     after: Option<u64>,
     limit: Option<usize>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let limit = limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
         return Err(ApiError::bad_request(
@@ -335,21 +340,12 @@ async fn run_query(
             format!("limit must be between 1 and {MAX_LIMIT}, got {limit}"),
         ));
     }
-    let found = node
-        .query(store::Query {
-            filter,
-            after: Seq(after.unwrap_or(0)),
-            limit: Some(limit),
-        })
-        .await?;
-    // `next` is the cursor to pass as `after` for the following page, when the page is full.
-    let next = (found.len() == limit)
-        .then(|| found.last().map(|d| d.seq))
-        .flatten();
-    let deltas: Vec<&Delta> = found.iter().map(|d: &StoredDelta| &d.delta).collect();
-    Ok(Json(
-        json!({ "deltas": deltas, "count": deltas.len(), "next": next }),
-    ))
+    let query = store::Query {
+        filter,
+        after: Seq(after.unwrap_or(0)),
+        limit: Some(limit),
+    };
+    stream::answer(node, query).await
 }
 
 async fn get_delta(

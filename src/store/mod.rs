@@ -32,7 +32,7 @@ use backend::{Db, Slice};
 use handles::{Handles, Slot};
 
 pub use health::StorageHealth;
-pub use query::Query;
+pub use query::{Query, QueryReader, ReadStop};
 pub(crate) use recent::Registration as TailRegistration;
 pub use writer::{AppendOutcome, NewEntry, SideWrites};
 
