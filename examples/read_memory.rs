@@ -4,7 +4,7 @@
 //! load ~76 MB of 40 KB deltas, then have 8 clients each read the whole log at once
 //! with `GET /deltas?limit=100000`, following `next` until the answer ends (an old node
 //! answers in one page; a node that pages by bytes in several). Prints the node's RSS
-//! before the reads, its peak (`VmHWM`) and its RSS 3 s after the reads end.
+//! before the reads, its peak (`VmHWM`) and its RSS 3 s and 15 s after the reads end.
 //!
 //! ```text
 //! cargo run --release --example read_memory -- OLD/rhizome NEW/rhizome [--rounds 2]
@@ -142,7 +142,7 @@ async fn main() -> Result<()> {
         bail!("usage: read_memory BIN... [--rounds N]");
     }
     let client = reqwest::Client::new();
-    println!("binary | RSS before reads | peak RSS | RSS 3 s after | read time | bytes per reader");
+    println!("binary | RSS before reads | peak RSS | RSS 3 s after | RSS 15 s after | read time | bytes per reader");
     for _ in 0..rounds {
         for bin in &bins {
             let node = start(bin)?;
@@ -161,8 +161,11 @@ async fn main() -> Result<()> {
             let took = started.elapsed();
             tokio::time::sleep(Duration::from_secs(3)).await;
             let (after, peak) = memory(pid)?;
+            // Past tokio's 10 s keep-alive of idle blocking threads (and their heaps).
+            tokio::time::sleep(Duration::from_secs(12)).await;
+            let (later, _) = memory(pid)?;
             println!(
-                "{} | {before:.0} MiB | {peak:.0} MiB | {after:.0} MiB | {:.2} s | {:.1} MB",
+                "{} | {before:.0} MiB | {peak:.0} MiB | {after:.0} MiB | {later:.0} MiB | {:.2} s | {:.1} MB",
                 bin.display(),
                 took.as_secs_f64(),
                 per_reader as f64 / 1e6
