@@ -192,3 +192,72 @@ async fn batches_are_stored_in_order_and_subscribers_see_them() {
     }
     server.shutdown().await.unwrap();
 }
+
+/// Issue 14, finding 8: a body over the limit is refused in the JSON error shape, with
+/// the limit named, and the limit follows the node's `[limits]`.
+#[tokio::test]
+async fn a_body_over_the_limit_is_a_json_413_naming_the_limit() {
+    let limits = rhizome::Limits {
+        max_delta_bytes: 1024 * 1024,
+        ..Default::default()
+    };
+    let server = common::start_node_with(rhizome::NodeConfig {
+        system_id: Some("api-413".into()),
+        limits,
+        ..Default::default()
+    })
+    .await;
+    let base = server.url();
+    let limit = limits.max_request_bytes();
+    let client = reqwest::Client::new();
+
+    // A body of exactly the limit is read (and refused for what it is, not its size).
+    let at_limit = format!("[{}]", " ".repeat(limit - 2));
+    let res = client
+        .post(format!("{base}/deltas"))
+        .body(at_limit)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+
+    for path in ["/deltas", "/query", "/links", "/deltas/x/negate"] {
+        let res = client
+            .post(format!("{base}{path}"))
+            .header("content-type", "application/json")
+            .body(vec![b' '; limit + 1])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+        let body: Value = res.json().await.expect("a JSON error body");
+        assert_eq!(body["error"], "PAYLOAD_TOO_LARGE", "{path}: {body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains(&limit.to_string()), "{path}: {message}");
+    }
+
+    // A larger configured limit raises the body limit with it.
+    let big = rhizome::Limits {
+        max_delta_bytes: 3 * 1024 * 1024,
+        ..Default::default()
+    };
+    let server2 = common::start_node_with(rhizome::NodeConfig {
+        system_id: Some("api-413-big".into()),
+        limits: big,
+        ..Default::default()
+    })
+    .await;
+    let res = client
+        .post(format!("{}/deltas", server2.url()))
+        .body(format!("[{}]", " ".repeat(limit + 10)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "6 MiB bodies are within 2 x 3 MiB"
+    );
+    server.shutdown().await.unwrap();
+    server2.shutdown().await.unwrap();
+}

@@ -62,12 +62,23 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
-        tracing::error!(error = %e, "store error while serving a request");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "STORAGE_ERROR",
-            e.to_string(),
-        )
+        match e {
+            // Known and reported (`/health/ready`, `/status`): the store recovers by
+            // itself, and the request is safe to send again.
+            StoreError::Unwritable(_) | StoreError::Reopening => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "STORAGE_UNAVAILABLE",
+                e.to_string(),
+            ),
+            e => {
+                tracing::error!(error = %e, "store error while serving a request");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "STORAGE_ERROR",
+                    e.to_string(),
+                )
+            }
+        }
     }
 }
 

@@ -4,7 +4,6 @@
 //! - `POST /links` `{"url": "...", "config"?: LinkConfig}` -> 201 with the new link
 //! - `GET /links/{id}`, `POST /links/{id}/pause`, `POST /links/{id}/resume`, `DELETE /links/{id}`
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -12,6 +11,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::body::RequestBody;
 use super::error::ApiError;
 use crate::federation::{FederationLink, LinkConfig};
 use crate::node::Node;
@@ -30,7 +30,7 @@ pub(super) async fn list(State(node): State<Node>) -> Json<Value> {
 
 pub(super) async fn connect(
     State(node): State<Node>,
-    body: Bytes,
+    RequestBody(body): RequestBody,
 ) -> Result<impl IntoResponse, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(&body);
     let req: ConnectBody = serde_path_to_error::deserialize(de).map_err(|e| {

@@ -93,6 +93,28 @@ pub fn render(node: &Node) -> String {
         "Deltas held in quarantine.",
     )
     .sample(&[], store.quarantine_len());
+    let storage = store.health();
+    Family::new(
+        &mut out,
+        "rhizome_storage_writable",
+        "gauge",
+        "1 while the store takes writes, 0 after a write error until it recovers.",
+    )
+    .sample(&[], u8::from(storage.writable));
+    Family::new(
+        &mut out,
+        "rhizome_storage_write_failures_total",
+        "counter",
+        "Group commits that failed (none of their writes acknowledged), since start.",
+    )
+    .sample(&[], storage.write_failures);
+    Family::new(
+        &mut out,
+        "rhizome_storage_recoveries_total",
+        "counter",
+        "Times the store became writable again by itself, since start.",
+    )
+    .sample(&[], storage.recoveries);
     Family::new(
         &mut out,
         "rhizome_uptime_seconds",

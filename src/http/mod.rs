@@ -3,33 +3,39 @@
 //! - `POST /deltas`: one delta, an array, or the authoring shorthand (`author` +
 //!   `pointers`; the node fills `id`, `timestamp`, `system`).
 //! - `GET /deltas?author=&system=&targetId=&context=&since=&until=&after=&limit=&includeNegated=`
-//! - `POST /query`: `{"filter": DeltaFilter, "after"?: seq, "limit"?: n}`
+//! - `POST /query`: `{"filter": DeltaFilter, "after"?: seq, "limit"?: n}`; both answers are
+//!   streamed and paged by bytes as well as by `limit` (see [`stream`])
 //! - `GET /deltas/{id}`, `POST /deltas/{id}/negate` (`{"author"?, "reason"?}`)
 //! - `GET /status`
+//! - `GET /health`, `/health/live`, `/health/ready` (see [`health`])
 //! - `GET /metrics` (Prometheus text format, see [`metrics`])
 //! - `/policies`, `/quarantine` (see [`policies`])
 //! - `/links` (see [`links`]) and the federation WebSocket endpoint (`/federation` by default)
 
+mod body;
 mod error;
+mod health;
 mod links;
 pub mod metrics;
 mod policies;
+mod stream;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use body::RequestBody;
 pub use error::ApiError;
 
 use crate::delta::{self, Delta};
 use crate::filter::{DeltaFilter, TimestampRange};
 use crate::node::{IngestOutcome, Node, Origin};
-use crate::store::{self, Seq, StoredDelta};
+use crate::store::{self, Seq};
 
 /// Results per `GET /deltas` page unless `limit` says otherwise, and the most a page may hold.
 const DEFAULT_LIMIT: usize = 1000;
@@ -37,12 +43,16 @@ const MAX_LIMIT: usize = 100_000;
 
 /// The API routes over a node.
 pub fn router(node: Node) -> Router {
+    let body_limit = node.limits().max_request_bytes();
     Router::new()
         .route("/deltas", post(post_deltas).get(get_deltas))
         .route("/query", post(post_query))
         .route("/deltas/{id}", get(get_delta))
         .route("/deltas/{id}/negate", post(negate_delta))
         .route("/status", get(status))
+        .route("/health", get(health::summary))
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
         .route("/links", get(links::list).post(links::connect))
         .route("/links/{id}", get(links::get_one).delete(links::disconnect))
         .route("/links/{id}/pause", post(links::pause))
@@ -57,6 +67,7 @@ pub fn router(node: Node) -> Router {
             any(crate::federation::federation_handler),
         )
         .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(DefaultBodyLimit::max(body_limit))
         .with_state(node)
 }
 
@@ -218,7 +229,10 @@ fn slow_deltas(node: &Node, body: &Bytes) -> Result<(Vec<Delta>, bool), ApiError
     Ok((deltas, is_array))
 }
 
-async fn post_deltas(State(node): State<Node>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+async fn post_deltas(
+    State(node): State<Node>,
+    RequestBody(body): RequestBody,
+) -> Result<impl IntoResponse, ApiError> {
     let (deltas, is_array) = match fast_deltas(&node, &body) {
         Some(fast) => fast,
         None => slow_deltas(&node, &body)?,
@@ -276,7 +290,7 @@ struct DeltaParams {
 async fn get_deltas(
     State(node): State<Node>,
     params: Result<Query<DeltaParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::bad_request("INVALID_QUERY", e.body_text()))?;
     let one = |v: Option<String>| v.map(|v| vec![v]);
     let filter = DeltaFilter {
@@ -303,7 +317,10 @@ struct QueryBody {
     limit: Option<usize>,
 }
 
-async fn post_query(State(node): State<Node>, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn post_query(
+    State(node): State<Node>,
+    RequestBody(body): RequestBody,
+) -> Result<Response, ApiError> {
     let body = parse_json(&body)?;
     let q: QueryBody = serde_json::from_value(body)
         .map_err(|e| ApiError::bad_request("INVALID_QUERY", e.to_string()))?;
@@ -315,12 +332,15 @@ async fn post_query(State(node): State<Node>, body: Bytes) -> Result<Json<Value>
     run_query(&node, filter, q.after, q.limit).await
 }
 
+/// A page of deltas matching `filter`, streamed (see [`stream`]): `limit` deltas at most,
+/// fewer when the page reaches [`stream::PAGE_BYTES`] of deltas; `next` says where the
+/// following page starts.
 async fn run_query(
     node: &Node,
     filter: DeltaFilter,
     after: Option<u64>,
     limit: Option<usize>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let limit = limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
         return Err(ApiError::bad_request(
@@ -328,21 +348,12 @@ async fn run_query(
             format!("limit must be between 1 and {MAX_LIMIT}, got {limit}"),
         ));
     }
-    let found = node
-        .query(store::Query {
-            filter,
-            after: Seq(after.unwrap_or(0)),
-            limit: Some(limit),
-        })
-        .await?;
-    // `next` is the cursor to pass as `after` for the following page, when the page is full.
-    let next = (found.len() == limit)
-        .then(|| found.last().map(|d| d.seq))
-        .flatten();
-    let deltas: Vec<&Delta> = found.iter().map(|d: &StoredDelta| &d.delta).collect();
-    Ok(Json(
-        json!({ "deltas": deltas, "count": deltas.len(), "next": next }),
-    ))
+    let query = store::Query {
+        filter,
+        after: Seq(after.unwrap_or(0)),
+        limit: Some(limit),
+    };
+    stream::answer(node, query).await
 }
 
 async fn get_delta(
@@ -365,7 +376,7 @@ struct NegateBody {
 async fn negate_delta(
     State(node): State<Node>,
     Path(id): Path<String>,
-    body: Bytes,
+    RequestBody(body): RequestBody,
 ) -> Result<impl IntoResponse, ApiError> {
     let body: NegateBody = if body.is_empty() {
         NegateBody::default()
@@ -407,6 +418,7 @@ async fn status(State(node): State<Node>) -> Json<Value> {
             "head": store.head().0,
             "duplicatesSinceStart": store.duplicates(),
             "diskBytes": store.disk_space(),
+            "storage": store.health(),
         },
         "links": node.link_infos(),
         "policies": policies::policies_json(&node),

@@ -10,6 +10,9 @@
 //! head (`head()`, `watch_head()`) moves after commit *and* persist.
 
 mod backend;
+mod faults;
+mod handles;
+mod health;
 mod keys;
 mod open;
 mod postings;
@@ -25,9 +28,11 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::delta::Delta;
-use backend::{Db, Keyspace, Slice};
+use backend::{Db, Slice};
+use handles::{Handles, Slot};
 
-pub use query::Query;
+pub use health::StorageHealth;
+pub use query::{Query, QueryReader, ReadStop};
 pub(crate) use recent::Registration as TailRegistration;
 pub use writer::{AppendOutcome, NewEntry, SideWrites};
 
@@ -166,6 +171,17 @@ pub enum StoreError {
     TempDir(std::io::Error),
     #[error("the store's writer has stopped")]
     Closed,
+    #[error("storage I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// This write was in a group commit that failed: none of it was acknowledged, and
+    /// sending it again is safe (deltas are deduplicated by id).
+    #[error("the write failed and was not acknowledged (safe to retry): {0}")]
+    WriteFailed(String),
+    /// An earlier write failed and the store has not recovered yet; it retries by itself.
+    #[error("the store cannot write until this is resolved (it retries by itself): {0}")]
+    Unwritable(String),
+    #[error("the store is reopening its database after a write error; retry shortly")]
+    Reopening,
 }
 
 /// An append queued with [`Store::submit`].
@@ -190,22 +206,12 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
-pub(crate) struct Keyspaces {
-    pub log: Keyspace,
-    pub ids: Keyspace,
-    pub by_target: Keyspace,
-    pub by_context: Keyspace,
-    pub by_author: Keyspace,
-    pub by_system: Keyspace,
-    pub by_time: Keyspace,
-    pub negations: Keyspace,
-    pub meta: Keyspace,
-    pub quarantine: Keyspace,
-}
-
 struct Inner {
-    db: Db,
-    ks: Arc<Keyspaces>,
+    /// The open database; the writer reopens it after a write error (see `handles`).
+    handles: Arc<Slot>,
+    /// Whether writes are possible now; the writer keeps it (see `health`).
+    health: Arc<health::HealthState>,
+    faults: faults::FaultSwitch,
     /// `None` in memory.
     path: Option<PathBuf>,
     temporary: bool,
@@ -374,7 +380,7 @@ impl Store {
     /// # Errors
     /// Storage or corruption errors.
     pub fn seq_of(&self, id: &str) -> Result<Option<Seq>, StoreError> {
-        match self.inner.ks.ids.get(id.as_bytes())? {
+        match self.inner.handles.get()?.ks.ids.get(id.as_bytes())? {
             Some(v) => Ok(Some(keys::decode_seq(&v)?)),
             None => Ok(None),
         }
@@ -385,7 +391,7 @@ impl Store {
     /// # Errors
     /// Storage or corruption errors.
     pub fn get_seq(&self, seq: Seq) -> Result<Option<StoredDelta>, StoreError> {
-        match self.inner.ks.log.get(keys::seq_key(seq))? {
+        match self.inner.handles.get()?.ks.log.get(keys::seq_key(seq))? {
             Some(bytes) => Ok(Some(decode_stored(seq, &bytes)?)),
             None => Ok(None),
         }
@@ -401,8 +407,8 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut out = Vec::with_capacity(limit.min((head.0 - after.0) as usize));
-        for guard in self
-            .inner
+        let handles = self.inner.handles.get()?;
+        for guard in handles
             .ks
             .log
             .range(keys::seq_key(Seq(after.0 + 1))..=keys::seq_key(head))
@@ -474,8 +480,8 @@ impl Store {
             }
             return Ok(scan);
         }
-        for guard in self
-            .inner
+        let handles = self.inner.handles.get()?;
+        for guard in handles
             .ks
             .log
             .range(keys::seq_key(Seq(after.0 + 1))..=keys::seq_key(head))
@@ -498,8 +504,8 @@ impl Store {
     /// Storage errors.
     pub fn first_seq_at_or_after(&self, timestamp: u64) -> Result<Option<Seq>, StoreError> {
         let mut min: Option<Seq> = None;
-        for guard in self
-            .inner
+        let handles = self.inner.handles.get()?;
+        for guard in handles
             .ks
             .by_time
             .range(keys::time_key(timestamp, Seq(0))..)
@@ -517,7 +523,14 @@ impl Store {
     /// # Errors
     /// Storage errors.
     pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.inner.ks.meta.get(key.as_bytes())?.map(|v| v.to_vec()))
+        Ok(self
+            .inner
+            .handles
+            .get()?
+            .ks
+            .meta
+            .get(key.as_bytes())?
+            .map(|v| v.to_vec()))
     }
 
     /// Writes a metadata value durably, ordered with delta writes.
@@ -545,7 +558,7 @@ impl Store {
     /// Storage errors.
     pub fn meta_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let mut out = Vec::new();
-        for guard in self.inner.ks.meta.prefix(prefix.as_bytes()) {
+        for guard in self.inner.handles.get()?.ks.meta.prefix(prefix.as_bytes()) {
             let (k, v) = guard.into_inner()?;
             out.push((String::from_utf8_lossy(&k).into_owned(), v.to_vec()));
         }
@@ -566,7 +579,7 @@ impl Store {
     /// Storage or corruption errors.
     pub fn negations_of(&self, id: &str) -> Result<Vec<StoredDelta>, StoreError> {
         let mut out = Vec::new();
-        for seq in postings::term_positions(&self.inner.ks.negations, id)? {
+        for seq in postings::term_positions(&self.inner.handles.get()?.ks.negations, id)? {
             if let Some(d) = self.get_seq(seq)? {
                 out.push(d);
             }
@@ -584,11 +597,26 @@ impl Store {
 
     /// Bytes the database uses on disk (0 in memory).
     pub fn disk_space(&self) -> u64 {
-        self.inner.db.disk_space()
+        self.inner
+            .handles
+            .get()
+            .map_or(0, |handles| handles.db.disk_space())
     }
 
-    pub(crate) fn keyspaces(&self) -> &Keyspaces {
-        &self.inner.ks
+    /// The open database, for one call (see `handles`).
+    pub(crate) fn handles(&self) -> Result<Arc<Handles>, StoreError> {
+        self.inner.handles.get()
+    }
+
+    /// Whether the store can write now, and the last write error.
+    pub fn health(&self) -> StorageHealth {
+        self.inner.health.snapshot()
+    }
+
+    /// Makes every write fail as on a full disk while `on` (tests of recovery).
+    #[doc(hidden)]
+    pub fn inject_write_faults(&self, on: bool) {
+        self.inner.faults.set(on);
     }
 
     /// Waits until everything submitted so far is written and stops the writer.

@@ -11,8 +11,9 @@ use fjall::{Database, KeyspaceCreateOptions, PersistMode};
 use tokio::sync::watch;
 
 use super::backend::Db;
+use super::handles::{Handles, Keyspaces, Slot};
 use super::{
-    keys, quarantine, recent, writer, Durability, Inner, Keyspaces, Seq, Store, StoreError,
+    faults, health, keys, quarantine, recent, writer, Durability, Inner, Seq, Store, StoreError,
 };
 
 /// Memtable sizes: the log holds the delta bodies, the indexes only short keys. The log's
@@ -35,19 +36,12 @@ impl Store {
         temporary: bool,
         durability: Durability,
     ) -> Result<Store, StoreError> {
-        let db = Database::builder(path)
-            .temporary(temporary)
-            .cache_size(CACHE_BYTES)
-            .open()
-            .map_err(|e| match e {
-                fjall::Error::Locked => StoreError::Locked(path.to_path_buf()),
-                other => StoreError::Fjall(other),
-            })?;
+        let db = open_fjall_db(path, temporary)?;
         let persist = match durability {
             Durability::Sync => Some(PersistMode::SyncData),
             Durability::Buffered => None,
         };
-        Store::start(Db::Fjall(db), Some(path.to_path_buf()), temporary, persist)
+        Store::start(db, Some(path.to_path_buf()), temporary, persist)
     }
 
     /// Opens the keyspaces, recovers the head and the quarantine's counters, and starts
@@ -58,51 +52,8 @@ impl Store {
         temporary: bool,
         persist: Option<PersistMode>,
     ) -> Result<Store, StoreError> {
-        // Memtables bound the store's memory: fjall's default (64 MiB each) times ten
-        // keyspaces would let a long sync hold ~600 MiB in memory before flushing.
-        let open = |name: &str| {
-            let memtable = if name == "log" {
-                LOG_MEMTABLE
-            } else {
-                INDEX_MEMTABLE
-            };
-            // Bloom filters only help point reads that mostly miss: the id index (every
-            // append asks whether the id is already stored). Its filters are partitioned:
-            // a table's single filter is built from a buffer of every key's hash (8 bytes
-            // per key, 8 MiB while compacting the ids of 1M deltas), a partitioned one
-            // 4 KiB at a time, and a lookup loads one 4 KiB partition through the block
-            // cache where it loaded a table's whole filter. fjall always keeps a table's
-            // partition index in memory, and the index blocks stay pinned. The filter
-            // pinning policy still matters for tables written before partitioning (they
-            // keep a single filter until compacted): unpinned, with a small cache, every
-            // dedup lookup reloaded that whole filter and appends ran 4x slower. The log is
-            // read by position from tables whose key ranges do not overlap, and the term
-            // indexes only by prefix, so building filters for them on every flush and
-            // compaction is work nobody reads.
-            let point_reads = matches!(name, "ids" | "meta" | "quarantine");
-            db.keyspace(name, || {
-                let opts = KeyspaceCreateOptions::default().max_memtable_size(memtable);
-                if point_reads {
-                    opts.filter_block_partitioning_policy(PartitioningPolicy::all(true))
-                        .filter_block_pinning_policy(PinningPolicy::all(true))
-                        .index_block_pinning_policy(PinningPolicy::all(true))
-                } else {
-                    opts.filter_policy(FilterPolicy::disabled())
-                }
-            })
-        };
-        let ks = Arc::new(Keyspaces {
-            log: open("log")?,
-            ids: open("ids")?,
-            by_target: open("by_target")?,
-            by_context: open("by_context")?,
-            by_author: open("by_author")?,
-            by_system: open("by_system")?,
-            by_time: open("by_time")?,
-            negations: open("negations")?,
-            meta: open("meta")?,
-            quarantine: open("quarantine")?,
-        });
+        let handles = Arc::new(open_handles(db)?);
+        let ks = &handles.ks;
         let quarantine =
             quarantine::QuarantineState::open(&ks.quarantine, quarantine::DEFAULT_LIMIT)?;
         let head = match ks.log.last_key()? {
@@ -116,19 +67,33 @@ impl Store {
             head: head_tx,
             recent: recent.clone(),
         };
-        let writer = writer::spawn(
-            db.clone(),
-            ks.clone(),
+        let slot = Arc::new(Slot::new(handles.clone()));
+        let health = Arc::new(health::HealthState::new());
+        let faults = faults::FaultSwitch::default();
+        // Only a durable fjall store is reopened after a write error: a temporary one is
+        // deleted when its database drops, and memory has no torn state to recover.
+        let fjall_dir = match &handles.db {
+            Db::Fjall(_) => path.clone(),
+            Db::Memory(_) => None,
+        };
+        let writer = writer::spawn(writer::Setup {
+            handles,
+            slot: slot.clone(),
+            reopen: fjall_dir.clone().filter(|_| !temporary),
+            probe_dir: fjall_dir,
             head,
             publish,
             persist,
-            duplicates.clone(),
-            quarantine.clone(),
-        );
+            duplicates: duplicates.clone(),
+            quarantine: quarantine.clone(),
+            health: health.clone(),
+            faults: faults.clone(),
+        });
         Ok(Store {
             inner: Arc::new(Inner {
-                db,
-                ks,
+                handles: slot,
+                health,
+                faults,
                 path,
                 temporary,
                 writer,
@@ -139,4 +104,73 @@ impl Store {
             }),
         })
     }
+}
+
+/// Opens the fjall database in `path` (once per process: a second opening is `Locked`).
+fn open_fjall_db(path: &Path, temporary: bool) -> Result<Db, StoreError> {
+    let db = Database::builder(path)
+        .temporary(temporary)
+        .cache_size(CACHE_BYTES)
+        .open()
+        .map_err(|e| match e {
+            fjall::Error::Locked => StoreError::Locked(path.to_path_buf()),
+            other => StoreError::Fjall(other),
+        })?;
+    Ok(Db::Fjall(db))
+}
+
+/// Opens a durable store's database again, after the old handles are gone: fjall
+/// recovers its journal up to the last whole batch.
+pub(super) fn reopen(path: &Path) -> Result<Handles, StoreError> {
+    open_handles(open_fjall_db(path, false)?)
+}
+
+/// The store's keyspaces in `db`, with their tuning.
+fn open_handles(db: Db) -> Result<Handles, StoreError> {
+    // Memtables bound the store's memory: fjall's default (64 MiB each) times ten
+    // keyspaces would let a long sync hold ~600 MiB in memory before flushing.
+    let open = |name: &str| {
+        let memtable = if name == "log" {
+            LOG_MEMTABLE
+        } else {
+            INDEX_MEMTABLE
+        };
+        // Bloom filters only help point reads that mostly miss: the id index (every
+        // append asks whether the id is already stored). Its filters are partitioned:
+        // a table's single filter is built from a buffer of every key's hash (8 bytes
+        // per key, 8 MiB while compacting the ids of 1M deltas), a partitioned one
+        // 4 KiB at a time, and a lookup loads one 4 KiB partition through the block
+        // cache where it loaded a table's whole filter. fjall always keeps a table's
+        // partition index in memory, and the index blocks stay pinned. The filter
+        // pinning policy still matters for tables written before partitioning (they
+        // keep a single filter until compacted): unpinned, with a small cache, every
+        // dedup lookup reloaded that whole filter and appends ran 4x slower. The log is
+        // read by position from tables whose key ranges do not overlap, and the term
+        // indexes only by prefix, so building filters for them on every flush and
+        // compaction is work nobody reads.
+        let point_reads = matches!(name, "ids" | "meta" | "quarantine");
+        db.keyspace(name, || {
+            let opts = KeyspaceCreateOptions::default().max_memtable_size(memtable);
+            if point_reads {
+                opts.filter_block_partitioning_policy(PartitioningPolicy::all(true))
+                    .filter_block_pinning_policy(PinningPolicy::all(true))
+                    .index_block_pinning_policy(PinningPolicy::all(true))
+            } else {
+                opts.filter_policy(FilterPolicy::disabled())
+            }
+        })
+    };
+    let ks = Keyspaces {
+        log: open("log")?,
+        ids: open("ids")?,
+        by_target: open("by_target")?,
+        by_context: open("by_context")?,
+        by_author: open("by_author")?,
+        by_system: open("by_system")?,
+        by_time: open("by_time")?,
+        negations: open("negations")?,
+        meta: open("meta")?,
+        quarantine: open("quarantine")?,
+    };
+    Ok(Handles { db, ks })
 }

@@ -90,6 +90,16 @@ impl QuarantineState {
         )
     }
 
+    /// Counts again from the keyspace, after the database was reopened: a group that
+    /// failed may have reached the journal whole and been recovered.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub(crate) fn reload(&self, ks: &Keyspace) -> Result<(), StoreError> {
+        self.rewind(QuarantineState::open(ks, self.limit)?.mark());
+        Ok(())
+    }
+
     /// Undoes what `add` counted for a batch that failed to commit.
     pub(crate) fn rewind(&self, (next, oldest, len): (u64, u64, u64)) {
         self.next.store(next, Ordering::Relaxed);
@@ -114,12 +124,8 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let mut out = Vec::new();
-        for g in self
-            .inner
-            .ks
-            .quarantine
-            .range(key(after.saturating_add(1))..)
-        {
+        let handles = self.handles()?;
+        for g in handles.ks.quarantine.range(key(after.saturating_add(1))..) {
             let (k, v) = g.into_inner()?;
             out.push((decode_key(&k)?, v.to_vec()));
             if out.len() >= limit {
@@ -134,8 +140,10 @@ impl Store {
     /// # Errors
     /// Storage errors.
     pub fn quarantine_remove(&self, ids: &[u64]) -> Result<(), StoreError> {
-        let ks = &self.inner.ks.quarantine;
-        let mut batch = self.inner.db.batch(0);
+        self.inner.faults.check()?;
+        let handles = self.handles()?;
+        let ks = &handles.ks.quarantine;
+        let mut batch = handles.db.batch(0);
         let mut removed = 0;
         for id in ids {
             if ks.contains_key(key(*id))? {
@@ -145,7 +153,7 @@ impl Store {
         }
         batch.commit()?;
         if !self.inner.temporary {
-            self.inner.db.persist(fjall::PersistMode::SyncData)?;
+            handles.db.persist(fjall::PersistMode::SyncData)?;
         }
         self.inner
             .quarantine

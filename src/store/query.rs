@@ -3,11 +3,13 @@
 //! The planner picks one index to produce candidate positions (ids, then target ids,
 //! authors, contexts, systems, then the time index), falls back to a log scan, and
 //! re-checks every candidate against the whole filter, so an index only ever narrows.
+//! [`QueryReader`] reads the answer a few records at a time; [`Store::query`] collects it.
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::backend::Keyspace;
-use super::{keys, postings, Seq, Store, StoreError, StoredDelta};
+use super::backend::{Keyspace, Slice};
+use super::{keys, postings, RawRecord, Seq, Store, StoreError, StoredDelta};
+use crate::delta::Delta;
 use crate::filter::DeltaFilter;
 
 /// A filter plus paging.
@@ -24,59 +26,148 @@ pub struct Query {
 const MAX_NEGATION_DEPTH: usize = 64;
 
 pub(super) fn run(store: &Store, q: &Query) -> Result<Vec<StoredDelta>, StoreError> {
-    let limit = q.limit.unwrap_or(usize::MAX);
     let mut out = Vec::new();
-    if limit == 0 {
-        return Ok(out);
-    }
-    let accept = |d: StoredDelta, out: &mut Vec<StoredDelta>| -> Result<bool, StoreError> {
-        if q.filter.matches(&d.delta)
-            && (q.filter.include_negated() || !is_negated(store, &d.delta.id, 0)?)
-        {
-            out.push(d);
-        }
-        Ok(out.len() < limit)
-    };
-    match candidates(store, &q.filter)? {
-        Some(seqs) => {
-            // Only durable positions: the index may briefly hold a batch still being persisted.
-            let head = store.head();
-            if head <= q.after {
-                return Ok(out);
-            }
-            for seq in seqs.range(Seq(q.after.0 + 1)..=head) {
-                if let Some(d) = store.get_seq(*seq)? {
-                    if !accept(d, &mut out)? {
-                        break;
-                    }
-                }
-            }
-        }
-        None => {
-            let mut after = q.after;
-            loop {
-                let page = store.scan_after(after, 1024)?;
-                let Some(last) = page.last() else { break };
-                after = last.seq;
-                let mut more = true;
-                for d in page {
-                    more = accept(d, &mut out)?;
-                    if !more {
-                        break;
-                    }
-                }
-                if !more {
-                    break;
-                }
-            }
-        }
-    }
+    let mut reader = QueryReader::new(store.clone(), q.clone())?;
+    reader.read(|raw, delta| {
+        out.push(StoredDelta {
+            seq: raw.seq,
+            origin: raw.origin().map(str::to_owned),
+            delta,
+        });
+        true
+    })?;
     Ok(out)
+}
+
+/// Why [`QueryReader::read`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadStop {
+    /// The caller asked to stop; the next `read` goes on after the last record it took.
+    Paused,
+    /// The query's `limit` is reached.
+    Limit,
+    /// Every match up to the head (as it was when the reader started) has been read.
+    End,
+}
+
+/// A query read a few records at a time, in log order, for answers too large to hold
+/// (a streamed HTTP answer). It keeps a cursor, not the database: each `read` takes
+/// the store's handles for its own duration, so a reader paused by a slow client
+/// never holds the database open (see `handles`). Matches are the durable ones up to
+/// the head when the reader was made.
+pub struct QueryReader {
+    store: Store,
+    filter: DeltaFilter,
+    /// Positions from an index, or `None` to scan the log.
+    candidates: Option<BTreeSet<Seq>>,
+    /// The last position looked at.
+    after: Seq,
+    head: Seq,
+    /// Matches still allowed by the query's limit.
+    left: usize,
+    done: bool,
+}
+
+impl QueryReader {
+    /// Plans the query (which index gives the candidates).
+    ///
+    /// # Errors
+    /// Storage or corruption errors.
+    pub fn new(store: Store, q: Query) -> Result<QueryReader, StoreError> {
+        let candidates = candidates(&store, &q.filter)?;
+        let head = store.head();
+        let left = q.limit.unwrap_or(usize::MAX);
+        Ok(QueryReader {
+            store,
+            filter: q.filter,
+            candidates,
+            after: q.after,
+            head,
+            left,
+            done: left == 0 || head <= q.after,
+        })
+    }
+
+    /// Hands each matching record, as stored and decoded, to `take`, until `take`
+    /// returns false (after taking that record), the limit is reached, or the matches
+    /// end.
+    ///
+    /// # Errors
+    /// Storage or corruption errors.
+    pub fn read(
+        &mut self,
+        mut take: impl FnMut(&RawRecord, Delta) -> bool,
+    ) -> Result<ReadStop, StoreError> {
+        if self.done {
+            return Ok(if self.left == 0 {
+                ReadStop::Limit
+            } else {
+                ReadStop::End
+            });
+        }
+        let handles = self.store.handles()?;
+        let QueryReader {
+            store,
+            filter,
+            candidates,
+            after,
+            head,
+            left,
+            done,
+        } = self;
+        let from = Seq(after.0 + 1);
+        let mut visit = |seq: Seq, record: Slice| -> Result<Option<ReadStop>, StoreError> {
+            *after = seq;
+            let Some(raw) = RawRecord::read(seq, record, None)? else {
+                return Ok(None);
+            };
+            let delta = Delta::from_json(raw.json())
+                .map_err(|e| StoreError::Corrupt(format!("delta at seq {seq}: {e}")))?;
+            if !filter.matches(&delta)
+                || (!filter.include_negated() && is_negated(store, &delta.id, 0)?)
+            {
+                return Ok(None);
+            }
+            *left -= 1;
+            let go_on = take(&raw, delta);
+            if *left == 0 {
+                *done = true;
+                return Ok(Some(ReadStop::Limit));
+            }
+            Ok((!go_on).then_some(ReadStop::Paused))
+        };
+        match candidates {
+            Some(seqs) => {
+                for seq in seqs.range(from..=*head) {
+                    if let Some(record) = handles.ks.log.get(keys::seq_key(*seq))? {
+                        if let Some(stop) = visit(*seq, record)? {
+                            return Ok(stop);
+                        }
+                    }
+                }
+            }
+            None => {
+                for guard in handles
+                    .ks
+                    .log
+                    .range(keys::seq_key(from)..=keys::seq_key(*head))
+                {
+                    let (k, v) = guard.into_inner()?;
+                    if let Some(stop) = visit(keys::decode_seq(&k)?, v)? {
+                        return Ok(stop);
+                    }
+                }
+            }
+        }
+        self.done = true;
+        Ok(ReadStop::End)
+    }
 }
 
 /// Candidate positions from the most selective index the filter allows; `None` = scan the log.
 fn candidates(store: &Store, f: &DeltaFilter) -> Result<Option<BTreeSet<Seq>>, StoreError> {
-    let ks = store.keyspaces();
+    let handles = store.handles()?;
+    let ks = &handles.ks;
     if let Some(ids) = &f.ids {
         let mut set = BTreeSet::new();
         for id in ids {
@@ -136,7 +227,7 @@ fn is_negated_memo(
         return Ok(*known);
     }
     let mut negated = false;
-    for seq in postings::term_positions(&store.keyspaces().negations, id)? {
+    for seq in postings::term_positions(&store.handles()?.ks.negations, id)? {
         if let Some(negation) = store.get_seq(seq)? {
             if !is_negated_memo(store, &negation.delta.id, depth + 1, memo)? {
                 negated = true;

@@ -52,8 +52,46 @@ both_backends!(
     postings_across_commits_answer_queries_in_log_order,
     an_inverted_timestamp_range_finds_nothing,
     readers_never_see_half_a_batch,
-    temporary_stores_say_so
+    temporary_stores_say_so,
+    a_failed_write_is_not_acknowledged_and_the_store_recovers
 );
+
+/// Issue 14, finding 6, on both backends (tests/storage_faults.rs reopens a durable one):
+/// a failed group commit acknowledges nothing, later writes are refused with the reason
+/// while the cause lasts, and the store takes writes again by itself once it is gone.
+fn a_failed_write_is_not_acknowledged_and_the_store_recovers(open: Open) {
+    let store = open().unwrap();
+    store
+        .append_blocking(vec![entry("a", "t1")], Vec::new())
+        .unwrap();
+    store.inject_write_faults(true);
+    let failed = store.append_blocking(vec![entry("a", "t2")], Vec::new());
+    assert!(
+        matches!(failed, Err(StoreError::WriteFailed(_))),
+        "{failed:?}"
+    );
+    let health = store.health();
+    assert!(!health.writable);
+    assert!(health.last_error.unwrap().contains("no space left"));
+    let refused = store.append_blocking(vec![entry("a", "t3")], Vec::new());
+    assert!(
+        matches!(refused, Err(StoreError::Unwritable(_))),
+        "{refused:?}"
+    );
+    assert_eq!(store.head(), Seq(1));
+
+    store.inject_write_faults(false);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !store.health().writable && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(store.health().writable, "{:?}", store.health());
+    assert_eq!(store.health().recoveries, 1);
+    let stored = store
+        .append_blocking(vec![entry("a", "t4")], Vec::new())
+        .unwrap();
+    assert_eq!(stored, vec![AppendOutcome::Stored(Seq(2))]);
+}
 
 fn ids(found: &[StoredDelta]) -> Vec<String> {
     found.iter().map(|d| d.delta.id.clone()).collect()

@@ -4,18 +4,29 @@
 //!
 //! Group commit: while one batch is being persisted, new requests queue in the
 //! channel; the next loop drains them all into one batch and one fsync.
+//!
+//! A failed group commit (a full disk, an I/O error) acknowledges nothing of the group
+//! and makes the store unwritable; the writer then recovers by itself (see `recovery`)
+//! and refuses writes, saying why, until it has.
 
+mod recovery;
+
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use fjall::PersistMode;
 use tokio::sync::{oneshot, watch};
 
-use super::backend::{Db, Slice};
+use super::backend::{Batch, Slice};
+use super::faults::FaultSwitch;
+use super::handles::{Handles, Slot};
+use super::health::HealthState;
 use super::postings::Postings;
 use super::recent::RecentLog;
-use super::{keys, Keyspaces, Seq, StoreError};
+use super::{keys, Seq, StoreError};
 use crate::delta::Delta;
 
 /// A delta to append and where it came from.
@@ -112,24 +123,39 @@ pub(crate) struct Publish {
     pub recent: Arc<RecentLog>,
 }
 
-pub(crate) fn spawn(
-    db: Db,
-    ks: Arc<Keyspaces>,
-    head: Seq,
-    publish: Publish,
-    persist: Option<PersistMode>,
-    duplicates: Arc<AtomicU64>,
-    quarantine: super::quarantine::QuarantineState,
-) -> WriterHandle {
+/// What the writer starts with.
+pub(crate) struct Setup {
+    pub handles: Arc<Handles>,
+    /// Where readers find the handles; the writer refills it after a reopen.
+    pub slot: Arc<Slot>,
+    /// The directory of a durable fjall store, reopened after a write error.
+    pub reopen: Option<PathBuf>,
+    /// The directory recovery probes for space before writing (fjall stores).
+    pub probe_dir: Option<PathBuf>,
+    pub head: Seq,
+    pub publish: Publish,
+    pub persist: Option<PersistMode>,
+    pub duplicates: Arc<AtomicU64>,
+    pub quarantine: super::quarantine::QuarantineState,
+    pub health: Arc<HealthState>,
+    pub faults: FaultSwitch,
+}
+
+pub(crate) fn spawn(setup: Setup) -> WriterHandle {
     let (tx, rx) = mpsc::channel::<Request>();
     let mut writer = Writer {
-        db,
-        ks,
-        next: Seq(head.0 + 1),
-        publish,
-        persist,
-        duplicates,
-        quarantine,
+        handles: Some(setup.handles),
+        slot: setup.slot,
+        reopen: setup.reopen,
+        probe_dir: setup.probe_dir,
+        next: Seq(setup.head.0 + 1),
+        publish: setup.publish,
+        persist: setup.persist,
+        duplicates: setup.duplicates,
+        quarantine: setup.quarantine,
+        health: setup.health,
+        faults: setup.faults,
+        last_attempt: Instant::now(),
         record_buf: Vec::new(),
     };
     let thread = std::thread::Builder::new()
@@ -146,13 +172,20 @@ pub(crate) fn spawn(
 }
 
 struct Writer {
-    db: Db,
-    ks: Arc<Keyspaces>,
+    /// `None` only while recovery reopens the database.
+    handles: Option<Arc<Handles>>,
+    slot: Arc<Slot>,
+    reopen: Option<PathBuf>,
+    probe_dir: Option<PathBuf>,
     next: Seq,
     publish: Publish,
     persist: Option<PersistMode>,
     duplicates: Arc<AtomicU64>,
     quarantine: super::quarantine::QuarantineState,
+    health: Arc<HealthState>,
+    faults: FaultSwitch,
+    /// When recovery was last tried; it is tried at most every `recovery::RETRY_EVERY`.
+    last_attempt: Instant,
     /// Where each delta's log record is written before it is copied into the batch.
     record_buf: Vec<u8>,
 }
@@ -162,7 +195,7 @@ type Committed = (Vec<Vec<AppendOutcome>>, Vec<(Seq, Slice)>);
 
 impl Writer {
     fn run(&mut self, rx: mpsc::Receiver<Request>) {
-        while let Ok(first) = rx.recv() {
+        while let Some(first) = self.next_request(&rx) {
             let mut group = vec![first];
             let mut count = group[0].entries.len();
             while count < MAX_ENTRIES_PER_COMMIT {
@@ -173,6 +206,17 @@ impl Writer {
                     }
                     Err(_) => break,
                 }
+            }
+            if !self.health.is_writable() {
+                self.recover_if_due();
+            }
+            if !self.health.is_writable() {
+                // Refused at once, saying why: waiting would only hold the caller.
+                let reason = self.health.reason();
+                for req in group {
+                    let _ = req.reply.send(Err(StoreError::Unwritable(reason.clone())));
+                }
+                continue;
             }
             let start_next = self.next;
             let start_quarantine = self.quarantine.mark();
@@ -193,28 +237,55 @@ impl Writer {
                     }
                 }
                 Err(e) => {
-                    // Nothing of this group is acknowledged; fjall poisons itself on I/O
-                    // failure, so later writes fail too rather than limp on.
+                    // Nothing of this group is acknowledged. fjall poisons itself on I/O
+                    // failure; recovery reopens it before anything is written again.
                     self.next = start_next;
                     self.quarantine.rewind(start_quarantine);
-                    tracing::error!(error = %e, "store write failed");
                     let msg = e.to_string();
+                    tracing::error!(error = %msg, "store write failed; writes are refused until the store recovers");
+                    self.health.write_failed(&msg);
+                    self.last_attempt = Instant::now();
                     for req in group {
-                        let _ = req
-                            .reply
-                            .send(Err(StoreError::Corrupt(format!("write failed: {msg}"))));
+                        let _ = req.reply.send(Err(StoreError::WriteFailed(msg.clone())));
                     }
                 }
             }
         }
     }
 
+    /// The next request; while the store is unwritable, tries to recover between
+    /// requests, so it becomes writable (and says so) without waiting for a write.
+    /// `None` once every sender is gone.
+    fn next_request(&mut self, rx: &mpsc::Receiver<Request>) -> Option<Request> {
+        loop {
+            if self.health.is_writable() {
+                return rx.recv().ok();
+            }
+            match rx.recv_timeout(recovery::RETRY_EVERY) {
+                Ok(req) => return Some(req),
+                Err(mpsc::RecvTimeoutError::Timeout) => self.recover_if_due(),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    /// Commits `batch` and makes it durable, unless a write fault is injected.
+    fn write(&self, handles: &Handles, batch: Batch) -> Result<(), StoreError> {
+        self.faults.check()?;
+        batch.commit()?;
+        if let Some(mode) = self.persist {
+            handles.db.persist(mode)?;
+        }
+        Ok(())
+    }
+
     fn commit(&mut self, group: &[Request]) -> Result<Committed, StoreError> {
-        let ks = &self.ks;
+        let handles = self.handles.clone().ok_or(StoreError::Reopening)?;
+        let ks = &handles.ks;
         let entries: usize = group.iter().map(|req| req.entries.len()).sum();
         // Per delta: its log record, its id and about one index posting; then the rest
         // of the group's postings and side writes.
-        let mut batch = self.db.batch(entries * 3 + 64);
+        let mut batch = handles.db.batch(entries * 3 + 64);
         // Ids written earlier in this same batch are not yet visible to `ids.get`.
         let mut in_batch: foldhash::HashMap<&str, Seq> =
             foldhash::HashMap::with_capacity_and_hasher(entries, Default::default());
@@ -280,10 +351,7 @@ impl Writer {
         by_time.write(&mut batch, &ks.by_time, |ts: &u64, seq| {
             keys::time_key(*ts, seq)
         });
-        batch.commit()?;
-        if let Some(mode) = self.persist {
-            self.db.persist(mode)?;
-        }
+        self.write(&handles, batch)?;
         self.duplicates.fetch_add(dups, Ordering::Relaxed);
         Ok((all, records))
     }

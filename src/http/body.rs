@@ -1,0 +1,54 @@
+//! Request bodies: read up to the node's limit, refused in the API's JSON error shape.
+//!
+//! axum's own `Bytes` extractor answers a body over `DefaultBodyLimit` with a plain-text
+//! 413, which a client parsing `{"error", "message"}` cannot read. Every handler that
+//! reads a body takes a [`RequestBody`] instead, so every refusal names the limit the
+//! same way. The limit itself is set once, on the router, from
+//! [`Limits::max_request_bytes`](crate::delta::Limits::max_request_bytes).
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRef, FromRequest, Request};
+use axum::http::StatusCode;
+
+use super::ApiError;
+use crate::node::Node;
+
+/// The whole request body, at most the node's `max_request_bytes()`.
+pub(super) struct RequestBody(pub Bytes);
+
+impl<S> FromRequest<S> for RequestBody
+where
+    S: Send + Sync,
+    Node: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<RequestBody, ApiError> {
+        match Bytes::from_request(req, state).await {
+            Ok(bytes) => Ok(RequestBody(bytes)),
+            Err(rejection) => Err(refusal(&rejection, &Node::from_ref(state))),
+        }
+    }
+}
+
+/// Why a body could not be read, as the API says it.
+fn refusal(rejection: &BytesRejection, node: &Node) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        let limits = node.limits();
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            format!(
+                "the request body is over the node's limit of {} bytes (twice limits.maxDeltaBytes = {}, at least 2 MiB); send fewer deltas per request",
+                limits.max_request_bytes(),
+                limits.max_delta_bytes
+            ),
+        );
+    }
+    ApiError::new(
+        rejection.status(),
+        "INVALID_REQUEST",
+        format!("could not read the request body: {}", rejection.body_text()),
+    )
+}

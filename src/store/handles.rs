@@ -1,0 +1,64 @@
+//! The open database and its keyspaces, behind a slot the writer can empty and refill.
+//!
+//! fjall poisons a database after a failed write (its journal may end in a torn batch),
+//! and the only way back is to drop it and open the directory again, which recovers the
+//! journal up to its last whole batch. A database opens once per process (a file lock),
+//! so the old handles must all be gone before the new ones open. Readers therefore take
+//! the handles from the slot for one call at a time ([`Slot::get`]) and never keep them;
+//! while the writer reopens, the slot is empty and reads fail with
+//! [`StoreError::Reopening`] for that moment.
+
+use std::sync::{Arc, PoisonError, RwLock};
+
+use super::backend::{Db, Keyspace};
+use super::StoreError;
+
+pub(crate) struct Keyspaces {
+    pub log: Keyspace,
+    pub ids: Keyspace,
+    pub by_target: Keyspace,
+    pub by_context: Keyspace,
+    pub by_author: Keyspace,
+    pub by_system: Keyspace,
+    pub by_time: Keyspace,
+    pub negations: Keyspace,
+    pub meta: Keyspace,
+    pub quarantine: Keyspace,
+}
+
+/// One opening of the database.
+pub(crate) struct Handles {
+    pub db: Db,
+    pub ks: Keyspaces,
+}
+
+/// Where the current [`Handles`] are; empty while the writer reopens the database.
+pub(crate) struct Slot(RwLock<Option<Arc<Handles>>>);
+
+impl Slot {
+    pub(crate) fn new(handles: Arc<Handles>) -> Slot {
+        Slot(RwLock::new(Some(handles)))
+    }
+
+    /// The current handles, for one call: keeping them would stop a reopen.
+    ///
+    /// # Errors
+    /// [`StoreError::Reopening`] while the writer reopens the database.
+    pub(crate) fn get(&self) -> Result<Arc<Handles>, StoreError> {
+        // A plain swap of an `Option` cannot leave the lock half done.
+        let slot = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        slot.clone().ok_or(StoreError::Reopening)
+    }
+
+    /// Empties the slot; later reads wait for [`Slot::put`].
+    pub(crate) fn take(&self) -> Option<Arc<Handles>> {
+        self.0
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    pub(crate) fn put(&self, handles: Arc<Handles>) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Some(handles);
+    }
+}
