@@ -84,7 +84,7 @@ fn render_connections(out: &mut String, stats: &ConnectionStats) {
         (
             "rhizome_connections_limit",
             "gauge",
-            "Most sockets held before new ones may only ask for /status or /health.",
+            "Most sockets held before new ones may only ask for /status, /health or /metrics.",
             s.limit as u64,
         ),
         (

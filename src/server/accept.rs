@@ -99,7 +99,7 @@ pub(super) async fn run(
                     tracing::warn!(
                         cap = shared.cap,
                         held_back,
-                        "at the connection cap: new connections may only ask for /status or /health"
+                        "at the connection cap: new connections may only ask for /status, /health or /metrics"
                     );
                 }
                 places

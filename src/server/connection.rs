@@ -4,8 +4,9 @@
 //! - A request head must be complete within `headerTimeout` of the connection opening or
 //!   of the previous response; an idle keep-alive connection is closed by the same rule.
 //! - A connection on which no byte moves for `idleTimeout` is closed, even mid-request.
-//! - A connection in the reserve (accepted over the cap) answers one request, `/status`
-//!   or `/health` only (anything else gets a JSON 503), within [`RESERVE_TIMEOUT`].
+//! - A connection in the reserve (accepted over the cap) answers one request, `/status`,
+//!   `/health` or `/metrics` only (anything else gets a JSON 503), within
+//!   [`RESERVE_TIMEOUT`].
 //! - On shutdown, a connection with no request in flight is closed at once; one with a
 //!   request in flight gets [`SHUTDOWN_GRACE`] to finish it.
 //!
@@ -58,14 +59,14 @@ pub(super) struct Shared {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Place {
     UnderCap,
-    /// Over the cap: one `/status` or `/health`, then closed.
+    /// Over the cap: one `/status`, `/health` or `/metrics`, then closed.
     Reserve,
 }
 
-/// Paths a connection over the cap may still ask for: what a supervisor or an operator
-/// needs to see a saturated node.
+/// Paths a connection over the cap may still ask for: what a supervisor, a monitor or an
+/// operator needs to see a saturated node, each answered from memory.
 fn answers_over_cap(path: &str) -> bool {
-    path == "/status" || path == "/health" || path.starts_with("/health/")
+    matches!(path, "/status" | "/health" | "/metrics") || path.starts_with("/health/")
 }
 
 fn over_cap_response(cap: usize) -> Response<Body> {
@@ -73,7 +74,7 @@ fn over_cap_response(cap: usize) -> Response<Body> {
         StatusCode::SERVICE_UNAVAILABLE,
         "OVERLOADED",
         format!(
-            "this node holds its maximum of {cap} connections; only /status and /health are answered; retry later"
+            "this node holds its maximum of {cap} connections; only /status, /health and /metrics are answered; retry later"
         ),
     )
     .into_response();

@@ -14,8 +14,8 @@ const MIN_HEADROOM: u64 = 256;
 /// `maxSockets` cannot go above the derived cap either (it can only lower it).
 pub const DERIVED_CEILING: usize = 16_384;
 
-/// Connections over the cap that may still be accepted, each to answer one `/status` or
-/// `/health` (anything else gets a 503) within a short timeout.
+/// Connections over the cap that may still be accepted, each to answer one `/status`,
+/// `/health` or `/metrics` (anything else gets a 503) within a short timeout.
 pub const RESERVE: usize = 32;
 
 /// Raises the soft descriptor limit to the hard one; the soft limit then in force.

@@ -3,7 +3,8 @@
 //! One port serves the HTTP API (and, with federation, the WebSocket endpoint). What a
 //! client can hold there is bounded:
 //! - sockets: at most a cap kept below the descriptor limit ([`fd_limit`]), plus a small
-//!   reserve that only answers `/status` and `/health`, so a saturated node still says so;
+//!   reserve that only answers `/status`, `/health` and `/metrics`, so a saturated node
+//!   still says so;
 //!   an accepted federation link holds its socket's place until it closes;
 //! - time: a request head is due within `headerTimeout`, and a connection that moves no
 //!   byte for `idleTimeout` is closed ([`connection`]).
