@@ -35,6 +35,9 @@ const SETTLE: Duration = Duration::from_secs(4);
 pub struct Probes {
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// From the connection being up to the answer's last byte.
+    pub served_p50_ms: f64,
+    pub served_p99_ms: f64,
     pub failed: usize,
 }
 
@@ -56,7 +59,7 @@ pub struct Slowloris {
 pub async fn run(ctx: &Ctx) -> Result<Slowloris> {
     let _ = rhizome::server::fd_limit::raise_nofile_limit();
     let mut node = NodeProc::spawn(&ctx.bin, "slowloris", ctx.memory, &[]).await?;
-    // A new connection per request: over the cap, every client is a new connection.
+    // A new connection per request: over the cap, each is answered once and closed.
     let fresh = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(0)
@@ -64,7 +67,7 @@ pub async fn run(ctx: &Ctx) -> Result<Slowloris> {
         .build()
         .context("cannot build the HTTP client")?;
     let cap = metric(&fresh, &node, "rhizome_connections_limit").await?;
-    let idle = probe_status(&fresh, &node).await;
+    let idle = probe_status(&node).await;
     let rss_idle_kib = node.rss_kib();
 
     let want = usize::try_from(cap)? + BEYOND_CAP;
@@ -84,7 +87,7 @@ pub async fn run(ctx: &Ctx) -> Result<Slowloris> {
     node.ensure_running()?;
     let held = still_open(&mut sockets).await;
     let node_open = metric(&fresh, &node, "rhizome_connections_open").await?;
-    let loaded = probe_status(&fresh, &node).await;
+    let loaded = probe_status(&node).await;
     let rss_loaded_kib = node.rss_kib();
     let node_refused = metric(&fresh, &node, "rhizome_connections_refused_total").await?;
     let sigterm = node.terminate(Duration::from_secs(60)).await?;
@@ -124,25 +127,41 @@ async fn still_open(sockets: &mut [TcpStream]) -> usize {
     .count()
 }
 
-async fn probe_status(client: &reqwest::Client, node: &NodeProc) -> Probes {
-    let url = format!("{}/status", node.url);
-    let mut ms = Vec::with_capacity(PROBES);
+/// Times `/status` on a new connection each time: the whole request (connect included),
+/// and from the connection being up to the last byte of the answer. The second is the
+/// node's part; the first also holds the client's `connect`, which on loopback slows down
+/// as the same address holds thousands of connections (the kernel's port search).
+async fn probe_status(node: &NodeProc) -> Probes {
+    let addr = node.url.trim_start_matches("http://").to_owned();
+    let (mut total, mut served) = (Vec::with_capacity(PROBES), Vec::with_capacity(PROBES));
     let mut failed = 0;
     for _ in 0..PROBES {
         let t = Instant::now();
-        let answered = match client.get(&url).send().await {
-            Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-            Err(_) => false,
-        };
-        if answered {
-            ms.push(t.elapsed().as_secs_f64() * 1000.0);
-        } else {
-            failed += 1;
+        let answered = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut s = TcpStream::connect(&addr).await.ok()?;
+            let up = Instant::now();
+            s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .ok()?;
+            let mut answer = Vec::new();
+            s.read_to_end(&mut answer).await.ok()?;
+            answer.starts_with(b"HTTP/1.1 200").then(|| up.elapsed())
+        })
+        .await;
+        match answered {
+            Ok(Some(after_connect)) => {
+                total.push(t.elapsed().as_secs_f64() * 1000.0);
+                served.push(after_connect.as_secs_f64() * 1000.0);
+            }
+            _ => failed += 1,
         }
     }
+    let q = |v: &mut Vec<f64>, q| quantile(v, q).unwrap_or(f64::NAN);
     Probes {
-        p50_ms: quantile(&mut ms, 0.5).unwrap_or(f64::NAN),
-        p99_ms: quantile(&mut ms, 0.99).unwrap_or(f64::NAN),
+        p50_ms: q(&mut total, 0.5),
+        p99_ms: q(&mut total, 0.99),
+        served_p50_ms: q(&mut served, 0.5),
+        served_p99_ms: q(&mut served, 0.99),
         failed,
     }
 }
@@ -168,27 +187,35 @@ async fn metric(client: &reqwest::Client, node: &NodeProc, name: &str) -> Result
 /// The section printed after the throughput table.
 pub fn print(s: &Slowloris) {
     let mib = |k: Option<u64>| k.map_or("-".to_owned(), |k| format!("{:.0}", k as f64 / 1024.0));
+    let n = |v: f64| thousands(v);
     println!(
-        "\n| slowloris | cap | sockets opened | held | node: open / refused | \
-         /status p50 / p99 ms idle | held | /status failed idle / held | RSS MiB idle / held | \
-         SIGTERM to exit s |"
+        "\n| slowloris | cap | sockets opened | held | node: open / refused | RSS MiB | \
+         /status p50 / p99 ms | after connect p50 / p99 ms | /status failed | SIGTERM to exit s |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     println!(
-        "| half-sent heads | {} | {} | {} | {} / {} | {:.1} / {:.1} | {:.1} / {:.1} | {} / {} | {} / {} | {:.2} |",
-        thousands(s.cap as f64),
-        thousands(s.opened as f64),
-        thousands(s.held as f64),
-        thousands(s.node_open as f64),
-        thousands(s.node_refused as f64),
+        "| idle node | {} | - | - | - | {} | {:.2} / {:.2} | {:.2} / {:.2} | {} of {PROBES} | - |",
+        n(s.cap as f64),
+        mib(s.rss_idle_kib),
         s.idle.p50_ms,
         s.idle.p99_ms,
+        s.idle.served_p50_ms,
+        s.idle.served_p99_ms,
+        s.idle.failed,
+    );
+    println!(
+        "| half-sent heads held | {} | {} | {} | {} / {} | {} | {:.2} / {:.2} | {:.2} / {:.2} | {} of {PROBES} | {:.2} |",
+        n(s.cap as f64),
+        n(s.opened as f64),
+        n(s.held as f64),
+        n(s.node_open as f64),
+        n(s.node_refused as f64),
+        mib(s.rss_loaded_kib),
         s.loaded.p50_ms,
         s.loaded.p99_ms,
-        s.idle.failed,
+        s.loaded.served_p50_ms,
+        s.loaded.served_p99_ms,
         s.loaded.failed,
-        mib(s.rss_idle_kib),
-        mib(s.rss_loaded_kib),
         s.sigterm.as_secs_f64(),
     );
 }
