@@ -20,6 +20,9 @@
 //!   `policy_bench`); checks that B's scripts judged every delta.
 //! - `hub`: 10 spokes linked to one hub; N deltas posted to the hub; timed until every
 //!   spoke holds them all. N = 100k.
+//! - `slowloris`: one node held at its connection cap by sockets that sent half a request
+//!   head; `/status` latency while they are held against the idle node's, and how long
+//!   SIGTERM takes with them open (`bench/slowloris.rs`; its own table).
 //!
 //! Every scenario runs its nodes as separate processes (`target/release/rhizome`, built by
 //! `cargo build --release`), durable fjall stores in temp dirs, or in-memory stores with `--memory`. Peak RSS
@@ -36,6 +39,8 @@ mod load;
 mod node;
 #[path = "bench/scenarios.rs"]
 mod scenarios;
+#[path = "bench/slowloris.rs"]
+mod slowloris;
 #[path = "bench/stats.rs"]
 mod stats;
 
@@ -89,6 +94,7 @@ enum Scenario {
     Live,
     LivePolicies,
     Hub,
+    Slowloris,
     Decode,
     Store,
     All,
@@ -309,7 +315,12 @@ async fn run(args: Args) -> Result<()> {
     }
 
     let mut failures = Vec::new();
-    if !sync_sizes.is_empty() || !live_sizes.is_empty() || !hub_sizes.is_empty() {
+    let mut slowloris = None;
+    if !sync_sizes.is_empty()
+        || !live_sizes.is_empty()
+        || !hub_sizes.is_empty()
+        || s.runs(Scenario::Slowloris)
+    {
         let ctx = context(&args)?;
         let mut record = |what: String, result: Result<Vec<Row>>| match result {
             Ok(r) => rows.extend(r),
@@ -337,8 +348,20 @@ async fn run(args: Args) -> Result<()> {
                 scenarios::hub(&ctx, n, args.spokes).await,
             );
         }
+        if s.runs(Scenario::Slowloris) {
+            match slowloris::run(&ctx).await {
+                Ok(figures) => slowloris = Some(figures),
+                Err(e) => {
+                    eprintln!("FAILED slowloris: {e:#}");
+                    failures.push("slowloris".to_owned());
+                }
+            }
+        }
     }
     print_table(&rows, d.decode, &store);
+    if let Some(figures) = &slowloris {
+        slowloris::print(figures);
+    }
     println!("load average at the end: {}", load_average());
     anyhow::ensure!(failures.is_empty(), "failed: {}", failures.join(", "));
     Ok(())

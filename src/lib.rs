@@ -23,7 +23,8 @@
 //! - [`config`]: the TOML config file and its hot-reloaded links.
 //! - [`client`]: the HTTP client behind `rhizome put` / `rhizome query`.
 //! - [`watch`]: debounced file watching behind every hot reload.
-//! - [`server`]: binding the port, serving, graceful shutdown.
+//! - [`server`]: binding the port, serving it within bounds (connection cap below the
+//!   descriptor limit, header and idle timeouts), graceful shutdown.
 //! - [`cli`]: the `rhizome` subcommands, and the allocator tuning of `serve`.
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]

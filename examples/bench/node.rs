@@ -116,9 +116,40 @@ impl NodeProc {
 
     /// Peak resident set in KiB, from the kernel's high-water mark (Linux only).
     pub fn peak_rss_kib(&self) -> Option<u64> {
+        self.status_kib("VmHWM:")
+    }
+
+    /// Resident set now, in KiB (Linux only).
+    pub fn rss_kib(&self) -> Option<u64> {
+        self.status_kib("VmRSS:")
+    }
+
+    fn status_kib(&self, field: &str) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+        let line = status.lines().find_map(|l| l.strip_prefix(field))?;
         line.trim().strip_suffix("kB")?.trim().parse().ok()
+    }
+
+    /// Sends SIGTERM, as a supervisor stopping the node would, and waits for it to exit;
+    /// how long that took.
+    #[cfg(unix)]
+    pub async fn terminate(&mut self, within: Duration) -> Result<Duration> {
+        let pid = i32::try_from(self.child.id()).context("the pid does not fit a pid_t")?;
+        let started = Instant::now();
+        // SAFETY: kill(2) with a pid we spawned and still own (not yet waited for).
+        ensure!(
+            unsafe { libc::kill(pid, libc::SIGTERM) } == 0,
+            "cannot send SIGTERM to node {}: {}",
+            self.name,
+            std::io::Error::last_os_error()
+        );
+        while started.elapsed() < within {
+            if self.child.try_wait()?.is_some() {
+                return Ok(started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        bail!("node {} still running {within:?} after SIGTERM", self.name)
     }
 
     /// CPU time (user + system) the process has used so far, in seconds.

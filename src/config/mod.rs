@@ -12,7 +12,10 @@
 //!
 //! [server]
 //! path = "/federation"
-//! maxConnections = 1000
+//! maxConnections = 1000     # inbound federation links
+//! maxSockets = 16384         # sockets of every kind (default: from the fd limit)
+//! headerTimeout = 30         # seconds to send a request head
+//! idleTimeout = 60           # seconds an HTTP connection may move no byte
 //! heartbeat = 30             # seconds
 //!
 //! [limits]                 # what a delta may weigh, on every way in
@@ -77,7 +80,14 @@ pub enum DurabilityKind {
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct ServerSection {
     pub path: Option<String>,
+    /// Inbound federation links at once.
     pub max_connections: Option<usize>,
+    /// Sockets of every kind at once (default: derived from the fd limit).
+    pub max_sockets: Option<usize>,
+    /// Seconds a connection has to send a complete request head.
+    pub header_timeout: Option<u64>,
+    /// Seconds an HTTP connection may move no byte before it is closed.
+    pub idle_timeout: Option<u64>,
     /// Seconds between pings.
     pub heartbeat: Option<u64>,
     /// Seconds a new socket has to complete the handshake.
@@ -242,6 +252,15 @@ impl NodeFile {
         ServerOptions {
             path: s.path.clone().unwrap_or(d.path),
             max_connections: s.max_connections.unwrap_or(d.max_connections),
+            max_sockets: s.max_sockets.or(d.max_sockets),
+            header_timeout: s
+                .header_timeout
+                .map(|t| Duration::from_secs(t.max(1)))
+                .unwrap_or(d.header_timeout),
+            idle_timeout: s
+                .idle_timeout
+                .map(|t| Duration::from_secs(t.max(1)))
+                .unwrap_or(d.idle_timeout),
             heartbeat: s.heartbeat.map(Duration::from_secs).unwrap_or(d.heartbeat),
             handshake_timeout: s
                 .handshake_timeout
@@ -298,6 +317,8 @@ systemId = "n1"
 storage = "memory"
 [server]
 maxConnections = 5
+maxSockets = 40
+headerTimeout = 3
 heartbeat = 2
 [trust]
 trustedAuthors = ["alice"]
@@ -313,6 +334,8 @@ reconnect = { maxAttempts = 3 }
         )
         .unwrap();
         assert_eq!(f.server_options().max_connections, 5);
+        assert_eq!(f.server_options().max_sockets, Some(40));
+        assert_eq!(f.server_options().header_timeout, Duration::from_secs(3));
         assert_eq!(f.links[0].config.reconnect.max_attempts, 3);
         assert_eq!(
             f.links[0].config.pull_filter.as_ref().unwrap().authors,

@@ -102,8 +102,19 @@ pub struct LinkConfig {
 pub struct ServerOptions {
     /// WebSocket endpoint path.
     pub path: String,
-    /// Concurrent accepted links; over it, a new socket is closed with 1008.
+    /// Concurrent accepted federation links; over it, a new link is closed with 1008.
+    /// (Sockets of every kind are bounded by `max_sockets`; a link holds one of those too.)
     pub max_connections: usize,
+    /// Concurrent sockets on the port (HTTP connections and accepted links together).
+    /// `None`: derived from the file-descriptor limit (see `server::fd_limit`); a value
+    /// above that derived cap is lowered to it, so the node never runs out of descriptors.
+    pub max_sockets: Option<usize>,
+    /// How long a connection may take to send a complete request head; it also bounds how
+    /// long a keep-alive connection may sit idle between requests.
+    pub header_timeout: Duration,
+    /// An HTTP connection on which no byte moves either way for this long is closed (a
+    /// body that stalls, a client that stops reading). Links have heartbeats instead.
+    pub idle_timeout: Duration,
     /// Ping interval for every link of this node.
     pub heartbeat: Duration,
     /// How long a new socket may take to send its hello.
@@ -117,6 +128,9 @@ impl Default for ServerOptions {
         ServerOptions {
             path: "/federation".into(),
             max_connections: 1000,
+            max_sockets: None,
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
             heartbeat: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
             max_message_size: super::protocol::DEFAULT_MAX_MESSAGE_BYTES,

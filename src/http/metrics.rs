@@ -6,9 +6,11 @@ use std::sync::atomic::Ordering;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+use axum::Extension;
 
 use crate::federation::{LinkStatsSnapshot, LinkStatus};
 use crate::node::Node;
+use crate::server::ConnectionStats;
 
 /// A per-link counter: name, type, help, and how to read it from a link's stats.
 type LinkCounter = (
@@ -51,14 +53,67 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-pub(super) async fn metrics(State(node): State<Node>) -> impl IntoResponse {
+/// `connections` is there when the router is served by a [`crate::server::Server`].
+pub(super) async fn metrics(
+    State(node): State<Node>,
+    connections: Option<Extension<std::sync::Arc<ConnectionStats>>>,
+) -> impl IntoResponse {
+    let mut text = render(&node);
+    if let Some(Extension(stats)) = connections {
+        render_connections(&mut text, &stats);
+    }
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render(&node),
+        text,
     )
+}
+
+/// The port's connection figures (see `server::ConnectionStats`).
+fn render_connections(out: &mut String, stats: &ConnectionStats) {
+    let s = stats.snapshot();
+    for (name, kind, help, value) in [
+        (
+            "rhizome_connections_open",
+            "gauge",
+            "Sockets held on the port (HTTP and accepted links).",
+            s.open as u64,
+        ),
+        (
+            "rhizome_connections_limit",
+            "gauge",
+            "Most sockets held before new ones may only ask for /status, /health or /metrics.",
+            s.limit as u64,
+        ),
+        (
+            "rhizome_connections_refused_total",
+            "counter",
+            "Connections over the limit answered 503 or closed unanswered.",
+            s.refused,
+        ),
+        (
+            "rhizome_connections_header_timeout_total",
+            "counter",
+            "Connections closed for not sending a request head in time.",
+            s.header_timeouts,
+        ),
+        (
+            "rhizome_connections_idle_timeout_total",
+            "counter",
+            "Connections closed after moving no byte for the idle timeout.",
+            s.idle_timeouts,
+        ),
+        (
+            "rhizome_accept_errors_total",
+            "counter",
+            "Failed accepts (descriptors exhausted, mostly).",
+            s.accept_errors,
+        ),
+    ] {
+        Family::new(out, name, kind, help).sample(&[], value);
+    }
 }
 
 pub fn render(node: &Node) -> String {

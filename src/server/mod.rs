@@ -1,0 +1,136 @@
+//! Binding the node's port and serving it until shutdown.
+//!
+//! One port serves the HTTP API (and, with federation, the WebSocket endpoint). What a
+//! client can hold there is bounded:
+//! - sockets: at most a cap kept below the descriptor limit ([`fd_limit`]), plus a small
+//!   reserve that only answers `/status`, `/health` and `/metrics`, so a saturated node
+//!   still says so;
+//!   an accepted federation link holds its socket's place until it closes;
+//! - time: a request head is due within `headerTimeout`, and a connection that moves no
+//!   byte for `idleTimeout` is closed ([`connection`]).
+//!
+//! Shutdown is explicit: [`Server::shutdown`] stops accepting, closes idle connections at
+//! once, gives in-flight requests a short grace, closes the links, then closes the store
+//! after its last acknowledged write.
+//!
+//! - [`accept`]: the accept loop, the cap and the reserve, accept errors.
+//! - [`connection`]: serving one connection through the API router, its timeouts.
+//! - [`socket`]: the accepted socket, its place and its activity.
+//! - [`fd_limit`]: raising the descriptor limit, deriving the cap.
+//! - [`stats`]: what is counted, for `/metrics`.
+
+mod accept;
+mod connection;
+pub mod fd_limit;
+mod socket;
+mod stats;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+pub use connection::{RESERVE_TIMEOUT, SHUTDOWN_GRACE};
+pub use stats::{ConnectionStats, ConnectionStatsSnapshot};
+
+use crate::node::Node;
+
+/// Beyond the connections' own grace, how long shutdown waits for their tasks: a
+/// safety margin, not a timeout anything is expected to reach.
+const SHUTDOWN_MARGIN: Duration = Duration::from_secs(1);
+
+pub struct Server {
+    addr: SocketAddr,
+    node: Node,
+    stats: Arc<ConnectionStats>,
+    stop: watch::Sender<bool>,
+    accept: JoinHandle<()>,
+    /// Closed when the last connection task has ended (each holds a sender).
+    tasks: mpsc::Receiver<()>,
+}
+
+impl Server {
+    /// Binds `addr` (port 0 picks a free port) and serves `node` in a background task.
+    /// Raises the process's soft descriptor limit to its hard limit first.
+    ///
+    /// # Errors
+    /// When the address cannot be bound, or the descriptor limit cannot be read.
+    pub async fn bind(node: Node, addr: &str) -> std::io::Result<Server> {
+        let fd_limit = fd_limit::raise_nofile_limit().map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot read the descriptor limit: {e}"))
+        })?;
+        let options = node.server_options().clone();
+        let cap = fd_limit::connection_cap(fd_limit, options.max_sockets);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        let addr = listener.local_addr()?;
+        let stats = Arc::new(ConnectionStats::with_limit(cap));
+        let router = crate::http::router(node.clone()).layer(axum::Extension(stats.clone()));
+        let shared = Arc::new(connection::Shared {
+            router,
+            stats: stats.clone(),
+            header_timeout: options.header_timeout,
+            idle_timeout: options.idle_timeout,
+            cap,
+        });
+        let (stop, stopped) = watch::channel(false);
+        let (task_tx, tasks) = mpsc::channel(1);
+        let places = accept::Places::new(cap, fd_limit::RESERVE);
+        let accept = tokio::spawn(accept::run(listener, shared, places, stopped, task_tx));
+        tracing::info!(%addr, system_id = node.system_id(), max_sockets = cap, fd_limit, "serving");
+        Ok(Server {
+            addr,
+            node,
+            stats,
+            stop,
+            accept,
+            tasks,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Connections held, refused and timed out on this server's port.
+    pub fn connection_stats(&self) -> &Arc<ConnectionStats> {
+        &self.stats
+    }
+
+    /// Stops accepting, closes idle connections, gives requests in flight up to
+    /// [`SHUTDOWN_GRACE`], closes the links, then closes the store. Bounded in time
+    /// whatever the clients do.
+    ///
+    /// # Errors
+    /// When the accept loop had failed.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        let _ = self.stop.send(true);
+        let accepted = self.accept.await;
+        // Links are upgraded connections the HTTP side no longer tracks: close them
+        // ourselves, so peers see a clean close and the store's last writes finish.
+        self.node.disconnect_all().await;
+        // IMPORTANT: every connection task has ended (or the grace is over) before the
+        // store closes, so a write acknowledged to a client is one the store has.
+        let drained =
+            tokio::time::timeout(SHUTDOWN_GRACE + SHUTDOWN_MARGIN, self.tasks.recv()).await;
+        if drained.is_err() {
+            tracing::warn!("some connections were still open when the store closed");
+        }
+        let node = self.node.clone();
+        let _ = tokio::task::spawn_blocking(move || node.close()).await;
+        accepted.map_err(|e| std::io::Error::other(format!("the accept loop failed: {e}")))
+    }
+}
