@@ -142,3 +142,33 @@ fn is_exhausted(e: &std::io::Error) -> bool {
         std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_warning_is_logged_once_per_interval_and_counts_the_rest() {
+        let mut t = Throttled::new();
+        assert_eq!(t.due(), Some(0));
+        assert_eq!(t.due(), None);
+        assert_eq!(t.due(), None);
+        t.last = Some(Instant::now() - LOG_INTERVAL);
+        assert_eq!(t.due(), Some(2), "the two held back are reported");
+        assert_eq!(t.due(), None);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn running_out_of_descriptors_backs_off_a_reset_does_not() {
+        assert!(is_exhausted(&std::io::Error::from_raw_os_error(
+            libc::EMFILE
+        )));
+        assert!(is_exhausted(&std::io::Error::from_raw_os_error(
+            libc::ENFILE
+        )));
+        assert!(!is_exhausted(&std::io::Error::from_raw_os_error(
+            libc::ECONNABORTED
+        )));
+    }
+}
