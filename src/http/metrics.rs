@@ -8,9 +8,9 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Extension;
 
+use super::ConnectionStats;
 use crate::federation::{LinkStatsSnapshot, LinkStatus};
 use crate::node::Node;
-use crate::server::ConnectionStats;
 
 /// A per-link counter: name, type, help, and how to read it from a link's stats.
 type LinkCounter = (
@@ -71,7 +71,7 @@ pub(super) async fn metrics(
     )
 }
 
-/// The port's connection figures (see `server::ConnectionStats`).
+/// The port's connection figures (see [`ConnectionStats`]).
 fn render_connections(out: &mut String, stats: &ConnectionStats) {
     let s = stats.snapshot();
     for (name, kind, help, value) in [

@@ -13,6 +13,7 @@
 //! - `/links` (see [`links`]) and the federation WebSocket endpoint (`/federation` by default)
 
 mod body;
+mod connections;
 mod error;
 mod health;
 mod links;
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use body::RequestBody;
+pub use connections::{ConnectionStats, ConnectionStatsSnapshot};
 pub use error::ApiError;
 
 use crate::delta::{self, Delta};

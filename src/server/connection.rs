@@ -32,8 +32,8 @@ use tokio::sync::watch;
 use tower_service::Service;
 
 use super::socket::{Activity, CountedStream, Expired, InFlight, Slot};
-use super::stats::ConnectionStats;
 use crate::http::ApiError;
+use crate::http::ConnectionStats;
 
 /// How long a connection over the cap has to send its request and read the answer.
 pub const RESERVE_TIMEOUT: Duration = Duration::from_secs(2);

@@ -23,7 +23,6 @@ mod accept;
 mod connection;
 pub mod fd_limit;
 mod socket;
-mod stats;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,8 +32,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+pub use crate::http::{ConnectionStats, ConnectionStatsSnapshot};
 pub use connection::{RESERVE_TIMEOUT, SHUTDOWN_GRACE};
-pub use stats::{ConnectionStats, ConnectionStatsSnapshot};
 
 use crate::node::Node;
 

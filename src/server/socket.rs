@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::stats::ConnectionStats;
+use crate::http::ConnectionStats;
 
 /// A place under the cap (or in the reserve above it); given back when dropped.
 pub(super) struct Slot {

@@ -1,7 +1,8 @@
-//! What the accept loop counts, for `/metrics` and for tests.
+//! What the port's connections did, for `/metrics` and for tests.
 //!
-//! One [`ConnectionStats`] per [`Server`](super::Server), shared by the accept loop and
-//! every connection task. Plain atomics: each event touches one counter, and readers only
+//! One [`ConnectionStats`] per [`Server`](crate::server::Server), shared by its accept
+//! loop and every connection task, and handed to the router so `/metrics` can render
+//! it. It lives here, below the server, so the HTTP layer never imports the server. Plain atomics: each event touches one counter, and readers only
 //! need each figure on its own, not a consistent snapshot of all of them.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -36,7 +37,7 @@ pub struct ConnectionStatsSnapshot {
 }
 
 impl ConnectionStats {
-    pub(super) fn with_limit(limit: usize) -> ConnectionStats {
+    pub(crate) fn with_limit(limit: usize) -> ConnectionStats {
         ConnectionStats {
             limit: AtomicUsize::new(limit),
             ..Default::default()
@@ -54,27 +55,27 @@ impl ConnectionStats {
         }
     }
 
-    pub(super) fn opened(&self) {
+    pub(crate) fn opened(&self) {
         self.open.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(super) fn closed(&self) {
+    pub(crate) fn closed(&self) {
         self.open.fetch_sub(1, Ordering::Relaxed);
     }
 
-    pub(super) fn refused(&self) {
+    pub(crate) fn refused(&self) {
         self.refused.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(super) fn header_timeout(&self) {
+    pub(crate) fn header_timeout(&self) {
         self.header_timeouts.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(super) fn idle_timeout(&self) {
+    pub(crate) fn idle_timeout(&self) {
         self.idle_timeouts.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(super) fn accept_error(&self) {
+    pub(crate) fn accept_error(&self) {
         self.accept_errors.fetch_add(1, Ordering::Relaxed);
     }
 }
