@@ -187,31 +187,11 @@ impl Limits {
     }
 
     fn id_bytes(&self, value: &str, field: &str) -> Result<(), InvalidDelta> {
-        if value.len() > self.max_id_bytes {
-            return Err(InvalidDelta::new(
-                field,
-                format!(
-                    "is {} bytes long; at most {} are allowed (limits.maxIdBytes)",
-                    value.len(),
-                    self.max_id_bytes
-                ),
-            ));
-        }
-        Ok(())
+        at_most(value, field, self.max_id_bytes, "maxIdBytes")
     }
 
     fn string_bytes(&self, value: &str, field: &str) -> Result<(), InvalidDelta> {
-        if value.len() > self.max_string_bytes {
-            return Err(InvalidDelta::new(
-                field,
-                format!(
-                    "is a string of {} bytes; at most {} are allowed (limits.maxStringBytes)",
-                    value.len(),
-                    self.max_string_bytes
-                ),
-            ));
-        }
-        Ok(())
+        at_most(value, field, self.max_string_bytes, "maxStringBytes")
     }
 
     /// Walks an unknown field's value; `level` is where an array or object in it sits.
@@ -257,6 +237,20 @@ impl Limits {
             Value::Null | Value::Bool(_) => Ok(5),
         }
     }
+}
+
+/// `value` is at most `max` bytes long, else the error names `field` and the `limit` key.
+fn at_most(value: &str, field: &str, max: usize, limit: &str) -> Result<(), InvalidDelta> {
+    if value.len() > max {
+        return Err(InvalidDelta::new(
+            field,
+            format!(
+                "is {} bytes long; at most {max} are allowed (limits.{limit})",
+                value.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The most bytes a string takes in JSON.
