@@ -101,7 +101,7 @@ fn bounded(value: &str, field: &str) -> Result<(), InvalidDelta> {
             ),
         ));
     }
-    if let Some(c) = value.chars().find(|c| c.is_control()) {
+    if let Some(c) = control_char(value) {
         return Err(InvalidDelta::new(
             field,
             format!("holds the control character {c:?}; identifiers may not"),
@@ -110,10 +110,39 @@ fn bounded(value: &str, field: &str) -> Result<(), InvalidDelta> {
     Ok(())
 }
 
+/// The first control character (U+0000-U+001F, U+007F-U+009F) in `value`. Every
+/// identifier of every delta passes here, so the bytes are scanned first without
+/// decoding: the one-byte controls are below 0x20 or 0x7F, the others start with 0xC2.
+pub(crate) fn control_char(value: &str) -> Option<char> {
+    let suspect = value.as_bytes().iter().fold(false, |seen, &b| {
+        seen | (b < 0x20) | (b == 0x7f) | (b == 0xc2)
+    });
+    if !suspect {
+        return None;
+    }
+    value.chars().find(|c| c.is_control())
+}
+
 fn non_empty(value: &str, field: &str) -> Result<(), InvalidDelta> {
     if value.is_empty() {
         Err(InvalidDelta::new(field, "must be a non-empty string"))
     } else {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::control_char;
+
+    #[test]
+    fn control_characters_are_found_in_every_encoding_length() {
+        for c in ['\0', '\n', '\x1b', '\x7f', '\u{80}', '\u{9f}'] {
+            assert_eq!(control_char(&format!("ab{c}cd")), Some(c), "{c:?}");
+        }
+        // 0xC2 starts other characters too, and multi-byte text is not control.
+        for s in ["plain", "\u{a0}\u{ff}", "é€𝄞", "\u{2028}"] {
+            assert_eq!(control_char(s), None, "{s:?}");
+        }
     }
 }

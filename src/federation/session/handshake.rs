@@ -504,7 +504,7 @@ fn check_system_id(id: &str) -> Result<(), String> {
             crate::delta::MAX_ID_BYTES_CAP
         ));
     }
-    if let Some(c) = id.chars().find(|c| c.is_control()) {
+    if let Some(c) = crate::delta::control_char(id) {
         return Err(format!("holds the control character {c:?}"));
     }
     Ok(())
