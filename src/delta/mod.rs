@@ -24,7 +24,7 @@ use serde_json::{Map, Number, Value};
 pub use authoring::{negate, new_delta, now_millis, NEGATED_BY_CONTEXT, NEGATES_ROLE, REASON_ROLE};
 pub(crate) use decode::kind as json_kind;
 pub use limits::{json_len, Limits, MAX_DEPTH_CAP, MAX_ID_BYTES_CAP, MAX_SAFE_INTEGER};
-pub(crate) use validate::control_char;
+pub(crate) use validate::identifier;
 pub use validate::{validate, InvalidDelta};
 pub use wire::WireDelta;
 

@@ -88,6 +88,16 @@ fn at_pointer(e: InvalidDelta, i: usize) -> InvalidDelta {
     InvalidDelta::new(format!("pointers[{i}].{}", e.field), e.reason)
 }
 
+/// A non-empty identifier under the rules of [`bounded`]: what a peer's system id must
+/// be too, since it keys cursors and appears in logs like a delta's `system`.
+///
+/// # Errors
+/// The rule broken, naming `field`.
+pub(crate) fn identifier(value: &str, field: &str) -> Result<(), InvalidDelta> {
+    non_empty(value, field)?;
+    bounded(value, field)
+}
+
 /// An identifier (id, author, system, role, reference id or context) within the hard cap
 /// and free of control characters: identifiers are index keys, appear in logs and
 /// headers, and a newline or NUL in one forges a log line or cuts a key.

@@ -11,6 +11,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use super::receive::Established;
 use super::{store_end, type_name, EndKind, Frame, Role, Session, SessionEnd};
 use crate::admission::Admission;
+use crate::delta::identifier;
 use crate::events::NodeEvent;
 use crate::federation::config::{InitialSync, SyncMode};
 use crate::federation::cursor::{CursorKeys, V1_RESUME_MARGIN_MS};
@@ -146,12 +147,9 @@ impl Session<'_> {
                                 CloseCode::Protocol,
                             ));
                         }
-                        if let Err(why) = check_system_id(&system_id) {
-                            return Err(self.refuse(
-                                codes::MESSAGE_ERROR,
-                                &format!("hello_ack.systemId {why}"),
-                                CloseCode::Policy,
-                            ));
+                        if let Err(e) = identifier(&system_id, "hello_ack.systemId") {
+                            let why = format!("{} {}", e.field, e.reason);
+                            return Err(self.refuse(codes::MESSAGE_ERROR, &why, CloseCode::Policy));
                         }
                         let ext = rhizome.filter(|r| r.version >= 1);
                         Peer {
@@ -218,12 +216,11 @@ impl Session<'_> {
                 CloseCode::Protocol,
             ));
         }
-        if let Err(why) = check_system_id(&system_id) {
-            return Err(self.refuse(
-                codes::MESSAGE_ERROR,
-                &format!("hello.systemId {why}"),
-                CloseCode::Policy,
-            ));
+        // A peer's system id keys its cursors and appears in logs and events: it
+        // follows the rules of a delta's `system`.
+        if let Err(e) = identifier(&system_id, "hello.systemId") {
+            let why = format!("{} {}", e.field, e.reason);
+            return Err(self.refuse(codes::MESSAGE_ERROR, &why, CloseCode::Policy));
         }
         if system_id == self.node.system_id() {
             return Err(self.refuse(
@@ -489,23 +486,4 @@ impl Session<'_> {
             from_head,
         }))
     }
-}
-
-/// A peer's system id keys its cursors and appears in logs and events: the same rules
-/// as a delta's `system`.
-fn check_system_id(id: &str) -> Result<(), String> {
-    if id.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if id.len() > crate::delta::MAX_ID_BYTES_CAP {
-        return Err(format!(
-            "is {} bytes long; at most {} are allowed",
-            id.len(),
-            crate::delta::MAX_ID_BYTES_CAP
-        ));
-    }
-    if let Some(c) = crate::delta::control_char(id) {
-        return Err(format!("holds the control character {c:?}"));
-    }
-    Ok(())
 }
