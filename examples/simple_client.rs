@@ -14,7 +14,7 @@
 //! happen ends the demo with an error naming it.
 
 // The server half of the demo is the `simple_server` example's own code. Public so that
-// tests/examples.rs reaches it here rather than loading the file a second time.
+// tests/it/examples.rs reaches it here rather than loading the file a second time.
 #[allow(dead_code)] // its `run` and `main` are for `cargo run --example simple_server`
 #[path = "simple_server.rs"]
 pub mod simple_server;

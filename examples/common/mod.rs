@@ -2,7 +2,7 @@
 //! fail with a reason, and waits with a deadline for what an example claims.
 //!
 //! Each example declares `mod common;`, so this file is compiled into each of them (and
-//! once per example in tests/examples.rs); an example uses only some of it.
+//! once per example in tests/it/examples.rs); an example uses only some of it.
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;

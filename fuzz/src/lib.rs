@@ -1,6 +1,6 @@
 //! The entry points the fuzz targets drive, one per untrusted-input path.
 //!
-//! `tests/fuzz_smoke.rs` includes this file as a module, so the nightly fuzzer
+//! `tests/it/fuzz_smoke.rs` includes this file as a module, so the nightly fuzzer
 //! (`fuzz_targets/*.rs`) and the stable smoke test check exactly the same things.
 //! Each entry point takes arbitrary text, sends it down the path a peer's frame, an
 //! HTTP body or an operator's script takes, and panics (which is what a fuzzer

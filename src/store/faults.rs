@@ -1,5 +1,5 @@
 //! A switch that makes the store's writes fail as a full disk would, for tests of what
-//! the node does then (see `tests/storage_faults.rs`).
+//! the node does then (see `tests/it/storage_faults.rs`).
 //!
 //! It is checked where the writer hands a group to the backend and where recovery
 //! probes the disk, so an injected fault takes the same path as a real `ENOSPC`: the

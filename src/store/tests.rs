@@ -56,7 +56,7 @@ both_backends!(
     a_failed_write_is_not_acknowledged_and_the_store_recovers
 );
 
-/// Issue 14, finding 6, on both backends (tests/storage_faults.rs reopens a durable one):
+/// Issue 14, finding 6, on both backends (tests/it/storage_faults.rs reopens a durable one):
 /// a failed group commit acknowledges nothing, later writes are refused with the reason
 /// while the cause lasts, and the store takes writes again by itself once it is gone.
 fn a_failed_write_is_not_acknowledged_and_the_store_recovers(open: Open) {

@@ -2,7 +2,7 @@
 //! open a link, watch it come up, see deltas cross it, pause, resume and close it, and
 //! get a clear message for a bad flag, a bad link id and a node that is not running.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! continue from the committed cursor: nothing missing, nothing stored twice, nothing
 //! that was committed sent again.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

@@ -5,7 +5,7 @@
 //! Two ways to fill the disk: a write fault injected in the store (always runs), and a
 //! real full filesystem on a small tmpfs (runs where this process may mount one).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! The HTTP API against a real server on port 0.
 
-mod common;
+use crate::common;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};

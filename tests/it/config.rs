@@ -1,7 +1,7 @@
 //! The TOML config: links applied and hot-reloaded on a running node, the running
 //! config kept when an edit is broken, `rhizome init`, `serve --config`, and `/metrics`.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

@@ -11,29 +11,29 @@ use std::time::Duration;
 
 // Each example's `main` is for `cargo run --example`.
 #[allow(dead_code)]
-#[path = "../examples/simple_client.rs"]
+#[path = "../../examples/simple_client.rs"]
 mod simple_client;
 // simple_client includes simple_server's file for its demo: the same module serves here.
 use simple_client::simple_server;
 
 #[allow(dead_code)]
-#[path = "../examples/hub_and_spoke.rs"]
+#[path = "../../examples/hub_and_spoke.rs"]
 mod hub_and_spoke;
 
 #[allow(dead_code)]
-#[path = "../examples/trust_policies.rs"]
+#[path = "../../examples/trust_policies.rs"]
 mod trust_policies;
 
 #[allow(dead_code)]
-#[path = "../examples/bridge.rs"]
+#[path = "../../examples/bridge.rs"]
 mod bridge;
 
 #[allow(dead_code)]
-#[path = "../examples/peer_to_peer.rs"]
+#[path = "../../examples/peer_to_peer.rs"]
 mod peer_to_peer;
 
 #[allow(dead_code)]
-#[path = "../examples/hierarchical.rs"]
+#[path = "../../examples/hierarchical.rs"]
 mod hierarchical;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

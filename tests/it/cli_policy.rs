@@ -2,7 +2,7 @@
 //! broken scripts and cases in temporary folders, and `rhizome quarantine ...` against
 //! real `rhizome serve` processes: what an operator runs before and after a deployment.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

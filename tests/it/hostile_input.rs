@@ -2,7 +2,7 @@
 //! nothing moves a cursor past what was not judged, one set of limits holds on every
 //! way in, and what a node stores it can forward without blocking a link.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -8,7 +8,7 @@
 //! `FAULTS_SEED=N cargo test --test faults` replays the same fault schedule (the
 //! timing of a busy machine still varies).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

@@ -3,7 +3,7 @@
 //! replays them to our connecting node, and a reference client's frames are played
 //! against our accepting node.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -22,7 +22,7 @@ struct Recorded {
 }
 
 fn recorded() -> Vec<Recorded> {
-    include_str!("fixtures/reference-frames.jsonl")
+    include_str!("../fixtures/reference-frames.jsonl")
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {

@@ -1,6 +1,6 @@
 //! Federation between real nodes on port 0 over real WebSocket links.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

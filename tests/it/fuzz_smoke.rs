@@ -6,8 +6,8 @@
 //! or filter object that is refused must name the field at fault; no script may run
 //! longer than a bounded time. The real fuzzer (nightly, `fuzz/README.md`) goes further.
 
-mod common;
-#[path = "../fuzz/src/lib.rs"]
+use crate::common;
+#[path = "../../fuzz/src/lib.rs"]
 mod entry;
 
 use std::sync::OnceLock;

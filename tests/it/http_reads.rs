@@ -2,7 +2,7 @@
 //! of many large deltas neither builds the whole answer in memory nor hands the client
 //! one document of any size; paging on `next` still returns every match once, in order.
 
-mod common;
+use crate::common;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};

@@ -1,7 +1,7 @@
 //! Rhai policies and filters on running nodes with live links: hot reload without a
 //! dropped link or a lost delta, per-link scope, push filters, quarantine and replay.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! and carries its links, and shutdown does not wait for idle clients.
 //! Real nodes on port 0, real sockets, bytes written by hand.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! The real `rhizome` binary: serve on port 0, put and query with the CLI, stop with
 //! SIGTERM, restart on the same data directory, and find everything still there.
 
-mod common;
+use crate::common;
 
 use common::cli::{run, run_with_stdin, Serving};
 

@@ -1,0 +1,26 @@
+//! The integration tests, one module per subject, in one test binary: a fresh
+//! `cargo test` links the library into a single executable instead of one per file.
+//!
+//! Every test starts real nodes on port 0 and talks real WebSocket and HTTP, or runs the
+//! `rhizome` binary itself (`common::cli`). Run one subject with
+//! `cargo test --test it federation::`, one test by its name as usual.
+
+mod common;
+
+mod cli;
+mod cli_link;
+mod cli_policy;
+mod config;
+mod connections;
+mod convergence;
+mod examples;
+mod faults;
+mod federation;
+mod federation_interop;
+mod federation_resume;
+mod fuzz_smoke;
+mod hostile_input;
+mod http_api;
+mod http_reads;
+mod policies;
+mod storage_faults;
