@@ -97,8 +97,8 @@ pub async fn run() -> Result<()> {
     .into();
 
     // Named so that each side's scripts apply to the bridge's link to it.
-    let to_public = dial(bridge.node(), &public, "public")?;
-    let to_private = dial(bridge.node(), &private, "private")?;
+    let to_public = dial(bridge.federation(), &public, "public")?;
+    let to_private = dial(bridge.federation(), &private, "private")?;
     wait_connected(&to_public, "the bridge's public link").await?;
     wait_connected(&to_private, "the bridge's private link").await?;
     println!("bridge connected to both sides");

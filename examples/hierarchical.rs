@@ -25,7 +25,7 @@ use common::{
     author_delta, check_holds_exactly, dial, serve, wait_all_hold, wait_connected, TIMEOUT,
 };
 use rhizome::events::NodeEvent;
-use rhizome::server::Server;
+use rhizome::Server;
 use rhizome::{Node, Pointer, Target};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -52,7 +52,7 @@ pub async fn run() -> Result<()> {
             .iter()
             .find(|s| s.node().system_id() == parent)
             .with_context(|| format!("{parent} is started before {name}"))?;
-        let link = dial(server.node(), parent_server, parent)?;
+        let link = dial(server.federation(), parent_server, parent)?;
         servers.push(server);
         links.push((name, parent, link));
     }

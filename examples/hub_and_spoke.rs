@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use common::{author_delta, check_holds_exactly, dial, serve, wait_all_hold, wait_connected};
-use rhizome::server::Server;
+use rhizome::Server;
 use rhizome::{Node, Pointer, Target};
 
 const EDITS_PER_NODE: i64 = 5;
@@ -36,7 +36,7 @@ pub async fn run() -> Result<()> {
     let mut links = Vec::new();
     for name in ["spoke-a", "spoke-b", "spoke-c"] {
         let spoke = serve(name).await?;
-        let link = dial(spoke.node(), &hub, "hub")?;
+        let link = dial(spoke.federation(), &hub, "hub")?;
         wait_connected(&link, &format!("{name} -> hub")).await?;
         println!("{name} connected to the hub");
         spokes.push(spoke);

@@ -44,7 +44,7 @@ pub async fn run() -> Result<()> {
     let pairs = [(0, 1), (1, 2), (2, 3), (3, 0), (0, 2), (1, 3)];
     let mut links = Vec::new();
     for (i, j) in pairs {
-        let link = dial(peers[i].node(), &peers[j], PEERS[j])?;
+        let link = dial(peers[i].federation(), &peers[j], PEERS[j])?;
         links.push((PEERS[i], PEERS[j], link));
     }
     for (a, b, link) in &links {
@@ -73,7 +73,7 @@ pub async fn run() -> Result<()> {
     let sent_total = || -> u64 {
         peers
             .iter()
-            .flat_map(|p| p.node().get_federation_links())
+            .flat_map(|p| p.federation().get_federation_links())
             .map(|l| l.stats().deltas_sent)
             .sum()
     };

@@ -33,8 +33,10 @@ use rhizome::admission::{Admission, Judged};
 use rhizome::delta::new_delta;
 use rhizome::federation::{InitialSync, LinkConfig, SyncMode};
 use rhizome::policy::{LinkContext, PolicyDirs, PolicySet};
-use rhizome::server::Server;
-use rhizome::{Delta, FederationLink, LinkStatus, Node, NodeConfig, Origin, Pointer, Target};
+use rhizome::Server;
+use rhizome::{
+    Delta, Federation, FederationLink, LinkStatus, Node, NodeConfig, Origin, Pointer, Target,
+};
 use rhizome::{IngestOutcome, Storage, TrustPolicy};
 use tempfile::TempDir;
 
@@ -320,7 +322,8 @@ async fn start_node(system_id: &str, policies: Option<&Path>) -> Result<Server> 
     })
     .await
     .with_context(|| format!("cannot open node {system_id}"))?;
-    Server::bind(node, "127.0.0.1:0")
+    let fed = Federation::new(node, Default::default())?;
+    Server::bind(fed, "127.0.0.1:0")
         .await
         .with_context(|| format!("cannot serve node {system_id}"))
 }
@@ -403,7 +406,7 @@ async fn link_run(n: usize, live: bool, policies: Option<&Path>) -> Result<f64> 
     };
     let secs = if live {
         let link = receiver
-            .node()
+            .federation()
             .connect_to_remote(&source.url(), config)
             .context("connect")?;
         wait_synced(&link).await?;
@@ -415,7 +418,7 @@ async fn link_run(n: usize, live: bool, policies: Option<&Path>) -> Result<f64> 
         ingest(source.node(), &deltas).await?;
         let start = Instant::now();
         let link = receiver
-            .node()
+            .federation()
             .connect_to_remote(&source.url(), config)
             .context("connect")?;
         wait_head(receiver.node(), &link, n as u64).await?;

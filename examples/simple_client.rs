@@ -26,7 +26,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use common::{author_delta, check_stored_once, close, ids, wait_connected, wait_until};
 use rhizome::federation::{InitialSync, LinkConfig, ReconnectConfig, SyncMode};
-use rhizome::{LinkStatus, Node, Pointer, Storage, Target};
+use rhizome::{Federation, LinkStatus, Node, Pointer, Storage, Target};
 use simple_server::{print_events, SimpleServer};
 
 /// The demo's server ticks faster than the standalone one, to keep the demo short.
@@ -67,7 +67,8 @@ fn link_config(initial_delay_ms: u64) -> LinkConfig {
 async fn join(url: &str) -> Result<()> {
     let client = Node::in_memory("simple-client").await?;
     let printer = print_events("client", &client);
-    let link = client.connect_to_remote(url, link_config(1_000))?;
+    let links = Federation::new(client.clone(), Default::default())?;
+    let link = links.connect_to_remote(url, link_config(1_000))?;
     wait_connected(&link, "the client's link").await?;
     wait_until("the initial sync is done", || {
         Ok(link.stats().last_sync_timestamp.is_some())
@@ -86,7 +87,7 @@ async fn join(url: &str) -> Result<()> {
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;
-    client.disconnect_all().await;
+    links.disconnect_all().await;
     close(client).await?;
     printer.abort();
     Ok(())
@@ -108,9 +109,10 @@ pub async fn demo() -> Result<()> {
     println!("== 2. a client connects (bidirectional, initialSync full)");
     let client = Node::in_memory("simple-client").await?;
     let printer = print_events("client", &client);
+    let links = Federation::new(client.clone(), Default::default())?;
     let history = ids(server.node())?;
     // A short initial delay so the restart below is quick; the seed's default is 1 s.
-    let link = client.connect_to_remote(&server.url(), link_config(100))?;
+    let link = links.connect_to_remote(&server.url(), link_config(100))?;
     wait_connected(&link, "the client's link").await?;
     wait_until(
         "the client holds the server's history (initial sync)",
@@ -178,7 +180,7 @@ pub async fn demo() -> Result<()> {
         let stored = check_stored_once(node)?;
         println!("-- {}: {stored} deltas, each stored once", node.system_id());
     }
-    client.disconnect_all().await;
+    links.disconnect_all().await;
     server.stop().await?;
     close(client).await?;
     printer.abort();

@@ -21,8 +21,8 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use clap::Parser;
 use rhizome::events::NodeEvent;
-use rhizome::server::Server;
-use rhizome::{Node, NodeConfig, Pointer, Seq, Storage, Target};
+use rhizome::Server;
+use rhizome::{Federation, Node, NodeConfig, Pointer, Seq, Storage, Target};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -72,7 +72,7 @@ pub async fn start(addr: &str, storage: Storage, every: Duration) -> Result<Simp
     .await
     .context("opening the server's store")?;
     let printer = print_events("server", &node);
-    let server = Server::bind(node.clone(), addr).await?;
+    let server = Server::bind(Federation::new(node.clone(), Default::default())?, addr).await?;
     // After a restart on the same data, the clock goes on from its last tick.
     let ticks = Arc::new(AtomicI64::new(stored_ticks(&node)?));
     let (stop_ticks, stopped) = watch::channel(false);
@@ -132,6 +132,10 @@ impl SimpleServer {
 
     pub fn node(&self) -> &Node {
         self.server.node()
+    }
+
+    pub fn federation(&self) -> &Federation {
+        self.server.federation()
     }
 
     pub fn ticks(&self) -> i64 {
@@ -251,7 +255,7 @@ pub async fn run_for(addr: &str, duration: Option<Duration>, data: Option<PathBu
     server.stop_ticking().await?;
     let ticks = server.ticks();
     let stored = stored_ticks(server.node())?;
-    let links = server.node().get_federation_links().len();
+    let links = server.federation().get_federation_links().len();
     server.stop().await?;
     ensure!(ticks > first, "the server authored no tick");
     ensure!(

@@ -26,8 +26,8 @@ use common::{close, serve_with, wait_connected, wait_until};
 use rhizome::events::NodeEvent;
 use rhizome::federation::{InitialSync, LinkConfig, SyncMode};
 use rhizome::policy::PolicyDirs;
-use rhizome::server::Server;
-use rhizome::{FederationLink, Node, NodeConfig, Pointer, Target, TrustPolicy};
+use rhizome::Server;
+use rhizome::{Federation, FederationLink, Node, NodeConfig, Pointer, Target, TrustPolicy};
 use tokio::sync::broadcast;
 
 /// The custom policy, first version: only deltas with a `verified` pointer.
@@ -187,7 +187,8 @@ impl Guarded {
     /// uploads) and sends `cases`, checking each verdict.
     async fn send_from(&mut self, system_id: &str, cases: &[Case]) -> Result<Client> {
         let node = Node::in_memory(system_id).await?;
-        let link = node.connect_to_remote(
+        let links = Federation::new(node.clone(), Default::default())?;
+        let link = links.connect_to_remote(
             &self.server.url(),
             LinkConfig {
                 mode: SyncMode::Push,
@@ -196,7 +197,7 @@ impl Guarded {
             },
         )?;
         wait_connected(&link, system_id).await?;
-        let client = Client { node, link };
+        let client = Client { node, links, link };
         client.send(self, cases).await?;
         Ok(client)
     }
@@ -221,7 +222,7 @@ impl Guarded {
     /// The server's end of the link from `system_id`.
     fn inbound_from(&self, system_id: &str) -> Option<FederationLink> {
         self.server
-            .node()
+            .federation()
             .get_federation_links()
             .into_iter()
             .find(|l| l.remote_system_id().as_deref() == Some(system_id))
@@ -238,6 +239,7 @@ impl Guarded {
 /// A client node and its link to a guarded server.
 struct Client {
     node: Node,
+    links: Federation,
     link: FederationLink,
 }
 
@@ -330,7 +332,7 @@ impl Client {
     /// Closes the link and the client's store.
     async fn stop(self) -> Result<()> {
         self.link.disconnect();
-        self.node.disconnect_all().await;
+        self.links.disconnect_all().await;
         close(self.node).await
     }
 }

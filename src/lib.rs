@@ -36,19 +36,19 @@ pub mod config;
 pub mod delta;
 pub mod events;
 pub mod federation;
+pub mod file_watch;
 pub mod filter;
 pub mod http;
 pub mod log_tail;
 pub mod node;
 pub mod policy;
-pub mod quarantine;
-pub mod server;
 pub mod store;
-pub mod watch;
 
+pub use admission::TrustPolicy;
 pub use delta::{Delta, InvalidDelta, Limits, Pointer, Reference, Target};
-pub use federation::{FederationLink, LinkConfig, LinkStatus, TrustPolicy};
+pub use federation::{Federation, FederationLink, LinkConfig, LinkStatus, ServerOptions};
 pub use filter::DeltaFilter;
+pub use http::server::Server;
 pub use node::{IngestOutcome, Node, NodeConfig, Origin, Storage};
 pub use store::{Seq, Store, StoredDelta};
 

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use rhizome::federation::{InitialSync, LinkConfig, SyncMode};
-use rhizome::server::Server;
-use rhizome::{FederationLink, LinkStatus, Node, NodeConfig, Pointer, Seq};
+use rhizome::{Federation, FederationLink, LinkStatus, Node, NodeConfig, Pointer, Seq, Server};
 
 /// How long an example waits for anything it claims before failing.
 pub const TIMEOUT: Duration = Duration::from_secs(15);
@@ -28,12 +27,13 @@ pub async fn serve(system_id: &str) -> Result<Server> {
 /// A node opened with `config`, served on a free port.
 pub async fn serve_with(config: NodeConfig) -> Result<Server> {
     let node = Node::open(config).await?;
-    Ok(Server::bind(node, "127.0.0.1:0").await?)
+    let fed = Federation::new(node, Default::default())?;
+    Ok(Server::bind(fed, "127.0.0.1:0").await?)
 }
 
 /// `from` dials `to`: bidirectional, full initial sync, the link named `name` (the name
 /// that picks the scripts applying to it).
-pub fn dial(from: &Node, to: &Server, name: &str) -> Result<FederationLink> {
+pub fn dial(from: &Federation, to: &Server, name: &str) -> Result<FederationLink> {
     Ok(from.connect_to_remote(
         &to.url(),
         LinkConfig {

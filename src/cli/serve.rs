@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use anyhow::Context;
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::admission::TrustPolicy;
 use crate::config::live::ConfigLinks;
 use crate::config::NodeFile;
-use crate::federation::{InitialSync, SyncMode, TrustPolicy};
+use crate::federation::{Federation, InitialSync, ServerOptions, SyncMode};
 use crate::node::{Node, NodeConfig, Storage};
 
 /// Paths of the HTTP API the federation endpoint may not take.
@@ -20,7 +21,7 @@ const RESERVED_PATHS: [&str; 7] = [
     "/quarantine",
     "/metrics",
 ];
-use crate::server::Server;
+use crate::http::server::Server;
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -113,9 +114,11 @@ impl From<InitialSyncArg> for InitialSync {
 }
 
 impl ServeArgs {
-    /// The node's config: the file's, with every flag given here taking precedence.
-    fn node_config(&self, file: &NodeFile) -> anyhow::Result<NodeConfig> {
+    /// The node's config and its endpoint's options: the file's, with every flag given
+    /// here taking precedence.
+    fn node_config(&self, file: &NodeFile) -> anyhow::Result<(NodeConfig, ServerOptions)> {
         let mut config = file.node_config();
+        let mut server = file.server_options();
         if self.memory {
             config.storage = Storage::Memory;
         } else if let Some(dir) = &self.data {
@@ -126,26 +129,24 @@ impl ServeArgs {
         }
         config.trust = self.trust(config.trust);
         if let Some(path) = &self.federation_path {
-            config.server.path = path.clone();
+            server.path = path.clone();
         }
         anyhow::ensure!(
-            config.server.path.starts_with('/') && config.server.path.len() > 1,
+            server.path.starts_with('/') && server.path.len() > 1,
             "the federation path {:?} must start with '/' and name a path",
-            config.server.path
+            server.path
         );
         anyhow::ensure!(
-            !RESERVED_PATHS
-                .iter()
-                .any(|p| config.server.path.starts_with(p)),
+            !RESERVED_PATHS.iter().any(|p| server.path.starts_with(p)),
             "the federation path {:?} collides with the HTTP API ({})",
-            config.server.path,
+            server.path,
             RESERVED_PATHS.join(", ")
         );
         if let Some(n) = self.max_connections {
-            config.server.max_connections = n;
+            server.max_connections = n;
         }
         if let Some(s) = self.heartbeat {
-            config.server.heartbeat = std::time::Duration::from_secs(s.max(1));
+            server.heartbeat = std::time::Duration::from_secs(s.max(1));
         }
         if self.policies.is_some() {
             config.policies.policies = self.policies.clone();
@@ -153,7 +154,7 @@ impl ServeArgs {
         if self.filters.is_some() {
             config.policies.filters = self.filters.clone();
         }
-        Ok(config)
+        Ok((config, server))
     }
 
     /// The file's trust rules, narrowed by the flags' (both apply: AND).
@@ -184,7 +185,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => NodeFile::load(path)?,
         None => NodeFile::default(),
     };
-    let config = args.node_config(&file)?;
+    let (config, options) = args.node_config(&file)?;
     super::allocator::tune_for(&config.storage);
     let listen = args
         .listen
@@ -201,14 +202,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.events {
         spawn_event_printer(&node);
     }
-    let server = Server::bind(node.clone(), &listen).await?;
+    let fed = Federation::new(node.clone(), options)?;
+    let server = Server::bind(fed.clone(), &listen).await?;
     // Tests and scripts read this line to learn the port when --listen ends in :0.
     println!(
         "{}",
         serde_json::json!({"listening": server.url(), "systemId": node.system_id()})
     );
     for url in &args.connect {
-        let link = node
+        let link = fed
             .connect_to_remote(url, args.link.link_config())
             .with_context(|| format!("--connect {url}"))?;
         tracing::info!(link = link.id(), %url, "link opened");
@@ -216,7 +218,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Kept alive while serving: it owns the config file's links and its watcher.
     let _config_links = match &args.config {
         Some(path) => Some(
-            ConfigLinks::start(node.clone(), path, file)
+            ConfigLinks::start(fed.clone(), path, file)
                 .with_context(|| format!("cannot watch {}", path.display()))?,
         ),
         None => None,

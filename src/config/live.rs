@@ -7,7 +7,7 @@
 //! apply live too; other settings wait for a restart.
 //!
 //! A reload acts only on a complete file: it waits until the file has stopped changing
-//! ([`crate::watch::read_settled`]) and applies exactly the text it checked, and it
+//! ([`crate::file_watch::read_settled`]) and applies exactly the text it checked, and it
 //! refuses a file with no settings at all (empty, or only comments), which is what an
 //! editor's save in progress looks like, rather than close every link.
 
@@ -19,12 +19,12 @@ use notify::RecursiveMode;
 
 use super::{LinkEntry, NodeFile};
 use crate::events::NodeEvent;
-use crate::federation::FederationLink;
+use crate::federation::{Federation, FederationLink};
 use crate::node::Node;
 use crate::policy::engine::DEFAULT_TIME_BUDGET;
 
 pub struct ConfigLinks {
-    node: Node,
+    fed: Federation,
     path: PathBuf,
     state: Mutex<State>,
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
@@ -36,13 +36,17 @@ struct State {
 }
 
 impl ConfigLinks {
-    /// Opens the file's links on `node` and watches `path` for changes.
+    fn node(&self) -> &Node {
+        self.fed.node()
+    }
+
+    /// Opens the file's links and watches `path` for changes.
     ///
     /// # Errors
     /// When the file's directory cannot be watched.
-    pub fn start(node: Node, path: &Path, file: NodeFile) -> notify::Result<Arc<ConfigLinks>> {
+    pub fn start(fed: Federation, path: &Path, file: NodeFile) -> notify::Result<Arc<ConfigLinks>> {
         let this = Arc::new(ConfigLinks {
-            node,
+            fed,
             path: path.to_owned(),
             state: Mutex::new(State {
                 file: NodeFile::default(),
@@ -66,7 +70,7 @@ impl ConfigLinks {
     /// Reads the file again once it is stable; a broken or empty file is refused (a
     /// `config:error` event and a log line) and the running config stays.
     pub fn reload(&self) {
-        let text = match crate::watch::read_settled(&self.path) {
+        let text = match crate::file_watch::read_settled(&self.path) {
             Ok(text) => text,
             Err(e) => return self.refuse(&format!("{}: cannot read: {e}", self.path.display())),
         };
@@ -85,7 +89,7 @@ impl ConfigLinks {
 
     fn refuse(&self, message: &str) {
         tracing::error!(error = %message, "config reload refused; the running config stays");
-        self.node.emit(NodeEvent::ConfigError {
+        self.node().emit(NodeEvent::ConfigError {
             message: message.to_owned(),
         });
     }
@@ -117,10 +121,10 @@ impl ConfigLinks {
             }
         }
         if old.trust != file.trust {
-            self.node.set_trust_policy(file.trust.clone());
+            self.node().set_trust_policy(file.trust.clone());
         }
         if first || old.script_timeout_ms != file.script_timeout_ms {
-            self.node.policies().set_time_budget(
+            self.node().policies().set_time_budget(
                 file.script_timeout_ms
                     .map_or(DEFAULT_TIME_BUDGET, std::time::Duration::from_millis),
             );
@@ -153,10 +157,7 @@ impl ConfigLinks {
             if state.links.contains_key(&name) {
                 continue;
             }
-            match self
-                .node
-                .connect_to_remote(&entry.url, entry.config.clone())
-            {
+            match self.fed.connect_to_remote(&entry.url, entry.config.clone()) {
                 Ok(link) => {
                     tracing::info!(link = %name, url = %entry.url, "config link opened");
                     if !reopened.contains(&name) {
@@ -172,7 +173,7 @@ impl ConfigLinks {
         if !first {
             tracing::info!(added, removed, changed, "config reloaded");
         }
-        self.node.emit(NodeEvent::ConfigReloaded {
+        self.node().emit(NodeEvent::ConfigReloaded {
             links: state.links.len(),
             added,
             removed,
@@ -190,7 +191,7 @@ impl ConfigLinks {
         // Editors replace files (write a temp, rename): watch the folder, keep events
         // about our file.
         let this = Arc::downgrade(self);
-        let watcher = crate::watch::debounced(
+        let watcher = crate::file_watch::debounced(
             &[(dir, RecursiveMode::NonRecursive)],
             move |event| event.paths.iter().any(|p| p.file_name() == name.as_deref()),
             move || match this.upgrade() {

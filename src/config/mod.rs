@@ -45,8 +45,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::admission::TrustPolicy;
 use crate::delta::Limits;
-use crate::federation::{LinkConfig, ServerOptions, TrustPolicy};
+use crate::federation::{LinkConfig, ServerOptions};
 use crate::node::{NodeConfig, Storage};
 use crate::policy::PolicyDirs;
 use crate::store::Durability;
@@ -281,7 +282,7 @@ impl NodeFile {
             storage,
             system_id: self.system_id.clone(),
             trust: self.trust.clone(),
-            server: self.server_options(),
+
             policies: PolicyDirs {
                 policies: self.policies.clone(),
                 filters: self.filters.clone(),

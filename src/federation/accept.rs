@@ -1,113 +1,32 @@
-//! The accepting end: the `/federation` WebSocket endpoint on the node's HTTP port.
-//!
-//! The upgrade is done by hand on hyper's connection (axum's own WebSocket support
-//! would bring a second tungstenite), then the socket is handed to the same session
-//! machine the connecting side uses.
+//! The accepting end: a socket a peer opened to our endpoint, already upgraded by the
+//! HTTP server, run through the same session machine the connecting side uses.
 
-use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use hyper_util::rt::TokioIo;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role as WsRole, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::WebSocketStream;
 
-use super::links::{Direction, FederationLink, LinkShared};
+use super::links::{Direction, FederationLink, LinkShared, LinkStatus};
 use super::session::{self, Role};
+use super::Federation;
 use crate::events::NodeEvent;
-use crate::http::ApiError;
-use crate::node::Node;
 
-pub(crate) fn ws_config(node: &Node) -> WebSocketConfig {
-    let max = node.server_options().max_message_size;
-    WebSocketConfig::default()
-        .max_message_size(Some(max))
-        .max_frame_size(Some(max))
-}
-
-fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
-}
-
-/// Upgrades a request on the federation path and runs the link.
-pub(crate) async fn federation_handler(State(node): State<Node>, mut req: Request) -> Response {
-    let headers = req.headers();
-    if !header_has(headers, header::UPGRADE, "websocket")
-        || !header_has(headers, header::CONNECTION, "upgrade")
-    {
-        return ApiError::new(
-            StatusCode::UPGRADE_REQUIRED,
-            "UPGRADE_REQUIRED",
-            "this is the federation endpoint: it speaks WebSocket (RhizomeDB federation protocol v1); connect with `rhizome link connect` or a federation client",
-        )
-        .into_response();
-    }
-    if headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .and_then(|v| v.to_str().ok())
-        != Some("13")
-    {
-        return ApiError::bad_request("BAD_WEBSOCKET_VERSION", "Sec-WebSocket-Version must be 13")
-            .into_response();
-    }
-    let Some(key) = headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .map(|k| derive_accept_key(k.as_bytes()))
-    else {
-        return ApiError::bad_request("BAD_WEBSOCKET_KEY", "Sec-WebSocket-Key is missing")
-            .into_response();
-    };
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    let peer_addr = req
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.to_string());
-    tokio::spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(u) => u,
-            Err(e) => {
-                tracing::warn!(error = %e, "federation upgrade failed");
-                return;
-            }
-        };
-        let ws = WebSocketStream::from_raw_socket(
-            TokioIo::new(upgraded),
-            WsRole::Server,
-            Some(ws_config(&node)),
-        )
-        .await;
-        serve_inbound(node, ws, peer_addr).await;
-    });
-    let mut res = Response::new(Body::empty());
-    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = res.headers_mut();
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    if let Ok(v) = HeaderValue::from_str(&key) {
-        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
-    }
-    res
-}
-
-async fn serve_inbound<S>(node: Node, mut ws: WebSocketStream<S>, peer_addr: Option<String>)
-where
+/// Runs an upgraded socket as an inbound link, within the node's link limit.
+pub(super) async fn serve_inbound<S>(
+    fed: &Federation,
+    mut ws: WebSocketStream<S>,
+    peer_addr: Option<String>,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let max = node.server_options().max_connections;
+    let node = fed.node();
+    let max = fed.options().max_connections;
     let (shared, mut control) =
         LinkShared::new(Direction::Inbound, peer_addr.clone(), Default::default());
     let link = FederationLink {
         shared: shared.clone(),
     };
     // Counted and registered under one lock, so racing sockets cannot exceed the limit.
-    if !node.links().insert_inbound_within(link, max) {
+    if !fed.links().insert_inbound_within(link, max) {
         let reason = format!(
             "this node accepts at most {max} federation links and all are in use; retry later"
         );
@@ -120,16 +39,9 @@ where
             .await;
         return;
     }
-    let end = session::run(
-        node.clone(),
-        shared.clone(),
-        Role::Acceptor,
-        ws,
-        &mut control,
-    )
-    .await;
-    node.links().remove(&shared.id);
-    shared.set_status(super::LinkStatus::Disconnected);
+    let end = session::run(fed, shared.clone(), Role::Acceptor, ws, &mut control).await;
+    fed.links().remove(&shared.id);
+    shared.set_status(LinkStatus::Disconnected);
     tracing::info!(link = %shared.id, reason = %end.reason, "inbound link closed");
     node.emit(NodeEvent::LinkDisconnected {
         link_id: shared.id.clone(),

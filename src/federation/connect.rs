@@ -1,20 +1,18 @@
-//! The connecting end: `Node::connect_to_remote` and the reconnect loop.
+//! The connecting end: `Federation::connect_to_remote` and the reconnect loop.
 //!
 //! A link we dial lives until it is disconnected: each connection runs the session
 //! machine, and when one is lost the loop dials again with exponential backoff and
 //! jitter, also when the very first attempt fails, until `maxAttempts` (0 = forever).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::accept::ws_config;
-use super::config::LinkConfig;
-use super::links::{Control, Direction, FederationLink, LinkInfo, LinkShared, LinkStatus};
+use super::links::{Control, Direction, FederationLink, LinkShared, LinkStats, LinkStatus};
+use super::options::LinkConfig;
 use super::session::{self, EndKind, Role};
+use super::Federation;
 use crate::events::NodeEvent;
-use crate::node::Node;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -58,75 +56,30 @@ pub fn federation_url(input: &str) -> Result<String, ConnectError> {
     Ok(format!("{scheme}://{authority}{path}"))
 }
 
-impl Node {
-    /// Opens a federation link to a remote node and keeps it up (reconnecting per
-    /// `config.reconnect`). Returns at once; watch [`FederationLink::watch_status`]
-    /// or the node's events to see it connect.
-    ///
-    /// # Errors
-    /// When the url cannot be used.
-    pub fn connect_to_remote(
-        &self,
-        url: &str,
-        config: LinkConfig,
-    ) -> Result<FederationLink, ConnectError> {
-        let url = federation_url(url)?;
-        let (shared, control) = LinkShared::new(Direction::Outbound, Some(url), config);
-        let link = FederationLink {
-            shared: shared.clone(),
-        };
-        self.links().insert(link.clone());
-        tokio::spawn(run_outbound(self.clone(), shared, control));
-        Ok(link)
-    }
-
-    /// Every link, both those we dialed and those dialed to us.
-    pub fn get_federation_links(&self) -> Vec<FederationLink> {
-        self.links().all()
-    }
-
-    pub fn get_federation_link(&self, id: &str) -> Option<FederationLink> {
-        self.links().get(id)
-    }
-
-    /// Closes a link for good; `false` when there is no such link.
-    pub fn disconnect_from_remote(&self, id: &str) -> bool {
-        match self.links().get(id) {
-            Some(link) => {
-                link.disconnect();
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// What `GET /links` shows.
-    pub fn link_infos(&self) -> Vec<LinkInfo> {
-        self.get_federation_links()
-            .iter()
-            .map(FederationLink::info)
-            .collect()
-    }
-
-    /// Disconnects every link and waits (a bounded time) for them to close: shutdown.
-    pub async fn disconnect_all(&self) {
-        for link in self.get_federation_links() {
-            link.disconnect();
-        }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-        while !self.links().is_empty() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
+/// Registers a link to `url` and spawns its dial-and-reconnect loop.
+pub(super) fn start(
+    fed: &Federation,
+    url: &str,
+    config: LinkConfig,
+) -> Result<FederationLink, ConnectError> {
+    let url = federation_url(url)?;
+    let (shared, control) = LinkShared::new(Direction::Outbound, Some(url), config);
+    let link = FederationLink {
+        shared: shared.clone(),
+    };
+    fed.links().insert(link.clone());
+    tokio::spawn(run_outbound(fed.clone(), shared, control));
+    Ok(link)
 }
 
 async fn run_outbound(
-    node: Node,
+    fed: Federation,
     link: Arc<LinkShared>,
     mut control: mpsc::UnboundedReceiver<Control>,
 ) {
     let url = link.remote_url.clone().unwrap_or_default();
     let reconnect = link.config.reconnect.clone();
+    let node = fed.node();
     let mut failures: u32 = 0;
     loop {
         link.set_status(LinkStatus::Connecting);
@@ -135,22 +88,15 @@ async fn run_outbound(
             remote_url: url.clone(),
             attempt: failures + 1,
         });
-        let timeout = node.server_options().handshake_timeout;
+        let timeout = fed.options().handshake_timeout;
         let dial = tokio_tungstenite::connect_async_with_config(
             url.as_str(),
-            Some(ws_config(&node)),
+            Some(fed.websocket_config()),
             true,
         );
         let (reason, kind) = match tokio::time::timeout(timeout, dial).await {
             Ok(Ok((ws, _response))) => {
-                let end = session::run(
-                    node.clone(),
-                    link.clone(),
-                    Role::Initiator,
-                    ws,
-                    &mut control,
-                )
-                .await;
+                let end = session::run(&fed, link.clone(), Role::Initiator, ws, &mut control).await;
                 if end.handshaken {
                     failures = 0;
                 }
@@ -185,7 +131,7 @@ async fn run_outbound(
         if !will_reconnect {
             if kind == EndKind::Disconnected {
                 link.transition(LinkStatus::Disconnected, Some(&reason));
-                node.links().remove(&link.id);
+                fed.links().remove(&link.id);
             } else {
                 // Kept in the list, in error, so operators see why it stopped.
                 link.transition(LinkStatus::Error, Some(&reason));
@@ -193,7 +139,7 @@ async fn run_outbound(
             return;
         }
         link.transition(LinkStatus::Disconnected, Some(&reason));
-        super::links::LinkStats::add(&link.stats.reconnects, 1);
+        LinkStats::add(&link.stats.reconnects, 1);
         let delay = reconnect.delay(failures);
         let wake = tokio::time::sleep(delay);
         tokio::pin!(wake);
@@ -206,7 +152,7 @@ async fn run_outbound(
                     Some(Control::Pause | Control::Resume) => {}
                     Some(Control::Disconnect) | None => {
                         link.set_status(LinkStatus::Disconnected);
-                        node.links().remove(&link.id);
+                        fed.links().remove(&link.id);
                         return;
                     }
                 },

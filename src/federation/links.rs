@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-use super::config::LinkConfig;
+use super::options::LinkConfig;
 use crate::delta::now_millis;
 
 /// Where a link is in its life.

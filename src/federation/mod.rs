@@ -1,25 +1,156 @@
 //! Federation: links between nodes over WebSocket, protocol v1 plus our extension.
 //!
+//! [`Federation`] is a node plus its links: it dials ([`Federation::connect_to_remote`]),
+//! accepts sockets an HTTP server upgraded ([`Federation::accept`]), lists and closes
+//! links. The node below knows nothing of it.
+//!
 //! Data walks one way. A socket's frames are decoded ([`protocol`]) and handed to the
 //! link's state machine (`session`, the same for both ends), which feeds every delta
 //! to the node's single ingestion path. Each link's `sender` tails the durable log
 //! from its own cursor and writes to the socket, so a slow peer holds back only its
-//! own link and nothing is dropped. `accept` serves the endpoint, `connect` dials
+//! own link and nothing is dropped. `accept` runs an accepted socket, `connect` dials
 //! (with reconnect and backoff), `cursor` keeps what each link has committed.
 
 mod accept;
-pub mod config;
 mod connect;
 mod cursor;
 mod links;
+mod options;
 pub mod protocol;
 mod sender;
 mod session;
-pub mod trust;
 
-pub(crate) use accept::federation_handler;
-pub use config::{InitialSync, LinkConfig, ReconnectConfig, ServerOptions, SyncMode};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::WebSocketStream;
+
 pub use connect::{federation_url, ConnectError};
-pub(crate) use links::LinkRegistry;
 pub use links::{Direction, FederationLink, LinkInfo, LinkStats, LinkStatsSnapshot, LinkStatus};
-pub use trust::TrustPolicy;
+pub use options::{InitialSync, LinkConfig, ReconnectConfig, ServerOptions, SyncMode};
+
+use crate::node::Node;
+use links::LinkRegistry;
+
+/// Why federation cannot start with these options.
+#[derive(Debug, thiserror::Error)]
+pub enum FederationError {
+    /// The node's delta limits do not fit in the WebSocket message limit.
+    #[error("{0}")]
+    Limits(String),
+}
+
+/// A node and its links; cheap to clone.
+#[derive(Clone)]
+pub struct Federation {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node: Node,
+    options: ServerOptions,
+    links: LinkRegistry,
+}
+
+impl Federation {
+    /// Federation for `node` with these endpoint options.
+    ///
+    /// # Errors
+    /// When the node's largest delta could not travel in the largest message.
+    pub fn new(node: Node, options: ServerOptions) -> Result<Federation, FederationError> {
+        node.limits()
+            .check_settings(options.max_message_size)
+            .map_err(FederationError::Limits)?;
+        Ok(Federation {
+            inner: Arc::new(Inner {
+                node,
+                options,
+                links: LinkRegistry::default(),
+            }),
+        })
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.inner.node
+    }
+
+    pub fn options(&self) -> &ServerOptions {
+        &self.inner.options
+    }
+
+    pub(crate) fn links(&self) -> &LinkRegistry {
+        &self.inner.links
+    }
+
+    /// The WebSocket limits of every link, dialed or accepted.
+    pub fn websocket_config(&self) -> WebSocketConfig {
+        let max = self.inner.options.max_message_size;
+        WebSocketConfig::default()
+            .max_message_size(Some(max))
+            .max_frame_size(Some(max))
+    }
+
+    /// Opens a federation link to a remote node and keeps it up (reconnecting per
+    /// `config.reconnect`). Returns at once; watch [`FederationLink::watch_status`]
+    /// or the node's events to see it connect.
+    ///
+    /// # Errors
+    /// When the url cannot be used.
+    pub fn connect_to_remote(
+        &self,
+        url: &str,
+        config: LinkConfig,
+    ) -> Result<FederationLink, ConnectError> {
+        connect::start(self, url, config)
+    }
+
+    /// Runs a socket a peer opened to our endpoint (already upgraded) until it closes.
+    /// Over `max_connections` links, the socket is closed with 1008 and a reason.
+    pub async fn accept<S>(&self, ws: WebSocketStream<S>, peer_addr: Option<String>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        accept::serve_inbound(self, ws, peer_addr).await;
+    }
+
+    /// Every link, both those we dialed and those dialed to us.
+    pub fn get_federation_links(&self) -> Vec<FederationLink> {
+        self.links().all()
+    }
+
+    pub fn get_federation_link(&self, id: &str) -> Option<FederationLink> {
+        self.links().get(id)
+    }
+
+    /// Closes a link for good; `false` when there is no such link.
+    pub fn disconnect_from_remote(&self, id: &str) -> bool {
+        match self.links().get(id) {
+            Some(link) => {
+                link.disconnect();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// What `GET /links` shows.
+    pub fn link_infos(&self) -> Vec<LinkInfo> {
+        self.get_federation_links()
+            .iter()
+            .map(FederationLink::info)
+            .collect()
+    }
+
+    /// Disconnects every link and waits (a bounded time) for them to close: shutdown.
+    pub async fn disconnect_all(&self) {
+        for link in self.get_federation_links() {
+            link.disconnect();
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while !self.links().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

@@ -1,6 +1,6 @@
 //! What the port's connections did, for `/metrics` and for tests.
 //!
-//! One [`ConnectionStats`] per [`Server`](crate::server::Server), shared by its accept
+//! One [`ConnectionStats`] per [`Server`](crate::http::server::Server), shared by its accept
 //! loop and every connection task, and handed to the router so `/metrics` can render
 //! it. It lives here, below the server, so the HTTP layer never imports the server. Plain atomics: each event touches one counter, and readers only
 //! need each figure on its own, not a consistent snapshot of all of them.

@@ -13,8 +13,7 @@ use serde_json::{json, Value};
 
 use super::body::RequestBody;
 use super::error::ApiError;
-use crate::federation::{FederationLink, LinkConfig};
-use crate::node::Node;
+use crate::federation::{Federation, FederationLink, LinkConfig};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,12 +23,12 @@ struct ConnectBody {
     config: LinkConfig,
 }
 
-pub(super) async fn list(State(node): State<Node>) -> Json<Value> {
-    Json(json!({ "links": node.link_infos() }))
+pub(super) async fn list(State(fed): State<Federation>) -> Json<Value> {
+    Json(json!({ "links": fed.link_infos() }))
 }
 
 pub(super) async fn connect(
-    State(node): State<Node>,
+    State(fed): State<Federation>,
     RequestBody(body): RequestBody,
 ) -> Result<impl IntoResponse, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(&body);
@@ -42,47 +41,47 @@ pub(super) async fn connect(
         )
         .with_field(field)
     })?;
-    let link = node.connect_to_remote(&req.url, req.config).map_err(|e| {
+    let link = fed.connect_to_remote(&req.url, req.config).map_err(|e| {
         ApiError::bad_request("INVALID_LINK", e.to_string()).with_field(Some("url".into()))
     })?;
     Ok((StatusCode::CREATED, Json(json!(link.info()))))
 }
 
-fn find(node: &Node, id: &str) -> Result<FederationLink, ApiError> {
-    node.get_federation_link(id).ok_or_else(|| {
+fn find(fed: &Federation, id: &str) -> Result<FederationLink, ApiError> {
+    fed.get_federation_link(id).ok_or_else(|| {
         ApiError::not_found(format!("no link with id {id:?} (GET /links lists them)"))
     })
 }
 
 pub(super) async fn get_one(
-    State(node): State<Node>,
+    State(fed): State<Federation>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!(find(&node, &id)?.info())))
+    Ok(Json(json!(find(&fed, &id)?.info())))
 }
 
 pub(super) async fn pause(
-    State(node): State<Node>,
+    State(fed): State<Federation>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let link = find(&node, &id)?;
+    let link = find(&fed, &id)?;
     link.pause();
     Ok(Json(json!(link.info())))
 }
 
 pub(super) async fn resume(
-    State(node): State<Node>,
+    State(fed): State<Federation>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let link = find(&node, &id)?;
+    let link = find(&fed, &id)?;
     link.resume();
     Ok(Json(json!(link.info())))
 }
 
 pub(super) async fn disconnect(
-    State(node): State<Node>,
+    State(fed): State<Federation>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    find(&node, &id)?.disconnect();
+    find(&fed, &id)?.disconnect();
     Ok(StatusCode::NO_CONTENT)
 }

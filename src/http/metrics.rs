@@ -9,8 +9,7 @@ use axum::response::IntoResponse;
 use axum::Extension;
 
 use super::ConnectionStats;
-use crate::federation::{LinkStatsSnapshot, LinkStatus};
-use crate::node::Node;
+use crate::federation::{Federation, LinkStatsSnapshot, LinkStatus};
 
 /// A per-link counter: name, type, help, and how to read it from a link's stats.
 type LinkCounter = (
@@ -53,12 +52,12 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// `connections` is there when the router is served by a [`crate::server::Server`].
+/// `connections` is there when the router is served by a [`crate::http::server::Server`].
 pub(super) async fn metrics(
-    State(node): State<Node>,
+    State(fed): State<Federation>,
     connections: Option<Extension<std::sync::Arc<ConnectionStats>>>,
 ) -> impl IntoResponse {
-    let mut text = render(&node);
+    let mut text = render(&fed);
     if let Some(Extension(stats)) = connections {
         render_connections(&mut text, &stats);
     }
@@ -116,7 +115,8 @@ fn render_connections(out: &mut String, stats: &ConnectionStats) {
     }
 }
 
-pub fn render(node: &Node) -> String {
+pub fn render(fed: &Federation) -> String {
+    let node = fed.node();
     let mut out = String::new();
     let store = node.store();
     let head = store.head().0;
@@ -178,7 +178,7 @@ pub fn render(node: &Node) -> String {
     )
     .sample(&[], node.uptime().as_secs());
 
-    let links = node.get_federation_links();
+    let links = fed.get_federation_links();
     let infos: Vec<_> = links.iter().map(|l| l.info()).collect();
     let labels = |i: &crate::federation::LinkInfo| -> Vec<(&'static str, String)> {
         vec![

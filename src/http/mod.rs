@@ -19,7 +19,9 @@ mod health;
 mod links;
 pub mod metrics;
 mod policies;
+pub mod server;
 mod stream;
+mod upgrade;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -35,6 +37,7 @@ pub use connections::{ConnectionStats, ConnectionStatsSnapshot};
 pub use error::ApiError;
 
 use crate::delta::{self, Delta};
+use crate::federation::Federation;
 use crate::filter::{DeltaFilter, TimestampRange};
 use crate::node::{IngestOutcome, Node, Origin};
 use crate::store::{self, Seq};
@@ -43,9 +46,9 @@ use crate::store::{self, Seq};
 const DEFAULT_LIMIT: usize = 1000;
 const MAX_LIMIT: usize = 100_000;
 
-/// The API routes over a node.
-pub fn router(node: Node) -> Router {
-    let body_limit = node.limits().max_request_bytes();
+/// The API routes over a node and its links.
+pub fn router(fed: Federation) -> Router {
+    let body_limit = fed.node().limits().max_request_bytes();
     Router::new()
         .route("/deltas", post(post_deltas).get(get_deltas))
         .route("/query", post(post_query))
@@ -64,13 +67,17 @@ pub fn router(node: Node) -> Router {
         .route("/policies/reload", post(policies::reload))
         .route("/quarantine", get(policies::quarantine))
         .route("/quarantine/replay", post(policies::replay))
-        .route(
-            &node.server_options().path.clone(),
-            any(crate::federation::federation_handler),
-        )
+        .route(&fed.options().path.clone(), any(upgrade::upgrade))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(node)
+        .with_state(fed)
+}
+
+/// Handlers that need only the node take it from the router's federation.
+impl axum::extract::FromRef<Federation> for Node {
+    fn from_ref(fed: &Federation) -> Node {
+        fed.node().clone()
+    }
 }
 
 fn parse_json(body: &Bytes) -> Result<Value, ApiError> {
@@ -407,7 +414,8 @@ async fn negate_delta(
     ))
 }
 
-async fn status(State(node): State<Node>) -> Json<Value> {
+async fn status(State(fed): State<Federation>) -> Json<Value> {
+    let node = fed.node();
     let store = node.store();
     Json(json!({
         "systemId": node.system_id(),
@@ -422,8 +430,8 @@ async fn status(State(node): State<Node>) -> Json<Value> {
             "diskBytes": store.disk_space(),
             "storage": store.health(),
         },
-        "links": node.link_infos(),
-        "policies": policies::policies_json(&node),
+        "links": fed.link_infos(),
+        "policies": policies::policies_json(node),
         "quarantine": {"deltas": node.store().quarantine_len()},
     }))
 }

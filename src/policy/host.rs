@@ -156,7 +156,7 @@ impl PolicyHost {
             .map(|d| (*d, RecursiveMode::Recursive))
             .collect();
         let host = Arc::downgrade(self);
-        let watcher = crate::watch::debounced(
+        let watcher = crate::file_watch::debounced(
             &targets,
             |_| true,
             move || match host.upgrade() {

@@ -28,8 +28,12 @@ async fn config_links_are_added_changed_and_removed_while_the_node_runs() {
     let path = dir.path().join("rhizome.toml");
     std::fs::write(&path, link_table("to-a", &a.url(), "pull")).unwrap();
     let mut events = me.node().events();
-    let live =
-        ConfigLinks::start(me.node().clone(), &path, NodeFile::load(&path).unwrap()).unwrap();
+    let live = ConfigLinks::start(
+        me.federation().clone(),
+        &path,
+        NodeFile::load(&path).unwrap(),
+    )
+    .unwrap();
     assert_eq!(live.links().len(), 1);
     let first = live.links()[0].clone();
     assert!(wait_status(&first, LinkStatus::Connected, T).await);
@@ -77,7 +81,7 @@ async fn config_links_are_added_changed_and_removed_while_the_node_runs() {
     );
     assert!(
         wait_for(T, || me
-            .node()
+            .federation()
             .get_federation_links()
             .iter()
             .all(|l| l.info().name != "to-b"))
@@ -102,7 +106,7 @@ async fn metrics_expose_store_link_and_policy_figures() {
     let client = start_node("client").await;
     author(server.node(), "alice", 5).await;
     let link = client
-        .node()
+        .federation()
         .connect_to_remote(
             &server.url(),
             rhizome::LinkConfig {
@@ -115,7 +119,7 @@ async fn metrics_expose_store_link_and_policy_figures() {
     assert!(wait_status(&link, LinkStatus::Connected, T).await);
     // The client acknowledged what it committed: the server's side of the link knows
     // the peer is caught up (sync lag 0).
-    let served = server.node().get_federation_links().pop().unwrap();
+    let served = server.federation().get_federation_links().pop().unwrap();
     assert!(
         wait_for(T, || served.stats().peer_acked == Some(5)).await,
         "{:?}",
@@ -263,8 +267,12 @@ async fn an_empty_config_file_is_refused_and_closes_no_link_issue_14() {
     );
     std::fs::write(&path, &full).unwrap();
     let mut events = me.node().events();
-    let live =
-        ConfigLinks::start(me.node().clone(), &path, NodeFile::load(&path).unwrap()).unwrap();
+    let live = ConfigLinks::start(
+        me.federation().clone(),
+        &path,
+        NodeFile::load(&path).unwrap(),
+    )
+    .unwrap();
     let before = link_ids(&live);
     assert_eq!(before.len(), 2);
     assert_eq!(
@@ -286,7 +294,7 @@ async fn an_empty_config_file_is_refused_and_closes_no_link_issue_14() {
         .iter()
         .all(|l| l.status() == LinkStatus::Connected));
     assert_eq!(
-        me.node().get_federation_links().len(),
+        me.federation().get_federation_links().len(),
         2,
         "the node's links were closed"
     );
@@ -318,16 +326,20 @@ async fn a_config_file_written_in_two_halves_is_applied_whole_issue_14() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rhizome.toml");
     std::fs::write(&path, format!("{}{}{}", table(0), table(1), table(2))).unwrap();
-    let live =
-        ConfigLinks::start(me.node().clone(), &path, NodeFile::load(&path).unwrap()).unwrap();
+    let live = ConfigLinks::start(
+        me.federation().clone(),
+        &path,
+        NodeFile::load(&path).unwrap(),
+    )
+    .unwrap();
     let before = link_ids(&live);
     assert_eq!(before.len(), 3);
     let mut events = me.node().events();
 
     // A writer that truncates, writes up to a table boundary, pauses, then appends the
     // rest (the links to-2 and the new to-3).
-    let pause = rhizome::watch::DEBOUNCE + Duration::from_millis(100);
-    assert!(pause < rhizome::watch::SETTLE);
+    let pause = rhizome::file_watch::DEBOUNCE + Duration::from_millis(100);
+    assert!(pause < rhizome::file_watch::SETTLE);
     std::fs::write(&path, format!("{}{}", table(0), table(1))).unwrap();
     tokio::time::sleep(pause).await;
     let mut file = std::fs::OpenOptions::new()

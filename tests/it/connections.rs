@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use rhizome::federation::{LinkConfig, ServerOptions};
-use rhizome::server::Server;
+use rhizome::Server;
 use rhizome::{LinkStatus, NodeConfig, Storage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -25,12 +25,14 @@ Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhb
 const EVENTUALLY: Duration = Duration::from_secs(15);
 
 async fn node_with(id: &str, server: ServerOptions) -> Server {
-    common::start_node_with(NodeConfig {
-        storage: Storage::Memory,
-        system_id: Some(id.into()),
+    common::start_node_with_options(
+        NodeConfig {
+            storage: Storage::Memory,
+            system_id: Some(id.into()),
+            ..Default::default()
+        },
         server,
-        ..Default::default()
-    })
+    )
     .await
 }
 
@@ -176,7 +178,7 @@ async fn a_node_at_its_cap_still_answers_status_and_carries_its_links() {
     .await;
     let peer = common::start_node("peer").await;
     let link = peer
-        .node()
+        .federation()
         .connect_to_remote(&full.url(), LinkConfig::default())
         .expect("link config");
     assert!(common::wait_status(&link, LinkStatus::Connected, EVENTUALLY).await);

@@ -67,7 +67,7 @@ struct Copy {
     delta: usize,
     /// Sent in the legacy pointer form (`localContext` / `targetContext`).
     legacy: bool,
-    /// The batch this copy starts goes through `ingest_json` rather than `ingest`.
+    /// The batch this copy starts is parsed from JSON text rather than from a `Value`.
     json: bool,
     /// A batch ends after this copy.
     cut: bool,
@@ -247,8 +247,12 @@ async fn ingest(node: &Node, batch: Batch, origin: Origin) -> Vec<IngestOutcome>
     let outcomes = match batch {
         Batch::Deltas(ds) => node.ingest(ds, origin).await,
         Batch::Json(vs) => {
-            let texts: Vec<String> = vs.iter().map(Value::to_string).collect();
-            node.ingest_json(&texts, origin).await
+            // Through the text parser, as deltas arriving in frames or HTTP bodies are.
+            let parsed = vs
+                .iter()
+                .map(|v| Delta::from_json(&v.to_string()).expect("a valid delta"))
+                .collect();
+            node.ingest(parsed, origin).await
         }
     };
     outcomes.expect("the store accepts writes")
@@ -638,8 +642,9 @@ fn relayed_numbers_are_stored_identically() {
         let first = Node::in_memory("first").await.expect("a node");
         let second = Node::in_memory("second").await.expect("a node");
         let text = with_number("123456789012345678901234567890123456789");
+        let parsed = Delta::from_json(&text).expect("a valid delta");
         first
-            .ingest_json(&[&text], Origin::Local)
+            .ingest(vec![parsed], Origin::Local)
             .await
             .expect("ingest");
         relay(&first, &second).await;

@@ -31,7 +31,7 @@ use common::cli::Serving;
 use common::{ids, wait_for, wait_status};
 use rhizome::federation::{LinkConfig, ReconnectConfig, ServerOptions, SyncMode};
 use rhizome::policy::PolicyDirs;
-use rhizome::server::Server;
+use rhizome::Server;
 use rhizome::{LinkStatus, Node, NodeConfig, Origin, Storage};
 
 const T: Duration = Duration::from_secs(30);
@@ -270,7 +270,6 @@ async fn node_with_policies(id: &str, dir: &Path, server: ServerOptions) -> Serv
     std::fs::write(dir.join("gate.rhai"), PERMISSIVE).unwrap();
     let node = Node::open(NodeConfig {
         system_id: Some(id.into()),
-        server,
         policies: PolicyDirs {
             policies: Some(dir.to_owned()),
             filters: None,
@@ -279,7 +278,7 @@ async fn node_with_policies(id: &str, dir: &Path, server: ServerOptions) -> Serv
     })
     .await
     .unwrap();
-    Server::bind(node, "127.0.0.1:0").await.unwrap()
+    common::serve_at(node, server, "127.0.0.1:0").await
 }
 
 /// Writes batches of random size at random intervals until `stop`; returns the ids.
@@ -323,7 +322,7 @@ async fn a_chaotic_proxy_with_hot_reloaded_policies_converges_exactly_once() {
 
     let proxy = Proxy::start(server.local_addr()).await;
     let link = client
-        .node()
+        .federation()
         .connect_to_remote(
             &proxy.url(),
             LinkConfig {
@@ -474,7 +473,7 @@ async fn killing_the_sender_mid_stream_loses_and_duplicates_nothing() {
     })
     .await
     .unwrap();
-    let link = receiver
+    let link = common::links_of(&receiver)
         .connect_to_remote(
             &url,
             LinkConfig {
@@ -689,12 +688,14 @@ async fn target_node(id: &str, server: ServerOptions) -> Server {
         max_string_bytes: server.max_message_size / 4,
         ..Default::default()
     };
-    common::start_node_with(NodeConfig {
-        system_id: Some(id.into()),
+    common::start_node_with_options(
+        NodeConfig {
+            system_id: Some(id.into()),
+            limits,
+            ..Default::default()
+        },
         server,
-        limits,
-        ..Default::default()
-    })
+    )
     .await
 }
 
@@ -702,7 +703,7 @@ async fn target_node(id: &str, server: ServerOptions) -> Server {
 async fn well_behaved_puller(target: &Server) -> (Server, rhizome::FederationLink) {
     let puller = common::start_node("puller").await;
     let link = puller
-        .node()
+        .federation()
         .connect_to_remote(
             &target.url(),
             LinkConfig {
@@ -748,7 +749,7 @@ async fn an_oversized_frame_closes_only_that_socket() {
     };
     assert!(ended, "the oversized socket is still open");
     println!("oversized socket ended after {:?}", started.elapsed());
-    assert!(wait_for(T, || target.node().get_federation_links().len() == 1).await);
+    assert!(wait_for(T, || target.federation().get_federation_links().len() == 1).await);
 
     // Others are served as before: the existing link and a new one.
     bystander
@@ -792,7 +793,7 @@ async fn a_flood_of_invalid_deltas_is_nacked_stores_nothing_and_starves_no_one()
         .unwrap();
     assert_eq!(until_ack_or_close(&mut ws).await, Outcome::Acked);
     let flooder_link = target
-        .node()
+        .federation()
         .get_federation_links()
         .into_iter()
         .find(|l| l.remote_system_id().as_deref() == Some("flooder"))
@@ -882,7 +883,7 @@ async fn a_flood_of_invalid_deltas_is_nacked_stores_nothing_and_starves_no_one()
     let node_said = if end == "all nacked" {
         None
     } else {
-        wait_for(T, || target.node().get_federation_links().len() == 1).await;
+        wait_for(T, || target.federation().get_federation_links().len() == 1).await;
         disconnect_reason(&mut events, flooder_link.id())
     };
     println!(
@@ -987,7 +988,7 @@ async fn a_hello_storm_is_capped_at_max_connections_with_1008() {
 
     for round in 0..ROUNDS {
         let (outcomes, open) = hello_storm(&target.url(), STORM, round).await;
-        let inbound = target.node().get_federation_links().len();
+        let inbound = target.federation().get_federation_links().len();
         let acked = outcomes.iter().filter(|o| **o == Outcome::Acked).count();
         let policy = outcomes
             .iter()
@@ -1007,7 +1008,7 @@ async fn a_hello_storm_is_capped_at_max_connections_with_1008() {
         assert_eq!(acked, MAX - 1, "round {round}");
         // Once the storm leaves, its slots are free again.
         drop(open);
-        assert!(wait_for(T, || target.node().get_federation_links().len() == 1).await);
+        assert!(wait_for(T, || target.federation().get_federation_links().len() == 1).await);
     }
     stop.store(true, Ordering::Relaxed);
     let (slowest, answered) = probe.await.unwrap();
@@ -1080,7 +1081,7 @@ async fn slowloris_sockets_are_closed_after_the_handshake_timeout() {
             "closed after {after:?}"
         );
     }
-    assert!(wait_for(T, || target.node().get_federation_links().len() == 1).await);
+    assert!(wait_for(T, || target.federation().get_federation_links().len() == 1).await);
     // The good peer is unaffected.
     good.send(json!({"type": "ping", "timestamp": 1})).await;
     good.recv_type("pong").await;
@@ -1106,7 +1107,7 @@ async fn a_trust_policy_refusing_a_whole_sync_keeps_the_link_up() {
     })
     .await;
     let link = guarded
-        .node()
+        .federation()
         .connect_to_remote(
             &source.url(),
             LinkConfig {
@@ -1127,14 +1128,14 @@ async fn a_trust_policy_refusing_a_whole_sync_keeps_the_link_up() {
     assert_eq!(info.stats.deltas_rejected, REFUSED, "{info:?}");
 }
 
-/// Listing links (`GET /status`, `GET /links`, `Node::get_federation_links`) while a
+/// Listing links (`GET /status`, `GET /links`, `Federation::get_federation_links`) while a
 /// storm of links completes its handshakes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_links_while_a_storm_connects_never_panics() {
     const STORMS: usize = 60;
     const STORM: usize = 40;
     let target = target_node("target", ServerOptions::default()).await;
-    let node = target.node().clone();
+    let node = target.federation().clone();
     let stop = Arc::new(AtomicBool::new(false));
     // Lists in a tight loop on its own thread; stops at the first panic, with its message.
     let lister = {
@@ -1168,7 +1169,7 @@ async fn listing_links_while_a_storm_connects_never_panics() {
             "{outcomes:?}"
         );
         drop(open);
-        assert!(wait_for(T, || target.node().get_federation_links().is_empty()).await);
+        assert!(wait_for(T, || target.federation().get_federation_links().is_empty()).await);
     }
     stop.store(true, Ordering::Relaxed);
     let (calls, panic) = lister.join().unwrap();
@@ -1197,7 +1198,7 @@ async fn max_connections_holds_when_sockets_race_for_the_last_slot() {
     .await;
     for round in 0..STORMS {
         let (outcomes, open) = hello_storm(&target.url(), STORM, round).await;
-        let inbound = target.node().get_federation_links().len();
+        let inbound = target.federation().get_federation_links().len();
         let acked = outcomes.iter().filter(|o| **o == Outcome::Acked).count();
         // The limit is checked, then the link registered (src/federation/accept.rs,
         // `serve_inbound`): two upgrades in between both take the last slot.
@@ -1206,6 +1207,6 @@ async fn max_connections_holds_when_sockets_race_for_the_last_slot() {
             "storm {round}: {inbound} inbound links open, {acked} acked, maxConnections {MAX}"
         );
         drop(open);
-        assert!(wait_for(T, || target.node().get_federation_links().is_empty()).await);
+        assert!(wait_for(T, || target.federation().get_federation_links().is_empty()).await);
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{author, ids, start_node, wait_holds, wait_status};
 use rhizome::federation::{InitialSync, LinkConfig, SyncMode};
-use rhizome::server::Server;
+use rhizome::Server;
 use rhizome::{FederationLink, LinkStatus, Node};
 
 const T: Duration = Duration::from_secs(15);
@@ -28,7 +28,7 @@ fn bidirectional() -> LinkConfig {
 /// `from` dials `to` with `config`; the link, once connected.
 async fn connected(from: &Server, to: &Server, config: LinkConfig) -> FederationLink {
     let link = from
-        .node()
+        .federation()
         .connect_to_remote(&to.url(), config)
         .expect("a valid link config");
     assert!(
@@ -93,13 +93,13 @@ async fn bidirectional_link_syncs_history_then_streams_both_ways() {
     assert_eq!(stats.deltas_received, 70, "{stats:?}");
     assert_eq!(stats.deltas_sent, 50, "{stats:?}");
     assert!(stats.bytes_sent > 0 && stats.bytes_received > 0 && stats.connected_at.is_some());
-    let inbound = server.node().get_federation_links();
+    let inbound = server.federation().get_federation_links();
     assert_eq!(inbound.len(), 1);
     assert_eq!(inbound[0].remote_system_id().as_deref(), Some("client"));
 
-    assert!(client.node().disconnect_from_remote(link.id()));
-    assert!(common::wait_for(T, || client.node().get_federation_links().is_empty()).await);
-    assert!(common::wait_for(T, || server.node().get_federation_links().is_empty()).await);
+    assert!(client.federation().disconnect_from_remote(link.id()));
+    assert!(common::wait_for(T, || client.federation().get_federation_links().is_empty()).await);
+    assert!(common::wait_for(T, || server.federation().get_federation_links().is_empty()).await);
     client.shutdown().await.unwrap();
     server.shutdown().await.unwrap();
 }
@@ -296,10 +296,10 @@ async fn a_four_node_mesh_converges_without_an_echo_storm() {
         assert!(wait_holds(n.node(), &all, T).await);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let sent_total = |nodes: &[rhizome::server::Server]| -> u64 {
+    let sent_total = |nodes: &[rhizome::Server]| -> u64 {
         nodes
             .iter()
-            .flat_map(|n| n.node().get_federation_links())
+            .flat_map(|n| n.federation().get_federation_links())
             .map(|l| l.stats().deltas_sent)
             .sum()
     };
@@ -326,7 +326,7 @@ async fn pause_holds_deltas_and_resume_delivers_them_all() {
     let link = connected(&client, &server, bidirectional()).await;
     link.pause();
     assert_eq!(link.status(), LinkStatus::Paused);
-    let inbound = server.node().get_federation_links().pop().unwrap();
+    let inbound = server.federation().get_federation_links().pop().unwrap();
     // Let the pause frame land before authoring.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let from_server = authored(server.node(), "alice", 30).await;
@@ -392,7 +392,7 @@ async fn trust_policy_rejects_and_the_peer_cannot_weaken_it() {
     .await
     .unwrap();
     assert_eq!(rejected.0, "bad-1");
-    let link = server.node().get_federation_links().pop().unwrap();
+    let link = server.federation().get_federation_links().pop().unwrap();
     assert_eq!(link.stats().deltas_rejected, 1);
     assert_eq!(link.stats().deltas_received, 1);
 }
@@ -526,13 +526,16 @@ async fn protocol_mismatch_is_fatal_and_v1_sync_follows_the_reference_flow() {
 async fn max_connections_closes_extra_sockets_with_1008() {
     let config = rhizome::NodeConfig {
         system_id: Some("small".into()),
-        server: rhizome::federation::ServerOptions {
+        ..Default::default()
+    };
+    let server = common::start_node_with_options(
+        config,
+        rhizome::federation::ServerOptions {
             max_connections: 1,
             ..Default::default()
         },
-        ..Default::default()
-    };
-    let server = common::start_node_with(config).await;
+    )
+    .await;
     let mut first = common::RawPeer::connect(&server.url()).await;
     first.hello("one", serde_json::json!({})).await;
     let mut second = common::RawPeer::connect(&server.url()).await;
@@ -548,13 +551,16 @@ async fn max_connections_closes_extra_sockets_with_1008() {
 async fn a_silent_peer_is_dropped_by_the_heartbeat() {
     let config = rhizome::NodeConfig {
         system_id: Some("beating".into()),
-        server: rhizome::federation::ServerOptions {
+        ..Default::default()
+    };
+    let server = common::start_node_with_options(
+        config,
+        rhizome::federation::ServerOptions {
             heartbeat: Duration::from_millis(300),
             ..Default::default()
         },
-        ..Default::default()
-    };
-    let server = common::start_node_with(config).await;
+    )
+    .await;
     let mut peer = common::RawPeer::connect(&server.url()).await;
     peer.hello("silent", serde_json::json!({})).await;
     // The node pings; this peer never answers anything.
@@ -566,7 +572,7 @@ async fn a_silent_peer_is_dropped_by_the_heartbeat() {
         "dead peer kept for {:?}",
         started.elapsed()
     );
-    assert!(common::wait_for(T, || server.node().get_federation_links().is_empty()).await);
+    assert!(common::wait_for(T, || server.federation().get_federation_links().is_empty()).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -601,7 +607,7 @@ async fn links_are_managed_over_http() {
     let link: serde_json::Value = created.json().await.unwrap();
     let id = link["id"].as_str().unwrap().to_owned();
     assert_eq!(link["name"], "upstream");
-    let handle = client.node().get_federation_link(&id).unwrap();
+    let handle = client.federation().get_federation_link(&id).unwrap();
     assert!(wait_status(&handle, LinkStatus::Connected, T).await);
 
     let list = answer(http.get(format!("{base}/links"))).await;
@@ -626,7 +632,7 @@ async fn links_are_managed_over_http() {
         .await
         .unwrap();
     assert_eq!(deleted.status(), 204);
-    assert!(common::wait_for(T, || client.node().get_federation_links().is_empty()).await);
+    assert!(common::wait_for(T, || client.federation().get_federation_links().is_empty()).await);
 
     // The endpoint refuses plain HTTP with a clear word.
     let plain = http
@@ -654,7 +660,7 @@ async fn a_refused_hello_is_not_retried() {
     // Same system id on both ends: the acceptor refuses, and retrying cannot help.
     let client = start_node("twin").await;
     let link = client
-        .node()
+        .federation()
         .connect_to_remote(
             &server.url(),
             LinkConfig {

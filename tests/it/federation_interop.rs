@@ -130,7 +130,7 @@ async fn our_connecting_node_speaks_plain_v1_to_a_reference_server() {
     });
 
     let node = rhizome::Node::in_memory("wire-client").await.unwrap();
-    let link = node
+    let link = common::links_of(&node)
         .connect_to_remote(
             &format!("ws://{addr}/"),
             LinkConfig {

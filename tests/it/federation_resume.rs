@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use common::cli::Serving;
 use common::{author, ids, wait_holds, wait_status};
 use rhizome::federation::{LinkConfig, ReconnectConfig};
-use rhizome::server::Server;
 use rhizome::{LinkStatus, Node, NodeConfig, Storage};
 
 const T: Duration = Duration::from_secs(20);
@@ -36,9 +35,7 @@ async fn durable(dir: &std::path::Path, id: &str) -> Node {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_restart_reconnects_with_backoff_and_resends_nothing_committed() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::bind(durable(dir.path(), "server").await, "127.0.0.1:0")
-        .await
-        .unwrap();
+    let server = common::serve(durable(dir.path(), "server").await).await;
     let addr = server.local_addr();
     let client = common::start_node("client").await;
     let mut events = client.node().events();
@@ -48,7 +45,7 @@ async fn server_restart_reconnects_with_backoff_and_resends_nothing_committed() 
         .collect();
     let mine: BTreeSet<_> = author(client.node(), "bob", 5).await.into_iter().collect();
     let link = client
-        .node()
+        .federation()
         .connect_to_remote(
             &server.url(),
             LinkConfig {
@@ -67,9 +64,12 @@ async fn server_restart_reconnects_with_backoff_and_resends_nothing_committed() 
     // Let a few reconnect attempts fail against the closed port.
     tokio::time::sleep(Duration::from_millis(400)).await;
 
-    let server = Server::bind(durable(dir.path(), "server").await, &addr.to_string())
-        .await
-        .unwrap();
+    let server = common::serve_at(
+        durable(dir.path(), "server").await,
+        Default::default(),
+        &addr.to_string(),
+    )
+    .await;
     assert!(
         wait_status(&link, LinkStatus::Connected, T).await,
         "{:?}",
@@ -97,7 +97,7 @@ async fn server_restart_reconnects_with_backoff_and_resends_nothing_committed() 
 
     // The extension resumed both directions from the committed cursors: the restarted
     // server sent only the 10 new deltas, the client only what the server lacked.
-    let inbound = server.node().get_federation_links().pop().unwrap();
+    let inbound = server.federation().get_federation_links().pop().unwrap();
     assert_eq!(inbound.stats().deltas_sent, 10, "{:?}", inbound.stats());
     assert_eq!(link.stats().deltas_sent, 25, "{:?}", link.stats());
     assert_eq!(server.node().store().head().0, 135);
@@ -136,7 +136,7 @@ async fn reconnect_keeps_trying_when_the_first_connect_fails_and_gives_up_at_max
     drop(probe);
     let client = common::start_node("client").await;
     let link = client
-        .node()
+        .federation()
         .connect_to_remote(
             &format!("http://{addr}"),
             LinkConfig {
@@ -147,9 +147,12 @@ async fn reconnect_keeps_trying_when_the_first_connect_fails_and_gives_up_at_max
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_ne!(link.status(), LinkStatus::Connected);
-    let server = Server::bind(Node::in_memory("late").await.unwrap(), &addr.to_string())
-        .await
-        .unwrap();
+    let server = common::serve_at(
+        Node::in_memory("late").await.unwrap(),
+        Default::default(),
+        &addr.to_string(),
+    )
+    .await;
     assert!(
         wait_status(&link, LinkStatus::Connected, T).await,
         "{:?}",
@@ -158,7 +161,7 @@ async fn reconnect_keeps_trying_when_the_first_connect_fails_and_gives_up_at_max
     server.shutdown().await.unwrap();
 
     let limited = client
-        .node()
+        .federation()
         .connect_to_remote(
             &format!("http://{addr}"),
             LinkConfig {

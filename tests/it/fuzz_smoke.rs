@@ -741,8 +741,8 @@ fn script_operation_limit_bounds_wall_time_too() {
 /// HTTP, B must receive. The runtime lives as long as the servers on it.
 struct Linked {
     rt: tokio::runtime::Runtime,
-    a: rhizome::server::Server,
-    b: rhizome::server::Server,
+    a: rhizome::Server,
+    b: rhizome::Server,
     http: reqwest::Client,
 }
 
@@ -758,7 +758,7 @@ fn linked() -> &'static Linked {
             let a = common::start_node("accepts").await;
             let b = common::start_node("receives").await;
             let link = b
-                .node()
+                .federation()
                 .connect_to_remote(
                     &a.url(),
                     rhizome::LinkConfig {

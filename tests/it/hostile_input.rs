@@ -11,9 +11,11 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use common::{ids, start_node, start_node_with, wait_for, wait_holds, wait_status};
+use common::{
+    ids, start_node, start_node_with, start_node_with_options, wait_for, wait_holds, wait_status,
+};
 use rhizome::federation::{InitialSync, LinkConfig, ServerOptions, SyncMode};
-use rhizome::server::Server;
+use rhizome::Server;
 use rhizome::{Limits, LinkStatus, NodeConfig, Origin};
 
 const T: Duration = Duration::from_secs(30);
@@ -224,7 +226,10 @@ async fn finding_1_a_deep_delta_is_refused_at_the_door_and_a_pull_loses_nothing(
     }
 
     let d = start_node("d").await;
-    let link = d.node().connect_to_remote(&c.url(), pull()).expect("link");
+    let link = d
+        .federation()
+        .connect_to_remote(&c.url(), pull())
+        .expect("link");
     assert!(
         wait_holds(d.node(), &want, T).await,
         "lost: {}",
@@ -259,7 +264,7 @@ async fn finding_1_a_batch_with_bad_deltas_is_judged_delta_by_delta() {
     let want: BTreeSet<String> = (0..998).map(|i| format!("a-{i}")).collect();
     assert_eq!(ids(d.node()), want);
     assert_eq!(d.node().invalid_count(), 2);
-    let link = &d.node().get_federation_links()[0];
+    let link = &d.federation().get_federation_links()[0];
     assert_eq!(link.stats().deltas_invalid, 2);
 }
 
@@ -289,7 +294,7 @@ async fn an_undecodable_frame_holds_the_cursor_for_the_rest_of_the_connection() 
     );
     // The deltas themselves are stored; only the cursor waits.
     assert_eq!(ids(d.node()).len(), 200);
-    let link = d.node().get_federation_links()[0].clone();
+    let link = d.federation().get_federation_links()[0].clone();
     assert_eq!(link.stats().frames_invalid, 1);
     assert!(d.node().invalid_count() >= 1);
     assert!(link
@@ -300,7 +305,7 @@ async fn an_undecodable_frame_holds_the_cursor_for_the_rest_of_the_connection() 
     peer.close().await;
 
     // The next connection resumes where the node last judged everything.
-    assert!(wait_for(T, || d.node().get_federation_links().is_empty()).await);
+    assert!(wait_for(T, || d.federation().get_federation_links().is_empty()).await);
     let (_peer, cursor) = Peer::push_to(&d, "hand-2").await;
     assert_eq!(cursor, 100);
 }
@@ -342,11 +347,14 @@ async fn finding_2_big_deltas_never_block_a_link() {
 
     // B reads with the defaults: it gets every delta it accepts, and the link stays up.
     let b = start_node("b").await;
-    let link = b.node().connect_to_remote(&a.url(), pull()).expect("link");
+    let link = b
+        .federation()
+        .connect_to_remote(&a.url(), pull())
+        .expect("link");
     assert!(wait_holds(b.node(), &small, T).await);
     assert!(wait_status(&link, LinkStatus::Connected, T).await);
     assert_eq!(ids(b.node()), small);
-    let served = a.node().get_federation_links();
+    let served = a.federation().get_federation_links();
     assert!(
         wait_for(T, || served[0].stats().deltas_withheld == 12).await,
         "{:?}",
@@ -362,7 +370,10 @@ async fn finding_2_big_deltas_never_block_a_link() {
         ..Default::default()
     })
     .await;
-    let link = c.node().connect_to_remote(&a.url(), pull()).expect("link");
+    let link = c
+        .federation()
+        .connect_to_remote(&a.url(), pull())
+        .expect("link");
     let all = ids(a.node());
     assert_eq!(all.len(), 512);
     assert!(wait_holds(c.node(), &all, T).await);
@@ -383,19 +394,21 @@ async fn finding_2_big_deltas_never_block_a_link() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finding_8_an_oversized_frame_is_answered_and_closed_with_1009() {
-    let d = start_node_with(NodeConfig {
-        system_id: Some("d".into()),
-        server: ServerOptions {
+    let d = start_node_with_options(
+        NodeConfig {
+            system_id: Some("d".into()),
+            limits: Limits {
+                max_delta_bytes: 32 * 1024,
+                max_string_bytes: 16 * 1024,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        ServerOptions {
             max_message_size: 64 * 1024,
             ..Default::default()
         },
-        limits: Limits {
-            max_delta_bytes: 32 * 1024,
-            max_string_bytes: 16 * 1024,
-            ..Default::default()
-        },
-        ..Default::default()
-    })
+    )
     .await;
     let (mut peer, _) = Peer::push_to(&d, "hand-3").await;
     peer.send(format!(
@@ -501,15 +514,17 @@ async fn a_chaotic_peer_in_a_100k_sync_leaves_exactly_the_accepted_set() {
         ..Default::default()
     };
     let max_frame = 1024 * 1024;
-    let d = start_node_with(NodeConfig {
-        system_id: Some("d".into()),
-        server: ServerOptions {
+    let d = start_node_with_options(
+        NodeConfig {
+            system_id: Some("d".into()),
+            limits,
+            ..Default::default()
+        },
+        ServerOptions {
             max_message_size: max_frame,
             ..Default::default()
         },
-        limits,
-        ..Default::default()
-    })
+    )
     .await;
     const N: u64 = 100_000;
     let log = chaotic_log(N, &limits);
@@ -583,7 +598,7 @@ async fn a_chaotic_peer_in_a_100k_sync_leaves_exactly_the_accepted_set() {
             peer.drain().await;
             peer.close().await;
         }
-        assert!(wait_for(T, || d.node().get_federation_links().is_empty()).await);
+        assert!(wait_for(T, || d.federation().get_federation_links().is_empty()).await);
     }
     assert!(chaos.is_empty());
     assert!(connections >= 3, "{connections}");

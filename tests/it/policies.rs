@@ -11,7 +11,7 @@ use common::{author, ids, start_node, wait_for, wait_holds, wait_status};
 use rhizome::events::NodeEvent;
 use rhizome::federation::{InitialSync, LinkConfig, SyncMode};
 use rhizome::policy::PolicyDirs;
-use rhizome::server::Server;
+use rhizome::Server;
 use rhizome::{LinkStatus, Node, NodeConfig};
 
 const T: Duration = Duration::from_secs(15);
@@ -30,7 +30,7 @@ async fn node_with_scripts(id: &str, root: &Path) -> Server {
     })
     .await
     .unwrap();
-    Server::bind(node, "127.0.0.1:0").await.unwrap()
+    common::serve(node).await
 }
 
 /// Waits for the node's policy set to have this many scripts and errors.
@@ -57,7 +57,7 @@ async fn hot_reload_while_streaming_drops_no_link_and_loses_no_delta() {
     let receiver = node_with_scripts("receiver", tmp.path()).await;
     let source = start_node("source").await;
     let link = receiver
-        .node()
+        .federation()
         .connect_to_remote(&source.url(), pull_link("upstream"))
         .unwrap();
     assert!(wait_status(&link, LinkStatus::Connected, T).await);
@@ -135,11 +135,11 @@ async fn link_scoped_scripts_apply_to_their_link_only() {
     let from_a: BTreeSet<_> = author(a.node(), "alice", 10).await.into_iter().collect();
     let from_b: BTreeSet<_> = author(b.node(), "bob", 10).await.into_iter().collect();
     let strict_link = receiver
-        .node()
+        .federation()
         .connect_to_remote(&a.url(), pull_link("strict"))
         .unwrap();
     let loose_link = receiver
-        .node()
+        .federation()
         .connect_to_remote(&b.url(), pull_link("loose"))
         .unwrap();
     assert!(
@@ -198,7 +198,7 @@ async fn push_filter_scripts_decide_what_leaves_on_each_link() {
     let public = start_node("public-net").await;
     let private = start_node("private-net").await;
     let to_public = bridge
-        .node()
+        .federation()
         .connect_to_remote(
             &public.url(),
             LinkConfig {
@@ -209,7 +209,7 @@ async fn push_filter_scripts_decide_what_leaves_on_each_link() {
         )
         .unwrap();
     let to_private = bridge
-        .node()
+        .federation()
         .connect_to_remote(
             &private.url(),
             LinkConfig {
@@ -303,7 +303,7 @@ async fn inbound_links_are_scoped_by_the_peer_system_id() {
     let y = start_node("spoke-y").await;
     for spoke in [&x, &y] {
         let link = spoke
-            .node()
+            .federation()
             .connect_to_remote(
                 &hub.url(),
                 LinkConfig {
@@ -336,7 +336,7 @@ async fn three_peers(
         let peer = start_node(&format!("peer-{i}")).await;
         author(peer.node(), "alice", per_peer).await;
         let link = receiver
-            .node()
+            .federation()
             .connect_to_remote(&peer.url(), pull_link(&format!("from-{i}")))
             .unwrap();
         peers.push(peer);

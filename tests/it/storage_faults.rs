@@ -14,7 +14,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use rhizome::server::Server;
+use rhizome::Server;
 use rhizome::{NodeConfig, Storage};
 
 async fn start_on(dir: &Path) -> Server {

@@ -13,13 +13,13 @@ use super::{store_end, type_name, EndKind, Frame, Role, Session, SessionEnd};
 use crate::admission::Admission;
 use crate::delta::identifier;
 use crate::events::NodeEvent;
-use crate::federation::config::{InitialSync, SyncMode};
 use crate::federation::cursor::{CursorKeys, V1_RESUME_MARGIN_MS};
 use crate::federation::links::{Direction, LinkStatus};
 use crate::federation::protocol::{
     codes, HelloExt, Message, PeerLimits, WireLimits, EXTENSION_VERSION, PROTOCOL_VERSION,
 };
 use crate::federation::sender::{Outgoing, SendPlan};
+use crate::federation::{InitialSync, SyncMode};
 use crate::filter::DeltaFilter;
 use crate::policy::LinkContext;
 use crate::store::Seq;
@@ -73,7 +73,7 @@ impl Session<'_> {
                 }),
             })?;
         }
-        let deadline = Instant::now() + self.node.server_options().handshake_timeout;
+        let deadline = Instant::now() + self.options.handshake_timeout;
         loop {
             let texts = match self.read_frames(stream, deadline).await {
                 Ok(t) => t,
@@ -184,10 +184,7 @@ impl Session<'_> {
     }
 
     fn our_limits(&self) -> WireLimits {
-        WireLimits::of(
-            self.node.limits(),
-            self.node.server_options().max_message_size,
-        )
+        WireLimits::of(self.node.limits(), self.options.max_message_size)
     }
 
     fn refuse_timeout(&self) -> SessionEnd {

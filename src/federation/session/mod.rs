@@ -23,8 +23,10 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_tungstenite::WebSocketStream;
 
 use super::links::{Control, LinkShared, LinkStats, LinkStatus};
+use super::options::ServerOptions;
 use super::protocol::{self, Message};
 use super::sender::{error_frame, Outgoing, Sender, SenderEnd, CONTROL_QUEUE};
+use super::Federation;
 use crate::node::Node;
 
 /// Which end of the link this is.
@@ -75,6 +77,7 @@ const MAX_BYTES_PER_INGEST: usize = 1 << 20;
 
 pub(crate) struct Session<'a> {
     node: Node,
+    options: ServerOptions,
     link: Arc<LinkShared>,
     role: Role,
     out: mpsc::Sender<Outgoing>,
@@ -120,7 +123,7 @@ impl Frame {
 
 /// Runs one connection of a link to its end.
 pub(crate) async fn run<S>(
-    node: Node,
+    fed: &Federation,
     link: Arc<LinkShared>,
     role: Role,
     ws: WebSocketStream<S>,
@@ -133,14 +136,16 @@ where
         .config
         .heartbeat_interval
         .map(Duration::from_secs)
-        .unwrap_or(node.server_options().heartbeat)
+        .unwrap_or(fed.options().heartbeat)
         .max(Duration::from_millis(100));
     let (sink, mut stream) = ws.split();
     let (out, queue) = mpsc::channel(CONTROL_QUEUE);
+    let node = fed.node().clone();
     let sender = Sender::new(node.clone(), link.clone(), sink, queue, heartbeat);
     let mut sender_task = tokio::spawn(sender.run());
     let mut session = Session {
         node,
+        options: fed.options().clone(),
         link,
         role,
         out,
@@ -320,7 +325,7 @@ impl Session<'_> {
                     protocol::codes::MESSAGE_ERROR,
                     &format!(
                         "frame refused: {e}; this node reads frames of at most {} bytes",
-                        self.node.server_options().max_message_size
+                        self.options.max_message_size
                     ),
                     CloseCode::Size,
                 );

@@ -281,7 +281,7 @@ impl Session<'_> {
         };
         let ingest = self
             .node
-            .ingest_begin(checked, origin, Some(&est.admission), meta)
+            .admit(checked, origin, Some(&est.admission), meta)
             .await
             .map_err(store_end)?;
         Ok(Some(InFlight {

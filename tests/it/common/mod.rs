@@ -5,15 +5,27 @@ pub mod cli;
 
 use std::time::{Duration, Instant};
 
-use rhizome::server::Server;
-use rhizome::Node;
+use rhizome::{Federation, Node, Server, ServerOptions};
 
 /// A node on a temporary store, served on a free port.
 pub async fn start_node(system_id: &str) -> Server {
-    let node = Node::in_memory(system_id).await.expect("temporary node");
-    Server::bind(node, "127.0.0.1:0")
-        .await
-        .expect("bind port 0")
+    serve(Node::in_memory(system_id).await.expect("temporary node")).await
+}
+
+/// Serves `node` (its API and federation endpoint) on a free port.
+pub async fn serve(node: Node) -> Server {
+    serve_at(node, ServerOptions::default(), "127.0.0.1:0").await
+}
+
+/// Serves `node` on `addr` with these endpoint options.
+pub async fn serve_at(node: Node, options: ServerOptions, addr: &str) -> Server {
+    let fed = Federation::new(node, options).expect("federation options");
+    Server::bind(fed, addr).await.expect("bind")
+}
+
+/// Federation for a node that only dials (serves nothing).
+pub fn links_of(node: &Node) -> Federation {
+    Federation::new(node.clone(), ServerOptions::default()).expect("federation options")
 }
 
 /// Polls `check` until it returns true or `timeout` passes.
@@ -30,10 +42,20 @@ pub async fn wait_for<F: FnMut() -> bool>(timeout: Duration, mut check: F) -> bo
 
 /// A node with a custom config, served on a free port.
 pub async fn start_node_with(config: rhizome::NodeConfig) -> Server {
-    let node = Node::open(config).await.expect("node");
-    Server::bind(node, "127.0.0.1:0")
-        .await
-        .expect("bind port 0")
+    start_node_with_options(config, ServerOptions::default()).await
+}
+
+/// A node with a custom config and endpoint options, served on a free port.
+pub async fn start_node_with_options(
+    config: rhizome::NodeConfig,
+    options: ServerOptions,
+) -> Server {
+    serve_at(
+        Node::open(config).await.expect("node"),
+        options,
+        "127.0.0.1:0",
+    )
+    .await
 }
 
 /// Every delta id in a node's log.

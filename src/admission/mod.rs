@@ -6,11 +6,16 @@
 //! A pull-filter refusal means "not wanted here" and the delta is just not kept. A trust
 //! refusal means "not believed": the delta goes to the quarantine with the policy and
 //! reason, where an operator can replay it once the policies change.
+//!
+//! - [`trust`]: the node's declarative trust rules.
+
+mod trust;
+
+pub use trust::TrustPolicy;
 
 use serde::{Deserialize, Serialize};
 
 use crate::delta::{now_millis, Delta, InvalidDelta};
-use crate::federation::TrustPolicy;
 use crate::filter::DeltaFilter;
 use crate::policy::{LinkContext, PolicySet, ScriptInput, ScriptKind, Verdict};
 

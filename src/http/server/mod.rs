@@ -32,9 +32,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-pub use crate::http::{ConnectionStats, ConnectionStatsSnapshot};
+pub use super::{ConnectionStats, ConnectionStatsSnapshot};
 pub use connection::{RESERVE_TIMEOUT, SHUTDOWN_GRACE};
 
+use crate::federation::Federation;
 use crate::node::Node;
 
 /// Beyond the connections' own grace, how long shutdown waits for their tasks: a
@@ -43,7 +44,7 @@ const SHUTDOWN_MARGIN: Duration = Duration::from_secs(1);
 
 pub struct Server {
     addr: SocketAddr,
-    node: Node,
+    fed: Federation,
     stats: Arc<ConnectionStats>,
     stop: watch::Sender<bool>,
     accept: JoinHandle<()>,
@@ -52,23 +53,24 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `addr` (port 0 picks a free port) and serves `node` in a background task.
-    /// Raises the process's soft descriptor limit to its hard limit first.
+    /// Binds `addr` (port 0 picks a free port) and serves the node's API and federation
+    /// endpoint in a background task. Raises the process's soft descriptor limit to its
+    /// hard limit first.
     ///
     /// # Errors
     /// When the address cannot be bound, or the descriptor limit cannot be read.
-    pub async fn bind(node: Node, addr: &str) -> std::io::Result<Server> {
+    pub async fn bind(fed: Federation, addr: &str) -> std::io::Result<Server> {
         let fd_limit = fd_limit::raise_nofile_limit().map_err(|e| {
             std::io::Error::new(e.kind(), format!("cannot read the descriptor limit: {e}"))
         })?;
-        let options = node.server_options().clone();
+        let options = fed.options().clone();
         let cap = fd_limit::connection_cap(fd_limit, options.max_sockets);
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         let addr = listener.local_addr()?;
         let stats = Arc::new(ConnectionStats::with_limit(cap));
-        let router = crate::http::router(node.clone()).layer(axum::Extension(stats.clone()));
+        let router = super::router(fed.clone()).layer(axum::Extension(stats.clone()));
         let shared = Arc::new(connection::Shared {
             router,
             stats: stats.clone(),
@@ -80,10 +82,10 @@ impl Server {
         let (task_tx, tasks) = mpsc::channel(1);
         let places = accept::Places::new(cap, fd_limit::RESERVE);
         let accept = tokio::spawn(accept::run(listener, shared, places, stopped, task_tx));
-        tracing::info!(%addr, system_id = node.system_id(), max_sockets = cap, fd_limit, "serving");
+        tracing::info!(%addr, system_id = fed.node().system_id(), max_sockets = cap, fd_limit, "serving");
         Ok(Server {
             addr,
-            node,
+            fed,
             stats,
             stop,
             accept,
@@ -101,7 +103,11 @@ impl Server {
     }
 
     pub fn node(&self) -> &Node {
-        &self.node
+        self.fed.node()
+    }
+
+    pub fn federation(&self) -> &Federation {
+        &self.fed
     }
 
     /// Connections held, refused and timed out on this server's port.
@@ -120,7 +126,7 @@ impl Server {
         let accepted = self.accept.await;
         // Links are upgraded connections the HTTP side no longer tracks: close them
         // ourselves, so peers see a clean close and the store's last writes finish.
-        self.node.disconnect_all().await;
+        self.fed.disconnect_all().await;
         // IMPORTANT: every connection task has ended (or the grace is over) before the
         // store closes, so a write acknowledged to a client is one the store has.
         let drained =
@@ -128,7 +134,7 @@ impl Server {
         if drained.is_err() {
             tracing::warn!("some connections were still open when the store closed");
         }
-        let node = self.node.clone();
+        let node = self.fed.node().clone();
         let _ = tokio::task::spawn_blocking(move || node.close()).await;
         accepted.map_err(|e| std::io::Error::other(format!("the accept loop failed: {e}")))
     }

@@ -4,8 +4,8 @@
 
 use serde::Serialize;
 
+use super::{IngestOutcome, Node, Origin};
 use crate::admission::{Admission, QuarantineRecord};
-use crate::node::{IngestOutcome, Node, Origin};
 use crate::store::StoreError;
 
 /// A quarantined delta with its id in the quarantine.
@@ -83,7 +83,9 @@ impl Node {
                     None => Origin::Local,
                 };
                 let outcome = self
-                    .ingest_checked(vec![Ok(record.delta)], origin, Some(&admission), Vec::new())
+                    .admit(vec![Ok(record.delta)], origin, Some(&admission), Vec::new())
+                    .await?
+                    .finish()
                     .await?;
                 match outcome.first() {
                     Some(IngestOutcome::Stored(_) | IngestOutcome::Duplicate(_)) => {

@@ -1,0 +1,44 @@
+//! How to start a node, and why starting one fails.
+
+use std::path::PathBuf;
+
+use crate::admission::TrustPolicy;
+use crate::delta::Limits;
+use crate::policy::PolicyDirs;
+use crate::store::{Durability, StoreError};
+
+/// Where the node keeps its deltas.
+#[derive(Debug, Clone, Default)]
+pub enum Storage {
+    /// A durable fjall database in this directory.
+    Path(PathBuf),
+    /// The store in memory ([`Store::temporary`]): nothing reaches the disk or survives the node.
+    #[default]
+    Memory,
+}
+
+/// How to start a node.
+#[derive(Debug, Clone, Default)]
+pub struct NodeConfig {
+    pub storage: Storage,
+    /// This node's system id; by default the one kept in the store, or a new one made (and kept) once.
+    pub system_id: Option<String>,
+    /// The node's own trust rules, applied to every remote delta on every link.
+    pub trust: TrustPolicy,
+    /// Where trust policies and push / pull filter scripts live (watched and hot-reloaded).
+    pub policies: PolicyDirs,
+    /// When an acknowledged write is on disk (durable stores; default: fsync).
+    pub durability: Option<Durability>,
+    /// What a delta may weigh, on every way in (and what links advertise to peers).
+    pub limits: Limits,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the stored system id is not UTF-8")]
+    BadSystemId,
+    #[error("policies: {0}")]
+    Policies(String),
+}

@@ -1,0 +1,242 @@
+//! The one ingestion path: every delta, authored here, posted over HTTP, received from a
+//! peer or replayed from the quarantine, enters the log through [`Node::admit`]:
+//! limits and validation, then (remote deltas) the link's pull filter and the node's
+//! trust policy, then one append with dedup, then the announcements. Nothing reaches
+//! the log any other way.
+
+use crate::admission::{self, Admission, Judged};
+use crate::delta::{self, Delta, InvalidDelta};
+use crate::events::NodeEvent;
+use crate::store::{AppendOutcome, NewEntry, PendingAppend, Seq, SideWrites, StoreError};
+
+use super::Node;
+
+/// Where a delta came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Authored on this node or handed to it by a local client (library, HTTP, CLI).
+    Local,
+    /// Received from a peer system over a federation link.
+    Remote { system: String },
+}
+
+impl Origin {
+    pub(crate) fn system(&self) -> Option<&str> {
+        match self {
+            Origin::Local => None,
+            Origin::Remote { system } => Some(system),
+        }
+    }
+}
+
+/// The result of ingesting one delta.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IngestOutcome {
+    Stored(Seq),
+    Duplicate(Seq),
+    Invalid(InvalidDelta),
+    /// A remote delta the link's pull filter (declarative or scripted) does not keep.
+    Filtered(String),
+    /// A remote delta a trust policy refused: which one and why. It is kept in quarantine.
+    Rejected {
+        policy: String,
+        reason: String,
+    },
+}
+
+impl Node {
+    /// The single ingestion path for deltas already in memory.
+    ///
+    /// # Errors
+    /// Only storage failures; per-delta problems are in the outcomes.
+    pub async fn ingest(
+        &self,
+        deltas: Vec<Delta>,
+        origin: Origin,
+    ) -> Result<Vec<IngestOutcome>, StoreError> {
+        let checked = deltas
+            .into_iter()
+            .map(|d| delta::validate(&d).map(|()| d))
+            .collect();
+        self.admit(checked, origin, None, Vec::new())
+            .await?
+            .finish()
+            .await
+    }
+
+    /// Where every way in meets: checks the limits, records invalid deltas, judges
+    /// remote ones (`admission`: the link's pull filter, then the node's trust policy),
+    /// queues the rest for append with `meta` (a link's cursor) in the same atomic batch,
+    /// and returns without waiting for the disk: a link that reads many batches decodes
+    /// and judges the next one while this one is written. Appends commit in the order
+    /// they were admitted; [`PendingIngest::finish`] waits for durability and announces.
+    pub(crate) async fn admit(
+        &self,
+        checked: Vec<Result<Delta, InvalidDelta>>,
+        origin: Origin,
+        admission: Option<&Admission>,
+        meta: Vec<(String, Vec<u8>)>,
+    ) -> Result<PendingIngest, StoreError> {
+        let origin_system = origin.system().map(str::to_owned);
+        let limits = self.inner.limits;
+        let checked = checked
+            .into_iter()
+            .map(|item| item.and_then(|d| limits.check(&d).map(|()| d)))
+            .collect();
+        let (checked, verdicts) = self.judge(checked, admission).await?;
+        let observed = self.events_observed();
+        let mut outcomes: Vec<Option<IngestOutcome>> = Vec::with_capacity(checked.len());
+        let mut entries = Vec::new();
+        let mut ids = Vec::new();
+        let mut quarantine = Vec::new();
+        for (item, verdict) in checked.into_iter().zip(verdicts) {
+            match (item, verdict, admission) {
+                (Ok(_), Some(Judged::Filtered(reason)), _) => {
+                    outcomes.push(Some(IngestOutcome::Filtered(reason)));
+                }
+                (Ok(delta), Some(Judged::Rejected { policy, reason }), Some(a)) => {
+                    tracing::debug!(delta_id = %delta.id, link = %a.link.id, %policy, %reason, "delta rejected");
+                    self.emit(NodeEvent::DeltaRejected {
+                        link_id: a.link.id.clone(),
+                        delta_id: delta.id.clone(),
+                        reason: format!("{policy}: {reason}"),
+                    });
+                    if a.quarantine {
+                        self.emit(NodeEvent::DeltaQuarantined {
+                            link_id: a.link.id.clone(),
+                            delta_id: delta.id.clone(),
+                            policy: policy.clone(),
+                        });
+                        let record = admission::QuarantineRecord::new(
+                            delta,
+                            a.link.clone(),
+                            origin_system.clone(),
+                            policy.clone(),
+                            reason.clone(),
+                        );
+                        quarantine.push(record.to_bytes());
+                    }
+                    outcomes.push(Some(IngestOutcome::Rejected { policy, reason }));
+                }
+                (Ok(delta), _, _) => {
+                    // Ids are kept for the stored/duplicate events only.
+                    if observed {
+                        ids.push(delta.id.clone());
+                    }
+                    entries.push(NewEntry {
+                        delta,
+                        origin: origin_system.clone(),
+                    });
+                    outcomes.push(None);
+                }
+                (Err(e), _, _) => {
+                    self.report_invalid(None, &e, &origin);
+                    outcomes.push(Some(IngestOutcome::Invalid(e)));
+                }
+            }
+        }
+        let append = if entries.is_empty() && meta.is_empty() && quarantine.is_empty() {
+            None
+        } else {
+            let side = SideWrites { meta, quarantine };
+            Some(self.inner.store.submit(entries, side)?)
+        };
+        Ok(PendingIngest {
+            node: self.clone(),
+            append,
+            outcomes,
+            ids: observed.then_some(ids),
+            origin: origin_system,
+        })
+    }
+    /// Judges remote deltas against one consistent policy set. Scripts cost CPU, so
+    /// when any apply the work moves to a blocking thread, off the async workers.
+    async fn judge(
+        &self,
+        checked: Vec<Result<Delta, InvalidDelta>>,
+        admission: Option<&Admission>,
+    ) -> Result<JudgedBatch, StoreError> {
+        let Some(a) = admission else {
+            let n = checked.len();
+            return Ok((checked, vec![None; n]));
+        };
+        let set = self.inner.policies.current();
+        let trust = self.trust_policy();
+        if !a.runs_scripts(&set) {
+            let verdicts = a.judge_all(&trust, &set, &checked);
+            return Ok((checked, verdicts));
+        }
+        let a = a.clone();
+        tokio::task::spawn_blocking(move || {
+            let verdicts = a.judge_all(&trust, &set, &checked);
+            (checked, verdicts)
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("policy task failed: {e}")))
+    }
+}
+
+type JudgedBatch = (Vec<Result<Delta, InvalidDelta>>, Vec<Option<Judged>>);
+
+/// An ingestion queued by [`Node::admit`]: its append is on its way to disk.
+#[must_use = "nothing is acknowledged until `finish` resolves"]
+pub(crate) struct PendingIngest {
+    node: Node,
+    append: Option<PendingAppend>,
+    /// One slot per delta offered; `None` where the append decides.
+    outcomes: Vec<Option<IngestOutcome>>,
+    /// The ids of the appended deltas, when someone listens to events.
+    ids: Option<Vec<String>>,
+    origin: Option<String>,
+}
+
+impl PendingIngest {
+    /// Waits for the append to be durable, announces what was stored, and returns
+    /// one outcome per delta offered, in order.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub(crate) async fn finish(self) -> Result<Vec<IngestOutcome>, StoreError> {
+        let PendingIngest {
+            node,
+            append,
+            mut outcomes,
+            ids,
+            origin,
+        } = self;
+        let appended = match append {
+            Some(pending) => pending.durable().await?,
+            None => Vec::new(),
+        };
+        let mut ids = ids.map(Vec::into_iter);
+        let mut appended = appended.into_iter();
+        for slot in outcomes.iter_mut().filter(|o| o.is_none()) {
+            let Some(result) = appended.next() else {
+                break;
+            };
+            let delta_id = ids.as_mut().and_then(Iterator::next);
+            *slot = Some(match result {
+                AppendOutcome::Stored(seq) => {
+                    if let Some(delta_id) = delta_id {
+                        node.emit(NodeEvent::DeltaStored {
+                            delta_id,
+                            seq: seq.0,
+                            origin: origin.clone(),
+                        });
+                    }
+                    IngestOutcome::Stored(seq)
+                }
+                AppendOutcome::Duplicate(seq) => {
+                    if let Some(delta_id) = delta_id {
+                        node.emit(NodeEvent::DeltaDuplicate {
+                            delta_id,
+                            origin: origin.clone(),
+                        });
+                    }
+                    IngestOutcome::Duplicate(seq)
+                }
+            });
+        }
+        Ok(outcomes.into_iter().flatten().collect())
+    }
+}

@@ -1,0 +1,303 @@
+//! The node: one store, one event bus, the admission rules, and one ingestion path for
+//! every delta ([`ingest`]). It knows nothing of federation, HTTP or the CLI, which
+//! are built on it.
+//!
+//! - [`config`]: how to start a node.
+//! - [`ingest`]: the one way into the log.
+//! - [`subscription`]: a lossless, filtered stream of what is stored.
+//! - [`quarantine`]: listing and replaying what trust policies refused.
+
+mod config;
+mod ingest;
+mod quarantine;
+mod subscription;
+
+pub use config::{NodeConfig, NodeError, Storage};
+pub(crate) use ingest::PendingIngest;
+pub use ingest::{IngestOutcome, Origin};
+pub use quarantine::{QuarantineEntry, ReplayReport};
+pub use subscription::Subscription;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::admission::TrustPolicy;
+use crate::delta::{self, Delta, InvalidDelta, Limits, Pointer};
+use crate::events::{EventBus, NodeEvent};
+use crate::filter::DeltaFilter;
+use crate::policy::PolicyHost;
+use crate::store::{Durability, Query, Seq, Store, StoreError, StoredDelta};
+
+/// A running node; cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    system_id: String,
+    store: Store,
+    events: EventBus,
+    started: Instant,
+    trust: std::sync::RwLock<Arc<TrustPolicy>>,
+    policies: Arc<PolicyHost>,
+    log_id: String,
+    /// Invalid deltas refused since start.
+    invalid: std::sync::atomic::AtomicU64,
+    limits: Limits,
+}
+
+const SYSTEM_ID_KEY: &str = "node/system_id";
+const LOG_ID_KEY: &str = "node/log_id";
+
+impl Node {
+    /// Opens the store and starts the node.
+    ///
+    /// # Errors
+    /// When the store cannot be opened (for example it is locked by another process).
+    pub async fn open(config: NodeConfig) -> Result<Node, NodeError> {
+        let storage = config.storage.clone();
+        let durability = config.durability.unwrap_or(Durability::Sync);
+        // Opening recovers the journal: blocking work, kept off the async workers.
+        let store = tokio::task::spawn_blocking(move || match storage {
+            Storage::Path(p) => Store::open_with(&p, durability),
+            Storage::Memory => Store::temporary(),
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("store open task failed: {e}")))??;
+        let system_id = match (config.system_id, store.get_meta(SYSTEM_ID_KEY)?) {
+            (Some(id), stored) => {
+                if stored.as_deref() != Some(id.as_bytes()) {
+                    store
+                        .put_meta(SYSTEM_ID_KEY, id.clone().into_bytes())
+                        .await?;
+                }
+                id
+            }
+            (None, Some(stored)) => {
+                String::from_utf8(stored).map_err(|_| NodeError::BadSystemId)?
+            }
+            (None, None) => {
+                let id = format!(
+                    "rhizome-{}",
+                    &uuid::Uuid::new_v4().simple().to_string()[..12]
+                );
+                store
+                    .put_meta(SYSTEM_ID_KEY, id.clone().into_bytes())
+                    .await?;
+                id
+            }
+        };
+        // Identifies this log (not the node): positions in it mean nothing to another
+        // log, so peers key their cursors by it and a wiped store starts afresh.
+        let log_id = match store.get_meta(LOG_ID_KEY)? {
+            Some(id) => String::from_utf8(id).map_err(|_| NodeError::BadSystemId)?,
+            None => {
+                let id = uuid::Uuid::new_v4().to_string();
+                store.put_meta(LOG_ID_KEY, id.clone().into_bytes()).await?;
+                id
+            }
+        };
+        let events = EventBus::new(4096);
+        let policies = if config.policies.is_empty() {
+            Arc::new(PolicyHost::empty(events.clone()))
+        } else {
+            let host = PolicyHost::new(config.policies.clone(), events.clone())
+                .map_err(|e| NodeError::Policies(e.to_string()))?;
+            let host = Arc::new(host);
+            host.watch()
+                .map_err(|e| NodeError::Policies(format!("cannot watch for changes: {e}")))?;
+            host
+        };
+        Ok(Node {
+            inner: Arc::new(Inner {
+                system_id,
+                store,
+                events,
+                started: Instant::now(),
+                trust: std::sync::RwLock::new(Arc::new(config.trust)),
+                policies,
+                log_id,
+                invalid: Default::default(),
+                limits: config.limits,
+            }),
+        })
+    }
+
+    /// A node on a temporary store: for tests and examples.
+    ///
+    /// # Errors
+    /// When the temporary store cannot be created.
+    pub async fn in_memory(system_id: &str) -> Result<Node, NodeError> {
+        Node::open(NodeConfig {
+            storage: Storage::Memory,
+            system_id: Some(system_id.to_owned()),
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub fn system_id(&self) -> &str {
+        &self.inner.system_id
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The built-in trust policy in force.
+    pub fn trust_policy(&self) -> Arc<TrustPolicy> {
+        match self.inner.trust.read() {
+            Ok(t) => t.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the built-in trust policy (config reload); later batches use the new one.
+    pub fn set_trust_policy(&self, trust: TrustPolicy) {
+        match self.inner.trust.write() {
+            Ok(mut t) => *t = Arc::new(trust),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(trust),
+        }
+    }
+
+    /// The scripts in force and their hot reload.
+    pub fn policies(&self) -> &Arc<PolicyHost> {
+        &self.inner.policies
+    }
+
+    /// Invalid deltas refused since start (local and remote).
+    pub fn invalid_count(&self) -> u64 {
+        self.inner
+            .invalid
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// This store's log identity (a new one when the store is new).
+    pub fn log_id(&self) -> &str {
+        &self.inner.log_id
+    }
+
+    /// The limits every delta must fit, on every way in.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    pub fn uptime(&self) -> std::time::Duration {
+        self.inner.started.elapsed()
+    }
+
+    /// Listens to the node's events.
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<NodeEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Whether any listener takes the node's events (per-delta ones are skipped if not).
+    pub fn events_observed(&self) -> bool {
+        self.inner.events.is_observed()
+    }
+
+    pub(crate) fn emit(&self, event: NodeEvent) {
+        self.inner.events.emit(event);
+    }
+
+    /// Authors a delta on this node (fresh id, now, our system id) and stores it.
+    ///
+    /// # Errors
+    /// When the delta is invalid (for example an empty role) or the store fails.
+    pub async fn create_delta(
+        &self,
+        author: &str,
+        pointers: Vec<Pointer>,
+    ) -> Result<StoredDelta, CreateError> {
+        let d = delta::new_delta(author, self.system_id(), pointers);
+        self.store_one(d).await
+    }
+
+    /// Authors and stores a negation of `negated_id`.
+    ///
+    /// # Errors
+    /// As [`Node::create_delta`].
+    pub async fn negate(
+        &self,
+        negated_id: &str,
+        author: &str,
+        reason: Option<&str>,
+    ) -> Result<StoredDelta, CreateError> {
+        let d = delta::negate(negated_id, author, self.system_id(), reason);
+        self.store_one(d).await
+    }
+
+    async fn store_one(&self, d: Delta) -> Result<StoredDelta, CreateError> {
+        let outcome = self.ingest(vec![d.clone()], Origin::Local).await?;
+        match outcome.into_iter().next() {
+            Some(IngestOutcome::Stored(seq)) | Some(IngestOutcome::Duplicate(seq)) => {
+                Ok(StoredDelta {
+                    seq,
+                    origin: None,
+                    delta: d,
+                })
+            }
+            Some(IngestOutcome::Invalid(e)) => Err(CreateError::Invalid(e)),
+            // Local deltas are never judged, so only a closed store gets here.
+            Some(IngestOutcome::Filtered(_) | IngestOutcome::Rejected { .. }) | None => {
+                Err(CreateError::Store(StoreError::Closed))
+            }
+        }
+    }
+
+    /// Announces a delta that was refused as invalid before it could enter the path
+    /// (for example a whole HTTP request refused because one of its deltas is invalid).
+    pub fn report_invalid(&self, delta_id: Option<String>, e: &InvalidDelta, origin: &Origin) {
+        tracing::debug!(field = %e.field, reason = %e.reason, "invalid delta refused");
+        self.inner
+            .invalid
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.emit(NodeEvent::DeltaInvalid {
+            delta_id,
+            field: e.field.clone(),
+            reason: e.reason.clone(),
+            origin: origin.system().map(str::to_owned),
+        });
+    }
+
+    /// A delta by id.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub fn get(&self, id: &str) -> Result<Option<StoredDelta>, StoreError> {
+        self.inner.store.get(id)
+    }
+
+    /// Deltas matching a query, in log order.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn query(&self, q: Query) -> Result<Vec<StoredDelta>, StoreError> {
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || store.query(&q))
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("query task failed: {e}")))?
+    }
+
+    /// A stream of deltas matching `filter`, stored after `from` (use `store().head()` for
+    /// "new deltas only", `Seq(0)` for everything). It reads the durable log, so a slow
+    /// subscriber only falls behind; it never misses a delta.
+    pub fn subscribe(&self, filter: DeltaFilter, from: Seq) -> Subscription {
+        Subscription::new(self.inner.store.clone(), filter, from)
+    }
+
+    /// Stops the store's writer after every submitted write is done.
+    pub fn close(&self) {
+        self.inner.store.close();
+    }
+}
+
+/// Why authoring a delta failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidDelta),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
