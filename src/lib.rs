@@ -21,17 +21,13 @@
 //! - [`quarantine`]: listing and replaying deltas trust policies refused.
 //! - [`http`]: the JSON API served by `rhizome serve`.
 //! - [`config`]: the TOML config file and its hot-reloaded links.
-//! - [`client`]: the HTTP client behind `rhizome put` / `rhizome query`.
 //! - [`watch`]: debounced file watching behind every hot reload.
 //! - [`server`]: binding the port, serving it within bounds (connection cap below the
 //!   descriptor limit, header and idle timeouts), graceful shutdown.
-//! - [`cli`]: the `rhizome` subcommands, and the allocator tuning of `serve`.
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod admission;
-pub mod cli;
-pub mod client;
 pub mod config;
 pub mod delta;
 pub mod events;

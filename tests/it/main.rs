@@ -24,3 +24,4 @@ mod http_api;
 mod http_reads;
 mod policies;
 mod storage_faults;
+mod vendored_fjall;

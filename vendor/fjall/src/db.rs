@@ -81,7 +81,7 @@ impl Drop for DatabaseInner {
 
         // Drain again after threads are closed
         let _ = self.worker_pool.rx.drain().count();
-        let _ = self.worker_pool.compact_rx.drain().count();
+        let _ = self.worker_pool.compact_rx.drain().count(); // PATCH(rhizome)
 
         // IMPORTANT: Break cyclic Arcs
         self.supervisor.flush_manager.clear();

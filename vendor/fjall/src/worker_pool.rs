@@ -58,14 +58,14 @@ pub struct WorkerPool {
 impl WorkerPool {
     pub fn prepare() -> Self {
         let (sender, rx) = flume::bounded(1_000);
-        let (compact_sender, compact_rx) = flume::bounded(1_000);
+        let (compact_sender, compact_rx) = flume::bounded(1_000); // PATCH(rhizome)
 
         Self {
             thread_handles: Mutex::default(),
             rx,
             sender,
-            compact_rx,
-            compact_sender,
+            compact_rx,     // PATCH(rhizome)
+            compact_sender, // PATCH(rhizome)
         }
     }
 
@@ -95,11 +95,11 @@ impl WorkerPool {
                     let worker_state = WorkerState {
                         pool_size,
                         worker_id: i,
-                        rx,
+                        rx, // PATCH(rhizome)
                         supervisor: supervisor.clone(),
                         stats: stats.clone(),
                         sender: self.sender.clone(),
-                        compact_sender: self.compact_sender.clone(),
+                        compact_sender: self.compact_sender.clone(), // PATCH(rhizome)
                     };
 
                     let thread_counter = thread_counter.clone();
@@ -183,9 +183,10 @@ struct WorkerState {
     rx: flume::Receiver<WorkerMessage>,
     sender: flume::Sender<WorkerMessage>,
     stats: Arc<Stats>,
-    compact_sender: flume::Sender<WorkerMessage>,
+    compact_sender: flume::Sender<WorkerMessage>, // PATCH(rhizome)
 }
 
+// PATCH(rhizome)
 impl WorkerState {
     /// PATCH(rhizome): where compaction requests go: the compaction queue when the
     /// pool has workers that take them from it, the one queue otherwise.

@@ -8,8 +8,8 @@ use std::io::{IsTerminal, Read};
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
-use super::{print_line, urlencode, NodeArg};
-use crate::client::Client;
+use crate::args::NodeArg;
+use crate::client::{print_line, urlencode, Client};
 
 #[derive(Debug, clap::Args)]
 pub struct PutArgs {

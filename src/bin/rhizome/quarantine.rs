@@ -4,8 +4,8 @@
 use anyhow::Context;
 use serde_json::Value;
 
-use super::{print_line, NodeArg};
-use crate::client::Client;
+use crate::args::NodeArg;
+use crate::client::{print_line, Client};
 
 #[derive(Debug, clap::Args)]
 pub struct QuarantineArgs {

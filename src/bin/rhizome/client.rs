@@ -1,8 +1,13 @@
-//! A small client for a node's HTTP API: what `rhizome put`, `query`, `status`, `link` and
-//! `quarantine` use.
+//! A small client for a node's HTTP API: what `rhizome put`, `query`, `get`, `negate`,
+//! `status`, `link` and `quarantine` use, and how they print its answers (one JSON value
+//! per line, so their output pipes into `jq` or back into `rhizome put`).
+//!
+//! Every failure says which it was: no node answering, the node refusing the request
+//! (with the field it blamed), or an answer that is not JSON.
 
 use serde_json::Value;
 
+/// Why a request to the node failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error(
@@ -26,6 +31,7 @@ pub enum ClientError {
     BadResponse(String),
 }
 
+/// The client of one node, by the base URL of its HTTP API.
 pub struct Client {
     base: String,
     http: reqwest::Client,
@@ -134,4 +140,21 @@ impl Client {
             })
         }
     }
+}
+
+/// Prints a JSON value as one line.
+pub fn print_line(v: &Value) {
+    println!("{v}");
+}
+
+/// Percent-encodes a URL path segment (delta ids are arbitrary strings).
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -15,7 +15,7 @@ pub struct InitArgs {
 }
 
 const FILES: [(&str, &str); 3] = [
-    ("rhizome.toml", crate::config::STARTER),
+    ("rhizome.toml", rhizome::config::STARTER),
     (
         "policies/reject-future-timestamps.rhai",
         include_str!("init/future.rhai"),

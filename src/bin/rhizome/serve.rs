@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use anyhow::Context;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::admission::TrustPolicy;
-use crate::config::live::ConfigLinks;
-use crate::config::NodeFile;
-use crate::federation::{Federation, InitialSync, ServerOptions, SyncMode};
-use crate::node::{Node, NodeConfig, Storage};
+use rhizome::config::live::ConfigLinks;
+use rhizome::config::NodeFile;
+use rhizome::federation::{Federation, ServerOptions};
+use rhizome::node::{Node, NodeConfig, Storage};
+use rhizome::{Server, TrustPolicy};
 
 /// Paths of the HTTP API the federation endpoint may not take.
 const RESERVED_PATHS: [&str; 7] = [
@@ -21,7 +21,6 @@ const RESERVED_PATHS: [&str; 7] = [
     "/quarantine",
     "/metrics",
 ];
-use crate::http::server::Server;
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -52,7 +51,7 @@ pub struct ServeArgs {
     pub connect: Vec<String>,
     /// How the links opened with --connect sync.
     #[command(flatten)]
-    pub link: super::LinkFlags,
+    pub link: crate::args::LinkFlags,
     /// Accept remote deltas only from these authors (repeatable).
     #[arg(long = "trust-author", value_name = "AUTHOR")]
     pub trust_authors: Vec<String>,
@@ -77,40 +76,6 @@ pub struct ServeArgs {
     /// Seconds between heartbeat pings on every link [default: 30].
     #[arg(long)]
     pub heartbeat: Option<u64>,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum ModeArg {
-    Push,
-    Pull,
-    Bidirectional,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum InitialSyncArg {
-    Full,
-    FromTimestamp,
-    None,
-}
-
-impl From<ModeArg> for SyncMode {
-    fn from(m: ModeArg) -> SyncMode {
-        match m {
-            ModeArg::Push => SyncMode::Push,
-            ModeArg::Pull => SyncMode::Pull,
-            ModeArg::Bidirectional => SyncMode::Bidirectional,
-        }
-    }
-}
-
-impl From<InitialSyncArg> for InitialSync {
-    fn from(s: InitialSyncArg) -> InitialSync {
-        match s {
-            InitialSyncArg::Full => InitialSync::Full,
-            InitialSyncArg::FromTimestamp => InitialSync::FromTimestamp,
-            InitialSyncArg::None => InitialSync::None,
-        }
-    }
 }
 
 impl ServeArgs {
@@ -186,7 +151,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => NodeFile::default(),
     };
     let (config, options) = args.node_config(&file)?;
-    super::allocator::tune_for(&config.storage);
+    crate::allocator::tune_for(&config.storage);
     let listen = args
         .listen
         .clone()
@@ -256,7 +221,7 @@ fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr);
     let _ = match format {
         // Field values come from peers and files: escaped, one event stays one line.
-        LogFormat::Text => builder.fmt_fields(super::logging::EscapedFields).try_init(),
+        LogFormat::Text => builder.fmt_fields(crate::logging::EscapedFields).try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
 }

@@ -2,8 +2,8 @@
 
 use serde_json::Value;
 
-use super::{print_line, urlencode, NodeArg};
-use crate::client::Client;
+use crate::args::NodeArg;
+use crate::client::{print_line, urlencode, Client};
 
 #[derive(Debug, clap::Args)]
 pub struct QueryArgs {

@@ -1,18 +1,16 @@
 //! How long the node's allocator (mimalloc, the `rhizome` binary's global allocator)
 //! keeps freed pages before returning them to the OS, chosen by where the node keeps
-//! its deltas.
+//! its deltas. An operator's `MIMALLOC_PURGE_DELAY` always wins.
 //!
 //! A durable node's memory is a working set (memtables, flush and compaction buffers)
-//! that comes and goes: mimalloc v3 keeps freed pages committed for 1000 ms, so on a
-//! long sync every such buffer stayed resident. A receiver syncing 1M deltas peaked at
-//! 112 MiB with that default and at 80 MiB with 10 ms (mimalloc v2's default), for about
-//! 5% more CPU. A node in memory holds every delta it stores anyway, and returning
-//! freed pages after 10 ms only makes it fault them in again: on the bench's live
-//! scenario with `--memory`, faulting pages in was 13% of both nodes' samples, and
-//! mimalloc's own 1000 ms took the two nodes from 3.7-3.8 to 3.2-3.3 CPU-s per 500k
-//! deltas for ~6% more resident memory (BENCHMARKS.md).
+//! that comes and goes: with mimalloc v3's default of 1000 ms every such buffer stays
+//! resident through a long sync, so a durable node returns freed pages after 10 ms
+//! (mimalloc v2's default), paying a little CPU for a lower peak. A node in memory
+//! holds every delta it stores anyway: returning freed pages early only makes it fault
+//! them in again, so it keeps mimalloc's 1000 ms. The figures behind both choices are in
+//! BENCHMARKS.md ("Build and allocator settings").
 
-use crate::node::Storage;
+use rhizome::node::Storage;
 
 /// `mi_option_purge_delay` in mimalloc v3's `mi_option_t` (libmimalloc-sys does not export
 /// it; its position in the enum of `c_src/mimalloc/v3/include/mimalloc.h`). The test below

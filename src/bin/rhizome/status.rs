@@ -9,7 +9,7 @@ use crate::client::Client;
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
     #[command(flatten)]
-    pub node: super::NodeArg,
+    pub node: crate::args::NodeArg,
     /// Print the raw JSON of `GET /status`.
     #[arg(long)]
     pub json: bool,

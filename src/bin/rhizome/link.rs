@@ -4,10 +4,11 @@
 use anyhow::Context;
 use serde_json::{json, Value};
 
-use super::{print_line, urlencode, NodeArg};
-use crate::client::Client;
-use crate::federation::{LinkConfig, ReconnectConfig};
-use crate::filter::DeltaFilter;
+use rhizome::federation::{LinkConfig, ReconnectConfig};
+use rhizome::filter::DeltaFilter;
+
+use crate::args::NodeArg;
+use crate::client::{print_line, urlencode, Client};
 
 #[derive(Debug, clap::Args)]
 pub struct LinkArgs {
@@ -51,7 +52,7 @@ pub struct ConnectArgs {
     #[arg(value_name = "URL")]
     pub remote: String,
     #[command(flatten)]
-    pub link: super::LinkFlags,
+    pub link: crate::args::LinkFlags,
     /// A name for logs and events (default: the link id).
     #[arg(long)]
     pub name: Option<String>,

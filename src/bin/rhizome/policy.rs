@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context};
 use serde_json::{json, Value};
 
-use crate::delta::Delta;
-use crate::policy::{cases, LinkContext, PolicyDirs, PolicySet, ScriptKind, Verdict};
+use rhizome::delta::Delta;
+use rhizome::policy::{cases, LinkContext, PolicyDirs, PolicySet, ScriptKind, Verdict};
 
 #[derive(Debug, clap::Args)]
 pub struct PolicyArgs {
