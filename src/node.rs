@@ -353,7 +353,7 @@ impl Node {
         texts: &[T],
         origin: Origin,
     ) -> Result<Vec<IngestOutcome>, StoreError> {
-        let checked = texts.iter().map(|t| Delta::from_json(t.as_ref())).collect();
+        let checked = texts.iter().map(|t| Delta::parse(t.as_ref())).collect();
         self.ingest_checked(checked, origin, None, Vec::new()).await
     }
 

@@ -374,7 +374,7 @@ async fn snapshot(node: &Node, deltas: &[Delta]) -> Snapshot {
     let stored: BTreeMap<String, String> = log
         .into_iter()
         .map(|(_, _, json)| {
-            let d = Delta::from_json(&json).expect("stored JSON is a valid delta");
+            let d = Delta::parse(&json).expect("stored JSON is a valid delta");
             let by_id = node.get(&d.id).expect("get").expect("a logged id is found");
             assert_eq!(by_id.delta, d, "get({}) disagrees with the log", d.id);
             (d.id, json)
@@ -622,7 +622,7 @@ fn with_number(number: &str) -> String {
 fn numbers_keep_the_value_their_author_sent() {
     // What the author asserted: the exact value of the text (Rust's own parser is exact).
     let asserted: f64 = "0.009099999999999999".parse().expect("a float");
-    let d = Delta::from_json(&with_number("0.009099999999999999")).expect("a valid delta");
+    let d = Delta::parse(&with_number("0.009099999999999999")).expect("a valid delta");
     let kept = match &d.pointers[0].target {
         Target::Number(n) => n.as_f64(),
         other => panic!("{other:?}"),
