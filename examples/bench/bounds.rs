@@ -1,11 +1,11 @@
 //! The two bounds every federation figure is compared with, measured in the bench's own
 //! process with no network and no other node running:
 //!
-//! - **decode**: [`protocol::decode`] of the `sync_batch` frames a sender would put on the
-//!   wire for these deltas (stored JSON, 1000 per frame, as `encode_batch_raw` writes
+//! - **decode**: [`wire::decode`] of the `sync_batch` frames a sender would put on the
+//!   wire for these deltas (stored JSON, 1000 per frame, as `wire::encode` writes
 //!   them): the JSON parse a receiver cannot avoid, which builds each `Delta` as it
 //!   reads (the typed fast path). A second figure adds validation
-//!   ([`rhizome::delta::WireDelta::into_checked`]), which the receiver also does: together, what the
+//!   ([`rhizome::federation::wire::WireDelta::into_checked`]), which the receiver also does: together, what the
 //!   receiver's session does with a frame before it reaches the store.
 //! - **store**: the receiver's store writes alone (fjall, or in memory with `--memory`):
 //!   [`Store::append`] of the same deltas, already decoded, from a remote origin, in
@@ -16,7 +16,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use rhizome::federation::protocol::{self, BatchKind, Message};
+use rhizome::federation::wire::{self, BatchKind, Message, Outbound};
 use rhizome::store::{Durability, NewEntry, Store};
 use rhizome::Delta;
 
@@ -71,7 +71,11 @@ pub fn decode_bound(n: usize, rounds: usize) -> Result<DecodeBound> {
                 batch_number: k as u64,
                 is_last: k + 1 == chunks.len(),
             };
-            protocol::encode_batch_raw(kind, &refs, Some(((k + 1) * FRAME_DELTAS) as u64))
+            wire::encode(Outbound::batch(
+                kind,
+                &refs,
+                Some(((k + 1) * FRAME_DELTAS) as u64),
+            ))
         })
         .collect();
     drop(json);
@@ -85,7 +89,7 @@ pub fn decode_bound(n: usize, rounds: usize) -> Result<DecodeBound> {
             let mut count = 0usize;
             for frame in &frames {
                 let Message::SyncBatch { deltas, .. } =
-                    protocol::decode(frame).map_err(|e| anyhow::anyhow!("decode: {e}"))?
+                    wire::decode(frame).map_err(|e| anyhow::anyhow!("decode: {e}"))?
                 else {
                     bail!("a sync_batch frame decoded as something else");
                 };

@@ -6,7 +6,7 @@
 //! HTTP body or an operator's script takes, and panics (which is what a fuzzer
 //! reports) only when one of these invariants breaks:
 //! - nothing in rhizome panics, whatever the input;
-//! - `protocol::decode`'s hand-written path for delta-carrying frames agrees with the
+//! - `wire::decode`'s typed reader for delta-carrying frames agrees with the
 //!   derived `Message` decoder;
 //! - what decodes encodes back to text that decodes to the same value (so what a node
 //!   stores and forwards is what it received);
@@ -16,8 +16,8 @@
 //!
 //! Time is the caller's to bound: libFuzzer's `-timeout`, or a stopwatch in the smoke test.
 
-use rhizome::delta::{validate, WireDelta};
-use rhizome::federation::protocol::{self, Message};
+use rhizome::delta::validate;
+use rhizome::federation::wire::{self, Message, Outbound, WireDelta};
 use rhizome::filter::DeltaFilter;
 use rhizome::policy::{LinkContext, PolicyDirs, PolicySet, ScriptKind, Verdict};
 use rhizome::{Delta, Pointer, Target};
@@ -44,10 +44,10 @@ const FILTER_FIELDS: [&str; 7] = [
     "includeNegated",
 ];
 
-/// One federation frame as a peer sends it: `protocol::decode`, then each delta and
+/// One federation frame as a peer sends it: `wire::decode`, then each delta and
 /// filter the frame carries, as the link session judges them.
 pub fn frame_decode(text: &str) -> Outcome {
-    let decoded = protocol::decode(text);
+    let decoded = wire::decode(text);
     // What serde's derived decoder accepts, the fast path accepts the same. (The derived
     // one buffers every value once more and gives up on very deep nesting the fast path
     // takes; the delta inside is then judged, and refused, by validation.) Numbers are
@@ -70,8 +70,8 @@ pub fn frame_decode(text: &str) -> Outcome {
     // A delta no JSON reader takes is answered and counted, never stored or sent on:
     // it has no encoding to round-trip.
     if !carries_unreadable(&msg) {
-        let encoded = protocol::encode(&msg);
-        let again = protocol::decode(&encoded)
+        let encoded = wire::encode(&msg);
+        let again = wire::decode(&encoded)
             .unwrap_or_else(|e| panic!("our own encoding {encoded} does not decode: {e}"));
         assert_eq!(
             again, msg,
@@ -157,9 +157,9 @@ fn wire_delta(delta: &WireDelta) -> Outcome {
     delta_value(&value)
 }
 
-/// One delta as JSON text (an HTTP body, a line of an import): `Delta::from_json`.
+/// One delta as JSON text (an HTTP body, a line of an import): `Delta::parse`.
 pub fn delta_validate(text: &str) -> Outcome {
-    let direct = Delta::from_json(text);
+    let direct = Delta::parse(text);
     let Ok(value) = serde_json::from_str::<Value>(text) else {
         let e = direct.expect_err("text that is not JSON cannot be a delta");
         assert!(!e.reason.is_empty(), "a delta error must say why");
@@ -169,7 +169,7 @@ pub fn delta_validate(text: &str) -> Outcome {
     assert_eq!(
         direct,
         Delta::from_value(&value),
-        "Delta::from_json and Delta::from_value disagree on {text}"
+        "Delta::parse and Delta::from_value disagree on {text}"
     );
     delta_value(&value)
 }
@@ -180,13 +180,13 @@ pub fn delta_value(value: &Value) -> Outcome {
         Ok(d) => {
             assert!(validate(&d).is_ok(), "a decoded delta must be valid: {d:?}");
             let json = d.to_json();
-            let back = Delta::from_json(&json)
+            let back = Delta::parse(&json)
                 .unwrap_or_else(|e| panic!("a delta's own JSON {json} does not decode: {e}"));
             assert_eq!(back, d, "a delta changed on a JSON round trip");
             assert_eq!(back.to_json(), json, "a delta's JSON is not stable");
             // What a sender puts on the wire for a stored delta decodes to the same delta.
-            let frame = protocol::encode_delta_raw(&json, Some(1));
-            match protocol::decode(&frame) {
+            let frame = wire::encode(Outbound::delta(&json, Some(1)));
+            match wire::decode(&frame) {
                 Ok(Message::Delta { delta, seq }) => {
                     assert_eq!(seq, Some(1));
                     assert_eq!(delta.check().ok(), Some(d));

@@ -20,7 +20,7 @@ pub fn new_delta(
     pointers: Vec<Pointer>,
 ) -> Delta {
     Delta {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: new_id(),
         timestamp: now_millis(),
         author: author.into(),
         system: system.into(),
@@ -44,6 +44,11 @@ pub fn negate(
         pointers.push(Pointer::new(REASON_ROLE, Target::String(reason.to_owned())));
     }
     new_delta(author, system, pointers)
+}
+
+/// A fresh delta id: a UUID v4.
+pub(super) fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
 }
 
 /// Milliseconds since the Unix epoch (at least 1, so an authored delta is always valid).

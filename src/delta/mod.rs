@@ -1,32 +1,25 @@
 //! The delta: RhizomeDB's immutable unit of data, exactly in the v1 wire shape.
 //!
-//! Decoding goes through [`Delta::from_value`], which both converts and validates and
-//! names the offending field on failure. Text ([`Delta::from_json`], frames, HTTP bodies)
-//! first takes a typed fast path (`fast.rs`) that builds the same `Delta` without a
-//! `Value`; whatever it does not take, errors included, goes the `Value` way, so error
-//! messages have one source. Serialization always emits the current
-//! pointer form (`role` / `target`); the legacy `localContext` / `targetContext`
-//! form is accepted on input only. Unknown top-level fields are kept verbatim in
-//! [`Delta::extra`] so a delta we store and forward is the same assertion we received.
+//! Reading goes through [`Delta::parse`] (text) or [`Delta::from_value`] (parsed JSON),
+//! both in `json`: they convert, validate and name the offending field on failure.
+//! Serialization always emits the current pointer form (`role` / `target`); the legacy
+//! `localContext` / `targetContext` form is accepted on input only. Unknown top-level
+//! fields are kept verbatim in [`Delta::extra`] so a delta we store and forward is the
+//! same assertion we received.
 
 mod authoring;
-mod decode;
-pub(crate) mod fast;
+pub(crate) mod json;
 mod limits;
 mod validate;
-mod wire;
 
 use serde::ser::{SerializeMap, SerializeStruct};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use serde_json::value::RawValue;
+use serde::{Serialize, Serializer};
 use serde_json::{Map, Number, Value};
 
 pub use authoring::{negate, new_delta, now_millis, NEGATED_BY_CONTEXT, NEGATES_ROLE, REASON_ROLE};
-pub(crate) use decode::kind as json_kind;
 pub use limits::{json_len, Limits, MAX_DEPTH_CAP, MAX_ID_BYTES_CAP, MAX_SAFE_INTEGER};
 pub(crate) use validate::identifier;
 pub use validate::{validate, InvalidDelta};
-pub use wire::WireDelta;
 
 /// An immutable assertion.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,44 +62,6 @@ pub struct Reference {
 }
 
 impl Delta {
-    /// Decodes and validates a delta from JSON, naming the field and the reason on failure.
-    ///
-    /// # Errors
-    /// [`InvalidDelta`] when a field is missing, has the wrong type or breaks a rule.
-    pub fn from_value(value: &Value) -> Result<Delta, InvalidDelta> {
-        let delta = decode::delta_from_value(value)?;
-        validate(&delta)?;
-        Ok(delta)
-    }
-
-    /// Decodes and validates a delta from JSON text.
-    ///
-    /// # Errors
-    /// [`InvalidDelta`] for text that is not JSON or not a valid delta.
-    pub fn from_json(text: &str) -> Result<Delta, InvalidDelta> {
-        match fast::delta_from_str(text) {
-            // The same delta the `Value` path builds, so the same verdict.
-            Some(delta) => validate(&delta).map(|()| delta),
-            None => Delta::from_json_slow(text),
-        }
-    }
-
-    /// Decodes and validates a delta from raw JSON (an element of a larger document).
-    ///
-    /// # Errors
-    /// [`InvalidDelta`] for JSON that is not a valid delta.
-    pub fn from_raw(raw: &RawValue) -> Result<Delta, InvalidDelta> {
-        Delta::from_json(raw.get())
-    }
-
-    /// The `Value` path alone: what [`Delta::from_json`] falls back to, and the
-    /// specification its fast path is tested against.
-    fn from_json_slow(text: &str) -> Result<Delta, InvalidDelta> {
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| InvalidDelta::new("", format!("not valid JSON: {e}")))?;
-        Delta::from_value(&value)
-    }
-
     /// Compact JSON in the v1 wire shape.
     pub fn to_json(&self) -> String {
         // Serializing our own types into a String cannot fail: every map key is a string.
@@ -147,14 +102,6 @@ impl Target {
             id: id.into(),
             context: Some(context.into()),
         })
-    }
-
-    /// Converts JSON into a target; used for the authoring shorthand as well as decoding.
-    ///
-    /// # Errors
-    /// A message saying why the value is not a valid target.
-    pub fn from_value(value: &Value) -> Result<Target, InvalidDelta> {
-        decode::target_from_value(value, "target")
     }
 }
 
@@ -231,15 +178,6 @@ impl Serialize for Reference {
             map.serialize_entry("context", c)?;
         }
         map.end()
-    }
-}
-
-/// Deserializing goes through [`Delta::from_value`], so serde users get the same
-/// validation and field-naming errors as the wire.
-impl<'de> Deserialize<'de> for Delta {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Delta, D::Error> {
-        let value = Value::deserialize(d)?;
-        Delta::from_value(&value).map_err(serde::de::Error::custom)
     }
 }
 

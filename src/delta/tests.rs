@@ -129,7 +129,7 @@ fn every_rule_names_its_field() {
         );
     }
     assert_eq!(err_of(json!(null)).field, "");
-    assert!(Delta::from_json("{nope")
+    assert!(Delta::parse("{nope")
         .unwrap_err()
         .reason
         .contains("not valid JSON"));
@@ -171,7 +171,7 @@ fn legacy_pointers_are_normalised() {
 #[test]
 fn unknown_top_level_fields_are_kept_in_order() {
     let text = r#"{"id":"d","timestamp":5,"author":"a","system":"s","pointers":[],"zeta":1,"alpha":{"x":[1,2]}}"#;
-    let d = Delta::from_json(text).unwrap();
+    let d = Delta::parse(text).unwrap();
     assert_eq!(d.to_json(), text);
 }
 

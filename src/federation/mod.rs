@@ -4,7 +4,7 @@
 //! accepts sockets an HTTP server upgraded ([`Federation::accept`]), lists and closes
 //! links. The node below knows nothing of it.
 //!
-//! Data walks one way. A socket's frames are decoded ([`protocol`]) and handed to the
+//! Data walks one way. A socket's frames are decoded ([`wire`]) and handed to the
 //! link's state machine (`session`, the same for both ends), which feeds every delta
 //! to the node's single ingestion path. Each link's `sender` tails the durable log
 //! from its own cursor and writes to the socket, so a slow peer holds back only its
@@ -16,9 +16,9 @@ mod connect;
 mod cursor;
 mod links;
 mod options;
-pub mod protocol;
 mod sender;
 mod session;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;

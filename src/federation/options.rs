@@ -133,7 +133,7 @@ impl Default for ServerOptions {
             idle_timeout: Duration::from_secs(60),
             heartbeat: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
-            max_message_size: super::protocol::DEFAULT_MAX_MESSAGE_BYTES,
+            max_message_size: super::wire::DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 }

@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
 use super::links::{LinkShared, LinkStats};
-use super::protocol::{self, BatchKind, Message, PeerLimits};
+use super::wire::{self, BatchKind, Message, Outbound, PeerLimits};
 use crate::delta::Delta;
 use crate::events::NodeEvent;
 use crate::filter::DeltaFilter;
@@ -183,7 +183,7 @@ where
 
     async fn ping(&mut self) -> Flow {
         self.next_ping = tokio::time::Instant::now() + self.heartbeat;
-        self.send_text(protocol::encode(&Message::Ping)).await
+        self.send_text(wire::encode(&Message::Ping)).await
     }
 
     fn is_held(&self) -> bool {
@@ -211,7 +211,7 @@ where
             Outgoing::Begin(_) => Flow::Continue,
             Outgoing::Sync(_) => {
                 self.send_text(error_frame(
-                    protocol::codes::SYNC_ERROR,
+                    wire::codes::SYNC_ERROR,
                     "a sync is already being served on this link; ask again when it completes",
                 ))
                 .await
@@ -300,7 +300,7 @@ where
         let Some(plan) = self.plan.clone() else {
             return self
                 .send_text(error_frame(
-                    protocol::codes::SYNC_ERROR,
+                    wire::codes::SYNC_ERROR,
                     "sync_request before the handshake completed",
                 ))
                 .await;
@@ -314,7 +314,7 @@ where
             total_deltas: total,
             batch_size: BATCH_SIZE as u64,
         };
-        if let Flow::Stop(e) = self.send_text(protocol::encode(&start)).await {
+        if let Flow::Stop(e) = self.send_text(wire::encode(&start)).await {
             return Flow::Stop(e);
         }
         let mut held: Option<(Vec<RawRecord>, Vec<String>, Seq)> = None;
@@ -387,7 +387,7 @@ where
             deltas_processed: sent,
             last_seq: plan.extension.then_some(end.0),
         };
-        if let Flow::Stop(e) = self.send_text(protocol::encode(&complete)).await {
+        if let Flow::Stop(e) = self.send_text(wire::encode(&complete)).await {
             return Flow::Stop(e);
         }
         if self.live.is_none() {
@@ -406,14 +406,14 @@ where
         plan: &SendPlan,
     ) -> Flow {
         let refs: Vec<&str> = kept.iter().map(RawRecord::json).collect();
-        let frame = protocol::encode_batch_raw(
+        let frame = wire::encode(Outbound::batch(
             BatchKind::Sync {
                 batch_number,
                 is_last,
             },
             &refs,
             plan.extension.then_some(last.0),
-        );
+        ));
         let flow = self.send_text(frame).await;
         if let Flow::Continue = flow {
             self.count_sent(refs.len(), ids);
@@ -448,7 +448,7 @@ where
         // A v1 peer gets one `delta` frame each.
         let mut result = Flow::Continue;
         for record in &kept {
-            let frame = protocol::encode_delta_raw(record.json(), None);
+            let frame = wire::encode(Outbound::delta(record.json(), None));
             if let Err(e) = self.feed_text(frame).await {
                 result = Flow::Stop(e);
                 break;
@@ -480,7 +480,7 @@ where
     ) -> Flow {
         for (records, ids, last) in split_by_bytes(kept, ids, through, plan.frame_budget()) {
             let refs: Vec<&str> = records.iter().map(RawRecord::json).collect();
-            let frame = protocol::encode_batch_raw(BatchKind::Live, &refs, Some(last.0));
+            let frame = wire::encode(Outbound::batch(BatchKind::Live, &refs, Some(last.0)));
             if let Flow::Stop(e) = self.send_text(frame).await {
                 return Flow::Stop(e);
             }
@@ -594,7 +594,7 @@ fn select(
         // The log holds only valid deltas, so parsing fails only on corruption. Without
         // filters nothing is parsed but, for the events, the id.
         let id = if filtered {
-            let delta = match Delta::from_json(record.json()) {
+            let delta = match Delta::parse(record.json()) {
                 Ok(d) => d,
                 Err(e) => {
                     tracing::error!(seq = seq.0, error = %e, "unreadable delta in the log; not sent");
@@ -697,7 +697,7 @@ struct IdOnly {
 }
 
 pub(crate) fn error_frame(code: &str, message: &str) -> String {
-    protocol::encode(&Message::Error {
+    wire::encode(&Message::Error {
         code: code.to_owned(),
         message: message.to_owned(),
         fatal: false,

@@ -1,4 +1,5 @@
-//! Request bodies: read up to the node's limit, refused in the API's JSON error shape.
+//! Request bodies: read up to the node's limit, refused in the API's JSON error shape;
+//! and `POST /deltas` bodies read into deltas, the one way the API reads deltas.
 //!
 //! axum's own `Bytes` extractor answers a body over `DefaultBodyLimit` with a plain-text
 //! 413, which a client parsing `{"error", "message"}` cannot read. Every handler that
@@ -12,7 +13,8 @@ use axum::extract::{FromRef, FromRequest, Request};
 use axum::http::StatusCode;
 
 use super::ApiError;
-use crate::node::Node;
+use crate::delta::json::{Batch, BatchError};
+use crate::node::{Node, Origin};
 
 /// The whole request body, at most the node's `max_request_bytes()`.
 pub(super) struct RequestBody(pub Bytes);
@@ -51,4 +53,26 @@ fn refusal(rejection: &BytesRejection, node: &Node) -> ApiError {
         "INVALID_REQUEST",
         format!("could not read the request body: {}", rejection.body_text()),
     )
+}
+
+/// The deltas of a `POST /deltas` body (one delta or an array, full or in the authoring
+/// shorthand, all valid), or the error that answers the request. An invalid delta is
+/// reported to the node as refused, with its index in an array.
+pub(super) fn read_deltas(node: &Node, body: &Bytes) -> Result<Batch, ApiError> {
+    Batch::parse(body, node.system_id()).map_err(|e| match e {
+        BatchError::Empty => {
+            ApiError::bad_request("INVALID_JSON", "the request body is empty; expected JSON")
+        }
+        BatchError::NotJson(e) => {
+            ApiError::bad_request("INVALID_JSON", format!("the body is not valid JSON: {e}"))
+        }
+        BatchError::NotDeltas => ApiError::bad_request(
+            "INVALID_DELTA",
+            "expected a delta object or an array of deltas",
+        ),
+        BatchError::Invalid { index, id, error } => {
+            node.report_invalid(id, &error, &Origin::Local);
+            ApiError::invalid_delta(&error, index)
+        }
+    })
 }

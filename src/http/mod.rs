@@ -36,7 +36,8 @@ use body::RequestBody;
 pub use connections::{ConnectionStats, ConnectionStatsSnapshot};
 pub use error::ApiError;
 
-use crate::delta::{self, Delta};
+use crate::delta::json::Batch;
+use crate::delta::Delta;
 use crate::federation::Federation;
 use crate::filter::{DeltaFilter, TimestampRange};
 use crate::node::{IngestOutcome, Node, Origin};
@@ -90,42 +91,6 @@ fn parse_json(body: &Bytes) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request("INVALID_JSON", format!("the body is not valid JSON: {e}"))
     })
-}
-
-/// What the node fills in for an item in the authoring shorthand (no `id`): a new id, and
-/// the current time and this node's system where the item gives none. The one source of
-/// those defaults for both decode paths.
-struct ShorthandDefaults {
-    id: String,
-    timestamp: u64,
-    system: String,
-}
-
-impl ShorthandDefaults {
-    fn new(node: &Node) -> Self {
-        ShorthandDefaults {
-            id: uuid::Uuid::new_v4().to_string(),
-            timestamp: delta::now_millis(),
-            system: node.system_id().to_owned(),
-        }
-    }
-}
-
-/// A body item is a full delta when it has an `id`; otherwise the authoring shorthand.
-fn delta_from_item(node: &Node, item: &Value) -> Result<Delta, crate::InvalidDelta> {
-    match item {
-        Value::Object(obj) if !obj.contains_key("id") => {
-            let defaults = ShorthandDefaults::new(node);
-            let mut full = obj.clone();
-            full.insert("id".into(), json!(defaults.id));
-            full.entry("timestamp")
-                .or_insert_with(|| json!(defaults.timestamp));
-            full.entry("system")
-                .or_insert_with(|| json!(defaults.system));
-            Delta::from_value(&Value::Object(full))
-        }
-        other => Delta::from_value(other),
-    }
 }
 
 /// How `POST /deltas` answers for one delta. Typed rather than a `json!` map: an array
@@ -186,66 +151,11 @@ struct OutcomesBody<'a> {
     results: Vec<OutcomeBody<'a>>,
 }
 
-/// The body's deltas, all valid, on the typed fast path; `None` sends the body down the
-/// `Value` path, which words every error (a body is all or nothing, so starting over
-/// loses nothing).
-fn fast_deltas(node: &Node, body: &Bytes) -> Option<(Vec<Delta>, bool)> {
-    let text = std::str::from_utf8(body).ok()?;
-    let (items, is_array) = delta::fast::items_from_str(text)?;
-    let deltas = items
-        .into_iter()
-        .map(|mut parts| {
-            if parts.id.is_none() {
-                let defaults = ShorthandDefaults::new(node);
-                parts.id = Some(defaults.id);
-                parts.timestamp.get_or_insert(defaults.timestamp);
-                parts.system.get_or_insert(defaults.system);
-            }
-            let d = parts.into_delta()?;
-            delta::validate(&d).ok()?;
-            Some(d)
-        })
-        .collect::<Option<Vec<_>>>()?;
-    Some((deltas, is_array))
-}
-
-/// The body's deltas through `Value`, or the error that answers the request.
-fn slow_deltas(node: &Node, body: &Bytes) -> Result<(Vec<Delta>, bool), ApiError> {
-    let body = parse_json(body)?;
-    let (items, is_array) = match &body {
-        Value::Array(items) => (items.as_slice(), true),
-        Value::Object(_) => (std::slice::from_ref(&body), false),
-        _ => {
-            return Err(ApiError::bad_request(
-                "INVALID_DELTA",
-                "expected a delta object or an array of deltas",
-            ))
-        }
-    };
-    // All or nothing: an array with one invalid delta stores none of them, so a client
-    // can fix and resend the whole request without working out what got in.
-    let mut deltas = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        match delta_from_item(node, item) {
-            Ok(d) => deltas.push(d),
-            Err(e) => {
-                let id = item.get("id").and_then(Value::as_str).map(str::to_owned);
-                node.report_invalid(id, &e, &Origin::Local);
-                return Err(ApiError::invalid_delta(&e, is_array.then_some(i)));
-            }
-        }
-    }
-    Ok((deltas, is_array))
-}
-
 async fn post_deltas(
     State(node): State<Node>,
     RequestBody(body): RequestBody,
 ) -> Result<impl IntoResponse, ApiError> {
-    let (deltas, is_array) = match fast_deltas(&node, &body) {
-        Some(fast) => fast,
-        None => slow_deltas(&node, &body)?,
-    };
+    let Batch { deltas, is_array } = body::read_deltas(&node, &body)?;
     // The ingestion path enforces the limits too; checked here first so that a body
     // stays all or nothing and a delta over a limit is a 400 naming it.
     for (i, d) in deltas.iter().enumerate() {

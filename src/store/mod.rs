@@ -628,8 +628,8 @@ impl Store {
 
 fn decode_stored(seq: Seq, bytes: &[u8]) -> Result<StoredDelta, StoreError> {
     let (origin, json) = keys::decode_record(bytes)?;
-    let delta = Delta::from_json(json)
-        .map_err(|e| StoreError::Corrupt(format!("delta at seq {seq}: {e}")))?;
+    let delta =
+        Delta::parse(json).map_err(|e| StoreError::Corrupt(format!("delta at seq {seq}: {e}")))?;
     Ok(StoredDelta {
         seq,
         origin: origin.map(str::to_owned),

@@ -121,7 +121,7 @@ impl QueryReader {
             let Some(raw) = RawRecord::read(seq, record, None)? else {
                 return Ok(None);
             };
-            let delta = Delta::from_json(raw.json())
+            let delta = Delta::parse(raw.json())
                 .map_err(|e| StoreError::Corrupt(format!("delta at seq {seq}: {e}")))?;
             if !filter.matches(&delta)
                 || (!filter.include_negated() && is_negated(store, &delta.id, 0)?)

@@ -189,7 +189,7 @@ fn a_scan_for_a_peer_passes_over_its_deltas_and_reads_on(open: Open) {
     assert_eq!(kept, vec![(Seq(4), None), (Seq(5), Some("peer-c"))]);
     assert_eq!(scan.through, Seq(5));
     let json = scan.records[0].json();
-    assert_eq!(Delta::from_json(json).unwrap().id, ids[3]);
+    assert_eq!(Delta::parse(json).unwrap().id, ids[3]);
 
     // Nothing to skip: the same records as a plain raw scan; past the head: nothing read.
     let all = store.scan_raw_skipping(Seq(0), 10, None).unwrap();

@@ -250,7 +250,7 @@ async fn ingest(node: &Node, batch: Batch, origin: Origin) -> Vec<IngestOutcome>
             // Through the text parser, as deltas arriving in frames or HTTP bodies are.
             let parsed = vs
                 .iter()
-                .map(|v| Delta::from_json(&v.to_string()).expect("a valid delta"))
+                .map(|v| Delta::parse(&v.to_string()).expect("a valid delta"))
                 .collect();
             node.ingest(parsed, origin).await
         }
@@ -378,7 +378,7 @@ async fn snapshot(node: &Node, deltas: &[Delta]) -> Snapshot {
     let stored: BTreeMap<String, String> = log
         .into_iter()
         .map(|(_, _, json)| {
-            let d = Delta::from_json(&json).expect("stored JSON is a valid delta");
+            let d = Delta::parse(&json).expect("stored JSON is a valid delta");
             let by_id = node.get(&d.id).expect("get").expect("a logged id is found");
             assert_eq!(by_id.delta, d, "get({}) disagrees with the log", d.id);
             (d.id, json)
@@ -626,7 +626,7 @@ fn with_number(number: &str) -> String {
 fn numbers_keep_the_value_their_author_sent() {
     // What the author asserted: the exact value of the text (Rust's own parser is exact).
     let asserted: f64 = "0.009099999999999999".parse().expect("a float");
-    let d = Delta::from_json(&with_number("0.009099999999999999")).expect("a valid delta");
+    let d = Delta::parse(&with_number("0.009099999999999999")).expect("a valid delta");
     let kept = match &d.pointers[0].target {
         Target::Number(n) => n.as_f64(),
         other => panic!("{other:?}"),
@@ -642,7 +642,7 @@ fn relayed_numbers_are_stored_identically() {
         let first = Node::in_memory("first").await.expect("a node");
         let second = Node::in_memory("second").await.expect("a node");
         let text = with_number("123456789012345678901234567890123456789");
-        let parsed = Delta::from_json(&text).expect("a valid delta");
+        let parsed = Delta::parse(&text).expect("a valid delta");
         first
             .ingest(vec![parsed], Origin::Local)
             .await

@@ -670,7 +670,7 @@ fn delta_errors_name_the_field_at_fault() {
         ),
     ];
     for (text, field) in cases {
-        let err = Delta::from_json(text).expect_err(text);
+        let err = Delta::parse(text).expect_err(text);
         assert_eq!(err.field, field, "{text}: {err}");
         assert_eq!(entry::delta_validate(text), Outcome::Refused);
     }

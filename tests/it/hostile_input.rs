@@ -326,7 +326,7 @@ async fn finding_2_big_deltas_never_block_a_link() {
     .await;
     let big: Vec<rhizome::Delta> = (0..12)
         .map(|i| {
-            rhizome::Delta::from_json(&format!(
+            rhizome::Delta::parse(&format!(
                 r#"{{"id":"big-{i}","timestamp":1700000000000,"author":"a","system":"a","pointers":[{{"role":"text","target":"{}"}}]}}"#,
                 "x".repeat(1_900_000)
             ))

@@ -15,10 +15,10 @@ use crate::delta::identifier;
 use crate::events::NodeEvent;
 use crate::federation::cursor::{CursorKeys, V1_RESUME_MARGIN_MS};
 use crate::federation::links::{Direction, LinkStatus};
-use crate::federation::protocol::{
+use crate::federation::sender::{Outgoing, SendPlan};
+use crate::federation::wire::{
     codes, HelloExt, Message, PeerLimits, WireLimits, EXTENSION_VERSION, PROTOCOL_VERSION,
 };
-use crate::federation::sender::{Outgoing, SendPlan};
 use crate::federation::{InitialSync, SyncMode};
 use crate::filter::DeltaFilter;
 use crate::policy::LinkContext;

@@ -24,8 +24,8 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::links::{Control, LinkShared, LinkStats, LinkStatus};
 use super::options::ServerOptions;
-use super::protocol::{self, Message};
 use super::sender::{error_frame, Outgoing, Sender, SenderEnd, CONTROL_QUEUE};
+use super::wire::{self, Message};
 use super::Federation;
 use crate::node::Node;
 
@@ -107,7 +107,7 @@ impl Frame {
     /// Whether a frame that did not decode may have carried deltas.
     fn may_carry_deltas(&self) -> bool {
         match self {
-            Frame::Text(t) => protocol::may_carry_deltas(t),
+            Frame::Text(t) => wire::may_carry_deltas(t),
             Frame::Bad(_) => true,
         }
     }
@@ -115,7 +115,7 @@ impl Frame {
     /// The decoded message, or the error text to answer with.
     pub(super) fn decode(&self) -> Result<Message, String> {
         match self {
-            Frame::Text(t) => protocol::decode(t).map_err(|e| e.0),
+            Frame::Text(t) => wire::decode(t).map_err(|e| e.0),
             Frame::Bad(why) => Err(why.clone()),
         }
     }
@@ -218,7 +218,7 @@ impl Session<'_> {
     /// deltas (one nack each) can outnumber the queue without the peer being at fault;
     /// only a writer stuck for two heartbeats means the peer is not reading.
     async fn send_paced(&self, msg: &Message) -> Result<(), SessionEnd> {
-        let frame = Outgoing::Frame(protocol::encode(msg));
+        let frame = Outgoing::Frame(wire::encode(msg));
         match tokio::time::timeout(self.heartbeat * 2, self.out.send(frame)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(SessionEnd::new(EndKind::Lost, "writer closed")),
@@ -230,7 +230,7 @@ impl Session<'_> {
     }
 
     fn send(&self, msg: &Message) -> Result<(), SessionEnd> {
-        self.queue(Outgoing::Frame(protocol::encode(msg)))
+        self.queue(Outgoing::Frame(wire::encode(msg)))
     }
 
     fn send_error(&self, code: &str, message: &str) -> Result<(), SessionEnd> {
@@ -322,7 +322,7 @@ impl Session<'_> {
             Some(Err(WsError::Capacity(e))) => {
                 LinkStats::add(&self.link.stats.frames_invalid, 1);
                 let mut end = self.refuse(
-                    protocol::codes::MESSAGE_ERROR,
+                    wire::codes::MESSAGE_ERROR,
                     &format!(
                         "frame refused: {e}; this node reads frames of at most {} bytes",
                         self.options.max_message_size

@@ -14,8 +14,9 @@
 
 use serde_json::{Map, Value};
 
-use super::{decode_value, Message};
-use crate::delta::{WireDelta, MAX_DEPTH_CAP};
+use super::decode_value;
+use crate::delta::MAX_DEPTH_CAP;
+use crate::federation::wire::{Message, WireDelta};
 
 /// The frame, when it is a delta-carrying frame whose envelope reads; `None` otherwise
 /// (the caller reports serde's error for the whole frame).

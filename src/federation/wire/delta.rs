@@ -4,7 +4,8 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-use super::{decode, validate, Delta, InvalidDelta};
+use crate::delta::json::unvalidated;
+use crate::delta::{validate, Delta, InvalidDelta};
 
 /// One delta of a `delta`, `sync_batch` or `delta_batch` frame.
 ///
@@ -30,7 +31,7 @@ pub enum WireDelta {
 impl WireDelta {
     /// Sorts JSON into the two cases.
     pub fn from_value(value: Value) -> WireDelta {
-        match decode::delta_from_value(&value) {
+        match unvalidated(&value) {
             Ok(d) => WireDelta::Decoded(d),
             Err(_) => WireDelta::Malformed(value),
         }
@@ -93,8 +94,8 @@ impl Serialize for WireDelta {
     }
 }
 
-/// Through `Value`: the derived `Message` decoder (the specification the fast path is
-/// checked against) and tests use it; frames take the fast path in `protocol`.
+/// Through `Value`: the derived `Message` decoder (the specification the codec's typed
+/// reader is checked against) and tests use it; frames take the typed reader in `codec`.
 impl<'de> Deserialize<'de> for WireDelta {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<WireDelta, D::Error> {
         Value::deserialize(d).map(WireDelta::from_value)

@@ -1,7 +1,7 @@
-//! `delta`, `sync_batch` and `delta_batch` frames read in one typed pass, deltas
-//! included, with no `Value` per delta.
+//! The typed reader: `delta`, `sync_batch` and `delta_batch` frames read in one typed
+//! pass, deltas included, with no `Value` per delta.
 //!
-//! This path only ever accepts a frame, never refuses one: whatever it does not take
+//! This reader only ever accepts a frame, never refuses one: whatever it does not take
 //! (a missing or mistyped field, another message type, a delta that is not shaped like
 //! one, a duplicate key) goes to `decode`'s `Value` path, which words the errors and
 //! sorts each delta itself. So it must accept no frame the `Value` path refuses and
@@ -9,12 +9,12 @@
 
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
-use super::{opt_u64_of, timestamp_ok, Message};
-use crate::delta::fast::{next_key, set_once, FastDelta};
-use crate::delta::WireDelta;
+use super::{opt_u64_of, timestamp_ok};
+use crate::delta::json::{give_up, next_key, set_once, TypedDelta};
+use crate::federation::wire::{Message, WireDelta};
 
 /// The frame, or `None` when the `Value` path must decode it.
 pub(super) fn decode(text: &str) -> Option<Message> {
@@ -68,11 +68,6 @@ impl Fields {
     }
 }
 
-/// The placeholder error: never shown, the `Value` path words the real one.
-fn give_up<E: de::Error>() -> E {
-    E::custom("not on the fast path")
-}
-
 struct FrameSeed;
 
 impl<'de> DeserializeSeed<'de> for FrameSeed {
@@ -104,14 +99,14 @@ impl<'de> Visitor<'de> for FrameVisitor {
                 }
                 "timestamp" => set_once(&mut f.timestamp, map.next_value()?)?,
                 "delta" => {
-                    let FastDelta(d) = map.next_value()?;
+                    let TypedDelta(d) = map.next_value()?;
                     set_once(&mut f.delta, WireDelta::Decoded(d))?;
                 }
                 "deltas" => {
-                    let deltas: Vec<FastDelta> = map.next_value()?;
+                    let deltas: Vec<TypedDelta> = map.next_value()?;
                     let deltas = deltas
                         .into_iter()
-                        .map(|FastDelta(d)| WireDelta::Decoded(d))
+                        .map(|TypedDelta(d)| WireDelta::Decoded(d))
                         .collect();
                     set_once(&mut f.deltas, deltas)?;
                 }

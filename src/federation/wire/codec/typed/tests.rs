@@ -1,20 +1,26 @@
-//! The fast frame path against the `Value` path: the same `Message` or the same error.
+//! The typed frame reader against the `Value` path: the same `Message` or the same error.
 
 use serde_json::{json, Value};
 
-use super::super::{
-    decode_slow, encode_batch_raw, encode_delta_raw, BatchKind, DecodeError, Message,
-};
-use crate::delta::fast::tests::{all_texts, valid_texts};
-use crate::delta::WireDelta;
+use super::super::{decode_through_value as decode_slow, encode, BatchKind, DecodeError, Outbound};
+use crate::delta::json::tests::{all_texts, valid_texts};
+use crate::federation::wire::{Message, WireDelta};
 
-/// The fast path, falling back to the `Value` path: what `protocol::decode` does before
+/// The typed reader, falling back to the `Value` path: what `wire::decode` does before
 /// it tries a refused frame part by part.
 fn decode(text: &str) -> Result<Message, DecodeError> {
     match super::decode(text) {
         Some(m) => Ok(m),
         None => decode_slow(text),
     }
+}
+
+fn encode_delta_raw(delta: &str, seq: Option<u64>) -> String {
+    encode(Outbound::delta(delta, seq))
+}
+
+fn encode_batch_raw(kind: BatchKind, deltas: &[&str], last_seq: Option<u64>) -> String {
+    encode(Outbound::batch(kind, deltas, last_seq))
 }
 
 /// Every delta text inside each of the three frames.
@@ -119,7 +125,7 @@ fn envelope_cases() -> Vec<String> {
 }
 
 fn reference_frames() -> Vec<String> {
-    let text = include_str!("../../../../tests/fixtures/reference-frames.jsonl");
+    let text = include_str!("../../../../../tests/fixtures/reference-frames.jsonl");
     text.lines()
         .map(|line| {
             let rec: Value = serde_json::from_str(line).unwrap();

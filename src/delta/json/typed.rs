@@ -1,10 +1,10 @@
-//! The typed fast path: JSON text -> [`Delta`] in one serde pass, no `Value` per delta.
+//! The typed reader: JSON text -> [`Delta`] in one serde pass, no `Value` per delta.
 //!
-//! It accepts only what the `Value` path (`decode.rs`) accepts, and builds the same
+//! It accepts only what the `Value` path (`value.rs`) accepts, and builds the same
 //! `Delta` from it. Anything else, including duplicate keys (the `Value` path keeps the
 //! last one), makes it give up with a placeholder error: callers then run the `Value`
 //! path, which stays the single source of the messages users read. So this file never
-//! has to word an error, only to be no more lenient than `decode.rs`.
+//! has to word an error, only to be no more lenient than `value.rs`.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -12,7 +12,8 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
-use super::{decode, Delta, Pointer, Reference, Target};
+use super::value;
+use crate::delta::{Delta, Pointer, Reference, Target};
 
 /// serde_json's private map keys (`arbitrary_precision`, `raw_value`): a number that is
 /// not a 64-bit integer reaches `deserialize_any` as a one-entry map under the first, and `Value` gives either key a
@@ -22,14 +23,14 @@ const NUMBER_TOKEN: &str = "$serde_json::private::Number";
 const RAW_TOKEN: &str = "$serde_json::private::RawValue";
 
 /// The placeholder error: never shown, the `Value` path words the real one.
-fn give_up<E: de::Error>() -> E {
-    E::custom("not on the fast path")
+pub(crate) fn give_up<E: de::Error>() -> E {
+    E::custom("left to the Value path")
 }
 
 /// The fields of a delta object as read; `id`, `timestamp` and `system` may be absent
 /// for the HTTP authoring shorthand, which fills them in.
 #[derive(Debug, Default)]
-pub(crate) struct Parts {
+pub(super) struct Parts {
     pub id: Option<String>,
     pub timestamp: Option<u64>,
     pub author: Option<String>,
@@ -40,7 +41,7 @@ pub(crate) struct Parts {
 
 impl Parts {
     /// The delta when every field is present (not validated).
-    pub(crate) fn into_delta(self) -> Option<Delta> {
+    pub(super) fn into_delta(self) -> Option<Delta> {
         Some(Delta {
             id: self.id?,
             timestamp: self.timestamp?,
@@ -53,7 +54,7 @@ impl Parts {
 }
 
 /// Decodes one delta from JSON text (not validated); `None` when the `Value` path must judge it.
-pub(crate) fn delta_from_str(text: &str) -> Option<Delta> {
+pub(super) fn delta_from_str(text: &str) -> Option<Delta> {
     let mut de = serde_json::Deserializer::from_str(text);
     let parts = PartsSeed.deserialize(&mut de).ok()?;
     de.end().ok()?;
@@ -62,7 +63,7 @@ pub(crate) fn delta_from_str(text: &str) -> Option<Delta> {
 
 /// An HTTP body: one delta object or an array of them, each possibly the authoring
 /// shorthand. `None` when the `Value` path must judge it; the flag says it was an array.
-pub(crate) fn items_from_str(text: &str) -> Option<(Vec<Parts>, bool)> {
+pub(super) fn items_from_str(text: &str) -> Option<(Vec<Parts>, bool)> {
     struct Body;
     impl<'de> Visitor<'de> for Body {
         type Value = (Vec<Parts>, bool);
@@ -86,16 +87,16 @@ pub(crate) fn items_from_str(text: &str) -> Option<(Vec<Parts>, bool)> {
     Some(body)
 }
 
-/// A delta read on the fast path, for use inside larger typed structures (frames).
+/// A delta read by the typed reader inside a larger typed structure (a frame).
 /// Fails (placeholder error) where the `Value` path must judge.
-pub(crate) struct FastDelta(pub Delta);
+pub(crate) struct TypedDelta(pub Delta);
 
-impl<'de> de::Deserialize<'de> for FastDelta {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<FastDelta, D::Error> {
+impl<'de> de::Deserialize<'de> for TypedDelta {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<TypedDelta, D::Error> {
         PartsSeed
             .deserialize(d)?
             .into_delta()
-            .map(FastDelta)
+            .map(TypedDelta)
             .ok_or_else(give_up)
     }
 }
@@ -169,11 +170,11 @@ impl<'de> Visitor<'de> for PartsVisitor {
                 "system" => set_once(&mut p.system, map.next_value()?)?,
                 "timestamp" => {
                     let n: Number = map.next_value()?;
-                    let ts = decode::timestamp_of(&n).map_err(|_| give_up::<A::Error>())?;
+                    let ts = value::timestamp_of(&n).map_err(|_| give_up::<A::Error>())?;
                     set_once(&mut p.timestamp, ts)?;
                 }
                 "pointers" => {
-                    let pointers: Vec<FastPointer> = map.next_value()?;
+                    let pointers: Vec<TypedPointer> = map.next_value()?;
                     let pointers = pointers.into_iter().map(|p| p.0).collect();
                     set_once(&mut p.pointers, pointers)?;
                 }
@@ -191,10 +192,10 @@ impl<'de> Visitor<'de> for PartsVisitor {
 
 /// A pointer in the current (`role`, `target`) or the legacy (`localContext`, `target`,
 /// `targetContext`?) form, nothing else.
-struct FastPointer(Pointer);
+struct TypedPointer(Pointer);
 
-impl<'de> de::Deserialize<'de> for FastPointer {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<FastPointer, D::Error> {
+impl<'de> de::Deserialize<'de> for TypedPointer {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<TypedPointer, D::Error> {
         d.deserialize_map(PointerVisitor)
     }
 }
@@ -202,27 +203,27 @@ impl<'de> de::Deserialize<'de> for FastPointer {
 struct PointerVisitor;
 
 impl<'de> Visitor<'de> for PointerVisitor {
-    type Value = FastPointer;
+    type Value = TypedPointer;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a pointer object")
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FastPointer, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TypedPointer, A::Error> {
         let (mut role, mut local, mut target, mut target_context) = (None, None, None, None);
         while let Some(key) = next_key(&mut map)? {
             match &*key {
                 "role" => set_once(&mut role, map.next_value::<String>()?)?,
                 "localContext" => set_once(&mut local, map.next_value::<String>()?)?,
-                "target" => set_once(&mut target, map.next_value::<FastTarget>()?.0)?,
+                "target" => set_once(&mut target, map.next_value::<TypedTarget>()?.0)?,
                 "targetContext" => set_once(&mut target_context, map.next_value::<String>()?)?,
                 _ => return Err(give_up()),
             }
         }
         let target = target.ok_or_else(give_up)?;
         match (role, local, target_context) {
-            (Some(role), None, None) => Ok(FastPointer(Pointer { role, target })),
-            (None, Some(role), None) => Ok(FastPointer(Pointer { role, target })),
+            (Some(role), None, None) => Ok(TypedPointer(Pointer { role, target })),
+            (None, Some(role), None) => Ok(TypedPointer(Pointer { role, target })),
             (None, Some(role), Some(ctx)) => match target {
-                Target::Reference(Reference { id, context: None }) => Ok(FastPointer(Pointer {
+                Target::Reference(Reference { id, context: None }) => Ok(TypedPointer(Pointer {
                     role,
                     target: Target::Reference(Reference {
                         id,
@@ -237,10 +238,10 @@ impl<'de> Visitor<'de> for PointerVisitor {
 }
 
 /// A reference `{"id", "context"?}`, a string, a number (kept as written) or a boolean.
-struct FastTarget(Target);
+struct TypedTarget(Target);
 
-impl<'de> de::Deserialize<'de> for FastTarget {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<FastTarget, D::Error> {
+impl<'de> de::Deserialize<'de> for TypedTarget {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<TypedTarget, D::Error> {
         d.deserialize_any(TargetVisitor)
     }
 }
@@ -248,29 +249,29 @@ impl<'de> de::Deserialize<'de> for FastTarget {
 struct TargetVisitor;
 
 impl<'de> Visitor<'de> for TargetVisitor {
-    type Value = FastTarget;
+    type Value = TypedTarget;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a pointer target")
     }
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<FastTarget, E> {
-        Ok(FastTarget(Target::String(s.to_owned())))
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<TypedTarget, E> {
+        Ok(TypedTarget(Target::String(s.to_owned())))
     }
-    fn visit_string<E: de::Error>(self, s: String) -> Result<FastTarget, E> {
-        Ok(FastTarget(Target::String(s)))
+    fn visit_string<E: de::Error>(self, s: String) -> Result<TypedTarget, E> {
+        Ok(TypedTarget(Target::String(s)))
     }
-    fn visit_bool<E: de::Error>(self, b: bool) -> Result<FastTarget, E> {
-        Ok(FastTarget(Target::Bool(b)))
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<TypedTarget, E> {
+        Ok(TypedTarget(Target::Bool(b)))
     }
     // serde_json hands over integers that fit 64 bits as such (as `Value` takes them:
     // their digits are the ones written, JSON has no leading zeros and `-0` comes as
     // text), and every other number as text under `NUMBER_TOKEN`.
-    fn visit_u64<E: de::Error>(self, n: u64) -> Result<FastTarget, E> {
-        Ok(FastTarget(Target::Number(n.into())))
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<TypedTarget, E> {
+        Ok(TypedTarget(Target::Number(n.into())))
     }
-    fn visit_i64<E: de::Error>(self, n: i64) -> Result<FastTarget, E> {
-        Ok(FastTarget(Target::Number(n.into())))
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<TypedTarget, E> {
+        Ok(TypedTarget(Target::Number(n.into())))
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FastTarget, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TypedTarget, A::Error> {
         let (mut id, mut context) = (None, None);
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             match &*key {
@@ -279,19 +280,16 @@ impl<'de> Visitor<'de> for TargetVisitor {
                 NUMBER_TOKEN if id.is_none() && context.is_none() => {
                     let digits: String = map.next_value()?;
                     let n: Number = digits.parse().map_err(|_| give_up::<A::Error>())?;
-                    return Ok(FastTarget(Target::Number(n)));
+                    return Ok(TypedTarget(Target::Number(n)));
                 }
                 "id" => set_once(&mut id, map.next_value::<String>()?)?,
                 "context" => set_once(&mut context, map.next_value::<String>()?)?,
                 _ => return Err(give_up()),
             }
         }
-        Ok(FastTarget(Target::Reference(Reference {
+        Ok(TypedTarget(Target::Reference(Reference {
             id: id.ok_or_else(give_up)?,
             context,
         })))
     }
 }
-
-#[cfg(test)]
-pub(crate) mod tests;

@@ -1,9 +1,10 @@
-//! The fast path against the `Value` path: the same `Delta` or the same error, over
+//! The typed reader against the `Value` path: the same `Delta` or the same error, over
 //! valid deltas, every single-field mutation of them, and text-level oddities.
 
 use serde_json::{json, Value};
 
-use super::super::{fast, Delta};
+use super::typed;
+use crate::delta::Delta;
 
 /// Valid deltas in every shape the `Value` path takes.
 pub(crate) fn valid_texts() -> Vec<String> {
@@ -181,8 +182,8 @@ fn fast_and_value_paths_agree_exactly() {
     assert!(texts.len() > 2000, "{} cases", texts.len());
     let (mut ok, mut err) = (0, 0);
     for text in &texts {
-        let fast = Delta::from_json(text);
-        assert_eq!(fast, Delta::from_json_slow(text), "on {text}");
+        let fast = Delta::parse(text);
+        assert_eq!(fast, Delta::parse_through_value(text), "on {text}");
         if fast.is_ok() {
             ok += 1;
         } else {
@@ -197,7 +198,7 @@ fn fast_and_value_paths_agree_exactly() {
 fn valid_deltas_take_the_fast_path() {
     for text in valid_texts() {
         assert!(
-            fast::delta_from_str(&text).is_some(),
+            typed::delta_from_str(&text).is_some(),
             "slow path for {text}"
         );
     }
@@ -205,9 +206,9 @@ fn valid_deltas_take_the_fast_path() {
     for m in mutations(&v) {
         let text = m.to_string();
         // serde_json's private keys are left to the `Value` path on purpose.
-        if Delta::from_json_slow(&text).is_ok() && !text.contains("$serde_json::private") {
+        if Delta::parse_through_value(&text).is_ok() && !text.contains("$serde_json::private") {
             assert!(
-                fast::delta_from_str(&text).is_some(),
+                typed::delta_from_str(&text).is_some(),
                 "slow path for {text}"
             );
         }
@@ -216,7 +217,7 @@ fn valid_deltas_take_the_fast_path() {
 
 #[test]
 fn numbers_are_kept_as_written() {
-    let d = Delta::from_json(&valid_texts()[3]).unwrap();
+    let d = Delta::parse(&valid_texts()[3]).unwrap();
     assert_eq!(d.timestamp, 1000);
     assert_eq!(
         d.to_json(),
@@ -228,7 +229,7 @@ fn numbers_are_kept_as_written() {
 fn raw_values_decode_like_text() {
     let text = &valid_texts()[0];
     let raw: Box<serde_json::value::RawValue> = serde_json::from_str(text).unwrap();
-    assert_eq!(Delta::from_raw(&raw), Delta::from_json(text));
+    assert_eq!(Delta::parse(raw.get()), Delta::parse(text));
     let raw: Box<serde_json::value::RawValue> = serde_json::from_str(r#"{"id":1}"#).unwrap();
-    assert_eq!(Delta::from_raw(&raw).unwrap_err().field, "pointers");
+    assert_eq!(Delta::parse(raw.get()).unwrap_err().field, "pointers");
 }

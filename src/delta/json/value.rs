@@ -1,15 +1,17 @@
-//! JSON -> [`Delta`] conversion that names the field at fault.
+//! The `Value` path: parsed JSON -> [`Delta`], naming the field at fault.
 //!
-//! Type problems are reported here; rule problems (empty strings, zero timestamp)
-//! are left to `validate`, which also covers deltas built in code.
+//! Every message a user reads about a delta's shape is worded here. Type problems are
+//! reported here; rule problems (empty strings, zero timestamp) are left to `validate`,
+//! which also covers deltas built in code.
 
 use serde_json::{Map, Number, Value};
 
-use super::{Delta, InvalidDelta, Pointer, Reference, Target};
+use crate::delta::{Delta, InvalidDelta, Pointer, Reference, Target};
 
 const KNOWN_FIELDS: [&str; 5] = ["id", "timestamp", "author", "system", "pointers"];
 
-pub(super) fn delta_from_value(value: &Value) -> Result<Delta, InvalidDelta> {
+/// The delta a value is shaped like, not validated.
+pub(crate) fn delta_from_value(value: &Value) -> Result<Delta, InvalidDelta> {
     let obj = value.as_object().ok_or_else(|| {
         InvalidDelta::new(
             "",
@@ -56,7 +58,7 @@ fn timestamp(obj: &Map<String, Value>) -> Result<u64, InvalidDelta> {
     }
 }
 
-/// The timestamp a number stands for; shared with the fast path so both accept the same.
+/// The timestamp a number stands for; shared with the typed reader so both accept the same.
 pub(super) fn timestamp_of(n: &Number) -> Result<u64, InvalidDelta> {
     if let Some(v) = n.as_u64() {
         Ok(v)

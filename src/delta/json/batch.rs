@@ -1,0 +1,139 @@
+//! A document of deltas, as `POST /deltas` takes it: one delta object or an array of
+//! them, each a full delta or the authoring shorthand (no `id`: the node fills in a new
+//! id, and the current time and its own system where the item gives none).
+//!
+//! All or nothing: one invalid item refuses the whole document, so a client can fix
+//! and resend it without working out what got in. Read like a single delta: the typed
+//! reader takes a document whose every item is a valid delta; any other goes the
+//! `Value` way, which words the error and says which item it is.
+
+use serde_json::{Map, Value};
+
+use super::typed::{self, Parts};
+use crate::delta::{authoring, validate, Delta, InvalidDelta};
+
+/// The deltas of a document, every one valid, in the document's order.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    pub deltas: Vec<Delta>,
+    /// Whether the document was an array (answered per item) or one delta.
+    pub is_array: bool,
+}
+
+/// Why a document of deltas was refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BatchError {
+    #[error("the document is empty; expected JSON")]
+    Empty,
+    #[error("the document is not valid JSON: {0}")]
+    NotJson(serde_json::Error),
+    #[error("expected a delta object or an array of deltas")]
+    NotDeltas,
+    #[error("{error}")]
+    Invalid {
+        /// The item's place in the array; `None` for a document of one delta.
+        index: Option<usize>,
+        /// The item's own `id`, when it gave one as a string.
+        id: Option<String>,
+        error: InvalidDelta,
+    },
+}
+
+impl Batch {
+    /// Reads a document of deltas; `system` is this node's, for the shorthand.
+    ///
+    /// # Errors
+    /// [`BatchError`] for a document that is not JSON, not deltas, or holds an invalid
+    /// delta (the first, by its index).
+    pub(crate) fn parse(body: &[u8], system: &str) -> Result<Batch, BatchError> {
+        match Batch::parse_typed(body, system) {
+            Some(batch) => Ok(batch),
+            None => Batch::parse_through_value(body, system),
+        }
+    }
+
+    /// The typed reader's batch; `None` when the `Value` path must judge it (a body is
+    /// all or nothing, so starting over loses nothing).
+    fn parse_typed(body: &[u8], system: &str) -> Option<Batch> {
+        let text = std::str::from_utf8(body).ok()?;
+        let (items, is_array) = typed::items_from_str(text)?;
+        let deltas = items
+            .into_iter()
+            .map(|mut parts| {
+                if parts.id.is_none() {
+                    Shorthand::new(system).fill_parts(&mut parts);
+                }
+                let d = parts.into_delta()?;
+                validate(&d).ok()?;
+                Some(d)
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Batch { deltas, is_array })
+    }
+
+    fn parse_through_value(body: &[u8], system: &str) -> Result<Batch, BatchError> {
+        if body.is_empty() {
+            return Err(BatchError::Empty);
+        }
+        let doc: Value = serde_json::from_slice(body).map_err(BatchError::NotJson)?;
+        let (items, is_array) = match &doc {
+            Value::Array(items) => (items.as_slice(), true),
+            Value::Object(_) => (std::slice::from_ref(&doc), false),
+            _ => return Err(BatchError::NotDeltas),
+        };
+        let mut deltas = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let read = match item {
+                Value::Object(obj) if !obj.contains_key("id") => {
+                    let mut full = obj.clone();
+                    Shorthand::new(system).fill_object(&mut full);
+                    Delta::from_value(&Value::Object(full))
+                }
+                other => Delta::from_value(other),
+            };
+            match read {
+                Ok(d) => deltas.push(d),
+                Err(error) => {
+                    return Err(BatchError::Invalid {
+                        index: is_array.then_some(i),
+                        id: item.get("id").and_then(Value::as_str).map(str::to_owned),
+                        error,
+                    })
+                }
+            }
+        }
+        Ok(Batch { deltas, is_array })
+    }
+}
+
+/// What the node fills in for one item in the shorthand: the single source of those
+/// defaults for both readers, which differ only in where they put them.
+struct Shorthand {
+    id: String,
+    timestamp: u64,
+    system: String,
+}
+
+impl Shorthand {
+    fn new(system: &str) -> Shorthand {
+        Shorthand {
+            id: authoring::new_id(),
+            timestamp: authoring::now_millis(),
+            system: system.to_owned(),
+        }
+    }
+
+    fn fill_parts(self, parts: &mut Parts) {
+        parts.id = Some(self.id);
+        parts.timestamp.get_or_insert(self.timestamp);
+        parts.system.get_or_insert(self.system);
+    }
+
+    fn fill_object(self, obj: &mut Map<String, Value>) {
+        obj.insert("id".into(), Value::from(self.id));
+        obj.entry("timestamp")
+            .or_insert_with(|| Value::from(self.timestamp));
+        obj.entry("system")
+            .or_insert_with(|| Value::from(self.system));
+    }
+}

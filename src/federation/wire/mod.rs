@@ -1,0 +1,18 @@
+//! The federation wire: protocol v1 plus our extension (docs/PROTOCOL.md).
+//!
+//! [`messages`](Message) are the frames as types, [`WireDelta`] a delta as a frame
+//! carries it, and the codec turns text into them and back: [`decode`] is the one way
+//! an incoming text frame is read, [`encode`] the one way an outgoing frame is written.
+//! Nothing here knows links or sessions; they build on it.
+
+mod codec;
+mod delta;
+mod messages;
+
+pub(crate) use codec::may_carry_deltas;
+pub use codec::{decode, encode, BatchKind, DecodeError, Outbound};
+pub use delta::WireDelta;
+pub use messages::{
+    codes, HelloExt, Message, PeerLimits, WireLimits, DEFAULT_MAX_MESSAGE_BYTES, EXTENSION_VERSION,
+    PROTOCOL_VERSION,
+};
