@@ -14,11 +14,10 @@ use crate::delta::{self, Delta, InvalidDelta, Limits, Pointer};
 use crate::events::{EventBus, NodeEvent};
 use crate::federation::{LinkRegistry, ServerOptions, TrustPolicy};
 use crate::filter::DeltaFilter;
-use crate::log_tail::LogTail;
 use crate::policy::{PolicyDirs, PolicyHost};
 use crate::store::{
-    AppendOutcome, Durability, NewEntry, PendingAppend, Query, Seq, SideWrites, Store, StoreError,
-    StoredDelta,
+    AppendOutcome, Durability, LogTail, NewEntry, PendingAppend, Query, Seq, SideWrites, Store,
+    StoreError, StoredDelta,
 };
 
 /// Where a delta came from.
@@ -446,7 +445,7 @@ impl Node {
             None
         } else {
             let side = SideWrites { meta, quarantine };
-            Some(self.inner.store.submit(entries, side)?)
+            Some(self.inner.store.append(entries, side)?)
         };
         Ok(PendingIngest {
             node: self.clone(),
@@ -563,8 +562,8 @@ impl Subscription {
                     return Ok(Some(d));
                 }
             }
-            match self.tail.next_batch(256).await? {
-                Some(batch) => self.pending = batch.into_iter(),
+            match self.tail.next(256, None).await? {
+                Some(batch) => self.pending = batch.deltas()?.into_iter(),
                 None => return Ok(None),
             }
         }

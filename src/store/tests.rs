@@ -2,7 +2,7 @@
 //! the ones about a data directory (restart, locking) only on fjall.
 
 use super::*;
-use crate::delta::{negate, new_delta, Pointer, Target};
+use crate::delta::{negate, new_delta, Delta, Pointer, Target};
 use crate::filter::{DeltaFilter, TimestampRange};
 
 fn entry(author: &str, target: &str) -> NewEntry {
@@ -18,6 +18,26 @@ fn entry(author: &str, target: &str) -> NewEntry {
         delta: d,
         origin: None,
     }
+}
+
+/// An append with metadata side writes, waited for on this (blocking) thread.
+fn append(
+    store: &Store,
+    entries: Vec<NewEntry>,
+    meta: Vec<(String, Vec<u8>)>,
+) -> Result<Vec<AppendOutcome>, StoreError> {
+    let side = SideWrites {
+        meta,
+        quarantine: Vec::new(),
+    };
+    store.append(entries, side)?.durable_blocking()
+}
+
+/// The parsed view of a bounded read of the log.
+fn deltas_after(store: &Store, after: Seq, limit: usize) -> Result<Vec<StoredDelta>, StoreError> {
+    store
+        .read_log(after, ReadLimit::Batch(limit), None)?
+        .deltas()
 }
 
 /// How a test gets a fresh store.
@@ -46,6 +66,7 @@ both_backends!(
     duplicates_are_no_ops_that_say_so,
     origin_is_remembered,
     a_scan_for_a_peer_passes_over_its_deltas_and_reads_on,
+    a_bounded_read_stops_at_its_byte_budget_and_a_whole_read_does_not,
     queries_use_indexes_and_recheck_the_filter,
     negation_hides_a_delta_and_negating_the_negation_restores_it,
     same_set_in_any_order_gives_the_same_contents,
@@ -61,11 +82,9 @@ both_backends!(
 /// while the cause lasts, and the store takes writes again by itself once it is gone.
 fn a_failed_write_is_not_acknowledged_and_the_store_recovers(open: Open) {
     let store = open().unwrap();
-    store
-        .append_blocking(vec![entry("a", "t1")], Vec::new())
-        .unwrap();
+    append(&store, vec![entry("a", "t1")], Vec::new()).unwrap();
     store.inject_write_faults(true);
-    let failed = store.append_blocking(vec![entry("a", "t2")], Vec::new());
+    let failed = append(&store, vec![entry("a", "t2")], Vec::new());
     assert!(
         matches!(failed, Err(StoreError::WriteFailed(_))),
         "{failed:?}"
@@ -73,7 +92,7 @@ fn a_failed_write_is_not_acknowledged_and_the_store_recovers(open: Open) {
     let health = store.health();
     assert!(!health.writable);
     assert!(health.last_error.unwrap().contains("no space left"));
-    let refused = store.append_blocking(vec![entry("a", "t3")], Vec::new());
+    let refused = append(&store, vec![entry("a", "t3")], Vec::new());
     assert!(
         matches!(refused, Err(StoreError::Unwritable(_))),
         "{refused:?}"
@@ -87,9 +106,7 @@ fn a_failed_write_is_not_acknowledged_and_the_store_recovers(open: Open) {
     }
     assert!(store.health().writable, "{:?}", store.health());
     assert_eq!(store.health().recoveries, 1);
-    let stored = store
-        .append_blocking(vec![entry("a", "t4")], Vec::new())
-        .unwrap();
+    let stored = append(&store, vec![entry("a", "t4")], Vec::new()).unwrap();
     assert_eq!(stored, vec![AppendOutcome::Stored(Seq(2))]);
 }
 
@@ -100,44 +117,40 @@ fn ids(found: &[StoredDelta]) -> Vec<String> {
 fn sequence_numbers_are_gap_free_and_ordered(open: Open) {
     let store = open().unwrap();
     let batch: Vec<NewEntry> = (0..5).map(|i| entry("alice", &format!("t{i}"))).collect();
-    let out = store.append_blocking(batch.clone(), vec![]).unwrap();
+    let out = append(&store, batch.clone(), vec![]).unwrap();
     assert_eq!(
         out,
         (1..=5)
             .map(|s| AppendOutcome::Stored(Seq(s)))
             .collect::<Vec<_>>()
     );
-    let more = store
-        .append_blocking(vec![entry("bob", "x")], vec![])
-        .unwrap();
+    let more = append(&store, vec![entry("bob", "x")], vec![]).unwrap();
     assert_eq!(more, vec![AppendOutcome::Stored(Seq(6))]);
     assert_eq!(store.head(), Seq(6));
-    let scanned = store.scan_after(Seq(2), 10).unwrap();
+    let scanned = deltas_after(&store, Seq(2), 10).unwrap();
     assert_eq!(
         scanned.iter().map(|d| d.seq.0).collect::<Vec<_>>(),
         vec![3, 4, 5, 6]
     );
     assert_eq!(scanned[0].delta, batch[3 - 1].delta);
-    assert_eq!(store.scan_after(Seq(0), 2).unwrap().len(), 2);
-    assert!(store.scan_after(Seq(6), 10).unwrap().is_empty());
+    assert_eq!(deltas_after(&store, Seq(0), 2).unwrap().len(), 2);
+    assert!(deltas_after(&store, Seq(6), 10).unwrap().is_empty());
 }
 
 fn duplicates_are_no_ops_that_say_so(open: Open) {
     let store = open().unwrap();
     let e = entry("alice", "t");
     assert_eq!(
-        store.append_blocking(vec![e.clone()], vec![]).unwrap(),
+        append(&store, vec![e.clone()], vec![]).unwrap(),
         vec![AppendOutcome::Stored(Seq(1))]
     );
     // Again in a later batch, and twice within one batch.
     assert_eq!(
-        store.append_blocking(vec![e.clone()], vec![]).unwrap(),
+        append(&store, vec![e.clone()], vec![]).unwrap(),
         vec![AppendOutcome::Duplicate(Seq(1))]
     );
     let fresh = entry("bob", "u");
-    let out = store
-        .append_blocking(vec![fresh.clone(), fresh], vec![])
-        .unwrap();
+    let out = append(&store, vec![fresh.clone(), fresh], vec![]).unwrap();
     assert_eq!(
         out,
         vec![
@@ -153,12 +166,10 @@ fn origin_is_remembered(open: Open) {
     let store = open().unwrap();
     let mut e = entry("alice", "t");
     e.origin = Some("peer-b".into());
-    store
-        .append_blocking(vec![e.clone(), entry("bob", "t")], vec![])
-        .unwrap();
+    append(&store, vec![e.clone(), entry("bob", "t")], vec![]).unwrap();
     let got = store.get(&e.delta.id).unwrap().unwrap();
     assert_eq!(got.origin.as_deref(), Some("peer-b"));
-    assert_eq!(store.scan_after(Seq(1), 1).unwrap()[0].origin, None);
+    assert_eq!(deltas_after(&store, Seq(1), 1).unwrap()[0].origin, None);
 }
 
 fn a_scan_for_a_peer_passes_over_its_deltas_and_reads_on(open: Open) {
@@ -177,33 +188,116 @@ fn a_scan_for_a_peer_passes_over_its_deltas_and_reads_on(open: Open) {
         from(Some("peer-c")),
     ];
     let ids: Vec<String> = entries.iter().map(|e| e.delta.id.clone()).collect();
-    store.append_blocking(entries, vec![]).unwrap();
+    append(&store, entries, vec![]).unwrap();
 
     // A read that finds only the peer's own deltas still moves past them.
-    let scan = store.scan_raw_skipping(Seq(0), 2, Some("peer-b")).unwrap();
+    let scan = store
+        .read_log(Seq(0), ReadLimit::Batch(2), Some("peer-b"))
+        .unwrap();
     assert!(scan.records.is_empty());
     assert_eq!(scan.through, Seq(2));
 
-    let scan = store.scan_raw_skipping(Seq(2), 10, Some("peer-b")).unwrap();
+    let scan = store
+        .read_log(Seq(2), ReadLimit::Batch(10), Some("peer-b"))
+        .unwrap();
     let kept: Vec<(Seq, Option<&str>)> = scan.records.iter().map(|r| (r.seq, r.origin())).collect();
     assert_eq!(kept, vec![(Seq(4), None), (Seq(5), Some("peer-c"))]);
     assert_eq!(scan.through, Seq(5));
     let json = scan.records[0].json();
     assert_eq!(Delta::from_json(json).unwrap().id, ids[3]);
 
-    // Nothing to skip: the same records as a plain raw scan; past the head: nothing read.
-    let all = store.scan_raw_skipping(Seq(0), 10, None).unwrap();
-    let plain = store.scan_raw_after(Seq(0), 10).unwrap();
+    // Nothing to skip: every record, and the parsed view is the same read.
+    let all = store.read_log(Seq(0), ReadLimit::Batch(10), None).unwrap();
+    let deltas = all.deltas().unwrap();
     assert_eq!(all.records.len(), 5);
-    for (r, (seq, origin, json)) in all.records.iter().zip(&plain) {
-        assert_eq!(
-            (r.seq, r.origin(), r.json()),
-            (*seq, origin.as_deref(), &json[..])
-        );
+    assert_eq!(
+        deltas.iter().map(|d| &d.delta.id).collect::<Vec<_>>(),
+        ids.iter().collect::<Vec<_>>()
+    );
+    for (r, d) in all.records.iter().zip(&deltas) {
+        assert_eq!((r.seq, r.origin()), (d.seq, d.origin.as_deref()));
+        assert_eq!(Delta::from_json(r.json()).unwrap(), d.delta);
     }
-    let past = store.scan_raw_skipping(Seq(5), 10, Some("peer-b")).unwrap();
+    // Past the head: nothing read.
+    let past = store
+        .read_log(Seq(5), ReadLimit::Batch(10), Some("peer-b"))
+        .unwrap();
     assert!(past.records.is_empty());
     assert_eq!(past.through, Seq(5));
+}
+
+/// A sender reads 1000 positions at a time; at the delta size limit that would be a
+/// gigabyte, so a bounded read stops once it holds 8 MiB, and the next read goes on from
+/// where it stopped. Reading the whole log (a tool, a test) has no such bound.
+fn a_bounded_read_stops_at_its_byte_budget_and_a_whole_read_does_not(open: Open) {
+    let store = open().unwrap();
+    let body = "x".repeat(512 * 1024);
+    let entries: Vec<NewEntry> = (0..20)
+        .map(|i| NewEntry {
+            delta: new_delta(
+                "alice",
+                "sys-a",
+                vec![Pointer::new(format!("body{i}"), body.as_str().into())],
+            ),
+            origin: None,
+        })
+        .collect();
+    append(&store, entries, vec![]).unwrap();
+
+    let first = store
+        .read_log(Seq(0), ReadLimit::Batch(1000), None)
+        .unwrap();
+    let held: usize = first.records.iter().map(|r| r.json().len()).sum();
+    assert!(first.records.len() < 20, "{} records", first.records.len());
+    assert!(held < 9 * 1024 * 1024, "{held} bytes held");
+    assert_eq!(first.through, first.records.last().unwrap().seq);
+    let rest = store
+        .read_log(first.through, ReadLimit::Batch(1000), None)
+        .unwrap();
+    assert_eq!(rest.through, Seq(20));
+    assert_eq!(first.records.len() + rest.records.len(), 20);
+
+    let whole = store.read_log(Seq(0), ReadLimit::All, None).unwrap();
+    assert_eq!(whole.records.len(), 20);
+    assert_eq!(whole.through, Seq(20));
+}
+
+/// A tail hands out each durable position once, in order, waits when caught up, passes
+/// over what it is told to skip, and ends when the store closes.
+#[tokio::test]
+async fn a_tail_reads_on_from_its_cursor_and_waits_for_more() {
+    let store = Store::temporary().unwrap();
+    let mut from_peer = entry("bob", "p");
+    from_peer.origin = Some("peer-b".into());
+    store
+        .append(vec![entry("alice", "a"), from_peer], SideWrites::default())
+        .unwrap()
+        .durable()
+        .await
+        .unwrap();
+    let mut tail = LogTail::new(store.clone(), Seq(0));
+    let skip: Option<std::sync::Arc<str>> = Some("peer-b".into());
+    let batch = tail.next(10, skip.clone()).await.unwrap().unwrap();
+    assert_eq!(batch.records.len(), 1);
+    assert_eq!(batch.through, Seq(2));
+    assert_eq!(tail.cursor(), Seq(2));
+
+    let waiting = tokio::spawn(async move {
+        let batch = tail.next(10, skip).await.unwrap().unwrap();
+        let deltas = batch.deltas().unwrap();
+        (deltas.len(), deltas[0].seq, tail)
+    });
+    store
+        .append(vec![entry("carol", "c")], SideWrites::default())
+        .unwrap()
+        .durable()
+        .await
+        .unwrap();
+    let (n, seq, mut tail) = waiting.await.unwrap();
+    assert_eq!((n, seq), (1, Seq(3)));
+
+    store.close();
+    assert!(tail.next(10, None).await.unwrap().is_none());
 }
 
 /// Closing a store whose background workers have flushes and compactions queued
@@ -222,7 +316,7 @@ fn closing_a_store_with_busy_background_workers_returns() {
                 let batch = (0..3000)
                     .map(|i| entry("alice", &format!("t{i}")))
                     .collect();
-                store.append_blocking(batch, vec![]).unwrap();
+                append(&store, batch, vec![]).unwrap();
             }
             drop(store);
         }
@@ -243,17 +337,17 @@ fn restart_keeps_everything() {
         let batch: Vec<NewEntry> = (0..10)
             .map(|i| entry(&format!("a{round}"), &format!("t{i}")))
             .collect();
-        store
-            .append_blocking(
-                batch.clone(),
-                vec![(format!("cursor/{round}"), vec![round])],
-            )
-            .unwrap();
+        append(
+            &store,
+            batch.clone(),
+            vec![(format!("cursor/{round}"), vec![round])],
+        )
+        .unwrap();
         written.extend(batch.into_iter().map(|e| e.delta));
         store.close();
     }
     let store = Store::open(dir.path()).unwrap();
-    let all = store.scan_after(Seq(0), 1000).unwrap();
+    let all = deltas_after(&store, Seq(0), 1000).unwrap();
     assert_eq!(
         all.iter().map(|d| d.delta.clone()).collect::<Vec<_>>(),
         written
@@ -262,9 +356,7 @@ fn restart_keeps_everything() {
     assert_eq!(store.meta_with_prefix("cursor/").unwrap().len(), 3);
     // Sequence numbers continue after the restart without a gap.
     assert_eq!(
-        store
-            .append_blocking(vec![entry("z", "z")], vec![])
-            .unwrap(),
+        append(&store, vec![entry("z", "z")], vec![]).unwrap(),
         vec![AppendOutcome::Stored(Seq(31))]
     );
 }
@@ -293,7 +385,7 @@ fn queries_use_indexes_and_recheck_the_filter(open: Open) {
         e.delta.timestamp = ts;
         entries.push(e);
     }
-    store.append_blocking(entries.clone(), vec![]).unwrap();
+    append(&store, entries.clone(), vec![]).unwrap();
     let q = |filter: DeltaFilter| {
         store
             .query(&Query {
@@ -381,9 +473,7 @@ fn queries_use_indexes_and_recheck_the_filter(open: Open) {
 fn negation_hides_a_delta_and_negating_the_negation_restores_it(open: Open) {
     let store = open().unwrap();
     let original = entry("alice", "p1");
-    store
-        .append_blocking(vec![original.clone()], vec![])
-        .unwrap();
+    append(&store, vec![original.clone()], vec![]).unwrap();
     let all = |include: bool| {
         let filter = DeltaFilter {
             include_negated: Some(include),
@@ -400,15 +490,15 @@ fn negation_hides_a_delta_and_negating_the_negation_restores_it(open: Open) {
     assert_eq!(all(false), vec![original.delta.id.clone()]);
 
     let n1 = negate(&original.delta.id, "bob", "sys", Some("wrong"));
-    store
-        .append_blocking(
-            vec![NewEntry {
-                delta: n1.clone(),
-                origin: None,
-            }],
-            vec![],
-        )
-        .unwrap();
+    append(
+        &store,
+        vec![NewEntry {
+            delta: n1.clone(),
+            origin: None,
+        }],
+        vec![],
+    )
+    .unwrap();
     assert!(store.is_negated(&original.delta.id).unwrap());
     assert!(all(false).is_empty());
     assert_eq!(all(true), vec![original.delta.id.clone()]);
@@ -418,15 +508,15 @@ fn negation_hides_a_delta_and_negating_the_negation_restores_it(open: Open) {
     );
 
     let n2 = negate(&n1.id, "alice", "sys", None);
-    store
-        .append_blocking(
-            vec![NewEntry {
-                delta: n2,
-                origin: None,
-            }],
-            vec![],
-        )
-        .unwrap();
+    append(
+        &store,
+        vec![NewEntry {
+            delta: n2,
+            origin: None,
+        }],
+        vec![],
+    )
+    .unwrap();
     assert!(store.is_negated(&n1.id).unwrap());
     assert!(!store.is_negated(&original.delta.id).unwrap());
     assert_eq!(all(false), vec![original.delta.id.clone()]);
@@ -439,9 +529,9 @@ fn same_set_in_any_order_gives_the_same_contents(open: Open) {
     let contents = |order: Vec<NewEntry>| {
         let store = open().unwrap();
         for chunk in order.chunks(7) {
-            store.append_blocking(chunk.to_vec(), vec![]).unwrap();
+            append(&store, chunk.to_vec(), vec![]).unwrap();
         }
-        let mut ids = ids(&store.scan_after(Seq(0), 1000).unwrap());
+        let mut ids = ids(&deltas_after(&store, Seq(0), 1000).unwrap());
         ids.sort();
         ids
     };
@@ -470,7 +560,7 @@ fn postings_across_commits_answer_queries_in_log_order(open: Open) {
             .collect();
         let base = store.head().0;
         expected_alice.extend((0..6).filter(|i| i % 2 == 0).map(|i| base + 1 + i as u64));
-        store.append_blocking(batch, vec![]).unwrap();
+        append(&store, batch, vec![]).unwrap();
     }
     let seqs = |f: DeltaFilter, after: u64| -> Vec<u64> {
         let q = Query {
@@ -506,9 +596,7 @@ fn postings_across_commits_answer_queries_in_log_order(open: Open) {
 /// An inverted range is a query that matches nothing, not a failure (BTreeMap would panic).
 fn an_inverted_timestamp_range_finds_nothing(open: Open) {
     let store = open().unwrap();
-    store
-        .append_blocking(vec![entry("alice", "p1")], vec![])
-        .unwrap();
+    append(&store, vec![entry("alice", "p1")], vec![]).unwrap();
     let filter = DeltaFilter {
         timestamp_range: Some(TimestampRange {
             start: Some(900),
@@ -533,7 +621,7 @@ fn readers_never_see_half_a_batch(open: Open) {
             let mut seen = Seq(0);
             while seen < Seq(400) {
                 let head = store.head();
-                let page = store.scan_after(seen, 1000).unwrap();
+                let page = deltas_after(&store, seen, 1000).unwrap();
                 assert!(
                     page.len() as u64 >= head.0 - seen.0,
                     "the head outran the log"
@@ -557,12 +645,12 @@ fn readers_never_see_half_a_batch(open: Open) {
         let batch: Vec<NewEntry> = (0..10)
             .map(|i| entry("w", &format!("{round}-{i}")))
             .collect();
-        store
-            .append_blocking(
-                batch,
-                vec![("cursor".into(), ((round + 1) * 10).to_be_bytes().to_vec())],
-            )
-            .unwrap();
+        append(
+            &store,
+            batch,
+            vec![("cursor".into(), ((round + 1) * 10).to_be_bytes().to_vec())],
+        )
+        .unwrap();
     }
     reader.join().unwrap();
 }
@@ -570,9 +658,7 @@ fn readers_never_see_half_a_batch(open: Open) {
 fn temporary_stores_say_so(open: Open) {
     let store = open().unwrap();
     assert!(store.is_temporary());
-    store
-        .append_blocking(vec![entry("alice", "p1")], vec![])
-        .unwrap();
+    append(&store, vec![entry("alice", "p1")], vec![]).unwrap();
     assert_eq!(store.head(), Seq(1));
 }
 
