@@ -29,6 +29,7 @@ use anyhow::{ensure, Context, Result};
 use common::{author_delta, dial, serve, serve_with, wait_connected, wait_until};
 use rhizome::events::NodeEvent;
 use rhizome::policy::PolicyDirs;
+use rhizome::store::ReadLimit;
 use rhizome::{Node, NodeConfig, Pointer, Seq, Target};
 
 const PUSH_FILTER: &str = r#"// Push filter for the `public` link: only deltas marked public leave.
@@ -130,7 +131,11 @@ pub async fn run() -> Result<()> {
         ("private", private.node()),
     ] {
         println!("  {side}:");
-        for d in node.store().scan_after(Seq(0), usize::MAX)? {
+        for d in node
+            .store()
+            .read_log(Seq(0), ReadLimit::All, None)?
+            .deltas()?
+        {
             let label = labels.get(&d.delta.id).copied().unwrap_or("(unexpected)");
             println!("    {label}");
         }

@@ -21,6 +21,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use clap::Parser;
 use rhizome::events::NodeEvent;
+use rhizome::store::ReadLimit;
 use rhizome::Server;
 use rhizome::{Federation, Node, NodeConfig, Pointer, Seq, Storage, Target};
 use tokio::sync::watch;
@@ -88,7 +89,10 @@ pub async fn start(addr: &str, storage: Storage, every: Duration) -> Result<Simp
 
 /// How many ticks the store holds.
 fn stored_ticks(node: &Node) -> Result<i64> {
-    let log = node.store().scan_after(Seq(0), usize::MAX)?;
+    let log = node
+        .store()
+        .read_log(Seq(0), ReadLimit::All, None)?
+        .deltas()?;
     Ok(log.iter().filter(|d| d.delta.author == CLOCK).count() as i64)
 }
 

@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use rhizome::delta::{new_delta, Pointer, Target};
-use rhizome::store::{Durability, NewEntry, Store};
+use rhizome::store::{Durability, NewEntry, SideWrites, Store};
 
 fn entries(n: usize, tag: &str) -> Vec<NewEntry> {
     (0..n)
@@ -38,7 +38,8 @@ fn run(durability: Durability, batch: usize, total: usize) -> f64 {
     let start = Instant::now();
     for chunk in data.chunks(batch) {
         store
-            .append_blocking(chunk.to_vec(), Vec::new())
+            .append(chunk.to_vec(), SideWrites::default())
+            .and_then(|pending| pending.durable_blocking())
             .expect("append");
     }
     let secs = start.elapsed().as_secs_f64();
@@ -57,7 +58,10 @@ fn run_concurrent(writers: usize, total: usize) -> f64 {
             let store = store.clone();
             s.spawn(move || {
                 for e in entries(per, &format!("w{w}")) {
-                    store.append_blocking(vec![e], Vec::new()).expect("append");
+                    store
+                        .append(vec![e], SideWrites::default())
+                        .and_then(|pending| pending.durable_blocking())
+                        .expect("append");
                 }
             });
         }

@@ -10,7 +10,6 @@
 //! - [`store`]: the delta store, on fjall or in memory: gap-free log by sequence number,
 //!   id index (dedup), query indexes, negations, metadata; one writer thread with group
 //!   commit; the newest durable records kept in memory for log tailers.
-//! - [`log_tail`]: reading the durable log from a cursor, waiting for more.
 //! - [`events`]: what the node announces.
 //! - [`admission`]: what a remote delta must pass (pull filters, trust policies) and
 //!   the quarantine record of one that failed.
@@ -35,7 +34,6 @@ pub mod federation;
 pub mod file_watch;
 pub mod filter;
 pub mod http;
-pub mod log_tail;
 pub mod node;
 pub mod policy;
 pub mod store;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use rhizome::federation::wire::{self, BatchKind, Message, Outbound};
-use rhizome::store::{Durability, NewEntry, Store};
+use rhizome::store::{Durability, NewEntry, SideWrites, Store};
 use rhizome::Delta;
 
 use crate::load;
@@ -155,7 +155,14 @@ pub fn store_bound(n: usize, memory: bool) -> Result<StoreBound> {
         )];
         let start = Instant::now();
         store
-            .append_blocking(entries, cursor)
+            .append(
+                entries,
+                SideWrites {
+                    meta: cursor,
+                    quarantine: Vec::new(),
+                },
+            )
+            .and_then(|pending| pending.durable_blocking())
             .context("store append")?;
         in_append += start.elapsed();
     }

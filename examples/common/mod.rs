@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use rhizome::federation::{InitialSync, LinkConfig, SyncMode};
+use rhizome::store::ReadLimit;
 use rhizome::{Federation, FederationLink, LinkStatus, Node, NodeConfig, Pointer, Seq, Server};
 
 /// How long an example waits for anything it claims before failing.
@@ -86,7 +87,8 @@ pub async fn author_delta(node: &Node, author: &str, pointers: Vec<Pointer>) -> 
 pub fn ids(node: &Node) -> Result<BTreeSet<String>> {
     Ok(node
         .store()
-        .scan_after(Seq(0), usize::MAX)?
+        .read_log(Seq(0), ReadLimit::All, None)?
+        .deltas()?
         .into_iter()
         .map(|d| d.delta.id)
         .collect())
@@ -122,7 +124,10 @@ pub fn check_holds_exactly(node: &Node, written: &BTreeSet<String>) -> Result<()
 /// Each delta stored once: as many log entries as distinct ids (read in one scan, so a
 /// delta arriving meanwhile cannot skew the count). The number of deltas stored.
 pub fn check_stored_once(node: &Node) -> Result<usize> {
-    let log = node.store().scan_after(Seq(0), usize::MAX)?;
+    let log = node
+        .store()
+        .read_log(Seq(0), ReadLimit::All, None)?
+        .deltas()?;
     let distinct: BTreeSet<&str> = log.iter().map(|d| d.delta.id.as_str()).collect();
     ensure!(
         distinct.len() == log.len(),

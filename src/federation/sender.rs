@@ -22,10 +22,10 @@ use super::wire::{self, BatchKind, Message, Outbound, PeerLimits};
 use crate::delta::Delta;
 use crate::events::NodeEvent;
 use crate::filter::DeltaFilter;
-use crate::log_tail::{LogTail, RawRecord};
 use crate::node::Node;
 use crate::policy::{LinkContext, PolicySet, ScriptInput, ScriptKind, Verdict};
-use crate::store::{RawScan, Seq, StoreError};
+use crate::store::{LogBatch, ReadLimit, Seq, StoreError};
+use crate::store::{LogTail, RawRecord};
 
 /// Deltas per `sync_batch` and the most a live read takes from the log at once.
 pub(crate) const BATCH_SIZE: usize = 1000;
@@ -326,7 +326,7 @@ where
             let want = BATCH_SIZE.min((end.0 - cursor.0) as usize);
             let peer = plan.peer_system.clone();
             let scan = match tokio::task::spawn_blocking(move || {
-                store.scan_raw_skipping(after, want, Some(&peer))
+                store.read_log(after, ReadLimit::Batch(want), Some(&peer))
             })
             .await
             {
@@ -421,7 +421,7 @@ where
         flow
     }
 
-    async fn send_live(&mut self, scan: RawScan) -> Flow {
+    async fn send_live(&mut self, scan: LogBatch) -> Flow {
         let Some(plan) = self.plan.clone() else {
             return Flow::Continue;
         };
@@ -530,9 +530,9 @@ where
 async fn next_live(
     live: &mut Option<LogTail>,
     skip_origin: Option<Arc<str>>,
-) -> Result<Option<RawScan>, StoreError> {
+) -> Result<Option<LogBatch>, StoreError> {
     match live {
-        Some(tail) => tail.next_raw_batch(BATCH_SIZE, skip_origin).await,
+        Some(tail) => tail.next(BATCH_SIZE, skip_origin).await,
         None => std::future::pending().await,
     }
 }
@@ -548,7 +548,7 @@ struct Wanted {
 }
 
 /// Which records go to the peer: only those every filter keeps. The peer's own deltas
-/// are already left out: both callers read the log with `scan_raw_skipping` for it. Returns them and, when `want_ids` (someone listens to `delta:sent`),
+/// are already left out: both callers read the log with `read_log` for it. Returns them and, when `want_ids` (someone listens to `delta:sent`),
 /// their ids.
 fn select(
     records: Vec<RawRecord>,

@@ -139,7 +139,7 @@ impl Node {
             None
         } else {
             let side = SideWrites { meta, quarantine };
-            Some(self.inner.store.submit(entries, side)?)
+            Some(self.inner.store.append(entries, side)?)
         };
         Ok(PendingIngest {
             node: self.clone(),

@@ -2,8 +2,7 @@
 //! slow subscriber falls behind but never misses a delta.
 
 use crate::filter::DeltaFilter;
-use crate::log_tail::LogTail;
-use crate::store::{Seq, Store, StoreError, StoredDelta};
+use crate::store::{LogTail, Seq, Store, StoreError, StoredDelta};
 
 /// A filtered, lossless stream of stored deltas (spec section 7, subscriptions).
 pub struct Subscription {
@@ -32,8 +31,8 @@ impl Subscription {
                     return Ok(Some(d));
                 }
             }
-            match self.tail.next_batch(256).await? {
-                Some(batch) => self.pending = batch.into_iter(),
+            match self.tail.next(256, None).await? {
+                Some(batch) => self.pending = batch.deltas()?.into_iter(),
                 None => return Ok(None),
             }
         }

@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::StoreError;
+use super::error::StoreError;
 
 #[derive(Clone, Default)]
 pub(crate) struct FaultSwitch(Arc<AtomicBool>);

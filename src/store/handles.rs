@@ -11,7 +11,7 @@
 use std::sync::{Arc, PoisonError, RwLock};
 
 use super::backend::{Db, Keyspace};
-use super::StoreError;
+use super::error::StoreError;
 
 pub(crate) struct Keyspaces {
     pub log: Keyspace,

@@ -4,8 +4,9 @@
 //! one term's entries contiguous and separate from any other term (no separator byte a
 //! delta id could contain), and the big-endian seq orders them by log position.
 
+use super::error::StoreError;
+use super::seq::Seq;
 use crate::delta::Delta;
-use crate::store::{Seq, StoreError};
 
 pub(crate) fn seq_key(seq: Seq) -> [u8; 8] {
     seq.0.to_be_bytes()

@@ -1,6 +1,7 @@
 //! How a store comes up: the backend's database, the keyspaces and their tuning, the
 //! head and quarantine counters recovered from what is stored, and the writer thread.
-//! One way for both backends.
+//! One way for both backends ([`Store::start`]); a store on disk is locked to one
+//! process, and its durability is chosen when it opens.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
@@ -11,17 +12,17 @@ use fjall::{Database, KeyspaceCreateOptions, PersistMode};
 use tokio::sync::watch;
 
 use super::backend::Db;
+use super::error::StoreError;
 use super::handles::{Handles, Keyspaces, Slot};
-use super::{
-    faults, health, keys, quarantine, recent, writer, Durability, Inner, Seq, Store, StoreError,
-};
+use super::seq::Seq;
+use super::tail::{RecentLog, RECENT_RECORDS};
+use super::{faults, health, keys, quarantine, writer, Inner, Store};
 
-/// Memtable sizes: the log holds the delta bodies, the indexes only short keys. The log's
-/// keys are sequential, so its flushed tables never overlap and a smaller memtable costs
-/// little compaction. Measured on a receiver syncing 1M deltas (`bench sync`): 8 -> 4 MiB
-/// took ~10 MiB off its peak RSS for no measurable CPU, 4 -> 2 MiB another 5 MiB for ~5%
-/// more CPU (and 2-3% in the live scenario). The indexes' keys are not sequential, so
-/// below 4 MiB their compactions cost more: a 2 MiB id index cost 15% more CPU for 3 MiB.
+/// Memtable sizes, which bound a syncing receiver's memory: the log holds the delta
+/// bodies, the indexes only short keys. The log's keys are sequential, so its flushed
+/// tables never overlap and a smaller memtable costs little compaction. The indexes'
+/// keys are not sequential, so below 4 MiB their compactions cost more CPU than the
+/// memory they save (measured with `bench sync`; see BENCHMARKS.md, "Store tuning").
 const LOG_MEMTABLE: u64 = 2 * 1024 * 1024;
 const INDEX_MEMTABLE: u64 = 4 * 1024 * 1024;
 /// Block cache shared by all keyspaces. It serves queries and log tailers reading recent
@@ -30,8 +31,56 @@ const INDEX_MEMTABLE: u64 = 4 * 1024 * 1024;
 /// a lookup that misses it reads one 4 KiB partition from the OS's page cache.
 const CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
+/// When an acknowledged write is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync (`PersistMode::SyncData`) each group commit before anything is acknowledged.
+    Sync,
+    /// Leave writes in OS buffers: for fjall stores whose contents need not survive a
+    /// crash (tests, benchmarks). A store in memory has nothing to fsync either way.
+    Buffered,
+}
+
 impl Store {
-    pub(super) fn open_fjall(
+    /// Opens (or creates) a durable store in `path`.
+    ///
+    /// # Errors
+    /// [`StoreError::Locked`] when another process has it open; I/O and recovery errors.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
+        Store::open_with(path.as_ref(), Durability::Sync)
+    }
+
+    /// Opens a durable fjall store with an explicit durability (benchmarks compare both).
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn open_with(path: &Path, durability: Durability) -> Result<Store, StoreError> {
+        Store::open_fjall(path, false, durability)
+    }
+
+    /// A store in memory: nothing survives the process (or the last handle), and
+    /// nothing touches the disk. The same code path as a durable store above the
+    /// backend (writer, indexes, queries), without fsync; what `--memory` nodes and
+    /// most tests use.
+    ///
+    /// # Errors
+    /// None in practice: the store comes up through the same fallible steps as on disk.
+    pub fn temporary() -> Result<Store, StoreError> {
+        Store::start(Db::memory(), None, true, None)
+    }
+
+    /// A temporary store on fjall, in a fresh directory removed when the store is
+    /// dropped, without fsync: the store's tests run on both backends.
+    #[cfg(test)]
+    pub(crate) fn temporary_on_disk() -> Result<Store, StoreError> {
+        let dir = tempfile::Builder::new()
+            .prefix("rhizome-")
+            .tempdir()
+            .map_err(StoreError::TempDir)?;
+        Store::open_fjall(&dir.keep(), true, Durability::Buffered)
+    }
+
+    fn open_fjall(
         path: &Path,
         temporary: bool,
         durability: Durability,
@@ -46,7 +95,7 @@ impl Store {
 
     /// Opens the keyspaces, recovers the head and the quarantine's counters, and starts
     /// the writer: the one way a store comes up, whatever its backend.
-    pub(super) fn start(
+    fn start(
         db: Db,
         path: Option<PathBuf>,
         temporary: bool,
@@ -62,7 +111,7 @@ impl Store {
         };
         let (head_tx, head_rx) = watch::channel(head);
         let duplicates = Arc::new(AtomicU64::new(0));
-        let recent = Arc::new(recent::RecentLog::new(recent::RECENT_RECORDS));
+        let recent = Arc::new(RecentLog::new(RECENT_RECORDS));
         let publish = writer::Publish {
             head: head_tx,
             recent: recent.clone(),

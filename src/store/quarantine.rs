@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::backend::{Batch, Keyspace};
-use super::{Store, StoreError};
+use super::error::StoreError;
+use super::Store;
 
 /// Records kept at most.
 pub const DEFAULT_LIMIT: u64 = 100_000;

@@ -8,7 +8,10 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::backend::{Keyspace, Slice};
-use super::{keys, postings, RawRecord, Seq, Store, StoreError, StoredDelta};
+use super::error::StoreError;
+use super::record::{RawRecord, StoredDelta};
+use super::seq::Seq;
+use super::{keys, postings, Store};
 use crate::delta::Delta;
 use crate::filter::DeltaFilter;
 
@@ -25,7 +28,17 @@ pub struct Query {
 /// How deep a chain of negations of negations is followed before giving up.
 const MAX_NEGATION_DEPTH: usize = 64;
 
-pub(super) fn run(store: &Store, q: &Query) -> Result<Vec<StoredDelta>, StoreError> {
+impl Store {
+    /// Deltas matching a query, in log order, using the most selective index available.
+    ///
+    /// # Errors
+    /// Storage or corruption errors.
+    pub fn query(&self, q: &Query) -> Result<Vec<StoredDelta>, StoreError> {
+        run(self, q)
+    }
+}
+
+fn run(store: &Store, q: &Query) -> Result<Vec<StoredDelta>, StoreError> {
     let mut out = Vec::new();
     let mut reader = QueryReader::new(store.clone(), q.clone())?;
     reader.read(|raw, delta| {

@@ -20,55 +20,23 @@ use std::time::Instant;
 use fjall::PersistMode;
 use tokio::sync::{oneshot, watch};
 
+use super::append::{AppendOutcome, NewEntry, Outcomes, SideWrites};
 use super::backend::{Batch, Slice};
+use super::error::StoreError;
 use super::faults::FaultSwitch;
 use super::handles::{Handles, Slot};
 use super::health::HealthState;
+use super::keys;
 use super::postings::Postings;
-use super::recent::RecentLog;
-use super::{keys, Seq, StoreError};
-use crate::delta::Delta;
+use super::seq::Seq;
+use super::tail::RecentLog;
 
-/// A delta to append and where it came from.
-#[derive(Debug, Clone)]
-pub struct NewEntry {
-    pub delta: Delta,
-    /// The peer system it arrived from (`None` for local deltas); senders never echo it back there.
-    pub origin: Option<String>,
-}
-
-/// What happened to one appended delta.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AppendOutcome {
-    /// Newly stored at this position.
-    Stored(Seq),
-    /// Already stored (at this position); nothing was written.
-    Duplicate(Seq),
-}
-
-impl AppendOutcome {
-    pub fn seq(self) -> Seq {
-        match self {
-            AppendOutcome::Stored(s) | AppendOutcome::Duplicate(s) => s,
-        }
-    }
-}
-
-type Reply = oneshot::Sender<Result<Vec<AppendOutcome>, StoreError>>;
+type Reply = oneshot::Sender<Outcomes>;
 
 struct Request {
     entries: Vec<NewEntry>,
     side: SideWrites,
     reply: Reply,
-}
-
-/// Writes that ride in the same atomic batch as a request's deltas.
-#[derive(Debug, Default)]
-pub struct SideWrites {
-    /// Metadata (a link's cursor for the deltas it covers).
-    pub meta: Vec<(String, Vec<u8>)>,
-    /// Records for the quarantine (deltas refused by a trust policy).
-    pub quarantine: Vec<Vec<u8>>,
 }
 
 /// Caps one group commit so a flood of requests still gets acknowledged in steady steps.
@@ -84,7 +52,7 @@ impl WriterHandle {
         &self,
         entries: Vec<NewEntry>,
         side: SideWrites,
-    ) -> Result<oneshot::Receiver<Result<Vec<AppendOutcome>, StoreError>>, StoreError> {
+    ) -> Result<oneshot::Receiver<Outcomes>, StoreError> {
         let (reply, rx) = oneshot::channel();
         let guard = self.tx.lock().map_err(|_| StoreError::Closed)?;
         let tx = guard.as_ref().ok_or(StoreError::Closed)?;

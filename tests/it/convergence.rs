@@ -19,7 +19,7 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use rhizome::delta::{NEGATED_BY_CONTEXT, NEGATES_ROLE};
 use rhizome::node::{NodeConfig, Storage};
-use rhizome::store::{Durability, Query};
+use rhizome::store::{Durability, Query, ReadLimit};
 use rhizome::{Delta, DeltaFilter, IngestOutcome, Node, Origin, Pointer, Seq, Target};
 use serde_json::{json, Map, Number, Value};
 
@@ -310,13 +310,14 @@ async fn deliver(node: &Node, deltas: &[Delta], plan: &Plan) -> Vec<IngestOutcom
 async fn relay(source: &Node, relay: &Node) -> Vec<IngestOutcome> {
     let log = source
         .store()
-        .scan_raw_after(Seq(0), usize::MAX)
-        .expect("scan the log");
+        .read_log(Seq(0), ReadLimit::All, None)
+        .expect("scan the log")
+        .records;
     let mut outcomes = Vec::new();
     for chunk in log.chunks(3) {
         let values = chunk
             .iter()
-            .map(|(_, _, json)| serde_json::from_str(json).expect("stored JSON parses"))
+            .map(|r| serde_json::from_str(r.json()).expect("stored JSON parses"))
             .collect();
         let origin = Origin::Remote {
             system: source.system_id().to_owned(),
@@ -373,11 +374,13 @@ struct Snapshot {
 async fn snapshot(node: &Node, deltas: &[Delta]) -> Snapshot {
     let store = node.store();
     let log = store
-        .scan_raw_after(Seq(0), usize::MAX)
-        .expect("scan the log");
+        .read_log(Seq(0), ReadLimit::All, None)
+        .expect("scan the log")
+        .records;
     let stored: BTreeMap<String, String> = log
         .into_iter()
-        .map(|(_, _, json)| {
+        .map(|r| {
+            let json = r.json().to_owned();
             let d = Delta::parse(&json).expect("stored JSON is a valid delta");
             let by_id = node.get(&d.id).expect("get").expect("a logged id is found");
             assert_eq!(by_id.delta, d, "get({}) disagrees with the log", d.id);
@@ -650,10 +653,11 @@ fn relayed_numbers_are_stored_identically() {
         relay(&first, &second).await;
         let stored = |node: &Node| {
             node.store()
-                .scan_raw_after(Seq(0), 1)
+                .read_log(Seq(0), ReadLimit::Batch(1), None)
                 .expect("scan")
+                .records
                 .pop()
-                .map(|(_, _, json)| json)
+                .map(|r| r.json().to_owned())
         };
         assert_eq!(stored(&first), stored(&second), "the hop changed the delta");
     });

@@ -557,7 +557,8 @@ async fn killing_the_sender_mid_stream_loses_and_duplicates_nothing() {
 
     let store = rhizome::Store::open(data.path()).unwrap();
     let at_source: BTreeSet<String> = store
-        .scan_after(rhizome::Seq(0), usize::MAX)
+        .read_log(rhizome::Seq(0), rhizome::store::ReadLimit::All, None)
+        .and_then(|log| log.deltas())
         .unwrap()
         .into_iter()
         .map(|d| d.delta.id)

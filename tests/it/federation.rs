@@ -226,7 +226,8 @@ async fn filters_apply_to_sync_and_live_traffic() {
 
     let authors_on = |node: &rhizome::Node| -> BTreeSet<String> {
         node.store()
-            .scan_after(rhizome::Seq(0), usize::MAX)
+            .read_log(rhizome::Seq(0), rhizome::store::ReadLimit::All, None)
+            .and_then(|log| log.deltas())
             .unwrap()
             .into_iter()
             .map(|d| d.delta.author)

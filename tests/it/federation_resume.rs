@@ -291,7 +291,8 @@ async fn killing_the_receiver_five_times_during_a_200k_sync_loses_and_duplicates
     // The gap-free log holds exactly the source's ids: head == N and the id set matches.
     let store = rhizome::Store::open(dir.path()).unwrap();
     let got: BTreeSet<String> = store
-        .scan_after(rhizome::Seq(0), usize::MAX)
+        .read_log(rhizome::Seq(0), rhizome::store::ReadLimit::All, None)
+        .and_then(|log| log.deltas())
         .unwrap()
         .into_iter()
         .map(|d| d.delta.id)

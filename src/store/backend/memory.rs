@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGua
 
 use super::tree::Tree;
 use super::Slice;
-use crate::store::StoreError;
+use crate::store::error::StoreError;
 
 type Map = Tree;
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use fjall::{KeyspaceCreateOptions, PersistMode};
 
-use super::StoreError;
+use super::error::StoreError;
 
 pub(crate) use fjall::Slice;
 

@@ -20,8 +20,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::super::{keys, open, Seq, StoreError};
 use super::Writer;
+use crate::store::error::StoreError;
+use crate::store::seq::Seq;
+use crate::store::{keys, open};
 
 /// How often an unwritable store tries to recover.
 pub(super) const RETRY_EVERY: Duration = Duration::from_secs(1);

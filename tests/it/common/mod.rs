@@ -61,7 +61,8 @@ pub async fn start_node_with_options(
 /// Every delta id in a node's log.
 pub fn ids(node: &Node) -> std::collections::BTreeSet<String> {
     node.store()
-        .scan_after(rhizome::Seq(0), usize::MAX)
+        .read_log(rhizome::Seq(0), rhizome::store::ReadLimit::All, None)
+        .and_then(|log| log.deltas())
         .expect("scan")
         .into_iter()
         .map(|d| d.delta.id)

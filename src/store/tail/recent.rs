@@ -1,27 +1,27 @@
 //! The newest records of the log, in memory, for the log's tailers.
 //!
-//! A link's sender reads the log from its cursor, and when it keeps up, what it reads
-//! was written moments ago. Reading it back through the backend (a range scan over the
-//! memtable, or over a table just flushed to disk) was ~5% of a node's CPU on a live
-//! link. The writer also hands each group's records here, the same reference-counted
-//! bytes it gave the backend, after they are durable and before the head moves; a
-//! tailer whose next position is still here reads them without touching the backend.
+//! A tailer that keeps up reads what was written moments ago; reading it back through
+//! the backend (a range scan over the memtable, or over a table just flushed) costs a
+//! live link real CPU (see BENCHMARKS.md, "The newest durable records stay in memory").
+//! So the writer also hands each group's records here, the same reference-counted bytes
+//! it gave the backend, after they are durable and before the head moves; a tailer whose
+//! next position is still here reads them without touching the backend.
 //!
 //! This is a cache of the durable log, not a channel: it holds only what the log
-//! holds, a reader that falls behind it reads the backend as before, and nothing is
-//! lost when it drops its oldest records. It holds records only while some tailer is
-//! registered ([`RecentLog::register`]): a node that only receives (a pull link's
-//! receiver syncing millions of deltas) keeps none of them in memory.
+//! holds, a reader that falls behind it reads the backend, and nothing is lost when it
+//! drops its oldest records. It holds records only while some tailer is registered
+//! ([`RecentLog::register`]): a node that only receives (a pull link's receiver syncing
+//! millions of deltas) keeps none of them in memory.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use super::backend::Slice;
-use super::Seq;
+use crate::store::backend::Slice;
+use crate::store::seq::Seq;
 
 /// Records kept: a live group commit is a few thousand deltas (requests of 1000), and
-/// senders read 1000 at a time. About 1.4 MiB of bench deltas.
+/// senders read 1000 at a time.
 pub(crate) const RECENT_RECORDS: usize = 4096;
 
 pub(crate) struct RecentLog {
