@@ -31,12 +31,11 @@ use super::postings::Postings;
 use super::seq::Seq;
 use super::tail::RecentLog;
 
-type Reply = oneshot::Sender<Outcomes>;
-
 struct Request {
     entries: Vec<NewEntry>,
     side: SideWrites,
-    reply: Reply,
+    /// Answered once the request's group is durable, or has failed.
+    reply: oneshot::Sender<Outcomes>,
 }
 
 /// Caps one group commit so a flood of requests still gets acknowledged in steady steps.
