@@ -137,3 +137,93 @@ impl Shorthand {
             .or_insert_with(|| Value::from(self.system));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const FULL: &str = r#"{"id":"d1","timestamp":5,"author":"a","system":"s","pointers":[]}"#;
+    const SHORT: &str = r#"{"author":"a","pointers":[{"role":"r","target":"t"}]}"#;
+
+    /// Both readers on one document, ids and times of shorthand items aside.
+    fn both(body: &str) -> (Option<Batch>, Result<Batch, BatchError>) {
+        (
+            Batch::parse_typed(body.as_bytes(), "here"),
+            Batch::parse_through_value(body.as_bytes(), "here"),
+        )
+    }
+
+    #[test]
+    fn full_deltas_and_the_shorthand_take_the_typed_reader_and_read_alike() {
+        for body in [
+            FULL.to_owned(),
+            format!("[{FULL},{SHORT}]"),
+            SHORT.to_owned(),
+            "[]".to_owned(),
+        ] {
+            let (typed, value) = both(&body);
+            let (typed, value) = (typed.expect("typed"), value.expect("value"));
+            assert_eq!(typed.is_array, value.is_array, "{body}");
+            assert_eq!(typed.deltas.len(), value.deltas.len(), "{body}");
+            for (t, v) in typed.deltas.iter().zip(&value.deltas) {
+                assert_eq!((&t.author, &t.system), (&v.author, &v.system), "{body}");
+                assert_eq!(t.pointers, v.pointers, "{body}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_shorthand_gets_a_new_id_the_time_and_this_nodes_system() {
+        let batch = Batch::parse(SHORT.as_bytes(), "here").unwrap();
+        let d = &batch.deltas[0];
+        assert!(!batch.is_array);
+        assert!(uuid::Uuid::parse_str(&d.id).is_ok(), "{}", d.id);
+        assert!(d.timestamp > 1);
+        assert_eq!(d.system, "here");
+        // What the item gives is kept; the shorthand is an item without `id`.
+        let given = json!({"author": "a", "timestamp": 7, "system": "there", "pointers": []});
+        let d = &Batch::parse(given.to_string().as_bytes(), "here")
+            .unwrap()
+            .deltas[0];
+        assert_eq!((d.timestamp, d.system.as_str()), (7, "there"));
+        let (typed, value) = both(&format!("[{SHORT},{SHORT}]"));
+        for b in [typed.unwrap(), value.unwrap()] {
+            assert_ne!(b.deltas[0].id, b.deltas[1].id);
+        }
+    }
+
+    #[test]
+    fn refusals_say_which_item_and_why() {
+        assert!(matches!(Batch::parse(b"", "h"), Err(BatchError::Empty)));
+        assert!(matches!(
+            Batch::parse(b"{nope", "h"),
+            Err(BatchError::NotJson(_))
+        ));
+        assert!(matches!(
+            Batch::parse(b"5", "h"),
+            Err(BatchError::NotDeltas)
+        ));
+        let bad = r#"{"id":"x","timestamp":1,"author":7,"system":"s","pointers":[]}"#;
+        let body = format!("[{FULL},{bad}]");
+        assert!(
+            both(&body).0.is_none(),
+            "an invalid item leaves the typed reader"
+        );
+        match Batch::parse(body.as_bytes(), "h") {
+            Err(BatchError::Invalid { index, id, error }) => {
+                assert_eq!((index, id.as_deref()), (Some(1), Some("x")));
+                assert_eq!(error.field, "author");
+            }
+            other => panic!("{other:?}"),
+        }
+        match Batch::parse(br#"{"author":"a","pointers":5}"#, "h") {
+            Err(BatchError::Invalid { index, id, error }) => {
+                assert_eq!((index, id), (None, None));
+                assert_eq!(error.field, "pointers");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,9 +1,9 @@
 //! The federation wire: protocol v1 plus our extension (docs/PROTOCOL.md).
 //!
-//! [`messages`](Message) are the frames as types, [`WireDelta`] a delta as a frame
-//! carries it, and the codec turns text into them and back: [`decode`] is the one way
-//! an incoming text frame is read, [`encode`] the one way an outgoing frame is written.
-//! Nothing here knows links or sessions; they build on it.
+//! [`Message`] is a frame as a type, [`WireDelta`] a delta as a frame carries it, and
+//! the codec turns text into them and back: [`decode`] is the one way an incoming text
+//! frame is read, [`encode`] the one way an outgoing frame is written. Nothing here
+//! knows links or sessions; they build on it.
 
 mod codec;
 mod delta;
