@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::options::LinkConfig;
 use crate::delta::now_millis;
+use crate::store::Seq;
 
 /// Where a link is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -147,6 +148,24 @@ pub(crate) enum Control {
     Disconnect,
 }
 
+/// Where a link we dial first started sending: later connections without a better
+/// cursor from the peer start there again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FirstStart {
+    /// Sending starts after this position of our log.
+    pub after: Seq,
+    /// Set by a from-timestamp initial sync.
+    pub floor: Option<TimestampFloor>,
+}
+
+/// A from-timestamp initial push: deltas up to log position `through` go only from
+/// `min_timestamp` on; later ones go regardless.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TimestampFloor {
+    pub through: Seq,
+    pub min_timestamp: u64,
+}
+
 /// State shared between a link's task and its handles.
 pub(crate) struct LinkShared {
     pub id: String,
@@ -160,12 +179,12 @@ pub(crate) struct LinkShared {
     /// Set by pause(): survives reconnects until resume().
     pub paused: watch::Sender<bool>,
     pub control: mpsc::UnboundedSender<Control>,
+    /// The last state changes, newest last.
+    pub history: Mutex<std::collections::VecDeque<StateChange>>,
     /// Where this link first started sending (links we dial): a later connection that
     /// has no better cursor from the peer starts there again, so nothing written while
     /// the link was down is skipped.
-    /// The last state changes, newest last.
-    pub history: Mutex<std::collections::VecDeque<StateChange>>,
-    pub first_start: std::sync::OnceLock<(crate::store::Seq, Option<(crate::store::Seq, u64)>)>,
+    pub first_start: std::sync::OnceLock<FirstStart>,
 }
 
 impl LinkShared {

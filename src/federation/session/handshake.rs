@@ -2,53 +2,26 @@
 //! each side's sending starts, and what the initial sync asks for.
 
 use futures_util::Stream;
-use serde::Deserialize;
 use serde_json::Value;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
-use super::receive::Established;
+use super::state::{Established, Peer, PeerConfig};
 use super::{store_end, type_name, EndKind, Frame, Role, Session, SessionEnd};
 use crate::admission::Admission;
 use crate::delta::identifier;
 use crate::events::NodeEvent;
 use crate::federation::cursor::{CursorKeys, V1_RESUME_MARGIN_MS};
-use crate::federation::links::{Direction, LinkStatus};
+use crate::federation::links::{Direction, FirstStart, LinkStatus, TimestampFloor};
 use crate::federation::sender::{Outgoing, SendPlan};
 use crate::federation::wire::{
-    codes, HelloExt, Message, PeerLimits, WireLimits, EXTENSION_VERSION, PROTOCOL_VERSION,
+    codes, HelloExt, Message, WireLimits, EXTENSION_VERSION, PROTOCOL_VERSION,
 };
 use crate::federation::{InitialSync, SyncMode};
 use crate::filter::DeltaFilter;
 use crate::policy::LinkContext;
 use crate::store::Seq;
-
-/// What the peer asked for in its `hello.config`. Lenient on purpose: reference
-/// clients send more (`trustPolicy`, `reconnect`...) and we only read what we honour.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub(super) struct PeerConfig {
-    mode: SyncMode,
-    pull_filter: Option<Value>,
-    name: Option<String>,
-}
-
-/// What the handshake established about the peer.
-pub(super) struct Peer {
-    pub system: String,
-    /// The peer speaks our extension.
-    pub extension: bool,
-    /// The peer's log identity (extension peers).
-    pub log: Option<String>,
-    /// The acceptor's committed position of our log (in its `hello_ack`).
-    pub their_cursor_of_us: Option<u64>,
-    /// What the peer reads (advertised, or the defaults).
-    pub limits: PeerLimits,
-    /// The peer's hello config (acceptor side).
-    pub config: PeerConfig,
-    pub peer_filter: Option<DeltaFilter>,
-}
 
 impl Session<'_> {
     /// Returns the peer and any frames that arrived right behind its hello / hello_ack:
@@ -302,7 +275,7 @@ impl Session<'_> {
         CursorKeys::new(&peer.system, peer.log.as_deref().unwrap_or("v1"), &scope)
     }
 
-    /// After the handshake: decide who sends and receives, arm the writer, ask for the
+    /// After the handshake: decide who sends and receives, arm the sender, ask for the
     /// initial sync, announce the link.
     pub(super) async fn establish(&mut self, peer: Peer) -> Result<Established, SessionEnd> {
         let mode = match self.role {
@@ -388,7 +361,7 @@ impl Session<'_> {
         })
     }
 
-    /// Where this side's writer starts and what it filters.
+    /// Where this side's sender starts and what it filters.
     fn send_plan(&self, peer: &Peer, link: LinkContext) -> Result<SendPlan, SessionEnd> {
         let store = self.node.store();
         let head = store.head();
@@ -401,12 +374,13 @@ impl Session<'_> {
             Role::Initiator => {
                 // Where this link first started (kept across reconnects), with the
                 // timestamp floor of a from_timestamp initial sync.
-                let (first, floor) = match self.link.first_start.get() {
+                let first = match self.link.first_start.get() {
                     Some(first) => *first,
                     None => {
+                        let at = |after, floor| FirstStart { after, floor };
                         let computed = match self.link.config.initial_sync {
-                            InitialSync::Full => (Seq(0), None),
-                            InitialSync::None => (head, None),
+                            InitialSync::Full => at(Seq(0), None),
+                            InitialSync::None => at(head, None),
                             InitialSync::FromTimestamp => {
                                 let ts = self.link.config.sync_from_timestamp.unwrap_or(0);
                                 let start =
@@ -414,16 +388,22 @@ impl Session<'_> {
                                         Some(s) => Seq(s.0.saturating_sub(1)),
                                         None => head,
                                     };
-                                (start, Some((head, ts)))
+                                at(
+                                    start,
+                                    Some(TimestampFloor {
+                                        through: head,
+                                        min_timestamp: ts,
+                                    }),
+                                )
                             }
                         };
                         *self.link.first_start.get_or_init(|| computed)
                     }
                 };
-                initial_floor = floor;
+                initial_floor = first.floor;
                 Some(match (peer.extension, peer.their_cursor_of_us) {
                     (true, Some(c)) if c > 0 => Seq(c),
-                    _ => first,
+                    _ => first.after,
                 })
             }
         };

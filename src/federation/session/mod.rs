@@ -1,7 +1,9 @@
 //! The link state machine: one for both ends of a link.
 //!
-//! `handshake` -> `establish` (who sends, who receives, the initial sync) -> `receive`
-//! (live), with pause / resume and heartbeat throughout, until close. The role only
+//! `handshake` -> `establish` (who sends, who receives, the initial sync) -> `inbound`
+//! (live: frames read, deltas ingested and answered; `outbound` answers what the peer
+//! asks us to send), with pause / resume and heartbeat throughout, until close. `state`
+//! holds what the handshake established. The role only
 //! decides who speaks first (the initiator sends `hello`, the acceptor answers
 //! `hello_ack`) and who asks for the initial sync; after that both ends run the same
 //! code. Frames are read here and every delta goes to the node's single ingestion
@@ -9,7 +11,9 @@
 //! starts and steers.
 
 mod handshake;
-mod receive;
+mod inbound;
+mod outbound;
+mod state;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -161,13 +165,13 @@ where
             let reason = match finished {
                 Ok(SenderEnd::Socket(e)) => format!("send failed: {e}"),
                 Ok(SenderEnd::Store(e)) => format!("reading the log failed: {e}"),
-                Ok(SenderEnd::Closed) => "writer closed".to_owned(),
-                Err(e) => format!("writer task failed: {e}"),
+                Ok(SenderEnd::Closed) => "the link's sender stopped".to_owned(),
+                Err(e) => format!("the link's sender failed: {e}"),
             };
             SessionEnd::new(EndKind::Lost, reason)
         }
     };
-    // Dropping the queue tells the writer to close the socket once it has sent what
+    // Dropping the queue tells the sender to close the socket once it has sent what
     // is queued (a fatal error frame, a close frame).
     drop(session);
     if !sender_task.is_finished()
@@ -210,21 +214,23 @@ impl Session<'_> {
                 EndKind::Lost,
                 "the peer is not reading what we send (control queue full)",
             ),
-            mpsc::error::TrySendError::Closed(_) => SessionEnd::new(EndKind::Lost, "writer closed"),
+            mpsc::error::TrySendError::Closed(_) => {
+                SessionEnd::new(EndKind::Lost, "the link's sender stopped")
+            }
         })
     }
 
-    /// Queues a frame, waiting while the writer is behind. Answers to a burst of
+    /// Queues a frame, waiting while the sender is behind. Answers to a burst of
     /// deltas (one nack each) can outnumber the queue without the peer being at fault;
-    /// only a writer stuck for two heartbeats means the peer is not reading.
+    /// only a sender stuck for two heartbeats means the peer is not reading.
     async fn send_paced(&self, msg: &Message) -> Result<(), SessionEnd> {
         let frame = Outgoing::Frame(wire::encode(msg));
         match tokio::time::timeout(self.heartbeat * 2, self.out.send(frame)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(SessionEnd::new(EndKind::Lost, "writer closed")),
+            Ok(Err(_)) => Err(SessionEnd::new(EndKind::Lost, "the link's sender stopped")),
             Err(_) => Err(SessionEnd::new(
                 EndKind::Lost,
-                "the peer is not reading what we send (writer stuck for two heartbeats)",
+                "the peer is not reading what we send (our sender stuck for two heartbeats)",
             )),
         }
     }
@@ -405,7 +411,7 @@ impl Session<'_> {
 /// After a frame too large to read, the reader stops (the peer's unread payload stays
 /// in the socket), and a socket closed with unread bytes is reset: the reset would
 /// overtake the error frame and the 1009 close on their way out. Holding the socket a
-/// moment lets the writer deliver them first.
+/// moment lets the sender deliver them first.
 async fn linger_after_oversized() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 }

@@ -1,47 +1,22 @@
-//! An established link: reading frames, ingesting the deltas they carry through the
-//! node's single path, answering, and following the peer's sync and pause.
+//! The receiving side of an established link: reading frames, ingesting the deltas they
+//! carry through the node's single path, answering them, following the peer's sync
+//! and pause. What the peer asks us to send (`sync_request`) goes to [`super::outbound`].
 
 use std::collections::VecDeque;
 
 use futures_util::Stream;
-use serde_json::Value;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
-use super::handshake::Peer;
+use super::outbound::SyncRequest;
+use super::state::Established;
 use super::{store_end, type_name, EndKind, Frame, Role, Session, SessionEnd};
-use crate::admission::Admission;
 use crate::delta::{now_millis, Delta};
 use crate::events::NodeEvent;
-use crate::federation::cursor::{self, CursorKeys};
+use crate::federation::cursor::{self};
 use crate::federation::links::{LinkStats, LinkStatus};
-use crate::federation::sender::{Outgoing, SyncPlan};
+use crate::federation::sender::Outgoing;
 use crate::federation::wire::{codes, Message, WireDelta};
-use crate::filter::DeltaFilter;
 use crate::node::{IngestOutcome, Origin, PendingIngest};
-use crate::store::Seq;
-
-/// Receiving state after the handshake.
-pub(super) struct Established {
-    pub peer: Peer,
-    pub admission: Admission,
-    pub we_send: bool,
-    pub we_receive: bool,
-    pub keys: CursorKeys,
-    /// Newest timestamp received (the v1 resume point).
-    pub max_ts: u64,
-    /// We asked for a sync and it has not completed: the v1 resume point must not move
-    /// yet, or a sync cut short would be resumed from its end, skipping its middle.
-    pub awaiting_sync: bool,
-    pub syncing: bool,
-    pub sync_processed: u64,
-    pub sync_total: u64,
-    pub sync_started: std::time::Instant,
-    pub progress_logged: std::time::Instant,
-    /// A frame that may have carried deltas could not be decoded: the deltas in it were
-    /// never judged, so for the rest of this connection the cursor stays where it is
-    /// (the peer sends from there again next time; what we already hold is deduplicated).
-    pub cursor_held: bool,
-}
 
 /// How a received delta is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -393,123 +368,20 @@ impl Session<'_> {
                 from_timestamp,
                 resume_from,
                 from_head,
-            } => {
-                if !est.we_send {
-                    return self.send_error(
-                        codes::MODE_VIOLATION,
-                        "sync_request on a link that does not send to you (it was opened in push mode)",
-                    );
-                }
-                let filter = match filter {
-                    None | Some(Value::Null) => None,
-                    Some(v) => match DeltaFilter::from_value(&v) {
-                        Ok(f) => Some(f),
-                        Err(e) => {
-                            return self.send_error(
-                                codes::SYNC_ERROR,
-                                &format!("sync_request.filter: {e}"),
-                            )
-                        }
-                    },
-                };
-                let (after, min_timestamp) = if let Some(c) = resume_from {
-                    (Seq(c), None)
-                } else if from_head == Some(true) {
-                    (Seq(u64::MAX), None)
-                } else if let Some(ts) = from_timestamp {
-                    let first = self
-                        .node
-                        .store()
-                        .first_seq_at_or_after(ts)
-                        .map_err(store_end)?;
-                    (
-                        first.map_or(Seq(u64::MAX), |s| Seq(s.0.saturating_sub(1))),
-                        Some(ts),
-                    )
-                } else {
-                    (Seq(0), None)
-                };
-                self.queue(Outgoing::Sync(SyncPlan {
-                    after,
-                    min_timestamp,
+            } => self.serve_sync_request(
+                est,
+                SyncRequest {
                     filter,
-                }))
-            }
+                    from_timestamp,
+                    resume_from,
+                    from_head,
+                },
+            ),
             Message::SyncStart { total_deltas, .. } => {
-                est.syncing = true;
-                est.sync_processed = 0;
-                est.sync_total = total_deltas;
-                est.sync_started = std::time::Instant::now();
-                est.progress_logged = est.sync_started;
-                self.link
-                    .stats
-                    .sync_total
-                    .store(total_deltas, std::sync::atomic::Ordering::Relaxed);
-                self.link
-                    .stats
-                    .sync_done
-                    .store(0, std::sync::atomic::Ordering::Relaxed);
-                tracing::info!(link = %self.link.id, total = total_deltas, "initial sync started");
-                if !*self.link.paused.borrow() {
-                    self.link.set_status(LinkStatus::Syncing);
-                }
-                self.node.emit(NodeEvent::SyncStarted {
-                    link_id: self.link.id.clone(),
-                    total_deltas,
-                });
+                self.on_sync_start(total_deltas, est);
                 Ok(())
             }
-            Message::SyncComplete { last_seq, .. } => {
-                // Every batch before this frame is already durable (flushed in order), so
-                // the resume point may now move to what the sync delivered.
-                let store = self.node.store();
-                if est.cursor_held {
-                    // The sync is over, but not everything in it was judged.
-                } else if est.peer.extension {
-                    if let Some(seq) = last_seq {
-                        store
-                            .put_meta(&est.keys.seq, cursor::encode(seq))
-                            .await
-                            .map_err(store_end)?;
-                        self.send(&Message::CursorAck { last_seq: seq })?;
-                    }
-                } else if est.max_ts > 0 {
-                    store
-                        .put_meta(&est.keys.ts, cursor::encode(est.max_ts))
-                        .await
-                        .map_err(store_end)?;
-                }
-                est.awaiting_sync = false;
-                est.syncing = false;
-                self.link
-                    .stats
-                    .sync_total
-                    .store(0, std::sync::atomic::Ordering::Relaxed);
-                self.link
-                    .stats
-                    .sync_done
-                    .store(0, std::sync::atomic::Ordering::Relaxed);
-                self.link
-                    .stats
-                    .last_sync_timestamp
-                    .store(now_millis(), std::sync::atomic::Ordering::Relaxed);
-                if !*self.link.paused.borrow() {
-                    self.link.set_status(LinkStatus::Connected);
-                }
-                let secs = est.sync_started.elapsed().as_secs_f64();
-                tracing::info!(
-                    link = %self.link.id,
-                    deltas = est.sync_processed,
-                    seconds = format!("{secs:.1}"),
-                    rate = (est.sync_processed as f64 / secs.max(0.001)) as u64,
-                    "initial sync complete"
-                );
-                self.node.emit(NodeEvent::SyncCompleted {
-                    link_id: self.link.id.clone(),
-                    deltas_processed: est.sync_processed,
-                });
-                Ok(())
-            }
+            Message::SyncComplete { last_seq, .. } => self.on_sync_complete(last_seq, est).await,
             Message::DeltaAck { .. } => Ok(()),
             Message::CursorAck { last_seq } => {
                 self.link
@@ -531,36 +403,128 @@ impl Session<'_> {
                 code,
                 message,
                 fatal,
-            } => {
-                self.peer_error(&code, &message);
-                // The peer could not serve our sync request: stop waiting for it.
-                if est.awaiting_sync && (code == codes::SYNC_ERROR || code == "SYNC_NOT_SUPPORTED")
-                {
-                    tracing::warn!(link = %self.link.id, %message, "the peer did not serve our sync request");
-                    est.awaiting_sync = false;
-                    est.syncing = false;
-                    if !*self.link.paused.borrow() {
-                        self.link.set_status(LinkStatus::Connected);
-                    }
-                }
-                if fatal {
-                    let kind = if code == codes::PROTOCOL_MISMATCH {
-                        EndKind::Refused
-                    } else {
-                        EndKind::Lost
-                    };
-                    return Err(SessionEnd::new(
-                        kind,
-                        format!("the peer closed the link: {code}: {message}"),
-                    ));
-                }
-                Ok(())
-            }
+            } => self.on_error_frame(&code, &message, fatal, est),
             // Delta-carrying messages are handled by `process`.
             Message::Delta { .. } | Message::SyncBatch { .. } | Message::DeltaBatch { .. } => {
                 Ok(())
             }
         }
+    }
+
+    /// The peer starts our initial sync: progress is counted from here.
+    fn on_sync_start(&mut self, total_deltas: u64, est: &mut Established) {
+        est.syncing = true;
+        est.sync_processed = 0;
+        est.sync_total = total_deltas;
+        est.sync_started = std::time::Instant::now();
+        est.progress_logged = est.sync_started;
+        self.link
+            .stats
+            .sync_total
+            .store(total_deltas, std::sync::atomic::Ordering::Relaxed);
+        self.link
+            .stats
+            .sync_done
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(link = %self.link.id, total = total_deltas, "initial sync started");
+        if !*self.link.paused.borrow() {
+            self.link.set_status(LinkStatus::Syncing);
+        }
+        self.node.emit(NodeEvent::SyncStarted {
+            link_id: self.link.id.clone(),
+            total_deltas,
+        });
+    }
+
+    /// Our initial sync is complete: every batch before this frame is already durable
+    /// (answered in order), so the resume point may move to what the sync delivered.
+    async fn on_sync_complete(
+        &mut self,
+        last_seq: Option<u64>,
+        est: &mut Established,
+    ) -> Result<(), SessionEnd> {
+        // Every batch before this frame is already durable (flushed in order), so
+        // the resume point may now move to what the sync delivered.
+        let store = self.node.store();
+        if est.cursor_held {
+            // The sync is over, but not everything in it was judged.
+        } else if est.peer.extension {
+            if let Some(seq) = last_seq {
+                store
+                    .put_meta(&est.keys.seq, cursor::encode(seq))
+                    .await
+                    .map_err(store_end)?;
+                self.send(&Message::CursorAck { last_seq: seq })?;
+            }
+        } else if est.max_ts > 0 {
+            store
+                .put_meta(&est.keys.ts, cursor::encode(est.max_ts))
+                .await
+                .map_err(store_end)?;
+        }
+        est.awaiting_sync = false;
+        est.syncing = false;
+        self.link
+            .stats
+            .sync_total
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        self.link
+            .stats
+            .sync_done
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        self.link
+            .stats
+            .last_sync_timestamp
+            .store(now_millis(), std::sync::atomic::Ordering::Relaxed);
+        if !*self.link.paused.borrow() {
+            self.link.set_status(LinkStatus::Connected);
+        }
+        let secs = est.sync_started.elapsed().as_secs_f64();
+        tracing::info!(
+            link = %self.link.id,
+            deltas = est.sync_processed,
+            seconds = format!("{secs:.1}"),
+            rate = (est.sync_processed as f64 / secs.max(0.001)) as u64,
+            "initial sync complete"
+        );
+        self.node.emit(NodeEvent::SyncCompleted {
+            link_id: self.link.id.clone(),
+            deltas_processed: est.sync_processed,
+        });
+        Ok(())
+    }
+
+    /// An `error` frame: recorded; a sync the peer cannot serve is no longer awaited; a
+    /// fatal one ends the session.
+    fn on_error_frame(
+        &mut self,
+        code: &str,
+        message: &str,
+        fatal: bool,
+        est: &mut Established,
+    ) -> Result<(), SessionEnd> {
+        self.peer_error(code, message);
+        // The peer could not serve our sync request: stop waiting for it.
+        if est.awaiting_sync && (code == codes::SYNC_ERROR || code == "SYNC_NOT_SUPPORTED") {
+            tracing::warn!(link = %self.link.id, %message, "the peer did not serve our sync request");
+            est.awaiting_sync = false;
+            est.syncing = false;
+            if !*self.link.paused.borrow() {
+                self.link.set_status(LinkStatus::Connected);
+            }
+        }
+        if fatal {
+            let kind = if code == codes::PROTOCOL_MISMATCH {
+                EndKind::Refused
+            } else {
+                EndKind::Lost
+            };
+            return Err(SessionEnd::new(
+                kind,
+                format!("the peer closed the link: {code}: {message}"),
+            ));
+        }
+        Ok(())
     }
 
     pub(super) fn peer_error(&self, code: &str, message: &str) {

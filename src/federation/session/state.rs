@@ -1,0 +1,61 @@
+//! What a session knows once the handshake is done: who the peer is, and the receiving
+//! state of the established link. Shared by `handshake` (which makes them) and
+//! `inbound` / `outbound` (which use them), so neither imports the other.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::admission::Admission;
+use crate::federation::cursor::CursorKeys;
+use crate::federation::wire::PeerLimits;
+use crate::federation::SyncMode;
+use crate::filter::DeltaFilter;
+
+/// What the peer asked for in its `hello.config`. Lenient on purpose: reference
+/// clients send more (`trustPolicy`, `reconnect`...) and we only read what we honour.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub(super) struct PeerConfig {
+    pub mode: SyncMode,
+    pub pull_filter: Option<Value>,
+    pub name: Option<String>,
+}
+
+/// What the handshake established about the peer.
+pub(super) struct Peer {
+    pub system: String,
+    /// The peer speaks our extension.
+    pub extension: bool,
+    /// The peer's log identity (extension peers).
+    pub log: Option<String>,
+    /// The acceptor's committed position of our log (in its `hello_ack`).
+    pub their_cursor_of_us: Option<u64>,
+    /// What the peer reads (advertised, or the defaults).
+    pub limits: PeerLimits,
+    /// The peer's hello config (acceptor side).
+    pub config: PeerConfig,
+    pub peer_filter: Option<DeltaFilter>,
+}
+
+/// Receiving state after the handshake.
+pub(super) struct Established {
+    pub peer: Peer,
+    pub admission: Admission,
+    pub we_send: bool,
+    pub we_receive: bool,
+    pub keys: CursorKeys,
+    /// Newest timestamp received (the v1 resume point).
+    pub max_ts: u64,
+    /// We asked for a sync and it has not completed: the v1 resume point must not move
+    /// yet, or a sync cut short would be resumed from its end, skipping its middle.
+    pub awaiting_sync: bool,
+    pub syncing: bool,
+    pub sync_processed: u64,
+    pub sync_total: u64,
+    pub sync_started: std::time::Instant,
+    pub progress_logged: std::time::Instant,
+    /// A frame that may have carried deltas could not be decoded: the deltas in it were
+    /// never judged, so for the rest of this connection the cursor stays where it is
+    /// (the peer sends from there again next time; what we already hold is deduplicated).
+    pub cursor_held: bool,
+}
