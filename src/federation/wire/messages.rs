@@ -1,9 +1,9 @@
 //! The v1 wire messages and our negotiated extension, as types.
 //!
 //! Every frame is `{"type": ..., "timestamp": ms, ...}`; the `timestamp` is the codec's
-//! (stamped on encode, checked on decode), so it is no field here. Fields named here
-//! are the wire's (camelCase on the wire); unknown fields are ignored on decode, which
-//! is how extensions stay compatible. Deltas inside messages are [`WireDelta`]s: each is
+//! (stamped on encode, checked on decode), so it is no field here. Field names are the
+//! wire's, in snake_case here and camelCase on the wire; unknown fields are ignored on
+//! decode, which is how extensions stay compatible. Deltas inside messages are [`WireDelta`]s: each is
 //! judged on its own by the ingestion path, so one bad delta gets a `delta_nack`, not a
 //! dropped frame.
 
