@@ -1,9 +1,9 @@
 //! Query answers (`GET /deltas`, `POST /query`) streamed, with memory bounded per request.
 //!
-//! A page of 100,000 large deltas used to be built whole in memory (each delta decoded,
-//! then re-encoded into one `Value`, then into one string): eight such reads in parallel
-//! held ~900 MiB. Now the answer is written a chunk at a time from the stored JSON (the
-//! log keeps each delta's compact JSON, which is forwarded as is), each chunk read by a
+//! A page of 100,000 large deltas built whole in memory would hold hundreds of MiB per
+//! request (BENCHMARKS.md, "Large parallel reads"). So the answer is written a chunk at a
+//! time from the stored JSON (the log keeps each delta's compact JSON, which is forwarded
+//! as is), each chunk read by a
 //! short blocking task only when the connection has taken the previous one, so a slow
 //! client holds back the reading and no blocking thread waits on a socket. A request
 //! holds about one chunk ([`CHUNK_BYTES`] plus one delta).

@@ -95,7 +95,7 @@ impl ScriptDelta {
         }
     }
 
-    /// The delta as the map scripts used to get.
+    /// The delta as a plain Rhai map (what `to_map` / `to_json` give a script).
     fn to_map(&self) -> Map {
         let l = &self.0;
         l.map
