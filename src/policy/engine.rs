@@ -313,27 +313,6 @@ mod tests {
     }
 
     #[test]
-    fn sleep_is_a_compile_error_at_its_line() {
-        let engine = sandboxed_engine();
-        for source in [
-            "sleep(20); true",
-            "let x = 1;\n  sleep(0.5);\ntrue",
-            "fn f() { sleep(1) } true",
-        ] {
-            let e = crate::policy::set::compile(&engine, source).unwrap_err();
-            assert!(
-                e.message.contains("sleep() is not available"),
-                "{source}: {e}"
-            );
-            assert_eq!(
-                e.line,
-                Some(source.lines().position(|l| l.contains("sleep")).unwrap() + 1),
-                "{source}: {e}"
-            );
-        }
-    }
-
-    #[test]
     fn sleep_through_a_function_pointer_fails_at_once() {
         let d = new_delta("a", "s", vec![]);
         let started = Instant::now();

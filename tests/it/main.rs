@@ -7,6 +7,7 @@
 
 mod common;
 
+mod architecture;
 mod cli;
 mod cli_link;
 mod cli_policy;

@@ -172,7 +172,7 @@ impl Session<'_> {
         let origin = Origin::Remote {
             system: est.peer.system.clone(),
         };
-        let e = crate::InvalidDelta::new("frame", error);
+        let e = crate::delta::InvalidDelta::new("frame", error);
         self.node.report_invalid(None, &e, &origin);
         if frame.may_carry_deltas() && !est.cursor_held {
             est.cursor_held = true;
@@ -223,7 +223,7 @@ impl Session<'_> {
         let Pending { values, last_seq } = std::mem::take(pending);
         // The ids answer with (taken before the deltas go to the store).
         let mut answered = Vec::with_capacity(values.len());
-        let checked: Vec<Result<Delta, crate::InvalidDelta>> = values
+        let checked: Vec<Result<Delta, crate::delta::InvalidDelta>> = values
             .into_iter()
             .map(|(wire, reply, in_sync)| {
                 answered.push((wire.id().to_owned(), reply, in_sync));

@@ -265,3 +265,24 @@ fn a_sleeping_script_is_refused_at_load_and_rejects_at_once_issue_14() {
     assert!(started.elapsed() < Duration::from_secs(1));
     assert!(why.contains("does not compile"), "{why}");
 }
+
+#[test]
+fn sleep_is_a_compile_error_at_its_line() {
+    let engine = super::super::engine::sandboxed_engine();
+    for source in [
+        "sleep(20); true",
+        "let x = 1;\n  sleep(0.5);\ntrue",
+        "fn f() { sleep(1) } true",
+    ] {
+        let e = super::compile(&engine, source).unwrap_err();
+        assert!(
+            e.message.contains("sleep() is not available"),
+            "{source}: {e}"
+        );
+        assert_eq!(
+            e.line,
+            Some(source.lines().position(|l| l.contains("sleep")).unwrap() + 1),
+            "{source}: {e}"
+        );
+    }
+}
