@@ -56,7 +56,7 @@ impl DeltaFilter {
     /// Decodes a filter from JSON, strictly.
     ///
     /// # Errors
-    /// [`InvalidFilter`] naming the field of the wrong type or the unknown field.
+    /// an error naming the field of the wrong type or the unknown field.
     pub fn from_value(value: &Value) -> Result<DeltaFilter, InvalidFilter> {
         if !value.is_object() {
             return Err(InvalidFilter {

@@ -1,28 +1,26 @@
 //! # rhizome: a RhizomeDB federation node
 //!
-//! Stores immutable deltas in fjall and (with the federation modules) keeps them
-//! converged with other RhizomeDB instances over WebSocket links.
+//! Stores immutable deltas in fjall and keeps them converged with other RhizomeDB
+//! instances over WebSocket links. The types most programs need are re-exported here:
+//! open a [`Node`] (store, admission, events, one ingestion path), give it links with a
+//! [`Federation`], serve both on a port with a [`Server`].
 //!
-//! # Layout
-//! - [`delta`]: the `Delta` / `Pointer` / `Target` types in the v1 wire shape,
-//!   decoding that names the bad field, validation, authoring and negation.
-//! - [`filter`]: `DeltaFilter`, strict JSON and `matches`.
+//! # Layout, lowest floor first (a module uses only floors below it)
+//! - [`delta`]: the `Delta` / `Pointer` / `Target` types in the v1 wire shape, the one
+//!   JSON parse (naming the bad field), validation, limits, authoring and negation.
+//!   `events`: what the node announces. `file_watch`: debounced watching for reloads.
+//! - `filter`: [`DeltaFilter`], strict JSON and `matches`.
 //! - [`store`]: the delta store, on fjall or in memory: gap-free log by sequence number,
 //!   id index (dedup), query indexes, negations, metadata; one writer thread with group
-//!   commit; the newest durable records kept in memory for log tailers.
-//! - [`events`]: what the node announces.
-//! - [`admission`]: what a remote delta must pass (pull filters, trust policies) and
-//!   the quarantine record of one that failed.
-//! - [`node`]: `Node`, the one ingestion path, queries and subscriptions.
-//! - [`federation`]: links to other nodes: protocol v1 and our extension, the link
-//!   state machine, log-tailing senders, the endpoint and the dialer.
-//! - [`policy`]: trust policies and push / pull filters as hot-reloaded Rhai scripts.
-//! - [`quarantine`]: listing and replaying deltas trust policies refused.
-//! - [`http`]: the JSON API served by `rhizome serve`.
-//! - [`config`]: the TOML config file and its hot-reloaded links.
-//! - [`watch`]: debounced file watching behind every hot reload.
-//! - [`server`]: binding the port, serving it within bounds (connection cap below the
-//!   descriptor limit, header and idle timeouts), graceful shutdown.
+//!   commit; one read of the log ([`store::LogTail`]). [`policy`]: trust policies and
+//!   push / pull filters as hot-reloaded Rhai scripts.
+//! - [`admission`]: what a remote delta must pass (pull filters, trust policies) and the
+//!   quarantine record of one that failed.
+//! - `node`: [`Node`], the one ingestion path, queries, subscriptions, the quarantine.
+//! - [`federation`]: [`Federation`] (a node and its links): protocol v1 and our
+//!   extension (`wire`), the link state machine, log-tailing senders, dialing.
+//! - `http`: the JSON API and the WebSocket upgrade, served within bounds by [`Server`].
+//!   [`config`]: the TOML config file and its hot-reloaded links.
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -31,10 +29,10 @@ pub mod config;
 pub mod delta;
 pub mod events;
 pub mod federation;
-pub mod file_watch;
-pub mod filter;
-pub mod http;
-pub mod node;
+mod file_watch;
+mod filter;
+mod http;
+mod node;
 pub mod policy;
 pub mod store;
 
@@ -42,8 +40,11 @@ pub use admission::TrustPolicy;
 pub use delta::{Delta, InvalidDelta, Limits, Pointer, Reference, Target};
 pub use federation::{Federation, FederationLink, LinkConfig, LinkStatus, ServerOptions};
 pub use filter::DeltaFilter;
-pub use http::server::Server;
-pub use node::{IngestOutcome, Node, NodeConfig, Origin, Storage};
+pub use http::server::{fd_limit, ConnectionStats, ConnectionStatsSnapshot, Server};
+pub use node::{
+    CreateError, IngestOutcome, Node, NodeConfig, NodeError, Origin, QuarantineEntry, ReplayReport,
+    Storage, Subscription,
+};
 pub use store::{Seq, Store, StoredDelta};
 
 /// The README's Rust examples, compiled by `cargo test` so they cannot rot.

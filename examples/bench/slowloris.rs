@@ -57,7 +57,7 @@ pub struct Slowloris {
 }
 
 pub async fn run(ctx: &Ctx) -> Result<Slowloris> {
-    let _ = rhizome::http::server::fd_limit::raise_nofile_limit();
+    let _ = rhizome::fd_limit::raise_nofile_limit();
     let mut node = NodeProc::spawn(&ctx.bin, "slowloris", ctx.memory, &[]).await?;
     // A new connection per request: over the cap, each is answered once and closed.
     let fresh = reqwest::Client::builder()

@@ -18,8 +18,8 @@
 
 use rhizome::delta::validate;
 use rhizome::federation::wire::{self, Message, Outbound, WireDelta};
-use rhizome::filter::DeltaFilter;
 use rhizome::policy::{LinkContext, PolicyDirs, PolicySet, ScriptKind, Verdict};
+use rhizome::DeltaFilter;
 use rhizome::{Delta, Pointer, Target};
 use serde_json::Value;
 

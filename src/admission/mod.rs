@@ -7,7 +7,7 @@
 //! refusal means "not believed": the delta goes to the quarantine with the policy and
 //! reason, where an operator can replay it once the policies change.
 //!
-//! - [`trust`]: the node's declarative trust rules.
+//! - `trust`: the node's declarative trust rules ([`TrustPolicy`]).
 
 mod trust;
 

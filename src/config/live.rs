@@ -7,7 +7,7 @@
 //! apply live too; other settings wait for a restart.
 //!
 //! A reload acts only on a complete file: it waits until the file has stopped changing
-//! ([`crate::file_watch::read_settled`]) and applies exactly the text it checked, and it
+//! (`file_watch::read_settled`) and applies exactly the text it checked, and it
 //! refuses a file with no settings at all (empty, or only comments), which is what an
 //! editor's save in progress looks like, rather than close every link.
 
@@ -22,6 +22,11 @@ use crate::events::NodeEvent;
 use crate::federation::{Federation, FederationLink};
 use crate::node::Node;
 use crate::policy::engine::DEFAULT_TIME_BUDGET;
+
+/// How long a burst of edits to the file is gathered before one reload.
+pub const RELOAD_DEBOUNCE: std::time::Duration = crate::file_watch::DEBOUNCE;
+/// How long the file must stay unchanged (and non-empty) before its text is applied.
+pub const RELOAD_SETTLE: std::time::Duration = crate::file_watch::SETTLE;
 
 pub struct ConfigLinks {
     fed: Federation,

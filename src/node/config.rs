@@ -12,7 +12,7 @@ use crate::store::{Durability, StoreError};
 pub enum Storage {
     /// A durable fjall database in this directory.
     Path(PathBuf),
-    /// The store in memory ([`Store::temporary`]): nothing reaches the disk or survives the node.
+    /// The store in memory ([`crate::store::Store::temporary`]): nothing reaches the disk or survives the node.
     #[default]
     Memory,
 }

@@ -4,7 +4,7 @@
 //!   scripts see them.
 //! - [`set`]: a compiled, immutable set of scripts and how a delta is judged (AND, in
 //!   file-name order, first rejection decides).
-//! - [`script_delta`]: the delta as scripts see it (map-like, built lazily, shared).
+//! - `script_delta`: the delta as scripts see it (map-like, built lazily, shared).
 //! - [`host`]: the node's current set, swapped whole on reload, and the `notify`
 //!   watcher that reloads it when a file changes.
 //! - [`cases`]: the test cases `rhizome policy test` runs.

@@ -128,7 +128,7 @@ pub struct ScriptInput {
 }
 
 impl ScriptInput {
-    /// `link` from [`LinkContext::to_dynamic`] (build it once per link and clone it).
+    /// `link` from `LinkContext::to_dynamic` (build it once per link and clone it).
     pub fn new(link: Dynamic, delta: &Delta) -> ScriptInput {
         ScriptInput {
             delta: Dynamic::from(ScriptDelta::new(delta.clone())),

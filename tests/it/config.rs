@@ -338,8 +338,8 @@ async fn a_config_file_written_in_two_halves_is_applied_whole_issue_14() {
 
     // A writer that truncates, writes up to a table boundary, pauses, then appends the
     // rest (the links to-2 and the new to-3).
-    let pause = rhizome::file_watch::DEBOUNCE + Duration::from_millis(100);
-    assert!(pause < rhizome::file_watch::SETTLE);
+    let pause = rhizome::config::live::RELOAD_DEBOUNCE + Duration::from_millis(100);
+    assert!(pause < rhizome::config::live::RELOAD_SETTLE);
     std::fs::write(&path, format!("{}{}", table(0), table(1))).unwrap();
     tokio::time::sleep(pause).await;
     let mut file = std::fs::OpenOptions::new()

@@ -18,9 +18,9 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use rhizome::delta::{NEGATED_BY_CONTEXT, NEGATES_ROLE};
-use rhizome::node::{NodeConfig, Storage};
 use rhizome::store::{Durability, Query, ReadLimit};
 use rhizome::{Delta, DeltaFilter, IngestOutcome, Node, Origin, Pointer, Seq, Target};
+use rhizome::{NodeConfig, Storage};
 use serde_json::{json, Map, Number, Value};
 
 const AUTHORS: [&str; 3] = ["alice", "bob", "carol"];

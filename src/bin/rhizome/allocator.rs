@@ -10,7 +10,7 @@
 //! them in again, so it keeps mimalloc's 1000 ms. The figures behind both choices are in
 //! BENCHMARKS.md ("Build and allocator settings").
 
-use rhizome::node::Storage;
+use rhizome::Storage;
 
 /// `mi_option_purge_delay` in mimalloc v3's `mi_option_t` (libmimalloc-sys does not export
 /// it; its position in the enum of `c_src/mimalloc/v3/include/mimalloc.h`). The test below

@@ -5,7 +5,7 @@ use anyhow::Context;
 use serde_json::{json, Value};
 
 use rhizome::federation::{LinkConfig, ReconnectConfig};
-use rhizome::filter::DeltaFilter;
+use rhizome::DeltaFilter;
 
 use crate::args::NodeArg;
 use crate::client::{print_line, urlencode, Client};

@@ -8,7 +8,7 @@ use tokio::sync::broadcast::error::RecvError;
 use rhizome::config::live::ConfigLinks;
 use rhizome::config::NodeFile;
 use rhizome::federation::{Federation, ServerOptions};
-use rhizome::node::{Node, NodeConfig, Storage};
+use rhizome::{Node, NodeConfig, Storage};
 use rhizome::{Server, TrustPolicy};
 
 /// Paths of the HTTP API the federation endpoint may not take.

@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 pub use super::{ConnectionStats, ConnectionStatsSnapshot};
-pub use connection::{RESERVE_TIMEOUT, SHUTDOWN_GRACE};
+pub use connection::SHUTDOWN_GRACE;
 
 use crate::federation::Federation;
 use crate::node::Node;
@@ -116,7 +116,7 @@ impl Server {
     }
 
     /// Stops accepting, closes idle connections, gives requests in flight up to
-    /// [`SHUTDOWN_GRACE`], closes the links, then closes the store. Bounded in time
+    /// `SHUTDOWN_GRACE`, closes the links, then closes the store. Bounded in time
     /// whatever the clients do.
     ///
     /// # Errors
