@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::admission::TrustPolicy;
 use crate::delta::Limits;
-use crate::federation::{LinkConfig, ServerOptions};
+use crate::federation::{LinkConfig, PointerForm, ServerOptions};
 use crate::node::{NodeConfig, Storage};
 use crate::policy::PolicyDirs;
 use crate::store::Durability;
@@ -95,6 +95,8 @@ pub struct ServerSection {
     pub handshake_timeout: Option<u64>,
     /// Largest WebSocket message, in bytes.
     pub max_message_size: Option<usize>,
+    /// The pointer form inbound links send in: `current`, `legacy` or `auto` (default).
+    pub pointer_form: Option<PointerForm>,
 }
 
 /// One `[[link]]`: a name (unique), the peer's url, and the link config.
@@ -268,6 +270,7 @@ impl NodeFile {
                 .map(Duration::from_secs)
                 .unwrap_or(d.handshake_timeout),
             max_message_size: s.max_message_size.unwrap_or(d.max_message_size),
+            pointer_form: s.pointer_form.unwrap_or(d.pointer_form),
         }
     }
 

@@ -6,6 +6,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::WebSocketStream;
 
 use super::links::{Direction, FederationLink, LinkShared, LinkStatus};
+use super::options::LinkConfig;
 use super::session::{self, Role};
 use super::Federation;
 use crate::events::NodeEvent;
@@ -20,8 +21,11 @@ pub(super) async fn serve_inbound<S>(
 {
     let node = fed.node();
     let max = fed.options().max_connections;
-    let (shared, mut control) =
-        LinkShared::new(Direction::Inbound, peer_addr.clone(), Default::default());
+    let config = LinkConfig {
+        pointer_form: fed.options().pointer_form,
+        ..Default::default()
+    };
+    let (shared, mut control) = LinkShared::new(Direction::Inbound, peer_addr.clone(), config);
     let link = FederationLink {
         shared: shared.clone(),
     };

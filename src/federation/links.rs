@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-use super::options::LinkConfig;
+use super::options::{LinkConfig, PointerForm};
+use super::wire::{shows_legacy, Pointers};
 use crate::delta::now_millis;
 use crate::store::Seq;
 
@@ -185,6 +186,8 @@ pub(crate) struct LinkShared {
     /// has no better cursor from the peer starts there again, so nothing written while
     /// the link was down is skipped.
     pub first_start: std::sync::OnceLock<FirstStart>,
+    /// The peer sent a delta in the legacy pointer form (see [`PointerForm::Auto`]).
+    pub legacy_seen: std::sync::atomic::AtomicBool,
 }
 
 impl LinkShared {
@@ -206,6 +209,7 @@ impl LinkShared {
             paused: watch::channel(false).0,
             control,
             first_start: std::sync::OnceLock::new(),
+            legacy_seen: Default::default(),
             history: Mutex::default(),
         };
         (Arc::new(shared), rx)
@@ -230,6 +234,28 @@ impl LinkShared {
                 status,
                 reason: reason.map(str::to_owned),
             });
+        }
+    }
+
+    /// The pointer form this link's deltas go out in now.
+    pub(crate) fn pointers(&self) -> Pointers {
+        match self.config.pointer_form {
+            PointerForm::Current => Pointers::Current,
+            PointerForm::Legacy => Pointers::Legacy,
+            PointerForm::Auto if self.legacy_seen.load(Ordering::Relaxed) => Pointers::Legacy,
+            PointerForm::Auto => Pointers::Current,
+        }
+    }
+
+    /// Notes the pointer form of a delta-carrying frame from the peer: under `auto`, the
+    /// first legacy delta switches the link to the legacy form.
+    pub(crate) fn observe_pointers(&self, frame: &str) {
+        if self.config.pointer_form == PointerForm::Auto
+            && !self.legacy_seen.load(Ordering::Relaxed)
+            && shows_legacy(frame)
+        {
+            self.legacy_seen.store(true, Ordering::Relaxed);
+            tracing::info!(link = %self.id, "the peer speaks the legacy pointer form: sending it from now on");
         }
     }
 

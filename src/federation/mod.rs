@@ -29,7 +29,7 @@ use tokio_tungstenite::WebSocketStream;
 
 pub use connect::{federation_url, ConnectError};
 pub use links::{Direction, FederationLink, LinkInfo, LinkStats, LinkStatsSnapshot, LinkStatus};
-pub use options::{InitialSync, LinkConfig, ReconnectConfig, ServerOptions, SyncMode};
+pub use options::{InitialSync, LinkConfig, PointerForm, ReconnectConfig, ServerOptions, SyncMode};
 
 use crate::node::Node;
 use links::LinkRegistry;

@@ -31,6 +31,23 @@ pub enum InitialSync {
     None,
 }
 
+/// Which pointer form a link's outgoing deltas take (`pointerForm`). Stored deltas keep
+/// the current form; the conversion happens when a frame is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PointerForm {
+    /// `role` / `target.context`: the reference implementation's current version.
+    Current,
+    /// `localContext` / `targetContext`: peers of the seed's version, which exit on any
+    /// other form (docs/PROTOCOL.md, 7.5).
+    Legacy,
+    /// Current, until the peer sends a delta in the legacy form; legacy from then on,
+    /// for the rest of the link's life. A legacy peer that never sends a delta (one we
+    /// only push to) is not recognised: configure `legacy` for it.
+    #[default]
+    Auto,
+}
+
 /// Reconnection with exponential backoff and jitter (connecting side only).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -95,6 +112,8 @@ pub struct LinkConfig {
     /// Seconds between pings; the link is dead after two intervals without any frame.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heartbeat_interval: Option<u64>,
+    /// The pointer form of the deltas this link sends.
+    pub pointer_form: PointerForm,
 }
 
 /// The accepting side's options.
@@ -121,6 +140,8 @@ pub struct ServerOptions {
     pub handshake_timeout: Duration,
     /// Largest WebSocket message accepted, in bytes.
     pub max_message_size: usize,
+    /// The pointer form of what inbound links send (links we dial have their own).
+    pub pointer_form: PointerForm,
 }
 
 impl Default for ServerOptions {
@@ -134,6 +155,7 @@ impl Default for ServerOptions {
             heartbeat: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
             max_message_size: super::wire::DEFAULT_MAX_MESSAGE_BYTES,
+            pointer_form: PointerForm::Auto,
         }
     }
 }

@@ -209,3 +209,105 @@ async fn a_reference_client_session_against_our_accepting_node() {
         assert_eq!(answer["deltaId"], id.as_str(), "{answer}");
     }
 }
+
+/// A pointer of a delta frame as a peer of the seed's version must read it.
+fn assert_legacy(delta: &Value) {
+    for p in delta["pointers"].as_array().expect("pointers") {
+        assert!(p.get("localContext").is_some(), "{delta}");
+        assert!(p.get("role").is_none(), "{delta}");
+        assert!(p["target"].get("context").is_none(), "{delta}");
+    }
+}
+
+/// The seed's client pushes a legacy delta (`../shared/interop/legacy-peers.md`) to an
+/// accepting node on `auto`: from then on, what the node sends it is in the legacy form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_link_answers_a_legacy_client_in_its_form() {
+    let server = common::start_node("ts534-server").await;
+    let mut peer = common::RawPeer::connect(&server.url()).await;
+    peer.hello(
+        "ts534-client",
+        serde_json::json!({"mode": "bidirectional", "initialSync": "none"}),
+    )
+    .await;
+    peer.send_text(r#"{"type":"delta","timestamp":1796229595176,"delta":{"id":"c17272ee-b505-4951-ab94-3b2b57596efe","timestamp":1796229590012,"author":"legacy-user","system":"ts534-client","pointers":[{"localContext":"about","target":{"id":"topic_0"},"targetContext":"notes"},{"localContext":"text","target":"legacy-0"}]}}"#)
+        .await;
+    peer.recv_type("delta_ack").await;
+    let stored = server
+        .node()
+        .create_delta(
+            "alice",
+            vec![
+                rhizome::Pointer::new(
+                    "about",
+                    rhizome::Target::Reference(rhizome::Reference {
+                        id: "topic_0".into(),
+                        context: Some("notes".into()),
+                    }),
+                ),
+                rhizome::Pointer::new("text", rhizome::Target::from("current")),
+            ],
+        )
+        .await
+        .unwrap();
+    let frame = peer.recv_type("delta").await;
+    assert_eq!(frame["delta"]["id"], stored.delta.id.as_str());
+    assert_legacy(&frame["delta"]);
+    assert_eq!(
+        frame["delta"]["pointers"][0],
+        serde_json::json!({"localContext": "about", "target": {"id": "topic_0"}, "targetContext": "notes"})
+    );
+}
+
+/// A link we dial with `pointerForm: legacy` to a server of the seed's version: every
+/// delta it sends, the initial push included, is in the legacy form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_link_pushes_the_legacy_form_to_a_seed_server() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seed_server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let mut deltas = Vec::new();
+        while deltas.len() < 3 {
+            let Ok(Some(Ok(WsMessage::Text(t)))) = tokio::time::timeout(T, ws.next()).await else {
+                panic!("the link stopped before it sent 3 deltas");
+            };
+            let v: Value = serde_json::from_str(t.as_str()).unwrap();
+            match v["type"].as_str() {
+                Some("hello") => {
+                    let ack = r#"{"type":"hello_ack","timestamp":1796229606917,"systemId":"ts534-server","linkId":"9992b333-5b96-4ac8-beb7-2cd11ae3c9ed","protocol":"rhizomedb-federation-v1"}"#;
+                    ws.send(WsMessage::text(ack)).await.unwrap();
+                }
+                Some("delta") => {
+                    let ack = serde_json::json!({"type": "delta_ack", "timestamp": 1,
+                        "deltaId": v["delta"]["id"]});
+                    ws.send(WsMessage::text(ack.to_string())).await.unwrap();
+                    deltas.push(v["delta"].clone());
+                }
+                _ => {}
+            }
+        }
+        deltas
+    });
+    let node = rhizome::Node::in_memory("pusher").await.unwrap();
+    common::author(&node, "alice", 2).await;
+    let links = common::links_of(&node);
+    links
+        .connect_to_remote(
+            &format!("ws://{addr}/"),
+            LinkConfig {
+                mode: SyncMode::Push,
+                initial_sync: InitialSync::Full,
+                pointer_form: rhizome::federation::PointerForm::Legacy,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    common::author(&node, "bob", 1).await;
+    let deltas = tokio::time::timeout(T, seed_server).await.unwrap().unwrap();
+    assert_eq!(deltas.len(), 3);
+    deltas.iter().for_each(assert_legacy);
+    links.disconnect_all().await;
+}

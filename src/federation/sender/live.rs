@@ -43,7 +43,8 @@ where
         // A v1 peer gets one `delta` frame each.
         let mut result = Flow::Continue;
         for record in &kept {
-            let frame = wire::encode(Outbound::delta(record.json(), None));
+            let frame =
+                wire::encode_with(Outbound::delta(record.json(), None), self.link.pointers());
             if let Err(e) = self.feed_text(frame).await {
                 result = Flow::Stop(e);
                 break;
@@ -75,11 +76,10 @@ where
     ) -> Flow {
         for frame in split_by_bytes(kept, ids, through, plan.frame_budget()) {
             let refs: Vec<&str> = frame.records.iter().map(RawRecord::json).collect();
-            let text = wire::encode(Outbound::batch(
-                BatchKind::Live,
-                &refs,
-                Some(frame.through.0),
-            ));
+            let text = wire::encode_with(
+                Outbound::batch(BatchKind::Live, &refs, Some(frame.through.0)),
+                self.link.pointers(),
+            );
             if let Flow::Stop(e) = self.send_text(text).await {
                 return Flow::Stop(e);
             }

@@ -129,14 +129,17 @@ where
         plan: &SendPlan,
     ) -> Flow {
         let refs: Vec<&str> = frame.records.iter().map(RawRecord::json).collect();
-        let text = wire::encode(Outbound::batch(
-            BatchKind::Sync {
-                batch_number,
-                is_last,
-            },
-            &refs,
-            plan.extension.then_some(frame.through.0),
-        ));
+        let text = wire::encode_with(
+            Outbound::batch(
+                BatchKind::Sync {
+                    batch_number,
+                    is_last,
+                },
+                &refs,
+                plan.extension.then_some(frame.through.0),
+            ),
+            self.link.pointers(),
+        );
         let flow = self.send_text(text).await;
         if let Flow::Continue = flow {
             self.count_sent(refs.len(), frame.ids);

@@ -89,6 +89,9 @@ impl Session<'_> {
         let mut pending = Pending::default();
         let mut in_flight = VecDeque::new();
         for frame in frames {
+            if let Frame::Text(text) = &frame {
+                self.link.observe_pointers(text);
+            }
             let msg = match frame.decode() {
                 Ok(m) => m,
                 Err(e) => {

@@ -21,6 +21,8 @@ mod typed;
 
 pub(crate) use partwise::may_carry_deltas;
 
+use super::pointers::{to_legacy, Pointers};
+
 use serde_json::Value;
 
 use super::{Message, WireDelta};
@@ -237,7 +239,28 @@ pub enum BatchKind {
 
 /// Encodes one outgoing frame, stamped with the current time.
 pub fn encode<'a>(frame: impl Into<Outbound<'a>>) -> String {
-    match frame.into() {
+    encode_with(frame, Pointers::Current)
+}
+
+/// [`encode`], with the deltas a frame carries in the pointer form `pointers`.
+pub fn encode_with<'a>(frame: impl Into<Outbound<'a>>, pointers: Pointers) -> String {
+    let frame = frame.into();
+    if pointers == Pointers::Legacy {
+        match frame {
+            Outbound::Delta { delta, seq } => return encode_delta(&to_legacy(delta), seq),
+            Outbound::Batch {
+                kind,
+                deltas,
+                last_seq,
+            } => {
+                let converted: Vec<String> = deltas.iter().map(|d| to_legacy(d)).collect();
+                let refs: Vec<&str> = converted.iter().map(String::as_str).collect();
+                return encode_batch(kind, &refs, last_seq);
+            }
+            Outbound::Message(_) => {}
+        }
+    }
+    match frame {
         Outbound::Message(msg) => encode_message(msg),
         Outbound::Delta { delta, seq } => encode_delta(delta, seq),
         Outbound::Batch {
