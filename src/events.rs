@@ -71,7 +71,12 @@ pub enum NodeEvent {
     DeltaRejected {
         link_id: String,
         delta_id: String,
+        /// Who wrote the refused delta: what an operator looks for first.
+        author: String,
         reason: String,
+        /// The refusal came from replaying the quarantine, not from the delta arriving:
+        /// the delta already had a `delta:rejected` when it came in.
+        replay: bool,
     },
     #[serde(rename = "sync:started")]
     SyncStarted { link_id: String, total_deltas: u64 },

@@ -331,6 +331,7 @@ async fn status(State(fed): State<Federation>) -> Json<Value> {
         "systemId": node.system_id(),
         "version": env!("CARGO_PKG_VERSION"),
         "uptimeSeconds": node.uptime().as_secs(),
+        "federationPath": fed.options().path,
         "store": {
             "path": store.path(),
             "temporary": store.is_temporary(),

@@ -99,7 +99,10 @@ impl Node {
                     self.emit(NodeEvent::DeltaRejected {
                         link_id: a.link.id.clone(),
                         delta_id: delta.id.clone(),
+                        author: delta.author.clone(),
                         reason: format!("{policy}: {reason}"),
+                        // Only a quarantine replay judges without quarantining.
+                        replay: !a.quarantine,
                     });
                     if a.quarantine {
                         self.emit(NodeEvent::DeltaQuarantined {

@@ -355,7 +355,7 @@ fn node_json(node: &Serving, args: &[&str]) -> (Vec<Value>, String) {
 #[test]
 fn quarantine_list_and_replay_talk_to_the_node() {
     let node = serve(&[]);
-    let (entries, summary) = node_json(&node, &["quarantine", "list"]);
+    let (entries, summary) = node_json(&node, &["quarantine", "list", "--json"]);
     assert!(entries.is_empty(), "{entries:?}");
     assert!(summary.contains("0 shown of 0 quarantined"), "{summary}");
     let (report, _) = node_json(&node, &["quarantine", "replay"]);
@@ -397,7 +397,10 @@ fn a_refused_delta_is_listed_then_admitted_by_a_replay_after_the_policy_changes(
     wait_until("alice's delta on b", || b.has_delta(&fine));
 
     let entry = wait_for("mallory's delta in b's quarantine", || {
-        node_json(&b, &["quarantine", "list"]).0.into_iter().next()
+        node_json(&b, &["quarantine", "list", "--json"])
+            .0
+            .into_iter()
+            .next()
     });
     assert_eq!(entry["delta"]["id"], held.as_str(), "{entry}");
     assert_eq!(entry["reason"], "mallory is on hold", "{entry}");
@@ -408,7 +411,7 @@ fn a_refused_delta_is_listed_then_admitted_by_a_replay_after_the_policy_changes(
         "{entry}"
     );
     assert!(!b.has_delta(&held));
-    let (_, summary) = node_json(&b, &["quarantine", "list", "--limit", "5"]);
+    let (_, summary) = node_json(&b, &["quarantine", "list", "--json", "--limit", "5"]);
     assert!(summary.contains("1 shown of 1 quarantined"), "{summary}");
 
     // Still refused under the same policy.
@@ -422,6 +425,6 @@ fn a_refused_delta_is_listed_then_admitted_by_a_replay_after_the_policy_changes(
         report[0]["admitted"] == 1
     });
     assert!(b.has_delta(&held));
-    let (entries, _) = node_json(&b, &["quarantine", "list"]);
+    let (entries, _) = node_json(&b, &["quarantine", "list", "--json"]);
     assert!(entries.is_empty(), "{entries:?}");
 }

@@ -216,9 +216,9 @@ fn init_writes_a_starter_that_serve_and_policy_test_accept() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&status.stdout);
-    assert!(text.contains("node from-flags"), "{text}");
+    assert!(text.contains("node        from-flags"), "{text}");
     assert!(
-        text.contains("1 scripts"),
+        text.contains("policies    1 script,"),
         "the starter policy is loaded: {text}"
     );
     child.kill().unwrap();

@@ -7,13 +7,28 @@ use rhizome::federation::{InitialSync, LinkConfig, SyncMode};
 /// Where the client subcommands find the node.
 #[derive(Debug, Clone, clap::Args)]
 pub struct NodeArg {
-    /// URL of the node's HTTP API.
+    /// URL of the node's HTTP API (`host:port` means `http://host:port`).
     #[arg(
         long = "node",
+        value_name = "URL",
         env = "RHIZOME_NODE",
-        default_value = "http://127.0.0.1:8080"
+        default_value = "http://127.0.0.1:8080",
+        value_parser = node_url
     )]
     pub url: String,
+}
+
+/// A node's URL as given to `--node`: `host:port` (what `--listen` takes, and what an
+/// operator types after reading it) gets `http://`; other schemes are refused by name.
+fn node_url(text: &str) -> Result<String, String> {
+    match text.split_once("://") {
+        None if text.is_empty() => Err("give the node's URL, e.g. http://127.0.0.1:8080".into()),
+        None => Ok(format!("http://{text}")),
+        Some(("http" | "https", _)) => Ok(text.to_owned()),
+        Some((scheme, rest)) => Err(format!(
+            "a node's API is reached over http, not {scheme}: use http://{rest}"
+        )),
+    }
 }
 
 /// How a link opened from the command line syncs (`serve --connect`, `link connect`).
@@ -77,5 +92,20 @@ impl From<InitialSyncArg> for InitialSync {
             InitialSyncArg::FromTimestamp => InitialSync::FromTimestamp,
             InitialSyncArg::None => InitialSync::None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::node_url;
+
+    #[test]
+    fn a_node_address_without_a_scheme_means_http_issue_16() {
+        assert_eq!(node_url("localhost:8080").unwrap(), "http://localhost:8080");
+        assert_eq!(node_url("http://h:1").unwrap(), "http://h:1");
+        assert_eq!(node_url("https://h").unwrap(), "https://h");
+        let refused = node_url("ws://h:1").unwrap_err();
+        assert!(refused.contains("use http://h:1"), "{refused}");
+        assert!(node_url("").is_err());
     }
 }

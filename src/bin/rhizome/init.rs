@@ -26,6 +26,8 @@ const FILES: [(&str, &str); 3] = [
     ),
 ];
 
+/// Folders the starter config names and no starter file creates: `serve` watches them
+/// from the first start, so an operator drops scripts in without a restart.
 const DIRS: [&str; 2] = ["filters/push", "filters/pull"];
 
 pub fn run(args: InitArgs) -> anyhow::Result<()> {
@@ -43,8 +45,8 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
             );
         }
     }
-    for (file, content) in FILES {
-        write(&args.dir.join(file), content)?;
+    for (file, template) in FILES {
+        write(&args.dir.join(file), &fill(template, now_ms()))?;
     }
     for dir in DIRS {
         let d = args.dir.join(dir);
@@ -60,10 +62,42 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A starter file with its `NOW_MS` (a test case's "now") replaced by `now`: a fixed
+/// date would drift into the past, and the case would no longer test what it says.
+fn fill(template: &str, now: u64) -> String {
+    template.replace("NOW_MS", &now.to_string())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 fn write(path: &Path, content: &str) -> anyhow::Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;
     }
     std::fs::write(path, content).with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_starter_file_is_filled_and_valid_issue_16() {
+        for (file, template) in FILES {
+            let text = fill(template, 1_795_483_208_095);
+            assert!(!text.contains("NOW_MS"), "{file}");
+            if file.ends_with(".jsonl") {
+                for line in text.lines() {
+                    serde_json::from_str::<serde_json::Value>(line)
+                        .unwrap_or_else(|e| panic!("{file}: {e}: {line}"));
+                }
+                assert!(text.contains("\"timestamp\": 1795483208095"), "{text}");
+            }
+        }
+    }
 }

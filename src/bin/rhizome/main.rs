@@ -10,6 +10,8 @@
 //! - `client`: the HTTP client behind the subcommands that talk to a running node.
 //! - `init`, `serve`, `put` (and `negate`), `query` (and `get`), `status`, `link`,
 //!   `policy`, `quarantine`: one subcommand each.
+//! - `table`: aligned columns and binary sizes for the readable output of `status` and
+//!   `quarantine list`.
 //! - `logging`: the escaping field formatter of `serve`'s text log.
 //! - `allocator`: how long `serve`'s allocator keeps freed pages.
 
@@ -25,6 +27,7 @@ mod quarantine;
 mod query;
 mod serve;
 mod status;
+mod table;
 
 use std::process::ExitCode;
 

@@ -1,4 +1,4 @@
-//! `rhizome query`, `rhizome get`, `rhizome status`.
+//! `rhizome query` and `rhizome get`.
 
 use serde_json::Value;
 
@@ -9,27 +9,31 @@ use crate::client::{print_line, urlencode, Client};
 pub struct QueryArgs {
     #[command(flatten)]
     pub node: NodeArg,
-    #[arg(long)]
+    // Ids are never empty, so an empty value is a mistake (an unset shell variable, say)
+    // that would otherwise match nothing in silence.
+    /// Deltas by this author.
+    #[arg(long, value_name = "AUTHOR", value_parser = non_empty)]
     pub author: Option<String>,
-    #[arg(long)]
+    /// Deltas from this system.
+    #[arg(long, value_name = "SYSTEM", value_parser = non_empty)]
     pub system: Option<String>,
     /// Deltas with a pointer to this entity id.
-    #[arg(long)]
+    #[arg(long, value_name = "ID", value_parser = non_empty)]
     pub target_id: Option<String>,
     /// Deltas with a reference in this context.
-    #[arg(long)]
+    #[arg(long, value_name = "CONTEXT", value_parser = non_empty)]
     pub context: Option<String>,
     /// Timestamp (ms) lower bound, inclusive.
-    #[arg(long)]
+    #[arg(long, value_name = "MS")]
     pub since: Option<u64>,
     /// Timestamp (ms) upper bound, inclusive.
-    #[arg(long)]
+    #[arg(long, value_name = "MS")]
     pub until: Option<u64>,
     /// Include deltas that have been negated.
     #[arg(long)]
     pub include_negated: bool,
     /// Stop after this many deltas (default: all, fetched page by page).
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
 }
 
@@ -37,12 +41,34 @@ pub struct QueryArgs {
 pub struct GetArgs {
     #[command(flatten)]
     pub node: NodeArg,
+    /// The delta's id.
+    #[arg(value_name = "ID")]
     pub id: String,
 }
 
 const PAGE: usize = 1000;
 
+/// An id filter's value: never empty, since no delta has an empty id, author, system or
+/// context.
+fn non_empty(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        Err(
+            "it is empty, and no delta has an empty id, author, system or context: \
+             it would match nothing (an unset shell variable?)"
+                .to_owned(),
+        )
+    } else {
+        Ok(text.to_owned())
+    }
+}
+
 pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
+    if let (Some(since), Some(until)) = (args.since, args.until) {
+        anyhow::ensure!(
+            since <= until,
+            "--since {since} is after --until {until}: no timestamp is in that range (both bounds are inclusive)"
+        );
+    }
     let client = Client::new(&args.node.url);
     let mut params: Vec<(&str, String)> = Vec::new();
     let pairs = [

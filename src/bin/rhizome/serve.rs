@@ -1,6 +1,7 @@
 //! `rhizome serve`: run a node until Ctrl-C or SIGTERM.
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use tokio::sync::broadcast::error::RecvError;
@@ -22,60 +23,90 @@ const RESERVED_PATHS: [&str; 7] = [
     "/metrics",
 ];
 
+/// What `serve --help` ends with.
+const EXAMPLES: &str = "\
+Examples:
+  rhizome serve                                    a node on 127.0.0.1:8080, data in ./data
+  rhizome serve --data ./b --listen 127.0.0.1:8081 --connect http://127.0.0.1:8080
+                                                   a second node that links to the first
+  rhizome serve --memory --listen 127.0.0.1:0      a throwaway node on a free port
+  rhizome serve --config node/rhizome.toml         a node set up by `rhizome init node`
+
+The client commands (put, query, status, ...) find the node with --node URL or the
+RHIZOME_NODE environment variable (default http://127.0.0.1:8080).
+RUST_LOG sets the log levels (default: info, the storage engine at warn).";
+
 #[derive(Debug, clap::Args)]
+#[command(after_help = EXAMPLES)]
 pub struct ServeArgs {
     /// A TOML config file (see `rhizome init`); flags given here override it, and its
     /// `[[link]]` tables and `[trust]` are reloaded when it changes.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = "Node")]
     pub config: Option<PathBuf>,
-    /// Address for the HTTP API (and the federation endpoint) [default: 127.0.0.1:8080].
-    #[arg(long)]
-    pub listen: Option<String>,
-    /// Directory of the fjall database [default: ./data].
-    #[arg(long, conflicts_with = "memory")]
+    /// This node's system id [default: generated once and kept in the data directory].
+    #[arg(long, value_name = "ID", help_heading = "Node")]
+    pub system_id: Option<String>,
+    /// Print the node's events to stdout as JSON lines, each with its `time` (ms).
+    #[arg(long, help_heading = "Node")]
+    pub events: bool,
+    /// Log format on stderr (`RUST_LOG` sets the levels).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        default_value = "text",
+        help_heading = "Node"
+    )]
+    pub log_format: LogFormat,
+    /// Directory of the fjall database, created if missing [default: ./data].
+    #[arg(
+        long,
+        value_name = "DIR",
+        conflicts_with = "memory",
+        help_heading = "Storage"
+    )]
     pub data: Option<PathBuf>,
     /// Keep deltas in memory only: nothing reaches the disk, nothing survives shutdown.
-    #[arg(long)]
+    #[arg(long, help_heading = "Storage")]
     pub memory: bool,
-    /// This node's system id (default: generated once and kept in the data directory).
-    #[arg(long)]
-    pub system_id: Option<String>,
-    /// Print the node's events to stdout as JSON lines.
-    #[arg(long)]
-    pub events: bool,
-    /// Log format on stderr.
-    #[arg(long, value_enum, default_value = "text")]
-    pub log_format: LogFormat,
     /// Open a federation link to this node (repeatable), e.g. `http://10.0.0.2:8080`.
-    #[arg(long = "connect", value_name = "URL")]
+    #[arg(long = "connect", value_name = "URL", help_heading = "Links")]
     pub connect: Vec<String>,
     /// How the links opened with --connect sync.
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Links")]
     pub link: crate::args::LinkFlags,
+    /// Seconds between heartbeat pings on every link; a link silent for two is dead
+    /// [default: 30].
+    #[arg(long, value_name = "SECONDS", help_heading = "Links")]
+    pub heartbeat: Option<u64>,
     /// Accept remote deltas only from these authors (repeatable).
-    #[arg(long = "trust-author", value_name = "AUTHOR")]
+    #[arg(long = "trust-author", value_name = "AUTHOR", help_heading = "Trust")]
     pub trust_authors: Vec<String>,
     /// Accept remote deltas only from these systems (repeatable).
-    #[arg(long = "trust-system", value_name = "SYSTEM")]
+    #[arg(long = "trust-system", value_name = "SYSTEM", help_heading = "Trust")]
     pub trust_systems: Vec<String>,
     /// Refuse remote deltas stamped further than this many ms in the future.
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", help_heading = "Trust")]
     pub max_clock_skew: Option<u64>,
-    /// Path of the federation WebSocket endpoint [default: /federation].
-    #[arg(long)]
-    pub federation_path: Option<String>,
-    /// Most inbound links at once; more are closed with 1008 [default: 1000].
-    #[arg(long)]
-    pub max_connections: Option<usize>,
     /// Trust policy scripts (`*.rhai`; `<link name>/*.rhai` for one link), hot-reloaded.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", help_heading = "Scripts")]
     pub policies: Option<PathBuf>,
     /// Push / pull filter scripts (`push/`, `pull/`, each with `<link name>/`), hot-reloaded.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", help_heading = "Scripts")]
     pub filters: Option<PathBuf>,
-    /// Seconds between heartbeat pings on every link [default: 30].
-    #[arg(long)]
-    pub heartbeat: Option<u64>,
+    /// Address (host:port) of the HTTP API and the federation endpoint; port 0 picks a
+    /// free one [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR", help_heading = "Server")]
+    pub listen: Option<String>,
+    /// Path of the federation WebSocket endpoint [default: /federation].
+    #[arg(long, value_name = "PATH", help_heading = "Server")]
+    pub federation_path: Option<String>,
+    /// Most inbound links at once; more are closed with 1008 [default: 1000].
+    #[arg(long, value_name = "N", help_heading = "Server")]
+    pub max_connections: Option<usize>,
+    /// Not a flag of `serve`: caught to point at `--listen`.
+    #[arg(long, value_name = "PORT", hide = true)]
+    pub port: Option<String>,
 }
 
 impl ServeArgs {
@@ -145,6 +176,11 @@ pub enum LogFormat {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    if let Some(port) = &args.port {
+        anyhow::bail!(
+            "serve has no --port: give the whole address with --listen, e.g. --listen 127.0.0.1:{port}"
+        );
+    }
     init_logging(args.log_format);
     let file = match &args.config {
         Some(path) => NodeFile::load(path)?,
@@ -161,6 +197,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Storage::Memory => "a temporary store".to_owned(),
         Storage::Path(p) => format!("the store in {}", p.display()),
     };
+    if let Storage::Path(dir) = &config.storage {
+        check_data_dir(dir)?;
+    }
+    // IMPORTANT: before the store is opened, so that a busy port leaves no new database
+    // (a fresh one preallocates a 64 MiB journal) behind.
+    check_port_free(&listen)?;
     let node = Node::open(config)
         .await
         .with_context(|| format!("cannot open {store_desc}"))?;
@@ -169,6 +211,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let fed = Federation::new(node.clone(), options)?;
     let server = Server::bind(fed.clone(), &listen).await?;
+    let shutdown = shutdown_signal();
     // Tests and scripts read this line to learn the port when --listen ends in :0.
     println!(
         "{}",
@@ -188,11 +231,50 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    shutdown_signal().await;
+    shutdown.await;
     tracing::info!("shutting down");
     server.shutdown().await.context("while shutting down")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `--data` names a directory: one that exists, or a path where one can be created.
+fn check_data_dir(dir: &Path) -> anyhow::Result<()> {
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => anyhow::bail!(
+            "--data {} is a file, not a directory: give the node a directory of its own (created if missing)",
+            dir.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Fails with a readable message when `listen` cannot be bound. The probe listener is
+/// closed again at once (it accepted nothing, so the port is free to bind right after);
+/// port 0 asks for any free port and is always fine.
+fn check_port_free(listen: &str) -> anyhow::Result<()> {
+    match std::net::TcpListener::bind(listen) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => anyhow::bail!(
+            "cannot listen on {listen}: the address is in use (another rhizome serve?); stop that process or pick another address with --listen"
+        ),
+        Err(e) => Err(e).with_context(|| format!("cannot listen on {listen} (--listen)")),
+    }
+}
+
+/// An event as `--events` prints it: when it was seen (ms since the epoch), then the event.
+#[derive(serde::Serialize)]
+struct Stamped<'a, E: serde::Serialize> {
+    time: u64,
+    #[serde(flatten)]
+    event: &'a E,
+}
+
+fn stamped<E: serde::Serialize>(event: &E) -> String {
+    let time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    serde_json::to_string(&Stamped { time, event }).unwrap_or_default()
 }
 
 fn spawn_event_printer(node: &Node) {
@@ -200,12 +282,11 @@ fn spawn_event_printer(node: &Node) {
     tokio::spawn(async move {
         loop {
             match events.recv().await {
-                Ok(event) => println!("{}", serde_json::to_string(&event).unwrap_or_default()),
+                // Stamped as received: the broadcast hands events over within microseconds.
+                Ok(event) => println!("{}", stamped(&event)),
                 Err(RecvError::Lagged(n)) => {
-                    println!(
-                        "{}",
-                        serde_json::json!({"type": "events:lagged", "missed": n})
-                    );
+                    let lagged = serde_json::json!({"type": "events:lagged", "missed": n});
+                    println!("{}", stamped(&lagged));
                 }
                 Err(RecvError::Closed) => break,
             }
@@ -213,11 +294,18 @@ fn spawn_event_printer(node: &Node) {
     });
 }
 
+/// The log levels when `RUST_LOG` is not set: our events at info; the storage engine's
+/// info lines (one per keyspace opened, a dozen per recovery) are its own bookkeeping,
+/// so it speaks from warn up.
+const DEFAULT_LOG_FILTER: &str = "info,fjall=warn,lsm_tree=warn";
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colours only for a terminal: a log file or a pipe gets plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         // Field values come from peers and files: escaped, one event stays one line.
@@ -226,23 +314,40 @@ fn init_logging(format: LogFormat) {
     };
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+#[cfg(unix)]
+async fn recv(signal: Option<&mut tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
         }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM. The handlers are installed when this is called, not
+/// when it is first awaited: a supervisor (or a test) may stop the node as soon as it
+/// reads the listening line, and a signal before the handler would kill the process
+/// without a clean shutdown.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    let (mut int, mut term) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    async move {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                () = recv(int.as_mut()) => {},
+                () = recv(term.as_mut()) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -5,6 +5,7 @@ use std::fmt::Write;
 use serde_json::Value;
 
 use crate::client::Client;
+use crate::table;
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
@@ -21,7 +22,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {
-        print!("{}", render(&s));
+        print!("{}", render(&s, &args.node.url));
     }
     Ok(())
 }
@@ -34,45 +35,64 @@ fn str_of(v: &Value) -> String {
     }
 }
 
-/// The status as a few readable lines.
-pub fn render(s: &Value) -> String {
+/// `n thing` or `n things`.
+fn count(v: &Value, thing: &str) -> String {
+    match v.as_u64() {
+        Some(1) => format!("1 {thing}"),
+        _ => format!("{} {thing}s", str_of(v)),
+    }
+}
+
+/// The status of the node answering at `url`, as a few readable lines.
+pub fn render(s: &Value, url: &str) -> String {
     let mut out = String::new();
     let store = &s["store"];
     let _ = writeln!(
         out,
-        "node {}  (rhizome {}, up {} s)",
+        "node        {}  (rhizome {}, up {} s)",
         str_of(&s["systemId"]),
         str_of(&s["version"]),
         str_of(&s["uptimeSeconds"])
     );
     let _ = writeln!(
         out,
-        "store  {} deltas, {} duplicates since start, {} bytes on disk{}",
-        str_of(&store["deltas"]),
-        str_of(&store["duplicatesSinceStart"]),
-        str_of(&store["diskBytes"]),
-        if store["temporary"] == true {
-            " (temporary)"
-        } else {
-            ""
-        }
+        "api         {url}  (federation endpoint {})",
+        str_of(&s["federationPath"])
+    );
+    let disk = store["diskBytes"]
+        .as_u64()
+        .map_or_else(|| "-".to_owned(), table::bytes);
+    let data = match store["path"].as_str() {
+        Some(path) if store["temporary"] != true => format!("{path}  ({disk} on disk)"),
+        Some(_) | None => "temporary, deleted at shutdown".to_owned(),
+    };
+    let _ = writeln!(out, "data        {data}");
+    let _ = writeln!(
+        out,
+        "store       {}, {} since start",
+        count(&store["deltas"], "delta"),
+        count(&store["duplicatesSinceStart"], "duplicate")
     );
     let _ = writeln!(
         out,
-        "quarantine  {} deltas",
-        str_of(&s["quarantine"]["deltas"])
+        "quarantine  {}",
+        count(&s["quarantine"]["deltas"], "delta")
     );
     let p = &s["policies"];
     let scripts = p["scripts"].as_array().map_or(0, Vec::len);
     let _ = writeln!(
         out,
-        "policies  set {}, {} scripts, {} evaluations, {} rejections, {} runtime errors, {} reloads",
-        str_of(&p["hash"]),
-        scripts,
-        str_of(&p["evaluations"]),
-        str_of(&p["rejections"]),
-        str_of(&p["runtimeErrors"]),
-        str_of(&p["reloads"])
+        "policies    {}, {}, {}, {}, {}",
+        count(&Value::from(scripts), "script"),
+        count(&p["evaluations"], "evaluation"),
+        count(&p["rejections"], "rejection"),
+        count(&p["runtimeErrors"], "runtime error"),
+        count(&p["reloads"], "reload")
+    );
+    let _ = writeln!(
+        out,
+        "            set {}  (digest of the scripts in force, as in policy:reloaded and `rhizome policy check`)",
+        str_of(&p["hash"])
     );
     for e in p["errors"].as_array().into_iter().flatten() {
         let _ = writeln!(
@@ -85,33 +105,84 @@ pub fn render(s: &Value) -> String {
         );
     }
     let links = s["links"].as_array().cloned().unwrap_or_default();
-    let _ = writeln!(out, "links  {}", links.len());
-    for l in links {
-        let st = &l["stats"];
-        let _ = write!(
-            out,
-            "  {} {:<8} {:<12} {} {}  sent {} received {} rejected {}",
-            str_of(&l["name"]),
-            str_of(&l["direction"]),
-            str_of(&l["status"]),
-            str_of(&l["remoteSystemId"]),
-            str_of(&l["remoteUrl"]),
-            str_of(&st["deltasSent"]),
-            str_of(&st["deltasReceived"]),
-            str_of(&st["deltasRejected"]),
-        );
-        if let Some(p) = st.get("syncProgress").filter(|p| !p.is_null()) {
-            let _ = write!(
-                out,
-                "  syncing {}/{}",
-                str_of(&p["done"]),
-                str_of(&p["total"])
-            );
-        }
-        if !l["lastError"].is_null() && l["status"] != "connected" {
-            let _ = write!(out, "  last error: {}", str_of(&l["lastError"]));
-        }
-        let _ = writeln!(out);
+    let _ = writeln!(out, "links       {}", links.len());
+    if links.is_empty() {
+        return out;
     }
+    let rows: Vec<Vec<String>> = links.iter().map(link_row).collect();
+    out.push_str(&table::render(
+        "  ",
+        &[
+            "NAME",
+            "DIRECTION",
+            "STATUS",
+            "PEER",
+            "URL",
+            "SENT",
+            "RECEIVED",
+            "REJECTED",
+            "NOTE",
+        ],
+        &rows,
+    ));
     out
+}
+
+fn link_row(l: &Value) -> Vec<String> {
+    let st = &l["stats"];
+    let mut note = String::new();
+    if let Some(p) = st.get("syncProgress").filter(|p| !p.is_null()) {
+        note = format!("syncing {}/{}", str_of(&p["done"]), str_of(&p["total"]));
+    }
+    if !l["lastError"].is_null() && l["status"] != "connected" {
+        note = format!("last error: {}", str_of(&l["lastError"]));
+    }
+    vec![
+        str_of(&l["name"]),
+        str_of(&l["direction"]),
+        str_of(&l["status"]),
+        str_of(&l["remoteSystemId"]),
+        str_of(&l["remoteUrl"]),
+        str_of(&st["deltasSent"]),
+        str_of(&st["deltasReceived"]),
+        str_of(&st["deltasRejected"]),
+        note,
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::render;
+
+    #[test]
+    fn status_reads_as_sizes_addresses_and_a_link_table_issue_16() {
+        let status = json!({
+            "systemId": "node-b", "version": "0.1.0", "uptimeSeconds": 12,
+            "federationPath": "/federation",
+            "store": {"path": "/srv/b", "temporary": false, "deltas": 1,
+                      "duplicatesSinceStart": 0, "diskBytes": 67_108_864},
+            "quarantine": {"deltas": 2},
+            "policies": {"hash": "00c0ffee00c0ffee", "scripts": [{}], "evaluations": 4,
+                         "rejections": 1, "runtimeErrors": 0, "reloads": 2, "errors": []},
+            "links": [{"name": "upstream", "direction": "outbound", "status": "connected",
+                       "remoteSystemId": "node-a", "remoteUrl": "ws://a/federation",
+                       "stats": {"deltasSent": 0, "deltasReceived": 3, "deltasRejected": 1},
+                       "lastError": null}]
+        });
+        let text = render(&status, "http://127.0.0.1:8081");
+        for want in [
+            "api         http://127.0.0.1:8081  (federation endpoint /federation)",
+            "data        /srv/b  (64.0 MiB on disk)",
+            "store       1 delta, 0 duplicates since start",
+            "quarantine  2 deltas",
+            "1 script, 4 evaluations, 1 rejection",
+            "set 00c0ffee00c0ffee  (digest of the scripts in force",
+            "  NAME      DIRECTION  STATUS     PEER    URL",
+            "  upstream  outbound   connected  node-a  ws://a/federation  0     3         1",
+        ] {
+            assert!(text.contains(want), "no {want:?} in:\n{text}");
+        }
+    }
 }

@@ -5,6 +5,7 @@ use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -21,6 +22,9 @@ pub struct Serving {
     /// `http://ADDR`, what the client commands take as `--node`.
     pub url: String,
     pub system_id: String,
+    /// The lines it prints after the first (`--events`), read as they come: the pipe
+    /// stays open, so printing never fails while the test runs.
+    stdout: mpsc::Receiver<String>,
 }
 
 impl Serving {
@@ -34,25 +38,63 @@ impl Serving {
     /// Starts `rhizome serve --listen ADDR` with `extra` flags; `None` when it exits
     /// without listening (for example while a fixed port is not free again yet).
     pub fn spawn<S: AsRef<OsStr>>(listen: &str, extra: &[S]) -> Option<Serving> {
-        let mut child = bin()
-            .args(["serve", "--listen", listen])
+        Serving::spawn_with(listen, extra, |_| {})
+    }
+
+    /// As [`Serving::spawn`], with the command set up by `setup` first (its stderr goes
+    /// nowhere unless `setup` says otherwise).
+    pub fn spawn_with<S: AsRef<OsStr>>(
+        listen: &str,
+        extra: &[S],
+        setup: impl FnOnce(&mut Command),
+    ) -> Option<Serving> {
+        let mut cmd = bin();
+        cmd.args(["serve", "--listen", listen])
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start rhizome serve");
-        let stdout = child.stdout.take().expect("stdout");
+            .stderr(Stdio::null());
+        setup(&mut cmd);
+        let mut child = cmd.spawn().expect("start rhizome serve");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = stdout.read_line(&mut line);
         let Ok(v) = serde_json::from_str::<Value>(&line) else {
             let _ = child.wait();
             return None;
         };
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
         Some(Serving {
             child,
             url: v["listening"].as_str().expect("listening url").to_owned(),
             system_id: v["systemId"].as_str().expect("system id").to_owned(),
+            stdout: rx,
         })
+    }
+
+    /// The next stdout line that is JSON and satisfies `pick` (an `--events` line, say),
+    /// skipping the others; panics naming `what` after 15 s.
+    pub fn next_json(&self, what: &str, mut pick: impl FnMut(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .stdout
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if pick(&v) {
+                    return v;
+                }
+            }
+        }
     }
 
     /// Kills the process with SIGKILL (a crash: nothing is flushed or closed).
