@@ -135,6 +135,7 @@ async fn reconnect_keeps_trying_when_the_first_connect_fails_and_gives_up_at_max
     let addr = probe.local_addr().unwrap();
     drop(probe);
     let client = common::start_node("client").await;
+    let mut events = client.node().events();
     let link = client
         .federation()
         .connect_to_remote(
@@ -147,6 +148,18 @@ async fn reconnect_keeps_trying_when_the_first_connect_fails_and_gives_up_at_max
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_ne!(link.status(), LinkStatus::Connected);
+    // A dial that keeps failing says why, while it retries.
+    let why = link.info().last_error.unwrap_or_default();
+    assert!(why.contains("cannot connect"), "{:?}", link.info());
+    let mut dial_errors = 0;
+    while let Ok(event) = events.try_recv() {
+        if let rhizome::events::NodeEvent::LinkError { link_id, error } = event {
+            assert_eq!(link_id, link.id());
+            assert!(error.contains("cannot connect"), "{error}");
+            dial_errors += 1;
+        }
+    }
+    assert!(dial_errors >= 1, "no link:error for the failed dials");
     let server = common::serve_at(
         Node::in_memory("late").await.unwrap(),
         Default::default(),
