@@ -5,6 +5,9 @@
 //!   peers send positions with their deltas). Resuming asks for what comes after it.
 //! - `ts`: the newest delta timestamp received (plain v1 peers, which have no
 //!   positions). Resuming asks for deltas from a little before it; dedup absorbs the overlap.
+//! - `answered`: the other way, for plain v1 peers: the position of *our* log up to which
+//!   the peer answered every `delta` we sent (`delta_ack` or `delta_nack`). The reference
+//!   does not deduplicate, so a link resumes sending after it instead of re-sending.
 
 use crate::store::{Store, StoreError};
 
@@ -16,6 +19,7 @@ pub(crate) const V1_RESUME_MARGIN_MS: u64 = 5 * 60 * 1000;
 pub(crate) struct CursorKeys {
     pub seq: String,
     pub ts: String,
+    pub answered: String,
 }
 
 impl CursorKeys {
@@ -27,6 +31,7 @@ impl CursorKeys {
         CursorKeys {
             seq: format!("{base}/seq"),
             ts: format!("{base}/ts"),
+            answered: format!("{base}/answered"),
         }
     }
 
@@ -36,6 +41,10 @@ impl CursorKeys {
 
     pub fn load_ts(&self, store: &Store) -> Result<Option<u64>, StoreError> {
         load_u64(store, &self.ts)
+    }
+
+    pub fn load_answered(&self, store: &Store) -> Result<Option<u64>, StoreError> {
+        load_u64(store, &self.answered)
     }
 }
 

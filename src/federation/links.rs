@@ -56,7 +56,8 @@ pub struct LinkStats {
     pub connected_at: AtomicU64,
     /// Our log position this link has sent up to.
     pub sent_through: AtomicU64,
-    /// Our log position the peer has acknowledged as committed (extension peers).
+    /// Our log position the peer has acknowledged: committed (extension peers), or
+    /// answered every `delta` up to (plain v1 peers).
     pub peer_acked: AtomicU64,
     /// Initial sync progress on the receiving side: deltas announced and processed.
     pub sync_total: AtomicU64,
@@ -81,7 +82,8 @@ pub struct LinkStatsSnapshot {
     pub last_sync_timestamp: Option<u64>,
     pub connected_at: Option<u64>,
     pub sent_through: u64,
-    /// Our log position the peer has acknowledged as committed (extension peers only).
+    /// Our log position the peer has acknowledged: committed (extension peers), or
+    /// answered every `delta` up to (plain v1 peers).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer_acked: Option<u64>,
     /// While an initial sync runs: `{total, done}` (total is an upper bound).
@@ -188,7 +190,14 @@ pub(crate) struct LinkShared {
     pub first_start: std::sync::OnceLock<FirstStart>,
     /// The peer sent a delta in the legacy pointer form (see [`PointerForm::Auto`]).
     pub legacy_seen: std::sync::atomic::AtomicBool,
+    /// `delta` frames sent to a plain v1 peer and not answered yet: (delta id, position),
+    /// oldest first. Its acks, in order, move the `answered` cursor.
+    pub unanswered: Mutex<std::collections::VecDeque<(String, Seq)>>,
 }
+
+/// The most unanswered `delta` frames remembered per link; older ones are forgotten (an
+/// answer to one of them then moves nothing, and the resume point stays behind: safe).
+const UNANSWERED: usize = 100_000;
 
 impl LinkShared {
     pub(crate) fn new(
@@ -210,6 +219,7 @@ impl LinkShared {
             control,
             first_start: std::sync::OnceLock::new(),
             legacy_seen: Default::default(),
+            unanswered: Mutex::default(),
             history: Mutex::default(),
         };
         (Arc::new(shared), rx)
@@ -257,6 +267,25 @@ impl LinkShared {
             self.legacy_seen.store(true, Ordering::Relaxed);
             tracing::info!(link = %self.id, "the peer speaks the legacy pointer form: sending it from now on");
         }
+    }
+
+    /// Remembers `delta` frames sent to a plain v1 peer, to match its answers.
+    pub(crate) fn sent_unanswered(&self, sent: impl IntoIterator<Item = (String, Seq)>) {
+        if let Ok(mut q) = self.unanswered.lock() {
+            q.extend(sent);
+            let excess = q.len().saturating_sub(UNANSWERED);
+            q.drain(..excess);
+        }
+    }
+
+    /// The peer answered `delta_id`: the position it was sent from, when it is one we
+    /// remember. Answers come in the order the frames went, so earlier ones are done too.
+    pub(crate) fn answered(&self, delta_id: &str) -> Option<Seq> {
+        let mut q = self.unanswered.lock().ok()?;
+        let at = q.iter().position(|(id, _)| id == delta_id)?;
+        let seq = q.get(at).map(|(_, seq)| *seq);
+        q.drain(..=at);
+        seq
     }
 
     pub(crate) fn set_remote_system(&self, system: &str) {

@@ -311,3 +311,166 @@ async fn a_legacy_link_pushes_the_legacy_form_to_a_seed_server() {
     deltas.iter().for_each(assert_legacy);
     links.disconnect_all().await;
 }
+
+/// A plain v1 server that acks every `delta`, over any number of connections; sends the
+/// delta ids each connection brought on `seen`.
+async fn acking_v1_server(
+    listener: tokio::net::TcpListener,
+    seen: tokio::sync::mpsc::UnboundedSender<(usize, String)>,
+) {
+    let mut connection = 0;
+    while let Ok((tcp, _)) = listener.accept().await {
+        connection += 1;
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                return;
+            };
+            while let Some(Ok(frame)) = ws.next().await {
+                let WsMessage::Text(t) = frame else { continue };
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                let answer = match v["type"].as_str() {
+                    Some("hello") => serde_json::json!({"type": "hello_ack", "timestamp": 1,
+                        "systemId": "v1-server", "linkId": "l", "protocol": "rhizomedb-federation-v1"}),
+                    Some("delta") => {
+                        let id = v["delta"]["id"].as_str().unwrap().to_owned();
+                        let _ = seen.send((connection, id.clone()));
+                        serde_json::json!({"type": "delta_ack", "timestamp": 1, "deltaId": id})
+                    }
+                    _ => continue,
+                };
+                if ws.send(WsMessage::text(answer.to_string())).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// The next `n` (connection, delta id) the server saw.
+async fn received(
+    seen: &mut tokio::sync::mpsc::UnboundedReceiver<(usize, String)>,
+    n: usize,
+) -> Vec<(usize, String)> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let next = tokio::time::timeout(T, seen.recv()).await;
+        got.push(next.expect("a delta in time").expect("the server runs"));
+    }
+    got
+}
+
+/// The reference does not deduplicate: a node that restarts must not push again what a
+/// v1 server already acknowledged (it resumes after the last answered delta).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_resends_nothing_a_v1_server_acknowledged() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(acking_v1_server(listener, tx));
+    let dir = tempfile::tempdir().unwrap();
+    // Reopening waits for the closed node's last handles (its link tasks) to go.
+    let open = || async {
+        let deadline = std::time::Instant::now() + T;
+        loop {
+            let config = rhizome::NodeConfig {
+                storage: rhizome::Storage::Path(dir.path().to_owned()),
+                system_id: Some("pusher".into()),
+                ..Default::default()
+            };
+            match rhizome::Node::open(config).await {
+                Ok(node) => return node,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("cannot reopen the store: {e}"),
+            }
+        }
+    };
+    let push = LinkConfig {
+        mode: SyncMode::Push,
+        initial_sync: InitialSync::Full,
+        name: Some("to-v1".into()),
+        ..Default::default()
+    };
+    let node = open().await;
+    let first: BTreeSet<String> = common::author(&node, "alice", 20)
+        .await
+        .into_iter()
+        .collect();
+    let links = common::links_of(&node);
+    let first_link = links.connect_to_remote(&url, push.clone()).unwrap();
+    let got: BTreeSet<String> = received(&mut seen, 20)
+        .await
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    assert_eq!(got, first);
+    // The server's acks reach us a moment after it has the deltas.
+    assert!(common::wait_for(T, || first_link.stats().peer_acked == Some(20)).await);
+    links.disconnect_all().await;
+    node.close();
+    drop((links, first_link, node));
+
+    let node = open().await;
+    let links = common::links_of(&node);
+    let link = links.connect_to_remote(&url, push).unwrap();
+    assert!(common::wait_status(&link, rhizome::LinkStatus::Connected, T).await);
+    let later: BTreeSet<String> = common::author(&node, "bob", 5).await.into_iter().collect();
+    let again = received(&mut seen, 5).await;
+    assert!(again.iter().all(|(conn, _)| *conn == 2), "{again:?}");
+    let again: BTreeSet<String> = again.into_iter().map(|(_, id)| id).collect();
+    assert_eq!(again, later, "only the new deltas go to the restarted link");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(seen.try_recv().is_err(), "nothing is sent twice");
+    links.disconnect_all().await;
+}
+
+/// The other role: a plain v1 client that acked our live deltas and asks for a full sync
+/// when it comes back gets only what it has not answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_v1_client_is_synced_from_its_last_answer() {
+    let server = common::start_node("hub").await;
+    let mut first = common::RawPeer::connect(&server.url()).await;
+    first
+        .hello(
+            "v1-client",
+            serde_json::json!({"mode": "pull", "initialSync": "none"}),
+        )
+        .await;
+    let live = common::author(server.node(), "alice", 3).await;
+    for id in &live {
+        let frame = first.recv_type("delta").await;
+        assert_eq!(frame["delta"]["id"], id.as_str());
+        first
+            .send(serde_json::json!({"type": "delta_ack", "timestamp": 1, "deltaId": id}))
+            .await;
+    }
+    let link = server.federation().get_federation_links().pop().unwrap();
+    assert!(common::wait_for(T, || link.stats().peer_acked == Some(3)).await);
+    drop(first);
+    assert!(common::wait_for(T, || server.federation().get_federation_links().is_empty()).await);
+
+    let missed: BTreeSet<String> = common::author(server.node(), "bob", 2)
+        .await
+        .into_iter()
+        .collect();
+    let mut back = common::RawPeer::connect(&server.url()).await;
+    back.hello(
+        "v1-client",
+        serde_json::json!({"mode": "pull", "initialSync": "full"}),
+    )
+    .await;
+    back.send(serde_json::json!({"type": "sync_request", "timestamp": 1}))
+        .await;
+    assert_eq!(back.recv_type("sync_start").await["totalDeltas"], 2);
+    let batch = back.recv_type("sync_batch").await;
+    let synced: BTreeSet<String> = batch["deltas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(synced, missed);
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures_util::{Sink, SinkExt};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
-use super::select::{split_by_bytes, Wanted};
+use super::select::{split_by_bytes, IdOnly, Wanted};
 use super::{Flow, SendPlan, Sender, SenderEnd, BATCH_SIZE};
 use crate::federation::wire::{self, BatchKind, Outbound};
 use crate::store::{LogBatch, LogTail, RawRecord, Seq, StoreError};
@@ -40,7 +40,12 @@ where
         if plan.extension {
             return self.send_live_frames(kept, ids, last, &plan).await;
         }
-        // A v1 peer gets one `delta` frame each.
+        // A v1 peer gets one `delta` frame each, and answers each.
+        self.link.sent_unanswered(kept.iter().filter_map(|r| {
+            serde_json::from_str::<IdOnly>(r.json())
+                .ok()
+                .map(|d| (d.id, r.seq))
+        }));
         let mut result = Flow::Continue;
         for record in &kept {
             let frame =

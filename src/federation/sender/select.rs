@@ -205,7 +205,8 @@ pub(super) fn split_by_bytes(
     frames
 }
 
+/// A delta's id, read without decoding the rest.
 #[derive(serde::Deserialize)]
-struct IdOnly {
-    id: String,
+pub(super) struct IdOnly {
+    pub id: String,
 }

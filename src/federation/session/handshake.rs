@@ -358,6 +358,7 @@ impl Session<'_> {
             sync_started: std::time::Instant::now(),
             progress_logged: std::time::Instant::now(),
             cursor_held: false,
+            answered: Default::default(),
         })
     }
 
@@ -403,7 +404,16 @@ impl Session<'_> {
                 initial_floor = first.floor;
                 Some(match (peer.extension, peer.their_cursor_of_us) {
                     (true, Some(c)) if c > 0 => Seq(c),
-                    _ => first.after,
+                    (true, _) => first.after,
+                    // A v1 peer says nothing of what it holds, but it answered each
+                    // `delta` we sent it: resume after those answers, restarts included.
+                    (false, _) => {
+                        let answered = self
+                            .cursor_keys(peer)
+                            .load_answered(store)
+                            .map_err(store_end)?;
+                        first.after.max(Seq(answered.unwrap_or(0)))
+                    }
                 })
             }
         };

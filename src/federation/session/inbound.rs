@@ -69,16 +69,52 @@ impl Session<'_> {
         St: Stream<Item = Result<WsMessage, WsError>> + Unpin,
     {
         let dead_after = self.heartbeat * 2 + std::time::Duration::from_secs(1);
-        loop {
+        let end = loop {
             let deadline = self.last_frame + dead_after;
             let texts = match self.read_frames(stream, deadline).await {
                 Ok(t) => t,
-                Err(end) => return end,
+                Err(end) => break end,
             };
             if let Err(end) = self.process(texts, est).await {
-                return end;
+                break end;
             }
+        };
+        if let Err(e) = self.commit_answered(est).await {
+            tracing::warn!(link = %self.link.id, reason = %e.reason, "the v1 answered cursor was not saved");
         }
+        end
+    }
+
+    /// A plain v1 peer answered one of our `delta`s (ack or nack): its answers reach
+    /// that delta's position, and the link resumes after it next time.
+    async fn on_answer(&mut self, delta_id: &str, est: &mut Established) -> Result<(), SessionEnd> {
+        // Committed with the rest of the frames read (`process`).
+        if est.peer.extension {
+            return Ok(());
+        }
+        if let Some(seq) = self.link.answered(delta_id) {
+            est.answered.through = est.answered.through.max(seq.0);
+            self.link
+                .stats
+                .peer_acked
+                .fetch_max(seq.0, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Commits how far a v1 peer's answers reached, once per batch of frames read.
+    async fn commit_answered(&mut self, est: &mut Established) -> Result<(), SessionEnd> {
+        let a = &mut est.answered;
+        if a.through <= a.committed {
+            return Ok(());
+        }
+        self.node
+            .store()
+            .put_meta(&est.keys.answered, cursor::encode(a.through))
+            .await
+            .map_err(store_end)?;
+        a.committed = a.through;
+        Ok(())
     }
 
     pub(super) async fn process(
@@ -138,7 +174,8 @@ impl Session<'_> {
                     .await?;
             }
         }
-        self.settle(&mut pending, &mut in_flight, est).await
+        self.settle(&mut pending, &mut in_flight, est).await?;
+        self.commit_answered(est).await
     }
 
     /// Submits what is pending and waits for everything in flight, in order: before
@@ -385,7 +422,7 @@ impl Session<'_> {
                 Ok(())
             }
             Message::SyncComplete { last_seq, .. } => self.on_sync_complete(last_seq, est).await,
-            Message::DeltaAck { .. } => Ok(()),
+            Message::DeltaAck { delta_id } => self.on_answer(&delta_id, est).await,
             Message::CursorAck { last_seq } => {
                 self.link
                     .stats
@@ -396,7 +433,7 @@ impl Session<'_> {
             Message::DeltaNack { delta_id, reason } => {
                 LinkStats::add(&self.link.stats.deltas_nacked, 1);
                 tracing::warn!(link = %self.link.id, %delta_id, %reason, "the peer refused a delta");
-                Ok(())
+                self.on_answer(&delta_id, est).await
             }
             Message::Pause => self.queue(Outgoing::PeerPaused(true)),
             Message::Resume => self.queue(Outgoing::PeerPaused(false)),

@@ -59,6 +59,17 @@ impl Session<'_> {
         } else {
             (Seq(0), None)
         };
+        // A plain v1 peer asks again for what it already answered (it has no positions
+        // to resume from, and the reference does not deduplicate): serve what follows.
+        let after = if req.resume_from.is_none() && !est.peer.extension {
+            let answered = est
+                .keys
+                .load_answered(self.node.store())
+                .map_err(store_end)?;
+            after.max(Seq(answered.unwrap_or(0).max(est.answered.through)))
+        } else {
+            after
+        };
         self.queue(Outgoing::Sync(SyncPlan {
             after,
             min_timestamp,

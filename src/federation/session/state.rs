@@ -58,4 +58,15 @@ pub(super) struct Established {
     /// never judged, so for the rest of this connection the cursor stays where it is
     /// (the peer sends from there again next time; what we already hold is deduplicated).
     pub cursor_held: bool,
+    /// What a plain v1 peer answered of what we sent (see `cursor`'s `answered`).
+    pub answered: Answered,
+}
+
+/// The `answered` cursor of a plain v1 peer: where its answers have reached, and what of
+/// it is committed. Committed once per batch of frames read (up to 64), not per answer:
+/// a crash in between re-sends at most that batch's deltas.
+#[derive(Debug, Default)]
+pub(super) struct Answered {
+    pub through: u64,
+    pub committed: u64,
 }
