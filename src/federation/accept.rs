@@ -25,7 +25,9 @@ pub(super) async fn serve_inbound<S>(
         pointer_form: fed.options().pointer_form,
         ..Default::default()
     };
-    let (shared, mut control) = LinkShared::new(Direction::Inbound, peer_addr.clone(), config);
+    // An accepted link is new each time the peer dials: its id only has to be unique.
+    let id = format!("in-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let (shared, mut control) = LinkShared::new(id, Direction::Inbound, peer_addr.clone(), config);
     let link = FederationLink {
         shared: shared.clone(),
     };

@@ -63,13 +63,24 @@ pub(super) fn start(
     config: LinkConfig,
 ) -> Result<FederationLink, ConnectError> {
     let url = federation_url(url)?;
-    let (shared, control) = LinkShared::new(Direction::Outbound, Some(url), config);
-    let link = FederationLink {
-        shared: shared.clone(),
-    };
-    fed.links().insert(link.clone());
-    tokio::spawn(run_outbound(fed.clone(), shared, control));
+    let base = config.name.clone().unwrap_or_else(|| link_id_of(&url));
+    let mut control = None;
+    let link = fed.links().insert_named(&base, |id| {
+        let (shared, rx) = LinkShared::new(id, Direction::Outbound, Some(url.clone()), config);
+        control = Some(rx);
+        FederationLink { shared }
+    });
+    if let Some(control) = control {
+        tokio::spawn(run_outbound(fed.clone(), link.shared.clone(), control));
+    }
     Ok(link)
+}
+
+/// The id of an unnamed link we dial: the peer's address (`ws://h:1/x` -> `h:1`), which
+/// fits in a `/links/{id}` path.
+fn link_id_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest).to_owned()
 }
 
 async fn run_outbound(
@@ -179,5 +190,14 @@ mod tests {
         assert_eq!(federation_url("h:9").unwrap(), "ws://h:9/federation");
         assert!(federation_url("ftp://h").is_err());
         assert!(federation_url("ws://").is_err());
+    }
+
+    #[test]
+    fn unnamed_links_are_named_by_the_peer_address() {
+        assert_eq!(
+            link_id_of("ws://127.0.0.1:8080/federation"),
+            "127.0.0.1:8080"
+        );
+        assert_eq!(link_id_of("wss://h/custom"), "h");
     }
 }

@@ -201,13 +201,14 @@ const UNANSWERED: usize = 100_000;
 
 impl LinkShared {
     pub(crate) fn new(
+        id: String,
         direction: Direction,
         remote_url: Option<String>,
         config: LinkConfig,
     ) -> (Arc<LinkShared>, mpsc::UnboundedReceiver<Control>) {
         let (control, rx) = mpsc::unbounded_channel();
         let shared = LinkShared {
-            id: uuid::Uuid::new_v4().to_string(),
+            id,
             direction,
             remote_url,
             config,
@@ -433,10 +434,24 @@ pub(crate) struct LinkRegistry {
 }
 
 impl LinkRegistry {
-    pub(crate) fn insert(&self, link: FederationLink) {
-        if let Ok(mut l) = self.links.lock() {
-            l.insert(link.id().to_owned(), link);
-        }
+    /// Registers a link we dial under `base` (its name, or the peer's address), or
+    /// `base#2`, `base#3`... when another link holds that id: ids stay the same across
+    /// restarts, so logs, events, metrics and `/links/{id}` keep naming the same link.
+    pub(crate) fn insert_named(
+        &self,
+        base: &str,
+        make: impl FnOnce(String) -> FederationLink,
+    ) -> FederationLink {
+        let Ok(mut l) = self.links.lock() else {
+            return make(base.to_owned());
+        };
+        let id = std::iter::once(base.to_owned())
+            .chain((2..).map(|n| format!("{base}#{n}")))
+            .find(|id| !l.contains_key(id))
+            .unwrap_or_else(|| base.to_owned());
+        let link = make(id.clone());
+        l.insert(id, link.clone());
+        link
     }
 
     pub(crate) fn remove(&self, id: &str) {

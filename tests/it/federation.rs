@@ -687,3 +687,37 @@ async fn a_refused_hello_is_not_retried() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(link.stats().reconnects, 0);
 }
+
+/// Links are named stably: a link we dial by its config name, else by the peer's
+/// address (the same after a restart), with `#2`... for a second link to one address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dialed_links_are_named_by_name_or_address() {
+    let server = start_node("named").await;
+    let client = start_node("namer").await;
+    let addr = server.local_addr().to_string();
+    let fed = client.federation();
+    let by_address = fed
+        .connect_to_remote(&server.url(), bidirectional())
+        .unwrap();
+    let second = fed
+        .connect_to_remote(&server.url(), bidirectional())
+        .unwrap();
+    let named = fed
+        .connect_to_remote(
+            &server.url(),
+            LinkConfig {
+                name: Some("upstream".into()),
+                ..bidirectional()
+            },
+        )
+        .unwrap();
+    assert_eq!(by_address.id(), addr);
+    assert_eq!(second.id(), format!("{addr}#2"));
+    assert_eq!(named.id(), "upstream");
+    assert!(fed.get_federation_link("upstream").is_some());
+    for link in [&by_address, &second, &named] {
+        assert!(wait_status(link, LinkStatus::Connected, T).await);
+    }
+    client.shutdown().await.unwrap();
+    server.shutdown().await.unwrap();
+}
