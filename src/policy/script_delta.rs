@@ -96,14 +96,16 @@ impl ScriptDelta {
             "author" => self.author().into(),
             "system" => self.system().into(),
             "pointers" => self.pointers().into(),
-            _ => return Err(EvalAltResult::ErrorRuntime(
-                format!(
+            _ => {
+                return Err(EvalAltResult::ErrorRuntime(
+                    format!(
                     "delta has no field `{key}` (fields: id, timestamp, author, system, pointers)"
                 )
-                .into(),
-                rhai::Position::NONE,
-            )
-            .into()),
+                    .into(),
+                    rhai::Position::NONE,
+                )
+                .into())
+            }
         })
     }
 
