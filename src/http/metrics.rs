@@ -317,13 +317,15 @@ pub fn render(fed: &Federation) -> String {
         "Script evaluations.",
     )
     .sample(&[], c.evaluations.load(Ordering::Relaxed));
-    Family::new(
+    let mut rejections = Family::new(
         &mut out,
         "rhizome_policy_rejections_total",
         "counter",
-        "Script evaluations that rejected.",
-    )
-    .sample(&[], c.rejections.load(Ordering::Relaxed));
+        "Script evaluations that rejected, by script file (sum them for the total).",
+    );
+    for (script, n) in c.rejections_by_script() {
+        rejections.sample(&[("script", &script)], n);
+    }
     Family::new(
         &mut out,
         "rhizome_policy_runtime_errors_total",

@@ -95,7 +95,7 @@ impl Node {
                     outcomes.push(Some(IngestOutcome::Filtered(reason)));
                 }
                 (Ok(delta), Some(Judged::Rejected { policy, reason }), Some(a)) => {
-                    tracing::debug!(delta_id = %delta.id, link = %a.link.id, %policy, %reason, "delta rejected");
+                    tracing::info!(link = %a.link.name, delta_id = %delta.id, author = %delta.author, %policy, %reason, replay = !a.quarantine, "delta rejected by policy");
                     self.emit(NodeEvent::DeltaRejected {
                         link_id: a.link.id.clone(),
                         delta_id: delta.id.clone(),
@@ -163,7 +163,7 @@ impl Node {
             let n = checked.len();
             return Ok((checked, vec![None; n]));
         };
-        let set = self.inner.policies.current();
+        let set = self.inner.policies.settled().await;
         let trust = self.trust_policy();
         if !a.runs_scripts(&set) {
             let verdicts = a.judge_all(&trust, &set, &checked);

@@ -1,5 +1,6 @@
 //! Working with the quarantine: listing what trust policies refused, and replaying it
-//! under the policies in force now. Replayed deltas go through the node's one
+//! under the policies on disk now (read first, not left to the watcher's debounce: an
+//! operator who deletes a script and replays at once means the folder as it is). Replayed deltas go through the node's one
 //! ingestion path, judged again, exactly as if they had just arrived from their link.
 
 use serde::Serialize;
@@ -55,12 +56,16 @@ impl Node {
             .collect())
     }
 
-    /// Judges every quarantined delta again under the current policies; admits (and
+    /// Reads the policy folders, then judges every quarantined delta again; admits (and
     /// removes from the quarantine) those now accepted.
     ///
     /// # Errors
     /// Storage errors.
     pub async fn replay_quarantine(&self) -> Result<ReplayReport, StoreError> {
+        let host = self.policies().clone();
+        tokio::task::spawn_blocking(move || host.refresh())
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("policy reload task failed: {e}")))?;
         let mut report = ReplayReport::default();
         let mut after = 0;
         loop {

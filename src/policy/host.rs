@@ -3,8 +3,17 @@
 //! Readers take the current set (`Arc`) once per batch, so a batch is judged by one
 //! consistent set even while a reload swaps in the next. The watcher debounces editor
 //! bursts (write, rename, chmod) into one reload.
+//!
+//! An edit is never overtaken by what follows it: the watcher counts file events as they
+//! happen, and ingestion ([`PolicyHost::settled`]) waits for the reload of the edits
+//! already seen before judging, while a replay of the quarantine or `POST
+//! /policies/reload` reads the folders itself ([`PolicyHost::refresh`],
+//! [`PolicyHost::reload`]) rather than waiting for the debounce. So a script saved, then a
+//! delta sent, is judged by the saved script.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use notify::RecursiveMode;
 
@@ -15,9 +24,18 @@ pub struct PolicyHost {
     dirs: PolicyDirs,
     current: RwLock<Arc<PolicySet>>,
     events: EventBus,
-    reloads: std::sync::atomic::AtomicU64,
+    reloads: AtomicU64,
+    /// File events the watcher has seen in the folders.
+    edits_seen: Arc<AtomicU64>,
+    /// `edits_seen` as it was when the set in force was read from the folders.
+    edits_applied: AtomicU64,
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
 }
+
+/// How long ingestion waits for the reload of an edit in progress before judging with
+/// the set in force: past the watcher's debounce, with room for a slow compile. An
+/// editor that keeps writing longer than this does not hold deltas back.
+const SETTLE_WAIT: Duration = Duration::from_secs(1);
 
 impl PolicyHost {
     /// Loads the scripts under `dirs` (reporting compile errors as events and logs).
@@ -39,6 +57,8 @@ impl PolicyHost {
             current: RwLock::new(Arc::new(PolicySet::empty())),
             events,
             reloads: Default::default(),
+            edits_seen: Arc::default(),
+            edits_applied: AtomicU64::new(0),
             watcher: Mutex::new(None),
         };
         host.install(set);
@@ -52,6 +72,8 @@ impl PolicyHost {
             current: RwLock::new(Arc::new(PolicySet::empty())),
             events,
             reloads: Default::default(),
+            edits_seen: Arc::default(),
+            edits_applied: AtomicU64::new(0),
             watcher: Mutex::new(None),
         }
     }
@@ -82,16 +104,46 @@ impl PolicyHost {
     }
 
     pub fn reload_count(&self) -> u64 {
-        self.reloads.load(std::sync::atomic::Ordering::Relaxed)
+        self.reloads.load(Ordering::Relaxed)
+    }
+
+    /// Whether the watcher has seen file events that no reload has read yet.
+    fn edits_pending(&self) -> bool {
+        self.edits_seen.load(Ordering::Acquire) > self.edits_applied.load(Ordering::Acquire)
+    }
+
+    /// The set to judge with now: once the edits the watcher has already seen are loaded
+    /// (waiting up to [`SETTLE_WAIT`] for them), so a delta that arrives right after a
+    /// script was saved is judged by that script.
+    pub async fn settled(&self) -> Arc<PolicySet> {
+        let deadline = Instant::now() + SETTLE_WAIT;
+        while self.edits_pending() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.current()
+    }
+
+    /// Reads the folders now, without waiting for the watcher, and swaps the set in if
+    /// its content changed (no `policy:reloaded` when nothing did). What a replay of the
+    /// quarantine runs first, so it judges by the files on disk. Blocks on file reads
+    /// and compiles.
+    pub fn refresh(&self) -> Arc<PolicySet> {
+        self.load(false)
     }
 
     /// Reads the folders again and swaps the new set in.
     pub fn reload(&self) -> Arc<PolicySet> {
+        self.load(true)
+    }
+
+    /// Reads the folders; installs the set when `always` or when its content changed.
+    fn load(&self, always: bool) -> Arc<PolicySet> {
+        let seen = self.edits_seen.load(Ordering::Acquire);
         let previous = self.current();
-        match PolicySet::load(&self.dirs, Some(&previous)) {
+        let set = match PolicySet::load(&self.dirs, Some(&previous)) {
+            Ok(set) if !always && set.hash() == previous.hash() => previous,
             Ok(set) => {
-                self.reloads
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.reloads.fetch_add(1, Ordering::Relaxed);
                 self.install(set)
             }
             Err(e) => {
@@ -104,7 +156,10 @@ impl PolicyHost {
                 });
                 previous
             }
-        }
+        };
+        // Read (or refused): nothing to wait for until the watcher sees the next edit.
+        self.edits_applied.fetch_max(seen, Ordering::AcqRel);
+        set
     }
 
     fn install(&self, set: PolicySet) -> Arc<PolicySet> {
@@ -156,9 +211,13 @@ impl PolicyHost {
             .map(|d| (*d, RecursiveMode::Recursive))
             .collect();
         let host = Arc::downgrade(self);
+        let seen = self.edits_seen.clone();
         let watcher = crate::file_watch::debounced(
             &targets,
-            |_| true,
+            move |_| {
+                seen.fetch_add(1, Ordering::AcqRel);
+                true
+            },
             move || match host.upgrade() {
                 Some(host) => {
                     host.reload();

@@ -7,7 +7,11 @@
 //!
 //! It must behave exactly as the map it replaces (`#{id, timestamp, author, system,
 //! pointers}`), since operators' scripts were written against that map:
-//! - `delta.author`, `delta["author"]`, a missing key (`()`), `type_of(delta)` (`"map"`);
+//! - `delta.author`, `delta["author"]`, `type_of(delta)` (`"map"`);
+//! - except one thing: reading a field a delta does not have (`delta.autor`) is an error
+//!   that names the field and lists those it has, where a map gave `()`: a misspelt field
+//!   would otherwise quietly compare unequal and reject (or accept) every delta. Asking
+//!   whether a field is there stays possible (`"x" in delta`, `delta.get("x")`);
 //! - every map function of Rhai's standard library (`keys`, `len`, `in`, `==`, `to_json`,
 //!   printing...) runs on the equivalent map, built on first use;
 //! - it is read-only: assigning to `delta` was an error (a constant) and still is; a
@@ -83,16 +87,26 @@ impl ScriptDelta {
             .clone()
     }
 
-    /// What `delta[key]` and `delta.key` give: the map's value, or `()` as for a map.
-    fn get(&self, key: &str) -> Dynamic {
-        match key {
+    /// What `delta[key]` and `delta.key` give: the field's value, or an error naming
+    /// the field when a delta has no such field.
+    fn get(&self, key: &str) -> Result<Dynamic, Box<EvalAltResult>> {
+        Ok(match key {
             "id" => self.id().into(),
             "timestamp" => Dynamic::from_int(self.timestamp()),
             "author" => self.author().into(),
             "system" => self.system().into(),
             "pointers" => self.pointers().into(),
-            _ => Dynamic::UNIT,
-        }
+            _ => {
+                return Err(EvalAltResult::ErrorRuntime(
+                    format!(
+                    "delta has no field `{key}` (fields: id, timestamp, author, system, pointers)"
+                )
+                    .into(),
+                    rhai::Position::NONE,
+                )
+                .into())
+            }
+        })
     }
 
     /// The delta as a plain Rhai map (what `to_map` / `to_json` give a script).
@@ -102,7 +116,7 @@ impl ScriptDelta {
             .get_or_init(|| {
                 let mut m = Map::new();
                 for key in ["id", "timestamp", "author", "system", "pointers"] {
-                    m.insert(key.into(), self.get(key));
+                    m.insert(key.into(), self.get(key).unwrap_or(Dynamic::UNIT));
                 }
                 m
             })
@@ -263,7 +277,7 @@ pub fn register(engine: &mut Engine) {
     engine.register_get("author", |d: &mut ScriptDelta| d.author());
     engine.register_get("system", |d: &mut ScriptDelta| d.system());
     engine.register_get("pointers", |d: &mut ScriptDelta| d.pointers());
-    // Any other property (`delta.x`) falls back to this indexer, as on a map.
+    // Any other property (`delta.x`) falls back to this indexer, which refuses it.
     engine.register_indexer_get(|d: &mut ScriptDelta, key: ImmutableString| d.get(&key));
     for (name, rest, mutates) in map_functions() {
         let mut types = vec![TypeId::of::<ScriptDelta>()];

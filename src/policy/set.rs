@@ -161,6 +161,33 @@ pub struct PolicyCounters {
     /// Evaluations stopped at, or found over, their time budget (and rejected).
     pub timeouts: AtomicU64,
     pub eval_nanos: AtomicU64,
+    /// Rejections by script file, every file that ever rejected (a removed script's
+    /// count stays, as counters never go down).
+    by_script: std::sync::Mutex<BTreeMap<String, u64>>,
+}
+
+impl PolicyCounters {
+    fn count_rejection(&self, file: &str) {
+        self.rejections.fetch_add(1, Ordering::Relaxed);
+        let mut by_script = match self.by_script.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match by_script.get_mut(file) {
+            Some(n) => *n += 1,
+            None => {
+                by_script.insert(file.to_owned(), 1);
+            }
+        }
+    }
+
+    /// Rejections by script file.
+    pub fn rejections_by_script(&self) -> BTreeMap<String, u64> {
+        match self.by_script.lock() {
+            Ok(m) => m.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
 }
 
 /// What `GET /policies` shows of a script.
@@ -174,6 +201,8 @@ pub struct ScriptInfo {
     /// `failed` (never compiled: rejects everything in its scope).
     pub state: &'static str,
     pub error: Option<ScriptError>,
+    /// Deltas it rejected (since the node started).
+    pub rejections: u64,
 }
 
 pub struct PolicySet {
@@ -283,6 +312,7 @@ impl PolicySet {
     }
 
     pub fn scripts(&self) -> Vec<ScriptInfo> {
+        let rejections = self.counters.rejections_by_script();
         self.scripts
             .iter()
             .map(|s| ScriptInfo {
@@ -295,6 +325,7 @@ impl PolicySet {
                     (None, _) => "failed",
                 },
                 error: s.error.clone(),
+                rejections: rejections.get(&s.file).copied().unwrap_or(0),
             })
             .collect()
     }
@@ -403,7 +434,7 @@ impl PolicySet {
         };
         if stopped_at.is_some() || elapsed > budget {
             c.timeouts.fetch_add(1, Ordering::Relaxed);
-            c.rejections.fetch_add(1, Ordering::Relaxed);
+            c.count_rejection(&script.file);
             let at = stopped_at
                 .filter(|p| !p.is_none())
                 .map(|p| format!(", stopped at {p}"))
@@ -419,13 +450,13 @@ impl PolicySet {
                 if v.as_bool().unwrap_or(false) {
                     Verdict::Accept
                 } else {
-                    reject(format!("rejected by {}", script.file))
+                    reject(RETURNED_FALSE.to_owned())
                 }
             }
             Ok(v) if v.is_string() => {
                 let reason = v.into_string().unwrap_or_default();
                 if reason.is_empty() {
-                    reject(format!("rejected by {}", script.file))
+                    reject(RETURNED_FALSE.to_owned())
                 } else {
                     reject(reason)
                 }
@@ -455,11 +486,15 @@ impl PolicySet {
             },
         };
         if !verdict.is_accept() {
-            c.rejections.fetch_add(1, Ordering::Relaxed);
+            c.count_rejection(&script.file);
         }
         verdict
     }
 }
+
+/// The reason of a script that answered `false`. The deciding file travels with it
+/// (`Verdict::Reject::script`), so the reason does not repeat it.
+const RETURNED_FALSE: &str = "the script returned false";
 
 /// Compiles one script with `delta` and `link` declared, so a misspelt variable is a
 /// compile error, not a runtime one. (Declared as plain variables: as constants the

@@ -24,5 +24,6 @@ mod hostile_input;
 mod http_api;
 mod http_reads;
 mod policies;
+mod readme_tour;
 mod storage_faults;
 mod vendored_fjall;

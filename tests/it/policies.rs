@@ -445,3 +445,39 @@ async fn a_policy_over_its_time_budget_rejects_in_time_and_is_counted_issue_14()
         "{metrics}"
     );
 }
+
+/// A script saved and a delta sent at once: the delta is judged by the saved script, not
+/// by the set the watcher has yet to reload; a script removed and the quarantine replayed
+/// at once: the replay judges without it. No sleeps between the edits and what follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_on_disk_apply_before_what_follows_them_issue_16() {
+    let tmp = tempfile::tempdir().unwrap();
+    let receiver = node_with_scripts("receiver", tmp.path()).await;
+    let source = start_node("source").await;
+    receiver
+        .federation()
+        .connect_to_remote(&source.url(), pull_link("up"))
+        .unwrap();
+    let before = author(source.node(), "alice", 1).await;
+    assert!(wait_for(T, || ids(receiver.node()).len() == 1).await);
+
+    let script = tmp.path().join("policies/no-mallory.rhai");
+    std::fs::write(&script, r#"delta.author != "mallory""#).unwrap();
+    author(source.node(), "mallory", 1).await;
+    assert!(
+        wait_for(T, || receiver.node().store().quarantine_len() == 1).await,
+        "mallory's delta was judged before the saved script"
+    );
+    assert_eq!(ids(receiver.node()), before.into_iter().collect());
+
+    std::fs::remove_file(&script).unwrap();
+    let report = receiver.node().replay_quarantine().await.unwrap();
+    assert_eq!(
+        (report.admitted, report.still_rejected),
+        (1, 0),
+        "{report:?}"
+    );
+    assert_eq!(receiver.node().store().quarantine_len(), 0);
+
+    assert_eq!(ids(receiver.node()).len(), 2);
+}

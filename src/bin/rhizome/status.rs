@@ -82,7 +82,10 @@ pub fn render(s: &Value, url: &str) -> String {
     let scripts = p["scripts"].as_array().map_or(0, Vec::len);
     let _ = writeln!(
         out,
-        "policies    {}, {}, {}, {}, {}",
+        // Script runs, not deltas: one delta judged by three scripts is three runs, and
+        // a replay runs them again. A link's REJECTED counts deltas refused on it, for any
+        // reason (invalid, the built-in trust policy, a script).
+        "policies    {}, {} (script runs), {} by scripts, {}, {}",
         count(&Value::from(scripts), "script"),
         count(&p["evaluations"], "evaluation"),
         count(&p["rejections"], "rejection"),
@@ -177,7 +180,7 @@ mod tests {
             "data        /srv/b  (64.0 MiB on disk)",
             "store       1 delta, 0 duplicates since start",
             "quarantine  2 deltas",
-            "1 script, 4 evaluations, 1 rejection",
+            "1 script, 4 evaluations (script runs), 1 rejection by scripts",
             "set 00c0ffee00c0ffee  (digest of the scripts in force",
             "  NAME      DIRECTION  STATUS     PEER    URL",
             "  upstream  outbound   connected  node-a  ws://a/federation  0     3         1",

@@ -56,9 +56,6 @@ const EXPRESSIONS: &[&str] = &[
     "delta.pointers.map(|p| p.role)",
     "delta.pointers.filter(|p| p.role == \"note\").len()",
     "delta[\"author\"]",
-    "delta[\"nope\"]",
-    "delta.nope",
-    "delta.nope == ()",
     "type_of(delta)",
     "type_of(delta.pointers)",
     "delta.author in [\"bob\", \"alice\"]",
@@ -118,6 +115,35 @@ fn a_script_delta_behaves_as_the_map_it_replaces() {
         }
     }
     assert!(differences.is_empty(), "{}", differences.join("\n"));
+}
+
+/// A field a delta does not have is an error naming it (a map gave `()`), however it
+/// is read; asking whether it is there is not.
+#[test]
+fn an_unknown_field_is_an_error_that_names_it_issue_16() {
+    let engine = sandboxed_engine();
+    let d = || Dynamic::from(ScriptDelta::new(sample()));
+    for expr in [
+        "delta.autor",
+        "delta[\"autor\"]",
+        "delta.autor != \"mallory\"",
+    ] {
+        let err = eval(&engine, d(), expr).unwrap_err();
+        assert!(
+            err.contains(
+                "delta has no field `autor` (fields: id, timestamp, author, system, pointers)"
+            ),
+            "{expr}: {err}"
+        );
+    }
+    assert_eq!(
+        eval(&engine, d(), "\"autor\" in delta").unwrap(),
+        "false (bool)"
+    );
+    assert_eq!(
+        eval(&engine, d(), "delta.get(\"autor\")").unwrap(),
+        "() (())"
+    );
 }
 
 /// Changing the delta was an error before (it is a constant) and still is, though the
