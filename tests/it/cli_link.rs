@@ -170,3 +170,32 @@ fn serve_connect_links_to_another_node() {
     let from_a = put(&a, "alice", "to b");
     wait_until("a's delta on b", || b.has_delta(&from_a));
 }
+
+/// `--pointer-form` reaches the links: `serve --connect` and `link connect` set the
+/// link's, `serve --inbound-pointer-form` the accepted links'.
+#[test]
+fn pointer_form_flags_reach_the_links() {
+    let a = serve(&["--inbound-pointer-form", "legacy"]);
+    let b = serve(&["--connect", &a.url, "--pointer-form", "legacy"]);
+    let dialed = wait_for("b's link to a", || {
+        links(&b).into_iter().find(|l| l["direction"] == "outbound")
+    });
+    assert_eq!(dialed["config"]["pointerForm"], "legacy", "{dialed}");
+    let created = run_json(&[
+        "link",
+        "connect",
+        &a.url,
+        "--node",
+        &b.url,
+        "--pointer-form",
+        "current",
+    ]);
+    assert_eq!(
+        created[0]["config"]["pointerForm"], "current",
+        "{created:?}"
+    );
+    let accepted = wait_for("a's inbound link", || {
+        links(&a).into_iter().find(|l| l["direction"] == "inbound")
+    });
+    assert_eq!(accepted["config"]["pointerForm"], "legacy", "{accepted}");
+}

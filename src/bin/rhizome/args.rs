@@ -2,7 +2,7 @@
 //! the command line syncs. Each converts to the library's own type, so a subcommand
 //! never interprets a flag's text itself.
 
-use rhizome::federation::{InitialSync, LinkConfig, SyncMode};
+use rhizome::federation::{InitialSync, LinkConfig, PointerForm, SyncMode};
 
 /// Where the client subcommands find the node.
 #[derive(Debug, Clone, clap::Args)]
@@ -47,6 +47,10 @@ pub struct LinkFlags {
         required_if_eq("initial_sync", "from-timestamp")
     )]
     pub sync_from: Option<u64>,
+    /// The pointer form of the deltas this link sends: `legacy` for a peer of the seed's
+    /// version, `auto` to switch when the peer sends a legacy delta.
+    #[arg(long, value_enum, value_name = "FORM", default_value = "auto")]
+    pub pointer_form: PointerFormArg,
 }
 
 impl LinkFlags {
@@ -56,7 +60,25 @@ impl LinkFlags {
             mode: self.mode.into(),
             initial_sync: self.initial_sync.into(),
             sync_from_timestamp: self.sync_from,
+            pointer_form: self.pointer_form.into(),
             ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PointerFormArg {
+    Current,
+    Legacy,
+    Auto,
+}
+
+impl From<PointerFormArg> for PointerForm {
+    fn from(p: PointerFormArg) -> PointerForm {
+        match p {
+            PointerFormArg::Current => PointerForm::Current,
+            PointerFormArg::Legacy => PointerForm::Legacy,
+            PointerFormArg::Auto => PointerForm::Auto,
         }
     }
 }

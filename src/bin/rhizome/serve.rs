@@ -104,6 +104,10 @@ pub struct ServeArgs {
     /// Most inbound links at once; more are closed with 1008 [default: 1000].
     #[arg(long, value_name = "N", help_heading = "Server")]
     pub max_connections: Option<usize>,
+    /// The pointer form inbound links send in: `legacy` for peers of the seed's
+    /// version, `auto` to switch when a peer sends a legacy delta [default: auto].
+    #[arg(long, value_enum, value_name = "FORM", help_heading = "Server")]
+    pub inbound_pointer_form: Option<crate::args::PointerFormArg>,
     /// Not a flag of `serve`: caught to point at `--listen`.
     #[arg(long, value_name = "PORT", hide = true)]
     pub port: Option<String>,
@@ -138,6 +142,9 @@ impl ServeArgs {
             server.path,
             RESERVED_PATHS.join(", ")
         );
+        if let Some(form) = self.inbound_pointer_form {
+            server.pointer_form = form.into();
+        }
         if let Some(n) = self.max_connections {
             server.max_connections = n;
         }
