@@ -2,7 +2,7 @@
 //! over loopback, each figure set against two bounds measured in the same run.
 //!
 //! `cargo build --release && cargo run --release --example bench -- [SCENARIO] [--memory]
-//!  [--deltas N] [--rate R] [--no-latency]`
+//!  [--deltas N] [--rate R] [--no-latency] [--rhizome PATH]`
 //!
 //! Scenarios (`all`, the default, runs every one):
 //! - `decode`: the JSON-decode bound: the same deltas' `sync_batch` frames parsed in this
@@ -25,11 +25,12 @@
 //!   SIGTERM takes with them open (`bench/slowloris.rs`; its own table).
 //!
 //! Every scenario runs its nodes as separate processes (`target/release/rhizome`, built by
-//! `cargo build --release`), durable fjall stores in temp dirs, or in-memory stores with `--memory`. Peak RSS
-//! is each node's `VmHWM`; CPU seconds each node's user + system time, steadier than wall
-//! time on a shared machine. Delivery latency: see `bench/load.rs` (probes, one delta in
-//! 100, looked up by id on the receiver; late by at most one poll). Every row is also
-//! printed as a ratio to both bounds; the table is Markdown, ready for BENCHMARKS.md.
+//! `cargo build --release`, or the binary `--rhizome PATH` names), durable fjall stores in
+//! temp dirs, or in-memory stores with `--memory`. Peak RSS is each node's `VmHWM`; CPU
+//! seconds each node's user + system time, steadier than wall time on a shared machine.
+//! Delivery latency: see `bench/load.rs` (probes, one delta in 100, looked up by id on the
+//! receiver; late by at most one poll). Every row is also printed as a ratio to both bounds;
+//! the table is Markdown, ready for BENCHMARKS.md.
 
 #[path = "bench/bounds.rs"]
 mod bounds;
@@ -86,6 +87,10 @@ struct Args {
     /// Do not ask receivers for probes (no latency figures): shows what probing costs.
     #[arg(long)]
     no_latency: bool,
+    /// The `rhizome` binary the nodes run (default: `target/<profile>/rhizome`). Two builds
+    /// compared with one bench: `--rhizome /tmp/old/rhizome`, then `--rhizome /tmp/new/rhizome`.
+    #[arg(long, env = "RHIZOME_BIN", value_name = "PATH")]
+    rhizome: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -381,7 +386,7 @@ fn context(args: &Args) -> Result<Ctx> {
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .context("cannot build the HTTP client")?,
-        bin: node::node_binary()?,
+        bin: node::node_binary(args.rhizome.as_deref())?,
         memory: args.memory,
         posting: load::Posting {
             batch: args.batch,

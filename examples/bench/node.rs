@@ -184,8 +184,14 @@ pub fn cpu_secs_of(pid: &str) -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
-/// `target/<profile>/rhizome`, next to `target/<profile>/examples/bench`.
-pub fn node_binary() -> Result<PathBuf> {
+/// The node binary: `explicit` when given (`--rhizome`, to run another build, such as the
+/// binary of an older commit, beside the same bench), else `target/<profile>/rhizome`, next
+/// to `target/<profile>/examples/bench`.
+pub fn node_binary(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(bin) = explicit {
+        ensure!(bin.is_file(), "--rhizome {}: no such file", bin.display());
+        return Ok(bin.to_path_buf());
+    }
     let exe = std::env::current_exe().context("cannot find this example's own path")?;
     let profile_dir = exe
         .parent()
