@@ -41,9 +41,10 @@ pub enum PointerForm {
     /// `localContext` / `targetContext`: peers of the seed's version, which exit on any
     /// other form (docs/PROTOCOL.md, 7.5).
     Legacy,
-    /// Current, until the peer sends a delta in the legacy form; legacy from then on,
-    /// for the rest of the link's life. A legacy peer that never sends a delta (one we
-    /// only push to) is not recognised: configure `legacy` for it.
+    /// Current, until a plain v1 peer sends a delta in the legacy form; legacy from then
+    /// on, for the rest of the link's life (peers that speak our extension are our own
+    /// nodes and are not watched). A legacy peer that never sends a delta (one we only
+    /// push to) is not recognised: configure `legacy` for it.
     #[default]
     Auto,
 }

@@ -125,7 +125,9 @@ impl Session<'_> {
         let mut pending = Pending::default();
         let mut in_flight = VecDeque::new();
         for frame in frames {
-            if let Frame::Text(text) = &frame {
+            // Only plain v1 peers can be of the seed's version: frames of extension
+            // peers (our own nodes) are not scanned.
+            if let (Frame::Text(text), false) = (&frame, est.peer.extension) {
                 self.link.observe_pointers(text);
             }
             let msg = match frame.decode() {
