@@ -27,11 +27,29 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<RequestBody, ApiError> {
+        let json = is_json(req.headers());
         match Bytes::from_request(req, state).await {
+            // A body a web page could send without asking (`text/plain`, a form, no type
+            // at all) is refused: only JSON, which a browser sends cross-origin only
+            // after a preflight this API never grants.
+            Ok(bytes) if !bytes.is_empty() && !json => Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "the request body must be JSON, sent with `Content-Type: application/json`",
+            )),
             Ok(bytes) => Ok(RequestBody(bytes)),
             Err(rejection) => Err(refusal(&rejection, &Node::from_ref(state))),
         }
     }
+}
+
+/// `Content-Type: application/json` (parameters such as `charset` allowed).
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
 }
 
 /// Why a body could not be read, as the API says it.

@@ -18,6 +18,7 @@ mod error;
 mod health;
 mod links;
 pub mod metrics;
+mod origin;
 mod policies;
 pub mod server;
 mod stream;
@@ -71,6 +72,7 @@ pub fn router(fed: Federation) -> Router {
         .route(&fed.options().path.clone(), any(upgrade::upgrade))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(origin::same_origin_only))
         .with_state(fed)
 }
 

@@ -4,6 +4,7 @@ use crate::common;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 async fn post(url: &str, body: Value) -> (StatusCode, Value) {
     let res = reqwest::Client::new()
@@ -106,6 +107,7 @@ async fn bad_input_gets_a_clear_error_and_stores_nothing() {
 
     let res = reqwest::Client::new()
         .post(format!("{base}/deltas"))
+        .header("content-type", "application/json")
         .body("{not json")
         .send()
         .await
@@ -215,6 +217,7 @@ async fn a_body_over_the_limit_is_a_json_413_naming_the_limit() {
     let at_limit = format!("[{}]", " ".repeat(limit - 2));
     let res = client
         .post(format!("{base}/deltas"))
+        .header("content-type", "application/json")
         .body(at_limit)
         .send()
         .await
@@ -249,6 +252,7 @@ async fn a_body_over_the_limit_is_a_json_413_naming_the_limit() {
     .await;
     let res = client
         .post(format!("{}/deltas", server2.url()))
+        .header("content-type", "application/json")
         .body(format!("[{}]", " ".repeat(limit + 10)))
         .send()
         .await
@@ -260,4 +264,67 @@ async fn a_body_over_the_limit_is_a_json_413_naming_the_limit() {
     );
     server.shutdown().await.unwrap();
     server2.shutdown().await.unwrap();
+}
+
+/// A web page on another site can make a browser send simple requests to a node it can
+/// reach: a foreign `Origin` is refused on every route and on the federation upgrade, and
+/// a body that is not declared JSON is refused before it is read as deltas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_of_other_origins_and_non_json_bodies_are_refused() {
+    let server = common::start_node("guarded").await;
+    let base = server.url();
+    let client = reqwest::Client::new();
+    let delta = common::delta_json("csrf-1", "mallory", "elsewhere").to_string();
+
+    let foreign = client
+        .post(format!("{base}/deltas"))
+        .header("origin", "http://evil.example")
+        .header("content-type", "application/json")
+        .body(delta.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 403);
+    let body: serde_json::Value = foreign.json().await.unwrap();
+    assert_eq!(body["error"], "FOREIGN_ORIGIN", "{body}");
+    let replay = client
+        .post(format!("{base}/quarantine/replay"))
+        .header("origin", "null")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 403);
+
+    let plain = client
+        .post(format!("{base}/deltas"))
+        .header("content-type", "text/plain")
+        .body(delta.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 415);
+    assert!(server.node().get("csrf-1").unwrap().is_none());
+
+    // The same request from the node's own origin, or from a program, goes through.
+    let own = client
+        .post(format!("{base}/deltas"))
+        .header("origin", base.as_str())
+        .header("content-type", "application/json; charset=utf-8")
+        .body(delta)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 201);
+
+    let mut request = format!("{}/federation", base.replacen("http://", "ws://", 1))
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("origin", "http://evil.example".parse().unwrap());
+    let refused = tokio_tungstenite::connect_async(request).await;
+    assert!(
+        matches!(&refused, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 403),
+        "{refused:?}"
+    );
 }
