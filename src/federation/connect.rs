@@ -18,6 +18,9 @@ use crate::events::NodeEvent;
 pub enum ConnectError {
     #[error("invalid url {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
+    /// Said at once rather than by a link that would retry a TLS dial forever.
+    #[error("{url}: TLS links (wss://, https://) are not supported by this build yet; reach the peer over ws:// (for example through a TLS-terminating proxy beside it)")]
+    TlsUnavailable { url: String },
 }
 
 /// Turns what users type (`http://host:port`, `ws://host:port/federation`, `host:port`)
@@ -63,6 +66,9 @@ pub(super) fn start(
     config: LinkConfig,
 ) -> Result<FederationLink, ConnectError> {
     let url = federation_url(url)?;
+    if url.starts_with("wss://") {
+        return Err(ConnectError::TlsUnavailable { url });
+    }
     let base = config.name.clone().unwrap_or_else(|| link_id_of(&url));
     let mut control = None;
     let link = fed.links().insert_named(&base, |id| {

@@ -721,3 +721,18 @@ async fn dialed_links_are_named_by_name_or_address() {
     client.shutdown().await.unwrap();
     server.shutdown().await.unwrap();
 }
+
+/// A TLS url is refused when the link is opened, with what to do, instead of a link that
+/// fails and retries forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_url_is_refused_at_once_with_a_reason() {
+    let node = start_node("plain").await;
+    let err = node
+        .federation()
+        .connect_to_remote("https://peer.example", bidirectional())
+        .err()
+        .expect("a TLS url is refused");
+    assert!(err.to_string().contains("TLS links"), "{err}");
+    assert!(node.federation().get_federation_links().is_empty());
+    node.shutdown().await.unwrap();
+}
