@@ -32,6 +32,7 @@ pub mod federation;
 mod file_watch;
 mod filter;
 mod http;
+pub mod identity;
 mod node;
 pub mod policy;
 pub mod store;

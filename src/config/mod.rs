@@ -285,7 +285,6 @@ impl NodeFile {
             storage,
             system_id: self.system_id.clone(),
             trust: self.trust.clone(),
-
             policies: PolicyDirs {
                 policies: self.policies.clone(),
                 filters: self.filters.clone(),
@@ -295,6 +294,7 @@ impl NodeFile {
                 DurabilityKind::Buffered => Durability::Buffered,
             }),
             limits: self.limits,
+            key_file: None,
         }
     }
 }

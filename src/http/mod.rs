@@ -331,6 +331,7 @@ async fn status(State(fed): State<Federation>) -> Json<Value> {
     let store = node.store();
     Json(json!({
         "systemId": node.system_id(),
+        "publicKey": node.public_key(),
         "version": env!("CARGO_PKG_VERSION"),
         "uptimeSeconds": node.uptime().as_secs(),
         "federationPath": fed.options().path,

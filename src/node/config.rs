@@ -31,6 +31,9 @@ pub struct NodeConfig {
     pub durability: Option<Durability>,
     /// What a delta may weigh, on every way in (and what links advertise to peers).
     pub limits: Limits,
+    /// The node's key (PKCS#8 PEM). `None`: the one kept in the data directory
+    /// (`node.key`, made on first start), or a fresh one for a node in memory.
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,4 +44,6 @@ pub enum NodeError {
     BadSystemId,
     #[error("policies: {0}")]
     Policies(String),
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
 }

@@ -25,6 +25,7 @@ use crate::admission::TrustPolicy;
 use crate::delta::{self, Delta, InvalidDelta, Limits, Pointer};
 use crate::events::{EventBus, NodeEvent};
 use crate::filter::DeltaFilter;
+use crate::identity::NodeKey;
 use crate::policy::PolicyHost;
 use crate::store::{Durability, Query, Seq, Store, StoreError, StoredDelta};
 
@@ -36,6 +37,8 @@ pub struct Node {
 
 struct Inner {
     system_id: String,
+    /// Lowercase hex of the node's public key.
+    public_key: String,
     store: Store,
     events: EventBus,
     started: Instant,
@@ -98,6 +101,17 @@ impl Node {
                 id
             }
         };
+        let key = match (&config.key_file, &config.storage) {
+            (Some(file), _) => NodeKey::load(file)?,
+            (None, Storage::Path(dir)) => {
+                let (key, made) = NodeKey::load_or_create(dir)?;
+                if made {
+                    tracing::info!(public_key = %key.public_hex(), "made this node's key");
+                }
+                key
+            }
+            (None, Storage::Memory) => NodeKey::generate()?,
+        };
         let events = EventBus::new(4096);
         let policies = if config.policies.is_empty() {
             Arc::new(PolicyHost::empty(events.clone()))
@@ -112,6 +126,7 @@ impl Node {
         Ok(Node {
             inner: Arc::new(Inner {
                 system_id,
+                public_key: key.public_hex(),
                 store,
                 events,
                 started: Instant::now(),
@@ -139,6 +154,11 @@ impl Node {
 
     pub fn system_id(&self) -> &str {
         &self.inner.system_id
+    }
+
+    /// The node's public key, lowercase hex.
+    pub fn public_key(&self) -> &str {
+        &self.inner.public_key
     }
 
     pub fn store(&self) -> &Store {

@@ -318,3 +318,39 @@ fn the_readmes_sample_delta_evaluates_issue_16() {
         assert!(ignored.lines().any(|l| l == dir), "{dir} not ignored");
     }
 }
+
+/// The node's identity: `rhizome id` prints the key the node keeps in its data directory
+/// (made once, mode 0600, the same after a restart); `serve --key` uses a given one.
+#[test]
+fn a_node_keeps_one_key_and_rhizome_id_prints_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let printed = run(&["id", "--data", data_arg]);
+    assert!(printed.ok(), "{}", printed.err);
+    let public = printed.out.trim().to_owned();
+    assert_eq!(public.len(), 64, "{public}");
+    assert!(public.bytes().all(|b| b.is_ascii_hexdigit()));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("node.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    let node = serve(&data);
+    let status: serde_json::Value =
+        serde_json::from_str(&run(&["status", "--node", &node.url, "--json"]).out).unwrap();
+    assert_eq!(status["publicKey"], public.as_str(), "{status}");
+    node.stop();
+    assert_eq!(run(&["id", "--data", data_arg]).out.trim(), public);
+
+    let other = Serving::start(&["--memory", "--key", data.join("node.key").to_str().unwrap()]);
+    let status: serde_json::Value =
+        serde_json::from_str(&run(&["status", "--node", &other.url, "--json"]).out).unwrap();
+    assert_eq!(status["publicKey"], public.as_str());
+    other.stop();
+}

@@ -18,6 +18,7 @@
 mod allocator;
 mod args;
 mod client;
+mod id;
 mod init;
 mod link;
 mod logging;
@@ -62,6 +63,8 @@ enum Command {
     Negate(put::NegateArgs),
     /// Print a running node's status.
     Status(status::StatusArgs),
+    /// Print this node's public key (from its data directory or key file; made if new).
+    Id(id::IdArgs),
     /// List, open, pause, resume or close a running node's federation links.
     Link(link::LinkArgs),
     /// Check, test and try trust policies and filter scripts offline (no node needed).
@@ -81,6 +84,7 @@ async fn main() -> ExitCode {
         Command::Get(args) => query::get(args).await,
         Command::Negate(args) => put::negate(args).await,
         Command::Status(args) => status::run(args).await,
+        Command::Id(args) => id::run(args),
         Command::Link(args) => link::run(args).await,
         Command::Policy(args) => policy::run(args),
         Command::Quarantine(args) => quarantine::run(args).await,

@@ -69,6 +69,10 @@ pub struct ServeArgs {
     /// Keep deltas in memory only: nothing reaches the disk, nothing survives shutdown.
     #[arg(long, help_heading = "Storage")]
     pub memory: bool,
+    /// The node's ed25519 key (PKCS#8 PEM, e.g. from `openssl genpkey -algorithm
+    /// ed25519`) [default: node.key in the data directory, made on first start].
+    #[arg(long, value_name = "FILE", help_heading = "Node")]
+    pub key: Option<PathBuf>,
     /// Open a federation link to this node (repeatable), e.g. `http://10.0.0.2:8080`.
     #[arg(long = "connect", value_name = "URL", help_heading = "Links")]
     pub connect: Vec<String>,
@@ -126,6 +130,9 @@ impl ServeArgs {
         }
         if self.system_id.is_some() {
             config.system_id = self.system_id.clone();
+        }
+        if self.key.is_some() {
+            config.key_file = self.key.clone();
         }
         config.trust = self.trust(config.trust);
         if let Some(path) = &self.federation_path {

@@ -56,6 +56,11 @@ pub fn render(s: &Value, url: &str) -> String {
     );
     let _ = writeln!(
         out,
+        "key         {}  (ed25519 public key, `rhizome id`)",
+        str_of(&s["publicKey"])
+    );
+    let _ = writeln!(
+        out,
         "api         {url}  (federation endpoint {})",
         str_of(&s["federationPath"])
     );
@@ -163,6 +168,7 @@ mod tests {
     fn status_reads_as_sizes_addresses_and_a_link_table_issue_16() {
         let status = json!({
             "systemId": "node-b", "version": "0.1.0", "uptimeSeconds": 12,
+            "publicKey": "19bf44096984cdfe8541bac167dc3b96c85086aa30b6b6cb0c5c38ad703166e1",
             "federationPath": "/federation",
             "store": {"path": "/srv/b", "temporary": false, "deltas": 1,
                       "duplicatesSinceStart": 0, "diskBytes": 67_108_864},
@@ -176,6 +182,7 @@ mod tests {
         });
         let text = render(&status, "http://127.0.0.1:8081");
         for want in [
+            "key         19bf44096984cdfe8541bac167dc3b96c85086aa30b6b6cb0c5c38ad703166e1",
             "api         http://127.0.0.1:8081  (federation endpoint /federation)",
             "data        /srv/b  (64.0 MiB on disk)",
             "store       1 delta, 0 duplicates since start",
