@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures_util::{Sink, SinkExt};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
-use super::select::{split_by_bytes, IdOnly, Wanted};
+use super::select::{split_by_bytes, Wanted};
 use super::{Flow, SendPlan, Sender, SenderEnd, BATCH_SIZE};
 use crate::federation::wire::{self, BatchKind, Outbound};
 use crate::store::{LogBatch, LogTail, RawRecord, Seq, StoreError};
@@ -26,7 +26,11 @@ where
             min_timestamp: None,
             floor: plan.initial_floor,
         };
-        let (kept, ids) = match self.select_records(scan.records, &plan, wanted).await {
+        let ids_needed = !plan.extension;
+        let (kept, ids) = match self
+            .select_records(scan.records, &plan, wanted, ids_needed)
+            .await
+        {
             Ok(selected) => selected,
             Err(e) => return Flow::Stop(e),
         };
@@ -40,12 +44,9 @@ where
         if plan.extension {
             return self.send_live_frames(kept, ids, last, &plan).await;
         }
-        // A v1 peer gets one `delta` frame each, and answers each.
-        self.link.sent_unanswered(kept.iter().filter_map(|r| {
-            serde_json::from_str::<IdOnly>(r.json())
-                .ok()
-                .map(|d| (d.id, r.seq))
-        }));
+        // A v1 peer gets one `delta` frame each, and answers each by its id.
+        self.link
+            .sent_unanswered(ids.iter().cloned().zip(kept.iter().map(|r| r.seq)));
         let mut result = Flow::Continue;
         for record in &kept {
             let frame =

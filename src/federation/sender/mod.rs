@@ -297,8 +297,13 @@ where
         }
     }
 
+    /// Counts what went out, and announces it when someone listens (`ids` may also have
+    /// been gathered for a v1 peer's answers).
     fn count_sent(&self, sent: usize, ids: Vec<String>) {
         LinkStats::add(&self.link.stats.deltas_sent, sent as u64);
+        if !self.node.events_observed() {
+            return;
+        }
         for delta_id in ids {
             self.node.emit(NodeEvent::DeltaSent {
                 link_id: self.link.id.clone(),

@@ -16,15 +16,18 @@ where
     S: Sink<WsMessage, Error = WsError> + Unpin + Send,
 {
     /// Runs [`select`], on a blocking thread when push scripts apply: a script may take
-    /// its whole time budget for each delta, which must not hold an async worker.
+    /// its whole time budget for each delta, which must not hold an async worker. The
+    /// ids come back when someone listens to `delta:sent`, or when `ids_needed` (a plain
+    /// v1 peer answers each live delta by its id).
     pub(super) async fn select_records(
         &self,
         records: Vec<RawRecord>,
         plan: &SendPlan,
         wanted: Wanted,
+        ids_needed: bool,
     ) -> Result<(Vec<RawRecord>, Vec<String>), SenderEnd> {
         let scripts = self.node.policies().current();
-        let want_ids = self.node.events_observed();
+        let want_ids = ids_needed || self.node.events_observed();
         if !scripts.applies(ScriptKind::Push, &plan.link.name) {
             let stats = &self.link.stats;
             return Ok(select(records, plan, &scripts, &wanted, want_ids, stats));
@@ -51,7 +54,7 @@ pub(super) struct Wanted {
 
 /// Which records go to the peer: only those every filter keeps. The peer's own deltas
 /// are already left out (both callers read the log without them). Returns them and,
-/// when `want_ids` (someone listens to `delta:sent`), their ids.
+/// when `want_ids`, their ids.
 fn select(
     records: Vec<RawRecord>,
     plan: &SendPlan,
@@ -154,7 +157,7 @@ fn withhold(plan: &SendPlan, stats: &LinkStats, seq: Seq, why: &str) {
     tracing::warn!(link = %plan.link.id, seq = seq.0, reason = %why, "delta withheld: the peer's limits refuse it");
 }
 
-/// One frame's worth of records, their ids (when someone listens to `delta:sent`) and
+/// One frame's worth of records, their ids (when they were wanted) and
 /// the log position the frame carries its receiver to.
 pub(super) struct FrameRecords {
     pub records: Vec<RawRecord>,
@@ -207,6 +210,6 @@ pub(super) fn split_by_bytes(
 
 /// A delta's id, read without decoding the rest.
 #[derive(serde::Deserialize)]
-pub(super) struct IdOnly {
-    pub id: String,
+struct IdOnly {
+    id: String,
 }

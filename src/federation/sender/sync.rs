@@ -74,7 +74,10 @@ where
                 min_timestamp: sync.min_timestamp,
                 floor: None,
             };
-            let (kept, ids) = match self.select_records(scan.records, &plan, wanted).await {
+            let (kept, ids) = match self
+                .select_records(scan.records, &plan, wanted, false)
+                .await
+            {
                 Ok(selected) => selected,
                 Err(e) => return Flow::Stop(e),
             };
