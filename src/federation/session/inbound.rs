@@ -86,11 +86,11 @@ impl Session<'_> {
     }
 
     /// A plain v1 peer answered one of our `delta`s (ack or nack): its answers reach
-    /// that delta's position, and the link resumes after it next time.
-    async fn on_answer(&mut self, delta_id: &str, est: &mut Established) -> Result<(), SessionEnd> {
-        // Committed with the rest of the frames read (`process`).
+    /// that delta's position, and the link resumes after it next time. Committed with
+    /// the rest of the frames read (`process`).
+    fn on_answer(&self, delta_id: &str, est: &mut Established) {
         if est.peer.extension {
-            return Ok(());
+            return;
         }
         if let Some(seq) = self.link.answered(delta_id) {
             est.answered.through = est.answered.through.max(seq.0);
@@ -99,7 +99,6 @@ impl Session<'_> {
                 .peer_acked
                 .fetch_max(seq.0, std::sync::atomic::Ordering::Relaxed);
         }
-        Ok(())
     }
 
     /// Commits how far a v1 peer's answers reached, once per batch of frames read.
@@ -424,7 +423,10 @@ impl Session<'_> {
                 Ok(())
             }
             Message::SyncComplete { last_seq, .. } => self.on_sync_complete(last_seq, est).await,
-            Message::DeltaAck { delta_id } => self.on_answer(&delta_id, est).await,
+            Message::DeltaAck { delta_id } => {
+                self.on_answer(&delta_id, est);
+                Ok(())
+            }
             Message::CursorAck { last_seq } => {
                 self.link
                     .stats
@@ -435,7 +437,8 @@ impl Session<'_> {
             Message::DeltaNack { delta_id, reason } => {
                 LinkStats::add(&self.link.stats.deltas_nacked, 1);
                 tracing::warn!(link = %self.link.id, %delta_id, %reason, "the peer refused a delta");
-                self.on_answer(&delta_id, est).await
+                self.on_answer(&delta_id, est);
+                Ok(())
             }
             Message::Pause => self.queue(Outgoing::PeerPaused(true)),
             Message::Resume => self.queue(Outgoing::PeerPaused(false)),
