@@ -70,15 +70,11 @@ pub(super) fn start(
         return Err(ConnectError::TlsUnavailable { url });
     }
     let base = config.name.clone().unwrap_or_else(|| link_id_of(&url));
-    let mut control = None;
-    let link = fed.links().insert_named(&base, |id| {
-        let (shared, rx) = LinkShared::new(id, Direction::Outbound, Some(url.clone()), config);
-        control = Some(rx);
-        FederationLink { shared }
+    let (link, control) = fed.links().insert_named(&base, |id| {
+        let (shared, control) = LinkShared::new(id, Direction::Outbound, Some(url), config);
+        (FederationLink { shared }, control)
     });
-    if let Some(control) = control {
-        tokio::spawn(run_outbound(fed.clone(), link.shared.clone(), control));
-    }
+    tokio::spawn(run_outbound(fed.clone(), link.shared.clone(), control));
     Ok(link)
 }
 

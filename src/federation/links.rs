@@ -437,11 +437,11 @@ impl LinkRegistry {
     /// Registers a link we dial under `base` (its name, or the peer's address), or
     /// `base#2`, `base#3`... when another link holds that id: ids stay the same across
     /// restarts, so logs, events, metrics and `/links/{id}` keep naming the same link.
-    pub(crate) fn insert_named(
+    pub(crate) fn insert_named<T>(
         &self,
         base: &str,
-        make: impl FnOnce(String) -> FederationLink,
-    ) -> FederationLink {
+        make: impl FnOnce(String) -> (FederationLink, T),
+    ) -> (FederationLink, T) {
         let Ok(mut l) = self.links.lock() else {
             return make(base.to_owned());
         };
@@ -449,9 +449,9 @@ impl LinkRegistry {
             .chain((2..).map(|n| format!("{base}#{n}")))
             .find(|id| !l.contains_key(id))
             .unwrap_or_else(|| base.to_owned());
-        let link = make(id.clone());
+        let (link, extra) = make(id.clone());
         l.insert(id, link.clone());
-        link
+        (link, extra)
     }
 
     pub(crate) fn remove(&self, id: &str) {
