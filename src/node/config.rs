@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use crate::admission::TrustPolicy;
 use crate::delta::Limits;
+use crate::identity::{IdentityError, NodeKey};
 use crate::policy::PolicyDirs;
 use crate::store::{Durability, StoreError};
 
@@ -45,5 +46,21 @@ pub enum NodeError {
     #[error("policies: {0}")]
     Policies(String),
     #[error(transparent)]
-    Identity(#[from] crate::identity::IdentityError),
+    Identity(#[from] IdentityError),
+}
+
+impl NodeConfig {
+    /// The node's key: `key_file`, else the one kept in the data directory (made there
+    /// now when there is none), else a fresh one for a node in memory. Returns whether
+    /// a key file was written now.
+    ///
+    /// # Errors
+    /// When the key cannot be read, made or written.
+    pub fn node_key(&self) -> Result<(NodeKey, bool), IdentityError> {
+        match (&self.key_file, &self.storage) {
+            (Some(file), _) => NodeKey::load(file).map(|k| (k, false)),
+            (None, Storage::Path(dir)) => NodeKey::load_or_create(dir),
+            (None, Storage::Memory) => NodeKey::generate().map(|k| (k, false)),
+        }
+    }
 }

@@ -25,7 +25,6 @@ use crate::admission::TrustPolicy;
 use crate::delta::{self, Delta, InvalidDelta, Limits, Pointer};
 use crate::events::{EventBus, NodeEvent};
 use crate::filter::DeltaFilter;
-use crate::identity::NodeKey;
 use crate::policy::PolicyHost;
 use crate::store::{Durability, Query, Seq, Store, StoreError, StoredDelta};
 
@@ -68,6 +67,11 @@ impl Node {
         })
         .await
         .map_err(|e| StoreError::Corrupt(format!("store open task failed: {e}")))??;
+        // After the store: a node that cannot open its data makes no key there.
+        let (key, written) = config.node_key()?;
+        if written {
+            tracing::info!(public_key = %key.public_hex(), "made this node's key");
+        }
         let system_id = match (config.system_id, store.get_meta(SYSTEM_ID_KEY)?) {
             (Some(id), stored) => {
                 if stored.as_deref() != Some(id.as_bytes()) {
@@ -100,17 +104,6 @@ impl Node {
                 store.put_meta(LOG_ID_KEY, id.clone().into_bytes()).await?;
                 id
             }
-        };
-        let key = match (&config.key_file, &config.storage) {
-            (Some(file), _) => NodeKey::load(file)?,
-            (None, Storage::Path(dir)) => {
-                let (key, made) = NodeKey::load_or_create(dir)?;
-                if made {
-                    tracing::info!(public_key = %key.public_hex(), "made this node's key");
-                }
-                key
-            }
-            (None, Storage::Memory) => NodeKey::generate()?,
         };
         let events = EventBus::new(4096);
         let policies = if config.policies.is_empty() {

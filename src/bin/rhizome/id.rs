@@ -3,9 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use rhizome::config::NodeFile;
-use rhizome::identity::NodeKey;
 use rhizome::Storage;
 
 #[derive(Debug, clap::Args)]
@@ -22,24 +20,20 @@ pub struct IdArgs {
 }
 
 pub fn run(args: IdArgs) -> anyhow::Result<()> {
-    let key = match (&args.key, &args.data) {
-        (Some(file), _) => NodeKey::load(file)?,
-        (None, Some(dir)) => NodeKey::load_or_create(dir)?.0,
-        (None, None) => {
-            let file = match &args.config {
-                Some(path) => NodeFile::load(path)?,
-                None => NodeFile::default(),
-            };
-            match file.node_config().storage {
-                Storage::Path(dir) => NodeKey::load_or_create(&dir)
-                    .with_context(|| format!("the node in {}", dir.display()))?
-                    .0,
-                Storage::Memory => anyhow::bail!(
-                    "this node keeps its data in memory: its key is new at each start (give it one with `serve --key FILE`)"
-                ),
-            }
-        }
+    let file = match &args.config {
+        Some(path) => NodeFile::load(path)?,
+        None => NodeFile::default(),
     };
-    println!("{}", key.public_hex());
+    let mut config = file.node_config();
+    if let Some(dir) = args.data {
+        config.storage = Storage::Path(dir);
+    }
+    config.key_file = args.key;
+    if config.key_file.is_none() && matches!(config.storage, Storage::Memory) {
+        anyhow::bail!(
+            "this node keeps its data in memory: its key is new at each start (give it one with `serve --key FILE`)"
+        );
+    }
+    println!("{}", config.node_key()?.0.public_hex());
     Ok(())
 }
