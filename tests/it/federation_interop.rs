@@ -265,31 +265,8 @@ async fn an_auto_link_answers_a_legacy_client_in_its_form() {
 async fn a_legacy_link_pushes_the_legacy_form_to_a_seed_server() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let seed_server = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
-        let mut deltas = Vec::new();
-        while deltas.len() < 3 {
-            let Ok(Some(Ok(WsMessage::Text(t)))) = tokio::time::timeout(T, ws.next()).await else {
-                panic!("the link stopped before it sent 3 deltas");
-            };
-            let v: Value = serde_json::from_str(t.as_str()).unwrap();
-            match v["type"].as_str() {
-                Some("hello") => {
-                    let ack = r#"{"type":"hello_ack","timestamp":1796229606917,"systemId":"ts534-server","linkId":"9992b333-5b96-4ac8-beb7-2cd11ae3c9ed","protocol":"rhizomedb-federation-v1"}"#;
-                    ws.send(WsMessage::text(ack)).await.unwrap();
-                }
-                Some("delta") => {
-                    let ack = serde_json::json!({"type": "delta_ack", "timestamp": 1,
-                        "deltaId": v["delta"]["id"]});
-                    ws.send(WsMessage::text(ack.to_string())).await.unwrap();
-                    deltas.push(v["delta"].clone());
-                }
-                _ => {}
-            }
-        }
-        deltas
-    });
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(acking_v1_server(listener, SEED_HELLO_ACK, tx));
     let node = rhizome::Node::in_memory("pusher").await.unwrap();
     common::author(&node, "alice", 2).await;
     let links = common::links_of(&node);
@@ -306,17 +283,24 @@ async fn a_legacy_link_pushes_the_legacy_form_to_a_seed_server() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     common::author(&node, "bob", 1).await;
-    let deltas = tokio::time::timeout(T, seed_server).await.unwrap().unwrap();
-    assert_eq!(deltas.len(), 3);
-    deltas.iter().for_each(assert_legacy);
+    let deltas = received(&mut seen, 3).await;
+    deltas.iter().for_each(|(_, d)| assert_legacy(d));
     links.disconnect_all().await;
 }
 
-/// A plain v1 server that acks every `delta`, over any number of connections; sends the
-/// delta ids each connection brought on `seen`.
+/// The `hello_ack` of a server of the seed's version (`../shared/interop/legacy-peers.md`).
+const SEED_HELLO_ACK: &str = r#"{"type":"hello_ack","timestamp":1796229606917,"systemId":"ts534-server","linkId":"9992b333-5b96-4ac8-beb7-2cd11ae3c9ed","protocol":"rhizomedb-federation-v1"}"#;
+
+/// The `hello_ack` of a plain v1 server of the current version.
+const V1_HELLO_ACK: &str = r#"{"type":"hello_ack","timestamp":1,"systemId":"v1-server","linkId":"l","protocol":"rhizomedb-federation-v1"}"#;
+
+/// A plain v1 server that answers `hello` with `hello_ack` and acks every `delta`, over
+/// any number of connections; sends each delta, with the connection it came on (1, 2..),
+/// on `seen`.
 async fn acking_v1_server(
     listener: tokio::net::TcpListener,
-    seen: tokio::sync::mpsc::UnboundedSender<(usize, String)>,
+    hello_ack: &'static str,
+    seen: tokio::sync::mpsc::UnboundedSender<(usize, Value)>,
 ) {
     let mut connection = 0;
     while let Ok((tcp, _)) = listener.accept().await {
@@ -330,16 +314,16 @@ async fn acking_v1_server(
                 let WsMessage::Text(t) = frame else { continue };
                 let v: Value = serde_json::from_str(t.as_str()).unwrap();
                 let answer = match v["type"].as_str() {
-                    Some("hello") => serde_json::json!({"type": "hello_ack", "timestamp": 1,
-                        "systemId": "v1-server", "linkId": "l", "protocol": "rhizomedb-federation-v1"}),
+                    Some("hello") => hello_ack.to_owned(),
                     Some("delta") => {
-                        let id = v["delta"]["id"].as_str().unwrap().to_owned();
-                        let _ = seen.send((connection, id.clone()));
-                        serde_json::json!({"type": "delta_ack", "timestamp": 1, "deltaId": id})
+                        let ack = serde_json::json!({"type": "delta_ack", "timestamp": 1,
+                            "deltaId": v["delta"]["id"]});
+                        let _ = seen.send((connection, v["delta"].clone()));
+                        ack.to_string()
                     }
                     _ => continue,
                 };
-                if ws.send(WsMessage::text(answer.to_string())).await.is_err() {
+                if ws.send(WsMessage::text(answer)).await.is_err() {
                     return;
                 }
             }
@@ -347,11 +331,11 @@ async fn acking_v1_server(
     }
 }
 
-/// The next `n` (connection, delta id) the server saw.
+/// The next `n` (connection, delta) the server saw.
 async fn received(
-    seen: &mut tokio::sync::mpsc::UnboundedReceiver<(usize, String)>,
+    seen: &mut tokio::sync::mpsc::UnboundedReceiver<(usize, Value)>,
     n: usize,
-) -> Vec<(usize, String)> {
+) -> Vec<(usize, Value)> {
     let mut got = Vec::new();
     while got.len() < n {
         let next = tokio::time::timeout(T, seen.recv()).await;
@@ -367,7 +351,7 @@ async fn a_restarted_node_resends_nothing_a_v1_server_acknowledged() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/", listener.local_addr().unwrap());
     let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(acking_v1_server(listener, tx));
+    tokio::spawn(acking_v1_server(listener, V1_HELLO_ACK, tx));
     let dir = tempfile::tempdir().unwrap();
     // Reopening waits for the closed node's last handles (its link tasks) to go.
     let open = || async {
@@ -380,8 +364,7 @@ async fn a_restarted_node_resends_nothing_a_v1_server_acknowledged() {
             };
             match rhizome::Node::open(config).await {
                 Ok(node) => return node,
-                Err(e) if std::time::Instant::now() < deadline => {
-                    let _ = e;
+                Err(_) if std::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Err(e) => panic!("cannot reopen the store: {e}"),
@@ -404,7 +387,7 @@ async fn a_restarted_node_resends_nothing_a_v1_server_acknowledged() {
     let got: BTreeSet<String> = received(&mut seen, 20)
         .await
         .into_iter()
-        .map(|(_, id)| id)
+        .map(|(_, d)| d["id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(got, first);
     // The server's acks reach us a moment after it has the deltas.
@@ -420,7 +403,10 @@ async fn a_restarted_node_resends_nothing_a_v1_server_acknowledged() {
     let later: BTreeSet<String> = common::author(&node, "bob", 5).await.into_iter().collect();
     let again = received(&mut seen, 5).await;
     assert!(again.iter().all(|(conn, _)| *conn == 2), "{again:?}");
-    let again: BTreeSet<String> = again.into_iter().map(|(_, id)| id).collect();
+    let again: BTreeSet<String> = again
+        .into_iter()
+        .map(|(_, d)| d["id"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(again, later, "only the new deltas go to the restarted link");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(seen.try_recv().is_err(), "nothing is sent twice");
