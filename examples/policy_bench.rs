@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::Parser;
-use rhizome::admission::{Admission, Judged};
+use rhizome::admission::{Admission, Judged, Rules};
 use rhizome::delta::new_delta;
 use rhizome::federation::{InitialSync, LinkConfig, SyncMode};
 use rhizome::policy::{LinkContext, PolicyDirs, PolicySet};
@@ -127,7 +127,7 @@ fn check_scripts_refuse(set: &PolicySet) -> Result<()> {
         (unverified, "20-verified.rhai"),
         (future, "30-clock.rhai"),
     ] {
-        match bench_admission().judge(&TrustPolicy::default(), set, &bad) {
+        match bench_admission().judge(&Rules::default(), set, &bad) {
             Some(Judged::Rejected { policy, .. }) if policy.ends_with(script) => {}
             other => bail!("{script} should refuse {bad:?}, got {other:?}"),
         }
@@ -200,6 +200,7 @@ fn bench_admission() -> Admission {
             remote_url: String::new(),
             mode: "pull".into(),
             direction: "inbound".into(),
+            peer: Default::default(),
         },
         None,
         true,
@@ -208,7 +209,7 @@ fn bench_admission() -> Admission {
 
 struct EvalCase {
     label: String,
-    trust: TrustPolicy,
+    trust: Rules,
     set: PolicySet,
 }
 
@@ -245,7 +246,10 @@ fn bench_eval(args: &Args) -> Result<()> {
     let open = TrustPolicy::default;
     let case = |label: &str, trust: TrustPolicy, set: PolicySet| EvalCase {
         label: label.to_owned(),
-        trust,
+        trust: Rules {
+            trust: std::sync::Arc::new(trust),
+            peers: Default::default(),
+        },
         set,
     };
     let mut cases = vec![

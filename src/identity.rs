@@ -4,13 +4,13 @@
 //! writes, so an operator can bring their own with `--key`), created with mode 0600 and
 //! never overwritten: a node keeps its identity for as long as its data. A node in
 //! memory gets a fresh key each start. The public key, lowercase hex of its 32 bytes, is
-//! what peers will know the node by.
+//! what peers know it by: links prove it with [`NodeKey::sign_hex`] / [`verify_hex`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, DecodePrivateKey, EncodePrivateKey};
-use ed25519_dalek::SigningKey;
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use rand::TryRngCore;
 
 /// The key file's name in a node's data directory.
@@ -102,13 +102,73 @@ impl NodeKey {
 
     /// The public key, lowercase hex of its 32 bytes.
     pub fn public_hex(&self) -> String {
-        self.signing
-            .verifying_key()
-            .as_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        to_hex(self.signing.verifying_key().as_bytes())
     }
+
+    /// An ed25519 signature of `message`, lowercase hex of its 64 bytes.
+    pub fn sign_hex(&self, message: &[u8]) -> String {
+        to_hex(&self.signing.sign(message).to_bytes())
+    }
+}
+
+/// A public key as peers and operators write it: lowercase hex of its 32 bytes.
+///
+/// # Errors
+/// When it is not 64 hex digits or not a valid ed25519 point, with what is wrong.
+pub fn parse_public_key(hex: &str) -> Result<VerifyingKey, String> {
+    let bytes: [u8; 32] = from_hex(hex)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| format!("{hex:?} is not a public key (64 hex digits)"))?;
+    VerifyingKey::from_bytes(&bytes)
+        .map_err(|e| format!("{hex:?} is not an ed25519 public key: {e}"))
+}
+
+/// Checks a signature made by [`NodeKey::sign_hex`]. Strict verification: a signature
+/// accepted once cannot be altered into another accepted one (no malleability).
+///
+/// # Errors
+/// When the key or the signature is malformed, or the signature does not match.
+pub fn verify_hex(public_hex: &str, message: &[u8], signature_hex: &str) -> Result<(), String> {
+    let key = parse_public_key(public_hex)?;
+    let bytes: [u8; 64] = from_hex(signature_hex)
+        .and_then(|b| b.try_into().ok())
+        .ok_or("the signature is not 128 hex digits")?;
+    key.verify_strict(message, &Signature::from_bytes(&bytes))
+        .map_err(|_| format!("the signature does not verify with key {public_hex}"))
+}
+
+/// `n` bytes from the operating system's random source, as lowercase hex: nonces and tokens.
+///
+/// # Errors
+/// When the random source fails.
+pub fn random_hex(n: usize) -> Result<String, IdentityError> {
+    let mut bytes = vec![0u8; n];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut bytes)
+        .map_err(|e| IdentityError::Random(e.to_string()))?;
+    Ok(to_hex(&bytes))
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+/// Lowercase or uppercase hex; `None` for anything else.
+fn from_hex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    hex.as_bytes()
+        .chunks(2)
+        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
+        .collect()
 }
 
 #[cfg(test)]
@@ -143,6 +203,24 @@ mod tests {
         std::fs::write(&path, "not a key").unwrap();
         let e = NodeKey::load(&path).unwrap_err().to_string();
         assert!(e.contains("bad.key") && e.contains("PKCS#8"), "{e}");
+    }
+
+    #[test]
+    fn a_signature_verifies_with_its_key_only_and_only_for_its_message() {
+        let key = NodeKey::generate().unwrap();
+        let other = NodeKey::generate().unwrap();
+        let sig = key.sign_hex(b"hello");
+        assert!(verify_hex(&key.public_hex(), b"hello", &sig).is_ok());
+        assert!(verify_hex(&key.public_hex(), b"hellO", &sig).is_err());
+        assert!(verify_hex(&other.public_hex(), b"hello", &sig).is_err());
+        assert!(verify_hex(&key.public_hex(), b"hello", &sig[2..]).is_err());
+        assert!(verify_hex("zz", b"hello", &sig)
+            .unwrap_err()
+            .contains("64 hex"));
+        assert_eq!(from_hex("0aFf"), Some(vec![0x0a, 0xff]));
+        assert_eq!(from_hex("0g"), None);
+        assert_eq!(random_hex(32).unwrap().len(), 64);
+        assert_ne!(random_hex(32).unwrap(), random_hex(32).unwrap());
     }
 
     #[test]

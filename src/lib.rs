@@ -37,7 +37,7 @@ mod node;
 pub mod policy;
 pub mod store;
 
-pub use admission::TrustPolicy;
+pub use admission::{PeerEntry, PeerTable, TrustPolicy};
 pub use delta::{Delta, InvalidDelta, Limits, Pointer, Reference, Target};
 pub use federation::{Federation, FederationLink, LinkConfig, LinkStatus, ServerOptions};
 pub use filter::DeltaFilter;
@@ -46,6 +46,7 @@ pub use node::{
     CreateError, IngestOutcome, Node, NodeConfig, NodeError, Origin, QuarantineEntry, ReplayReport,
     Storage, Subscription,
 };
+pub use policy::{LinkPeer, ANONYMOUS};
 pub use store::{Seq, Store, StoredDelta};
 
 /// The README's Rust examples, compiled by `cargo test` so they cannot rot.

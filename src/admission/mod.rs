@@ -1,6 +1,6 @@
 //! What a remote delta must pass, besides being valid, to enter the log: the link's pull
-//! filter (declarative, then scripts), then the node's trust policy (declarative, then
-//! scripts). All compose with AND; the first refusal decides. A peer's own wishes (its
+//! filter (declarative, then scripts), then the node's trust policy (declarative, the
+//! systems bound to peers, then scripts). All compose with AND; the first refusal decides. A peer's own wishes (its
 //! hello's `trustPolicy`) play no part.
 //!
 //! A pull-filter refusal means "not wanted here" and the delta is just not kept. A trust
@@ -8,9 +8,12 @@
 //! reason, where an operator can replay it once the policies change.
 //!
 //! - `trust`: the node's declarative trust rules ([`TrustPolicy`]).
+//! - `peers`: who a peer proved to be, and the systems bound to peers ([`PeerTable`]).
 
+mod peers;
 mod trust;
 
+pub use peers::{PeerEntry, PeerTable, MIN_TOKEN_CHARS};
 pub use trust::TrustPolicy;
 
 use serde::{Deserialize, Serialize};
@@ -21,6 +24,13 @@ use crate::policy::{LinkContext, PolicySet, ScriptInput, ScriptKind, Verdict};
 
 /// The name the built-in declarative trust policy goes by in reasons and quarantine.
 pub const BUILT_IN_TRUST: &str = "built-in trust policy";
+
+/// The node's built-in rules in force, one snapshot per batch judged.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    pub trust: std::sync::Arc<TrustPolicy>,
+    pub peers: std::sync::Arc<PeerTable>,
+}
 
 /// How remote deltas arriving on one link are judged.
 #[derive(Debug, Clone)]
@@ -53,28 +63,32 @@ impl Admission {
 
     /// Whether judging runs scripts (then it is worth moving off the async workers).
     pub fn runs_scripts(&self, set: &PolicySet) -> bool {
-        set.applies(ScriptKind::Pull, &self.link.name)
-            || set.applies(ScriptKind::Trust, &self.link.name)
+        set.applies(ScriptKind::Pull, self.link.scope())
+            || set.applies(ScriptKind::Trust, self.link.scope())
     }
 
     /// `None` when the delta may be stored.
-    pub fn judge(&self, trust: &TrustPolicy, set: &PolicySet, d: &Delta) -> Option<Judged> {
+    pub fn judge(&self, rules: &Rules, set: &PolicySet, d: &Delta) -> Option<Judged> {
         if self.pull_filter.as_ref().is_some_and(|f| !f.matches(d)) {
             return Some(Judged::Filtered("outside this link's pull filter".into()));
         }
         // Converted for scripts at most once, shared by the pull and trust scripts.
         let mut input: Option<ScriptInput> = None;
         let mut scripts = |kind: ScriptKind| {
-            if !set.applies(kind, &self.link.name) {
+            if !set.applies(kind, self.link.scope()) {
                 return Verdict::Accept;
             }
             let input = input.get_or_insert_with(|| ScriptInput::new(self.link_value.clone(), d));
-            set.judge_input(kind, &self.link.name, input)
+            set.judge_input(kind, self.link.scope(), input)
         };
         if let Verdict::Reject { script, reason } = scripts(ScriptKind::Pull) {
             return Some(Judged::Filtered(format!("{script}: {reason}")));
         }
-        if let Err(reason) = trust.check(d) {
+        if let Err(reason) = rules
+            .trust
+            .check(d)
+            .and_then(|()| rules.peers.check_binding(&d.system, &self.link.peer))
+        {
             return Some(Judged::Rejected {
                 policy: BUILT_IN_TRUST.into(),
                 reason,
@@ -91,13 +105,13 @@ impl Admission {
 
     pub fn judge_all(
         &self,
-        trust: &TrustPolicy,
+        rules: &Rules,
         set: &PolicySet,
         deltas: &[Result<Delta, InvalidDelta>],
     ) -> Vec<Option<Judged>> {
         deltas
             .iter()
-            .map(|d| d.as_ref().ok().and_then(|d| self.judge(trust, set, d)))
+            .map(|d| d.as_ref().ok().and_then(|d| self.judge(rules, set, d)))
             .collect()
     }
 }

@@ -45,7 +45,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::admission::TrustPolicy;
+use crate::admission::{PeerEntry, PeerTable, TrustPolicy};
 use crate::delta::Limits;
 use crate::federation::{LinkConfig, PointerForm, ServerOptions};
 use crate::node::{NodeConfig, Storage};
@@ -97,6 +97,9 @@ pub struct ServerSection {
     pub max_message_size: Option<usize>,
     /// The pointer form inbound links send in: `current`, `legacy` or `auto` (default).
     pub pointer_form: Option<PointerForm>,
+    /// Accept links from peers that did not authenticate (default: only when listening
+    /// on a loopback address).
+    pub allow_anonymous: Option<bool>,
 }
 
 /// One `[[link]]`: a name (unique), the peer's url, and the link config.
@@ -123,6 +126,8 @@ pub struct NodeFile {
     pub limits: Limits,
     pub trust: TrustPolicy,
     pub links: Vec<LinkEntry>,
+    /// `[[peer]]`: the peers known by key or token.
+    pub peers: Vec<PeerEntry>,
 }
 
 /// The file as serde sees it; links are checked one by one for precise errors.
@@ -141,6 +146,7 @@ struct RawFile {
     limits: Limits,
     trust: TrustPolicy,
     link: Vec<toml::Table>,
+    peer: Vec<PeerEntry>,
 }
 
 impl NodeFile {
@@ -219,6 +225,7 @@ impl NodeFile {
                 return Err(format!("server.path: {path:?} must start with '/'"));
             }
         }
+        PeerTable::new(raw.peer.clone()).map_err(|e| format!("peer: {e}"))?;
         let max_message = raw
             .server
             .max_message_size
@@ -245,6 +252,7 @@ impl NodeFile {
             limits: raw.limits,
             trust: raw.trust,
             links,
+            peers: raw.peer,
         })
     }
 
@@ -271,6 +279,7 @@ impl NodeFile {
                 .unwrap_or(d.handshake_timeout),
             max_message_size: s.max_message_size.unwrap_or(d.max_message_size),
             pointer_form: s.pointer_form.unwrap_or(d.pointer_form),
+            allow_anonymous: s.allow_anonymous.or(d.allow_anonymous),
         }
     }
 
@@ -295,6 +304,7 @@ impl NodeFile {
             }),
             limits: self.limits,
             key_file: None,
+            peers: self.peers.clone(),
         }
     }
 }

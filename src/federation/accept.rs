@@ -10,12 +10,14 @@ use super::options::LinkConfig;
 use super::session::{self, Role};
 use super::Federation;
 use crate::events::NodeEvent;
+use crate::policy::LinkPeer;
 
 /// Runs an upgraded socket as an inbound link, within the node's link limit.
 pub(super) async fn serve_inbound<S>(
     fed: &Federation,
     mut ws: WebSocketStream<S>,
     peer_addr: Option<String>,
+    by_token: Option<LinkPeer>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -28,6 +30,7 @@ pub(super) async fn serve_inbound<S>(
     // An accepted link is new each time the peer dials: its id only has to be unique.
     let id = format!("in-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let (shared, mut control) = LinkShared::new(id, Direction::Inbound, peer_addr.clone(), config);
+    shared.set_peer(by_token);
     let link = FederationLink {
         shared: shared.clone(),
     };

@@ -21,6 +21,8 @@ pub enum ConnectError {
     /// Said at once rather than by a link that would retry a TLS dial forever.
     #[error("{url}: TLS links (wss://, https://) are not supported by this build yet; reach the peer over ws:// (for example through a TLS-terminating proxy beside it)")]
     TlsUnavailable { url: String },
+    #[error("peerKey: {0}")]
+    PeerKey(String),
 }
 
 /// Turns what users type (`http://host:port`, `ws://host:port/federation`, `host:port`)

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 use super::options::{LinkConfig, PointerForm};
 use super::wire::{shows_legacy, Pointers};
 use crate::delta::now_millis;
+use crate::policy::LinkPeer;
 use crate::store::Seq;
 
 /// Where a link is in its life.
@@ -176,6 +177,9 @@ pub(crate) struct LinkShared {
     pub remote_url: Option<String>,
     pub config: LinkConfig,
     pub remote_system: Mutex<Option<String>>,
+    /// Who the peer proved to be (an inbound link's peer token sets it before the
+    /// handshake; the handshake settles it).
+    pub peer: Mutex<Option<LinkPeer>>,
     pub status: watch::Sender<LinkStatus>,
     pub stats: LinkStats,
     pub last_error: Mutex<Option<String>>,
@@ -213,6 +217,7 @@ impl LinkShared {
             remote_url,
             config,
             remote_system: Mutex::new(None),
+            peer: Mutex::new(None),
             status: watch::channel(LinkStatus::Connecting).0,
             stats: LinkStats::default(),
             last_error: Mutex::new(None),
@@ -289,6 +294,16 @@ impl LinkShared {
         seq
     }
 
+    pub(crate) fn set_peer(&self, peer: Option<LinkPeer>) {
+        if let Ok(mut p) = self.peer.lock() {
+            *p = peer;
+        }
+    }
+
+    pub(crate) fn peer(&self) -> Option<LinkPeer> {
+        self.peer.lock().ok().and_then(|p| p.clone())
+    }
+
     pub(crate) fn set_remote_system(&self, system: &str) {
         if let Ok(mut r) = self.remote_system.lock() {
             *r = Some(system.to_owned());
@@ -339,6 +354,9 @@ pub struct LinkInfo {
     pub direction: Direction,
     pub remote_system_id: Option<String>,
     pub remote_url: Option<String>,
+    /// Who the peer proved to be, once the handshake has settled it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<LinkPeer>,
     pub status: LinkStatus,
     pub paused: bool,
     pub stats: LinkStatsSnapshot,
@@ -381,6 +399,7 @@ impl FederationLink {
             direction: self.shared.direction,
             remote_system_id: self.remote_system_id(),
             remote_url: self.shared.remote_url.clone(),
+            peer: self.shared.peer(),
             status: self.status(),
             paused: *self.shared.paused.borrow(),
             stats: self.stats(),
@@ -424,6 +443,26 @@ impl FederationLink {
     /// Closes the link for good (no reconnect) and removes it from the node's links.
     pub fn disconnect(&self) {
         let _ = self.shared.control.send(Control::Disconnect);
+    }
+}
+
+/// Links refused in the handshake because of who the peer is (or is not), node-wide.
+#[derive(Debug, Default)]
+pub struct AuthRefusals {
+    /// The peer proved no configured identity and this node takes no anonymous peers.
+    pub anonymous: AtomicU64,
+    /// A key proof did not verify, or a key was not the one expected.
+    pub failed: AtomicU64,
+}
+
+impl AuthRefusals {
+    pub(crate) fn count(&self, code: &str) {
+        let counter = if code == super::wire::codes::AUTH_REQUIRED {
+            &self.anonymous
+        } else {
+            &self.failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 }
 

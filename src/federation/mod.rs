@@ -20,6 +20,7 @@ mod sender;
 mod session;
 pub mod wire;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,10 +29,13 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::WebSocketStream;
 
 pub use connect::{federation_url, ConnectError};
-pub use links::{Direction, FederationLink, LinkInfo, LinkStats, LinkStatsSnapshot, LinkStatus};
+pub use links::{
+    AuthRefusals, Direction, FederationLink, LinkInfo, LinkStats, LinkStatsSnapshot, LinkStatus,
+};
 pub use options::{InitialSync, LinkConfig, PointerForm, ReconnectConfig, ServerOptions, SyncMode};
 
 use crate::node::Node;
+use crate::policy::LinkPeer;
 use links::LinkRegistry;
 
 /// Why federation cannot start with these options.
@@ -52,6 +56,10 @@ struct Inner {
     node: Node,
     options: ServerOptions,
     links: LinkRegistry,
+    /// Whether peers that prove no configured identity may link, when the options leave
+    /// it open: only on loopback ([`Federation::listening_on`]).
+    anonymous_by_default: AtomicBool,
+    auth_refusals: Arc<AuthRefusals>,
 }
 
 impl Federation {
@@ -68,6 +76,8 @@ impl Federation {
                 node,
                 options,
                 links: LinkRegistry::default(),
+                anonymous_by_default: AtomicBool::new(true),
+                auth_refusals: Arc::default(),
             }),
         })
     }
@@ -78,6 +88,30 @@ impl Federation {
 
     pub fn options(&self) -> &ServerOptions {
         &self.inner.options
+    }
+
+    /// Tells federation where its endpoint listens. Unless `allow_anonymous` says
+    /// otherwise, peers that prove no configured identity may link only to a node on a
+    /// loopback address: one reachable from other machines takes authenticated peers.
+    /// Returns whether anonymous peers are accepted.
+    pub fn listening_on(&self, addr: std::net::SocketAddr) -> bool {
+        self.inner
+            .anonymous_by_default
+            .store(addr.ip().is_loopback(), Ordering::Relaxed);
+        self.allows_anonymous()
+    }
+
+    /// Whether a peer that proves no configured identity may link (as `anonymous`).
+    pub fn allows_anonymous(&self) -> bool {
+        self.inner
+            .options
+            .allow_anonymous
+            .unwrap_or_else(|| self.inner.anonymous_by_default.load(Ordering::Relaxed))
+    }
+
+    /// Links refused in the handshake because of who the peer is.
+    pub fn auth_refusals(&self) -> &Arc<AuthRefusals> {
+        &self.inner.auth_refusals
     }
 
     pub(crate) fn links(&self) -> &LinkRegistry {
@@ -103,16 +137,24 @@ impl Federation {
         url: &str,
         config: LinkConfig,
     ) -> Result<FederationLink, ConnectError> {
+        if let Some(key) = &config.peer_key {
+            crate::identity::parse_public_key(key).map_err(ConnectError::PeerKey)?;
+        }
         connect::start(self, url, config)
     }
 
     /// Runs a socket a peer opened to our endpoint (already upgraded) until it closes.
     /// Over `max_connections` links, the socket is closed with 1008 and a reason.
-    pub async fn accept<S>(&self, ws: WebSocketStream<S>, peer_addr: Option<String>)
-    where
+    /// `by_token`: the configured peer whose token came with the upgrade, if any.
+    pub async fn accept<S>(
+        &self,
+        ws: WebSocketStream<S>,
+        peer_addr: Option<String>,
+        by_token: Option<LinkPeer>,
+    ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        accept::serve_inbound(self, ws, peer_addr).await;
+        accept::serve_inbound(self, ws, peer_addr, by_token).await;
     }
 
     /// Every link, both those we dialed and those dialed to us.

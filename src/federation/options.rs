@@ -115,6 +115,10 @@ pub struct LinkConfig {
     pub heartbeat_interval: Option<u64>,
     /// The pointer form of the deltas this link sends.
     pub pointer_form: PointerForm,
+    /// The key the node at the other end must prove it holds (lowercase hex, what
+    /// `rhizome id` prints there). Unset: whoever answers, known by its key if it proves one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_key: Option<String>,
 }
 
 /// The accepting side's options.
@@ -143,6 +147,9 @@ pub struct ServerOptions {
     pub max_message_size: usize,
     /// The pointer form of what inbound links send (links we dial have their own).
     pub pointer_form: PointerForm,
+    /// Accept links from peers that prove no configured identity (they are `anonymous`).
+    /// `None`: only when the listener is on a loopback address ([`Federation::listening_on`]).
+    pub allow_anonymous: Option<bool>,
 }
 
 impl Default for ServerOptions {
@@ -157,6 +164,7 @@ impl Default for ServerOptions {
             handshake_timeout: Duration::from_secs(10),
             max_message_size: super::wire::DEFAULT_MAX_MESSAGE_BYTES,
             pointer_form: PointerForm::Auto,
+            allow_anonymous: None,
         }
     }
 }

@@ -1,5 +1,8 @@
 //! The federation endpoint on the node's HTTP port: the WebSocket upgrade.
 //!
+//! A peer token on the upgrade (`Authorization: Bearer` or `?token=`) names the
+//! configured peer before the handshake; an unknown one is refused here with 401.
+//!
 //! The upgrade is done by hand on hyper's connection (axum's own WebSocket support
 //! would bring a second tungstenite); the socket then belongs to [`Federation::accept`].
 
@@ -13,7 +16,9 @@ use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
 use tokio_tungstenite::WebSocketStream;
 
 use super::ApiError;
+use crate::federation::wire::codes;
 use crate::federation::Federation;
+use crate::policy::LinkPeer;
 
 fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     headers
@@ -22,6 +27,28 @@ fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> boo
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+#[derive(serde::Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+/// A peer token, from `Authorization: Bearer` or the url's `token` parameter (a
+/// reference client can only choose its url). Empty means none.
+fn presented_token(req: &Request) -> Option<String> {
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_owned());
+    let query = || {
+        axum::extract::Query::<TokenQuery>::try_from_uri(req.uri())
+            .ok()
+            .and_then(|q| q.0.token)
+    };
+    bearer.or_else(query).filter(|t| !t.is_empty())
 }
 
 /// Upgrades a request on the federation path and runs the link.
@@ -52,6 +79,30 @@ pub(super) async fn upgrade(State(fed): State<Federation>, mut req: Request) -> 
         return ApiError::bad_request("BAD_WEBSOCKET_KEY", "Sec-WebSocket-Key is missing")
             .into_response();
     };
+    let by_token = match presented_token(&req) {
+        None => None,
+        Some(token) => match fed.node().peers().by_token(&token) {
+            Some(peer) => Some(LinkPeer {
+                name: peer.name.clone(),
+                authenticated: true,
+                key: None,
+            }),
+            None => {
+                let addr = req
+                    .extensions()
+                    .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                    .map(|c| c.0);
+                fed.auth_refusals().count(codes::AUTH_FAILED);
+                tracing::warn!(?addr, "refused a federation upgrade: unknown peer token");
+                return ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    codes::AUTH_FAILED,
+                    "this peer token is not configured on this node ([[peer]] token, or POST /peers)",
+                )
+                .into_response();
+            }
+        },
+    };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let peer_addr = req
         .extensions()
@@ -71,7 +122,7 @@ pub(super) async fn upgrade(State(fed): State<Federation>, mut req: Request) -> 
             Some(fed.websocket_config()),
         )
         .await;
-        fed.accept(ws, peer_addr).await;
+        fed.accept(ws, peer_addr, by_token).await;
     });
     let mut res = Response::new(Body::empty());
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

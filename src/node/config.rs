@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::admission::TrustPolicy;
+use crate::admission::{PeerEntry, TrustPolicy};
 use crate::delta::Limits;
 use crate::identity::{IdentityError, NodeKey};
 use crate::policy::PolicyDirs;
@@ -35,6 +35,8 @@ pub struct NodeConfig {
     /// The node's key (PKCS#8 PEM). `None`: the one kept in the data directory
     /// (`node.key`, made on first start), or a fresh one for a node in memory.
     pub key_file: Option<PathBuf>,
+    /// The peers this node knows by key or token (`[[peer]]`).
+    pub peers: Vec<PeerEntry>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +49,8 @@ pub enum NodeError {
     Policies(String),
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    #[error("peers: {0}")]
+    Peers(String),
 }
 
 impl NodeConfig {

@@ -164,14 +164,14 @@ impl Node {
             return Ok((checked, vec![None; n]));
         };
         let set = self.inner.policies.settled().await;
-        let trust = self.trust_policy();
+        let rules = self.rules();
         if !a.runs_scripts(&set) {
-            let verdicts = a.judge_all(&trust, &set, &checked);
+            let verdicts = a.judge_all(&rules, &set, &checked);
             return Ok((checked, verdicts));
         }
         let a = a.clone();
         tokio::task::spawn_blocking(move || {
-            let verdicts = a.judge_all(&trust, &set, &checked);
+            let verdicts = a.judge_all(&rules, &set, &checked);
             (checked, verdicts)
         })
         .await

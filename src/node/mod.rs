@@ -21,10 +21,11 @@ pub use subscription::Subscription;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::admission::TrustPolicy;
+use crate::admission::{PeerTable, Rules, TrustPolicy};
 use crate::delta::{self, Delta, InvalidDelta, Limits, Pointer};
 use crate::events::{EventBus, NodeEvent};
 use crate::filter::DeltaFilter;
+use crate::identity::NodeKey;
 use crate::policy::PolicyHost;
 use crate::store::{Durability, Query, Seq, Store, StoreError, StoredDelta};
 
@@ -36,12 +37,12 @@ pub struct Node {
 
 struct Inner {
     system_id: String,
-    /// Lowercase hex of the node's public key.
-    public_key: String,
+    key: NodeKey,
     store: Store,
     events: EventBus,
     started: Instant,
     trust: std::sync::RwLock<Arc<TrustPolicy>>,
+    peers: std::sync::RwLock<Arc<PeerTable>>,
     policies: Arc<PolicyHost>,
     log_id: String,
     /// Invalid deltas refused since start.
@@ -68,6 +69,7 @@ impl Node {
         .await
         .map_err(|e| StoreError::Corrupt(format!("store open task failed: {e}")))??;
         // After the store: a node that cannot open its data makes no key there.
+        let peers = PeerTable::new(config.peers.clone()).map_err(NodeError::Peers)?;
         let (key, written) = config.node_key()?;
         if written {
             tracing::info!(public_key = %key.public_hex(), "made this node's key");
@@ -119,11 +121,12 @@ impl Node {
         Ok(Node {
             inner: Arc::new(Inner {
                 system_id,
-                public_key: key.public_hex(),
+                key,
                 store,
                 events,
                 started: Instant::now(),
                 trust: std::sync::RwLock::new(Arc::new(config.trust)),
+                peers: std::sync::RwLock::new(Arc::new(peers)),
                 policies,
                 log_id,
                 invalid: Default::default(),
@@ -150,8 +153,13 @@ impl Node {
     }
 
     /// The node's public key, lowercase hex.
-    pub fn public_key(&self) -> &str {
-        &self.inner.public_key
+    pub fn public_key(&self) -> String {
+        self.inner.key.public_hex()
+    }
+
+    /// The node's key pair: links prove with it who this node is.
+    pub fn key(&self) -> &NodeKey {
+        &self.inner.key
     }
 
     pub fn store(&self) -> &Store {
@@ -163,6 +171,39 @@ impl Node {
         match self.inner.trust.read() {
             Ok(t) => t.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The peers this node knows.
+    pub fn peers(&self) -> Arc<PeerTable> {
+        match self.inner.peers.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Changes the known peers in one step (`update` gets the current table and returns
+    /// the next); later handshakes and batches see the new table.
+    ///
+    /// # Errors
+    /// What `update` refused; the table is then unchanged.
+    pub fn update_peers(
+        &self,
+        update: impl FnOnce(&PeerTable) -> Result<PeerTable, String>,
+    ) -> Result<(), String> {
+        let mut guard = match self.inner.peers.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *guard = Arc::new(update(&guard)?);
+        Ok(())
+    }
+
+    /// The built-in rules every remote delta is judged by, as they are now.
+    pub fn rules(&self) -> Rules {
+        Rules {
+            trust: self.trust_policy(),
+            peers: self.peers(),
         }
     }
 

@@ -103,9 +103,59 @@ pub struct LinkContext {
     pub mode: String,
     /// `inbound` or `outbound`.
     pub direction: String,
+    /// Who the peer is, as far as this node knows (`link.peer` in scripts).
+    pub peer: LinkPeer,
+}
+
+/// Who is at the other end of a link. Only what the peer *proved* makes it
+/// `authenticated`; its `name` picks the scripts' folders (`policies/<name>/`...).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct LinkPeer {
+    /// The configured peer's name when it authenticated; the operator's name for a link
+    /// this node dialed; else `anonymous`.
+    pub name: String,
+    /// It proved it is the configured peer `name` (a key proof or a peer token).
+    pub authenticated: bool,
+    /// The public key it proved possession of (lowercase hex), configured or not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// The name of every peer that did not prove it is a configured one.
+pub const ANONYMOUS: &str = "anonymous";
+
+impl LinkPeer {
+    pub fn anonymous() -> LinkPeer {
+        LinkPeer {
+            name: ANONYMOUS.into(),
+            ..Default::default()
+        }
+    }
+
+    fn to_dynamic(&self) -> Dynamic {
+        let mut m = Map::new();
+        m.insert("name".into(), self.name.clone().into());
+        m.insert("authenticated".into(), self.authenticated.into());
+        m.insert(
+            "key".into(),
+            self.key.clone().map_or(Dynamic::UNIT, Dynamic::from),
+        );
+        m.into()
+    }
 }
 
 impl LinkContext {
+    /// Whose folders of scripts apply on this link: the peer's name. A context made by
+    /// hand with no peer (a policy test case) is scoped by its link name.
+    pub fn scope(&self) -> &str {
+        if self.peer.name.is_empty() {
+            &self.name
+        } else {
+            &self.peer.name
+        }
+    }
+
     pub(crate) fn to_dynamic(&self) -> Dynamic {
         let mut m = Map::new();
         m.insert("id".into(), self.id.clone().into());
@@ -114,6 +164,7 @@ impl LinkContext {
         m.insert("remote_url".into(), self.remote_url.clone().into());
         m.insert("mode".into(), self.mode.clone().into());
         m.insert("direction".into(), self.direction.clone().into());
+        m.insert("peer".into(), self.peer.to_dynamic());
         m.into()
     }
 }

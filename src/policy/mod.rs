@@ -15,6 +15,6 @@ pub mod host;
 mod script_delta;
 pub mod set;
 
-pub use engine::LinkContext;
+pub use engine::{LinkContext, LinkPeer, ANONYMOUS};
 pub use host::PolicyHost;
 pub use set::{PolicyDirs, PolicySet, ScriptError, ScriptInput, ScriptKind, Verdict};

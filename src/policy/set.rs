@@ -348,12 +348,12 @@ impl PolicySet {
     /// Judges `delta` with every script of `kind` that applies to `link`, in order; the
     /// first rejection decides.
     pub fn judge(&self, kind: ScriptKind, link: &LinkContext, delta: &Delta) -> Verdict {
-        if !self.applies(kind, &link.name) {
+        if !self.applies(kind, link.scope()) {
             return Verdict::Accept;
         }
         self.judge_input(
             kind,
-            &link.name,
+            link.scope(),
             &ScriptInput::new(link.to_dynamic(), delta),
         )
     }
@@ -380,7 +380,7 @@ impl PolicySet {
     ) -> Vec<ScriptRun> {
         let delta_value = Dynamic::from(ScriptDelta::new(delta.clone()));
         let link_value = link.to_dynamic().into_shared();
-        self.applicable(kind, &link.name)
+        self.applicable(kind, link.scope())
             .map(|script| {
                 let started = Instant::now();
                 let verdict = self.run(script, &delta_value, &link_value);

@@ -291,17 +291,38 @@ async fn a_broken_script_is_reported_with_its_position_and_reload_is_announced()
     assert_ne!(hash, hash_before);
 }
 
+/// An inbound link's scripts are those of the peer it proved to be, whatever system id
+/// it says it has: the real `spoke-x` (its key configured as peer `spoke-x`) is under
+/// `policies/spoke-x/`; an impostor saying `systemId: "spoke-x"` is `anonymous`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inbound_links_are_scoped_by_the_peer_system_id() {
+async fn inbound_links_are_scoped_by_the_proven_peer_not_the_claimed_id() {
     let tmp = tempfile::tempdir().unwrap();
     let hub = node_with_scripts("hub", tmp.path()).await;
     let scoped = tmp.path().join("policies/spoke-x");
     std::fs::create_dir_all(&scoped).unwrap();
     std::fs::write(scoped.join("no-eve.rhai"), r#"delta.author != "eve""#).unwrap();
+    let anonymous = tmp.path().join("policies/anonymous");
+    std::fs::create_dir_all(&anonymous).unwrap();
+    std::fs::write(
+        anonymous.join("no-mallory.rhai"),
+        r#"delta.author != "mallory""#,
+    )
+    .unwrap();
     hub.node().policies().reload();
     let x = start_node("spoke-x").await;
-    let y = start_node("spoke-y").await;
-    for spoke in [&x, &y] {
+    let impostor = start_node("spoke-x").await;
+    let key = x.node().public_key();
+    hub.node()
+        .update_peers(|t| {
+            t.with(rhizome::PeerEntry {
+                name: "spoke-x".into(),
+                key: Some(key),
+                ..Default::default()
+            })
+        })
+        .unwrap();
+    let mut links = Vec::new();
+    for spoke in [&x, &impostor] {
         let link = spoke
             .federation()
             .connect_to_remote(
@@ -313,15 +334,33 @@ async fn inbound_links_are_scoped_by_the_peer_system_id() {
             )
             .unwrap();
         assert!(wait_status(&link, LinkStatus::Connected, T).await);
+        links.push(link);
     }
+    let peers: Vec<_> = hub
+        .federation()
+        .link_infos()
+        .into_iter()
+        .filter_map(|l| l.peer)
+        .map(|p| (p.name, p.authenticated))
+        .collect();
+    assert!(peers.contains(&("spoke-x".into(), true)), "{peers:?}");
+    assert!(peers.contains(&("anonymous".into(), false)), "{peers:?}");
     let eve_x: BTreeSet<_> = author(x.node(), "eve", 3).await.into_iter().collect();
-    let eve_y: BTreeSet<_> = author(y.node(), "eve", 3).await.into_iter().collect();
+    let eve_impostor: BTreeSet<_> = author(impostor.node(), "eve", 2)
+        .await
+        .into_iter()
+        .collect();
+    let mallory: BTreeSet<_> = author(impostor.node(), "mallory", 1)
+        .await
+        .into_iter()
+        .collect();
     assert!(
-        wait_holds(hub.node(), &eve_y, T).await,
-        "spoke-y is not under spoke-x's policy"
+        wait_holds(hub.node(), &eve_impostor, T).await,
+        "the impostor is not under spoke-x's policy"
     );
-    assert!(wait_for(T, || hub.node().store().quarantine_len() == 3).await);
-    assert!(ids(hub.node()).is_disjoint(&eve_x));
+    assert!(wait_for(T, || hub.node().store().quarantine_len() == 4).await);
+    let held = ids(hub.node());
+    assert!(held.is_disjoint(&eve_x) && held.is_disjoint(&mallory));
 }
 
 /// Three pulls from three peers into a node whose trust policy runs for every delta.

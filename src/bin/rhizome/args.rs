@@ -51,6 +51,10 @@ pub struct LinkFlags {
     /// version, `auto` to switch when the peer sends a legacy delta.
     #[arg(long, value_enum, value_name = "FORM", default_value = "auto")]
     pub pointer_form: PointerFormArg,
+    /// The key the node at the other end must prove it holds (what `rhizome id` prints
+    /// there); a different or missing key fails the link.
+    #[arg(long, value_name = "HEX")]
+    pub peer_key: Option<String>,
 }
 
 impl LinkFlags {
@@ -61,6 +65,7 @@ impl LinkFlags {
             initial_sync: self.initial_sync.into(),
             sync_from_timestamp: self.sync_from,
             pointer_form: self.pointer_form.into(),
+            peer_key: self.peer_key.clone(),
             ..Default::default()
         }
     }

@@ -52,7 +52,7 @@ enum Command {
     /// Write a starter node directory: a commented rhizome.toml, a policy and its test cases.
     Init(init::InitArgs),
     /// Run a node: HTTP API (and federation endpoint) on one port.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Store deltas on a running node: shorthand flags, or JSON / JSON lines on stdin.
     Put(put::PutArgs),
     /// Query a running node's deltas; prints one JSON delta per line.
@@ -78,7 +78,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Init(args) => init::run(args),
-        Command::Serve(args) => serve::run(args).await,
+        Command::Serve(args) => serve::run(*args).await,
         Command::Put(args) => put::run(args).await,
         Command::Query(args) => query::run(args).await,
         Command::Get(args) => query::get(args).await,

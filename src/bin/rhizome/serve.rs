@@ -112,6 +112,18 @@ pub struct ServeArgs {
     /// version, `auto` to switch when a peer sends a legacy delta [default: auto].
     #[arg(long, value_enum, value_name = "FORM", help_heading = "Server")]
     pub inbound_pointer_form: Option<crate::args::PointerFormArg>,
+    /// Accept links from peers that prove no configured identity (as `anonymous`)
+    /// [default: only when listening on a loopback address].
+    #[arg(long, conflicts_with = "refuse_anonymous", help_heading = "Peers")]
+    pub allow_anonymous: bool,
+    /// Refuse links from peers that prove no configured identity, even on loopback.
+    #[arg(long, help_heading = "Peers")]
+    pub refuse_anonymous: bool,
+    /// A peer known by its key, NAME=KEY (repeatable; `[[peer]]` in the config file
+    /// also takes tokens and bound systems). Its scripts are in policies/NAME/ and
+    /// filters/push/NAME/.
+    #[arg(long = "peer", value_name = "NAME=KEY", help_heading = "Peers")]
+    pub peers: Vec<String>,
     /// Not a flag of `serve`: caught to point at `--listen`.
     #[arg(long, value_name = "PORT", hide = true)]
     pub port: Option<String>,
@@ -154,6 +166,21 @@ impl ServeArgs {
         }
         if let Some(n) = self.max_connections {
             server.max_connections = n;
+        }
+        if self.allow_anonymous {
+            server.allow_anonymous = Some(true);
+        } else if self.refuse_anonymous {
+            server.allow_anonymous = Some(false);
+        }
+        for peer in &self.peers {
+            let (name, key) = peer
+                .split_once('=')
+                .with_context(|| format!("--peer {peer:?}: give NAME=KEY"))?;
+            config.peers.push(rhizome::PeerEntry {
+                name: name.trim().to_owned(),
+                key: Some(key.trim().to_owned()),
+                ..Default::default()
+            });
         }
         if let Some(s) = self.heartbeat {
             server.heartbeat = std::time::Duration::from_secs(s.max(1));
@@ -225,6 +252,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let fed = Federation::new(node.clone(), options)?;
     let server = Server::bind(fed.clone(), &listen).await?;
+    say_who_may_link(&fed, server.local_addr());
     let shutdown = shutdown_signal();
     // Tests and scripts read this line to learn the port when --listen ends in :0.
     println!(
@@ -250,6 +278,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     server.shutdown().await.context("while shutting down")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Says at start who may open links, and how to change it.
+fn say_who_may_link(fed: &Federation, addr: std::net::SocketAddr) {
+    let peers = fed.node().peers().entries().len();
+    let key = fed.node().public_key();
+    if fed.allows_anonymous() {
+        let why = match fed.options().allow_anonymous {
+            Some(_) => "allowAnonymous is set",
+            None => "the listen address is loopback",
+        };
+        tracing::info!(%key, configured_peers = peers, "links: peers that do not authenticate are accepted as `anonymous` ({why})");
+    } else {
+        let why = match fed.options().allow_anonymous {
+            Some(_) => "allowAnonymous = false".to_owned(),
+            None => format!("{addr} is reachable from other machines"),
+        };
+        tracing::warn!(%key, configured_peers = peers, "links: only authenticated peers are accepted ({why}); configure peers with [[peer]] / --peer NAME=KEY, or pass --allow-anonymous to accept anonymous ones");
+    }
 }
 
 /// `--data` names a directory: one that exists, or a path where one can be created.

@@ -28,7 +28,7 @@ where
     ) -> Result<(Vec<RawRecord>, Vec<String>), SenderEnd> {
         let scripts = self.node.policies().current();
         let want_ids = ids_needed || self.node.events_observed();
-        if !scripts.applies(ScriptKind::Push, &plan.link.name) {
+        if !scripts.applies(ScriptKind::Push, plan.link.scope()) {
             let stats = &self.link.stats;
             return Ok(select(records, plan, &scripts, &wanted, want_ids, stats));
         }
@@ -74,7 +74,7 @@ fn select(
     let mut ids = Vec::with_capacity(records.len());
     // The same for every record of the batch: whether push scripts apply, and the link
     // as they see it.
-    let push_scripts = scripts.applies(ScriptKind::Push, &plan.link.name);
+    let push_scripts = scripts.applies(ScriptKind::Push, plan.link.scope());
     let link_value = push_scripts.then(|| plan.link.to_dynamic().into_shared());
     for record in records {
         let seq = record.seq;
@@ -124,7 +124,7 @@ fn select(
             if let Some(link_value) = &link_value {
                 let input = ScriptInput::new(link_value.clone(), &delta);
                 if let Verdict::Reject { script, reason } =
-                    scripts.judge_input(ScriptKind::Push, &plan.link.name, &input)
+                    scripts.judge_input(ScriptKind::Push, plan.link.scope(), &input)
                 {
                     tracing::trace!(link = %plan.link.id, delta_id = %delta.id, %script, %reason, "not pushed");
                     continue;

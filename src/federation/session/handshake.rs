@@ -7,6 +7,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
+use super::proof::{Signer, Transcript};
 use super::state::{Established, Peer, PeerConfig};
 use super::{store_end, type_name, EndKind, Frame, Role, Session, SessionEnd};
 use crate::admission::Admission;
@@ -16,11 +17,11 @@ use crate::federation::cursor::{CursorKeys, V1_RESUME_MARGIN_MS};
 use crate::federation::links::{Direction, FirstStart, LinkStatus, TimestampFloor};
 use crate::federation::sender::{Outgoing, SendPlan};
 use crate::federation::wire::{
-    codes, HelloExt, Message, WireLimits, EXTENSION_VERSION, PROTOCOL_VERSION,
+    codes, AuthHello, HelloExt, Message, WireLimits, EXTENSION_VERSION, PROTOCOL_VERSION,
 };
 use crate::federation::{InitialSync, SyncMode};
 use crate::filter::DeltaFilter;
-use crate::policy::LinkContext;
+use crate::policy::{LinkContext, LinkPeer};
 use crate::store::Seq;
 
 impl Session<'_> {
@@ -33,18 +34,30 @@ impl Session<'_> {
     where
         St: Stream<Item = Result<WsMessage, WsError>> + Unpin,
     {
+        // The connecting side's nonce and hello.config as sent: its proof covers them.
+        let mut ours: Option<(String, String)> = None;
+        // The accepting side: a key proof asked for and answered, awaiting the peer's.
+        let mut awaiting: Option<AwaitingProof> = None;
         if self.role == Role::Initiator {
+            let config = serde_json::to_value(&self.link.config).ok();
+            let nonce = fresh_nonce()?;
             self.send(&Message::Hello {
                 system_id: self.node.system_id().to_owned(),
                 protocol: PROTOCOL_VERSION.to_owned(),
-                config: serde_json::to_value(&self.link.config).ok(),
+                config: config.clone(),
                 rhizome: Some(HelloExt {
                     version: EXTENSION_VERSION,
                     cursor: None,
                     log: Some(self.node.log_id().to_owned()),
                     limits: Some(self.our_limits()),
+                    auth: Some(AuthHello {
+                        key: self.node.public_key(),
+                        nonce: nonce.clone(),
+                        proof: None,
+                    }),
                 }),
             })?;
+            ours = Some((nonce, config_text(config.as_ref())));
         }
         let deadline = Instant::now() + self.options.handshake_timeout;
         loop {
@@ -82,16 +95,26 @@ impl Session<'_> {
                         }
                         // A refused hello (wrong protocol, our own id, a bad config) will be
                         // refused again: do not retry. Other fatal errors may pass.
-                        let kind =
-                            if code == codes::PROTOCOL_MISMATCH || code == codes::MESSAGE_ERROR {
-                                EndKind::Refused
-                            } else {
-                                EndKind::Lost
-                            };
+                        // A peer that wants us authenticated may be configured to know us
+                        // later: that one is retried.
+                        let kind = if code == codes::PROTOCOL_MISMATCH
+                            || code == codes::MESSAGE_ERROR
+                            || code == codes::AUTH_FAILED
+                        {
+                            EndKind::Refused
+                        } else {
+                            EndKind::Lost
+                        };
                         return Err(SessionEnd::new(
                             kind,
                             format!("the peer refused the link: {code}: {message}"),
                         ));
+                    }
+                    (Role::Acceptor, Message::Auth { proof }) if awaiting.is_some() => {
+                        let Some(wait) = awaiting.take() else {
+                            continue;
+                        };
+                        self.on_auth(wait, &proof)?
                     }
                     (
                         Role::Acceptor,
@@ -101,14 +124,22 @@ impl Session<'_> {
                             config,
                             rhizome,
                         },
-                    ) => self.on_hello(system_id, protocol, config, rhizome)?,
+                    ) if awaiting.is_none() => {
+                        match self.on_hello(system_id, protocol, config, rhizome)? {
+                            Hello::Done(peer) => *peer,
+                            Hello::AwaitingProof(wait) => {
+                                awaiting = Some(*wait);
+                                continue;
+                            }
+                        }
+                    }
                     (
                         Role::Initiator,
                         Message::HelloAck {
                             system_id,
+                            link_id,
                             protocol,
                             rhizome,
-                            ..
                         },
                     ) => {
                         if protocol != PROTOCOL_VERSION {
@@ -125,8 +156,17 @@ impl Session<'_> {
                             return Err(self.refuse(codes::MESSAGE_ERROR, &why, CloseCode::Policy));
                         }
                         let ext = rhizome.filter(|r| r.version >= 1);
+                        let (nonce, config) = ours.take().unwrap_or_default();
+                        let identity = self.check_acceptor(
+                            &system_id,
+                            &link_id,
+                            ext.as_ref().and_then(|r| r.auth.as_ref()),
+                            &nonce,
+                            &config,
+                        )?;
                         Peer {
                             system: system_id,
+                            identity,
                             extension: ext.is_some(),
                             log: ext.as_ref().and_then(|r| r.log.clone()),
                             their_cursor_of_us: ext.as_ref().and_then(|r| r.cursor),
@@ -136,10 +176,10 @@ impl Session<'_> {
                         }
                     }
                     (role, other) => {
-                        let expected = if role == Role::Acceptor {
-                            "hello"
-                        } else {
-                            "hello_ack"
+                        let expected = match role {
+                            Role::Acceptor if awaiting.is_some() => "auth",
+                            Role::Acceptor => "hello",
+                            Role::Initiator => "hello_ack",
                         };
                         self.send_error(
                             codes::HANDSHAKE_REQUIRED,
@@ -176,7 +216,7 @@ impl Session<'_> {
         protocol: String,
         config: Option<Value>,
         rhizome: Option<HelloExt>,
-    ) -> Result<Peer, SessionEnd> {
+    ) -> Result<Hello, SessionEnd> {
         if protocol != PROTOCOL_VERSION {
             return Err(self.refuse(
                 codes::PROTOCOL_MISMATCH,
@@ -199,6 +239,7 @@ impl Session<'_> {
                 CloseCode::Policy,
             ));
         }
+        let signed_config = config_text(config.as_ref());
         let config: PeerConfig = match config {
             None | Some(Value::Null) => PeerConfig::default(),
             Some(v) => serde_json::from_value(v).map_err(|e| {
@@ -219,9 +260,29 @@ impl Session<'_> {
                 )
             })?),
         };
-        let ext = rhizome.filter(|r| r.version >= 1);
+        let mut ext = rhizome.filter(|r| r.version >= 1);
+        let offer = ext.as_mut().and_then(|r| r.auth.take());
+        // A peer token presented on the upgrade (a plain v1 client's way).
+        let by_token = self.link.peer();
+        if let Some(offer) = &offer {
+            crate::identity::parse_public_key(&offer.key).map_err(|e| {
+                self.refuse(
+                    codes::AUTH_FAILED,
+                    &format!("hello.rhizome.auth.key: {e}"),
+                    CloseCode::Policy,
+                )
+            })?;
+        }
+        // Before anything is signed: a peer that could only ever be anonymous is told now.
+        let known_key = offer
+            .as_ref()
+            .is_some_and(|o| self.node.peers().by_key(&o.key).is_some());
+        if by_token.is_none() && !known_key {
+            self.check_anonymous_allowed(&system_id)?;
+        }
         let peer = Peer {
             system: system_id,
+            identity: by_token.unwrap_or_else(LinkPeer::anonymous),
             extension: ext.is_some(),
             limits: ext
                 .as_ref()
@@ -243,6 +304,25 @@ impl Session<'_> {
         } else {
             None
         };
+        let proof = match offer {
+            Some(offer) => {
+                let nonce = fresh_nonce()?;
+                let ours = self.node.public_key();
+                let proof = Transcript {
+                    initiator_system: &peer.system,
+                    acceptor_system: self.node.system_id(),
+                    initiator_key: &offer.key,
+                    acceptor_key: &ours,
+                    initiator_nonce: &offer.nonce,
+                    acceptor_nonce: &nonce,
+                    link_id: &self.link.id,
+                    config: &signed_config,
+                }
+                .sign(self.node.key(), Signer::Acceptor);
+                Some((offer, nonce, ours, proof))
+            }
+            None => None,
+        };
         self.send(&Message::HelloAck {
             system_id: self.node.system_id().to_owned(),
             link_id: self.link.id.clone(),
@@ -252,9 +332,158 @@ impl Session<'_> {
                 cursor,
                 log: Some(self.node.log_id().to_owned()),
                 limits: Some(self.our_limits()),
+                auth: proof.as_ref().map(|(_, nonce, key, proof)| AuthHello {
+                    key: key.clone(),
+                    nonce: nonce.clone(),
+                    proof: Some(proof.clone()),
+                }),
             }),
         })?;
+        Ok(match proof {
+            Some((offer, nonce, _, _)) => Hello::AwaitingProof(Box::new(AwaitingProof {
+                peer,
+                key: offer.key,
+                initiator_nonce: offer.nonce,
+                acceptor_nonce: nonce,
+                config: signed_config,
+            })),
+            None => Hello::Done(Box::new(peer)),
+        })
+    }
+
+    /// The connecting side's proof: it holds its key, for this connection.
+    fn on_auth(&self, wait: AwaitingProof, proof: &str) -> Result<Peer, SessionEnd> {
+        let AwaitingProof {
+            mut peer,
+            key,
+            initiator_nonce,
+            acceptor_nonce,
+            config,
+        } = wait;
+        let ours = self.node.public_key();
+        let transcript = Transcript {
+            initiator_system: &peer.system,
+            acceptor_system: self.node.system_id(),
+            initiator_key: &key,
+            acceptor_key: &ours,
+            initiator_nonce: &initiator_nonce,
+            acceptor_nonce: &acceptor_nonce,
+            link_id: &self.link.id,
+            config: &config,
+        };
+        if let Err(e) = transcript.verify(Signer::Initiator, proof) {
+            return Err(self.refuse_auth(
+                &peer.system,
+                format!("the key proof for {key} was not made for this connection ({e}): replayed, relayed or forged"),
+            ));
+        }
+        let by_key = self.node.peers().identify_key(&key);
+        peer.identity = match (by_key, peer.identity) {
+            (k, t) if t.authenticated && k.authenticated && k.name != t.name => {
+                return Err(self.refuse_auth(
+                    &peer.system,
+                    format!(
+                        "the peer token names peer {:?} but the key proves peer {:?}",
+                        t.name, k.name
+                    ),
+                ))
+            }
+            (k, _) if k.authenticated => k,
+            (k, t) if t.authenticated => LinkPeer { key: k.key, ..t },
+            (k, _) => k,
+        };
+        if !peer.identity.authenticated {
+            self.check_anonymous_allowed(&peer.system)?;
+        }
         Ok(peer)
+    }
+
+    /// The accepting side's proof, and the key this link expects; then ours. Returns who
+    /// the peer is.
+    fn check_acceptor(
+        &self,
+        system: &str,
+        link_id: &str,
+        auth: Option<&AuthHello>,
+        nonce: &str,
+        config: &str,
+    ) -> Result<LinkPeer, SessionEnd> {
+        let url = self.link.remote_url.as_deref().unwrap_or("the peer");
+        let expected = self.link.config.peer_key.as_deref();
+        let (Some(auth), Some(proof)) = (auth, auth.and_then(|a| a.proof.as_deref())) else {
+            if let Some(expected) = expected {
+                return Err(self.refuse_auth(
+                    system,
+                    format!("{url} proved no key; this link expects key {expected} (peerKey): is it a rhizome node that supports key proofs?"),
+                ));
+            }
+            return Ok(LinkPeer {
+                name: self.link.name(),
+                authenticated: false,
+                key: None,
+            });
+        };
+        let ours = self.node.public_key();
+        let transcript = Transcript {
+            initiator_system: self.node.system_id(),
+            acceptor_system: system,
+            initiator_key: &ours,
+            acceptor_key: &auth.key,
+            initiator_nonce: nonce,
+            acceptor_nonce: &auth.nonce,
+            link_id,
+            config,
+        };
+        if let Err(e) = transcript.verify(Signer::Acceptor, proof) {
+            return Err(self.refuse_auth(
+                system,
+                format!("{url}'s key proof does not hold for this connection: {e}"),
+            ));
+        }
+        if let Some(expected) = expected {
+            if !expected.eq_ignore_ascii_case(&auth.key) {
+                return Err(self.refuse_auth(
+                    system,
+                    format!(
+                        "{url} proved key {}, but this link expects key {expected} (peerKey)",
+                        auth.key
+                    ),
+                ));
+            }
+        }
+        self.send(&Message::Auth {
+            proof: transcript.sign(self.node.key(), Signer::Initiator),
+        })?;
+        let known = self.node.peers().identify_key(&auth.key);
+        Ok(if known.authenticated {
+            known
+        } else {
+            // The operator named this link; with `peerKey` they also said who must answer.
+            LinkPeer {
+                name: self.link.name(),
+                authenticated: expected.is_some(),
+                key: known.key,
+            }
+        })
+    }
+
+    /// Refuses a peer that proved no configured identity when this node takes none.
+    fn check_anonymous_allowed(&self, system: &str) -> Result<(), SessionEnd> {
+        if self.allow_anonymous {
+            return Ok(());
+        }
+        let why = "this node accepts only authenticated peers: configure this node as a [[peer]] there (its key, from `rhizome id`) or present a peer token";
+        self.refusals.count(codes::AUTH_REQUIRED);
+        tracing::warn!(link = %self.link.id, peer = %system, addr = ?self.link.remote_url, "refused an anonymous peer: {why}");
+        let mut end = self.refuse(codes::AUTH_REQUIRED, why, CloseCode::Policy);
+        end.kind = EndKind::Refused;
+        Err(end)
+    }
+
+    fn refuse_auth(&self, system: &str, why: String) -> SessionEnd {
+        self.refusals.count(codes::AUTH_FAILED);
+        tracing::warn!(link = %self.link.id, peer = %system, "link authentication failed: {why}");
+        self.refuse(codes::AUTH_FAILED, &why, CloseCode::Policy)
     }
 
     /// Where what we received from this peer is committed: per peer log and per link.
@@ -267,10 +496,19 @@ impl Session<'_> {
                 .clone()
                 .or_else(|| self.link.remote_url.clone())
                 .unwrap_or_else(|| self.link.id.clone()),
-            Direction::Inbound => match &peer.config.name {
-                Some(name) => format!("inbound:{name}"),
-                None => "inbound".to_owned(),
-            },
+            // An authenticated peer's cursors are its own: another peer claiming its
+            // system id must not move them.
+            Direction::Inbound => {
+                let base = if peer.identity.authenticated {
+                    format!("inbound@{}", peer.identity.name)
+                } else {
+                    "inbound".to_owned()
+                };
+                match &peer.config.name {
+                    Some(name) => format!("{base}:{name}"),
+                    None => base,
+                }
+            }
         };
         CursorKeys::new(&peer.system, peer.log.as_deref().unwrap_or("v1"), &scope)
     }
@@ -289,6 +527,7 @@ impl Session<'_> {
         };
         // Set first: a link dialed to us is named by the peer's system id.
         self.link.set_remote_system(&peer.system);
+        self.link.set_peer(Some(peer.identity.clone()));
         let keys = self.cursor_keys(&peer);
         let max_ts = keys
             .load_ts(self.node.store())
@@ -307,10 +546,11 @@ impl Session<'_> {
                 Direction::Outbound => "outbound".into(),
                 Direction::Inbound => "inbound".into(),
             },
+            peer: peer.identity.clone(),
         };
         self.link.mark_connected();
         let paused = *self.link.paused.borrow();
-        tracing::info!(link = %self.link.id, peer = %peer.system, extension = peer.extension, we_send, we_receive, "link up");
+        tracing::info!(link = %self.link.id, peer = %peer.system, as_peer = %peer.identity.name, authenticated = peer.identity.authenticated, extension = peer.extension, we_send, we_receive, "link up");
         self.node.emit(NodeEvent::LinkConnected {
             link_id: self.link.id.clone(),
             remote_system_id: peer.system.clone(),
@@ -473,4 +713,29 @@ impl Session<'_> {
             from_head,
         }))
     }
+}
+
+/// What a hello leads to: the peer, or a key proof to wait for.
+enum Hello {
+    Done(Box<Peer>),
+    AwaitingProof(Box<AwaitingProof>),
+}
+
+/// The accepting side answered a key proof offer; the peer's own proof comes next.
+struct AwaitingProof {
+    peer: Peer,
+    key: String,
+    initiator_nonce: String,
+    acceptor_nonce: String,
+    config: String,
+}
+
+/// `hello.config` as both sides sign it: the JSON text of the value as sent and as
+/// received (object keys keep their order and numbers their text, so both are equal).
+fn config_text(config: Option<&Value>) -> String {
+    config.map_or_else(|| "null".to_owned(), Value::to_string)
+}
+
+fn fresh_nonce() -> Result<String, SessionEnd> {
+    crate::identity::random_hex(32).map_err(|e| SessionEnd::new(EndKind::Lost, e.to_string()))
 }

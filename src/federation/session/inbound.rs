@@ -397,13 +397,14 @@ impl Session<'_> {
 
     async fn on_message(&mut self, msg: Message, est: &mut Established) -> Result<(), SessionEnd> {
         match msg {
-            Message::Hello { .. } | Message::HelloAck { .. } => self.send_error(
-                codes::MESSAGE_ERROR,
-                &format!(
-                    "{} after the handshake: the link is already established",
-                    type_name(&msg)
+            Message::Hello { .. } | Message::HelloAck { .. } | Message::Auth { .. } => self
+                .send_error(
+                    codes::MESSAGE_ERROR,
+                    &format!(
+                        "{} after the handshake: the link is already established",
+                        type_name(&msg)
+                    ),
                 ),
-            ),
             Message::SyncRequest {
                 filter,
                 from_timestamp,

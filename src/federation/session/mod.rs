@@ -13,6 +13,7 @@
 mod handshake;
 mod inbound;
 mod outbound;
+mod proof;
 mod state;
 
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_tungstenite::WebSocketStream;
 
-use super::links::{Control, LinkShared, LinkStats, LinkStatus};
+use super::links::{AuthRefusals, Control, LinkShared, LinkStats, LinkStatus};
 use super::options::ServerOptions;
 use super::sender::{error_frame, Outgoing, Sender, SenderEnd, CONTROL_QUEUE};
 use super::wire::{self, Message};
@@ -93,6 +94,9 @@ pub(crate) struct Session<'a> {
     established: bool,
     /// How the connection ended, held back until the frames read before it are handled.
     ended: Option<SessionEnd>,
+    /// Peers that prove no configured identity may link (see [`Federation::allows_anonymous`]).
+    allow_anonymous: bool,
+    refusals: Arc<AuthRefusals>,
 }
 
 /// A frame as read: text to decode, or bytes that cannot be (answered with an error).
@@ -158,6 +162,8 @@ where
         last_frame: Instant::now(),
         established: false,
         ended: None,
+        allow_anonymous: fed.allows_anonymous(),
+        refusals: fed.auth_refusals().clone(),
     };
     let end = tokio::select! {
         end = session.drive(&mut stream) => end,

@@ -10,6 +10,7 @@ use crate::federation::cursor::CursorKeys;
 use crate::federation::wire::PeerLimits;
 use crate::federation::SyncMode;
 use crate::filter::DeltaFilter;
+use crate::policy::LinkPeer;
 
 /// What the peer asked for in its `hello.config`. Lenient on purpose: reference
 /// clients send more (`trustPolicy`, `reconnect`...) and we only read what we honour.
@@ -24,6 +25,8 @@ pub(super) struct PeerConfig {
 /// What the handshake established about the peer.
 pub(super) struct Peer {
     pub system: String,
+    /// Who it proved to be; nothing it merely said counts here.
+    pub identity: LinkPeer,
     /// The peer speaks our extension.
     pub extension: bool,
     /// The peer's log identity (extension peers).

@@ -93,6 +93,11 @@ pub enum Message {
     CursorAck {
         last_seq: u64,
     },
+    /// Extension: the connecting side's key proof, right after it verified the accepting
+    /// side's in hello_ack (docs/PROTOCOL.md 6.7).
+    Auth {
+        proof: String,
+    },
     Pause,
     Resume,
     Ping,
@@ -122,6 +127,23 @@ pub struct HelloExt {
     /// would refuse.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<WireLimits>,
+    /// Proving who each node is (docs/PROTOCOL.md 6.7): in hello the connecting side's
+    /// key and nonce; in hello_ack the accepting side's, with its proof.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthHello>,
+}
+
+/// One side's part of the key proof in hello / hello_ack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthHello {
+    /// The sender's node key, lowercase hex.
+    pub key: String,
+    /// 32 fresh random bytes, hex: the other side's proof must cover it.
+    pub nonce: String,
+    /// hello_ack only: the accepting side's signature of the handshake transcript.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
 }
 
 /// [`Limits`] and the largest frame, as advertised. Every field is optional, so a peer
@@ -202,4 +224,8 @@ pub mod codes {
     pub const SYNC_ERROR: &str = "SYNC_ERROR";
     pub const HANDSHAKE_REQUIRED: &str = "HANDSHAKE_REQUIRED";
     pub const MODE_VIOLATION: &str = "MODE_VIOLATION";
+    /// A key proof that does not verify, or a key other than the one expected.
+    pub const AUTH_FAILED: &str = "AUTH_FAILED";
+    /// This node accepts only peers that authenticate.
+    pub const AUTH_REQUIRED: &str = "AUTH_REQUIRED";
 }

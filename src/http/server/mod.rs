@@ -69,6 +69,7 @@ impl Server {
             .await
             .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         let addr = listener.local_addr()?;
+        fed.listening_on(addr);
         let stats = Arc::new(ConnectionStats::with_limit(cap));
         let router = super::router(fed.clone()).layer(axum::Extension(stats.clone()));
         let shared = Arc::new(connection::Shared {
