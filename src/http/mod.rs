@@ -11,6 +11,7 @@
 //! - `GET /metrics` (Prometheus text format, see [`metrics`])
 //! - `/policies`, `/quarantine` (see [`policies`])
 //! - `/links` (see [`links`]) and the federation WebSocket endpoint (`/federation` by default)
+//! - `/peers` (see [`peers`]): the peers known by key or token
 
 mod body;
 mod connections;
@@ -19,6 +20,7 @@ mod health;
 mod links;
 pub mod metrics;
 mod origin;
+mod peers;
 mod policies;
 pub mod server;
 mod stream;
@@ -64,6 +66,8 @@ pub fn router(fed: Federation) -> Router {
         .route("/links/{id}", get(links::get_one).delete(links::disconnect))
         .route("/links/{id}/pause", post(links::pause))
         .route("/links/{id}/resume", post(links::resume))
+        .route("/peers", get(peers::list).post(peers::add))
+        .route("/peers/{name}", axum::routing::delete(peers::remove))
         .route("/metrics", get(metrics::metrics))
         .route("/policies", get(policies::get))
         .route("/policies/reload", post(policies::reload))
@@ -335,6 +339,12 @@ async fn status(State(fed): State<Federation>) -> Json<Value> {
         "version": env!("CARGO_PKG_VERSION"),
         "uptimeSeconds": node.uptime().as_secs(),
         "federationPath": fed.options().path,
+        "peers": {
+            "configured": node.peers().entries().len(),
+            "allowAnonymous": fed.allows_anonymous(),
+            "refusedAnonymous": fed.auth_refusals().anonymous.load(std::sync::atomic::Ordering::Relaxed),
+            "failedAuthentication": fed.auth_refusals().failed.load(std::sync::atomic::Ordering::Relaxed),
+        },
         "store": {
             "path": store.path(),
             "temporary": store.is_temporary(),

@@ -94,9 +94,16 @@ fn load_file(path: &Path) -> Result<Vec<LoadedCase>, String> {
     let name = path.display().to_string();
     let parse = |v: Value, at: String| -> Result<LoadedCase, String> {
         serde_json::from_value::<Case>(v)
-            .map(|case| LoadedCase {
-                source: at.clone(),
-                case,
+            .map(|mut case| {
+                // A case that names only its link is a peer of that name that proved
+                // nothing (`"peer": {"authenticated": true}` says otherwise).
+                if case.link.peer.name.is_empty() {
+                    case.link.peer.name = case.link.name.clone();
+                }
+                LoadedCase {
+                    source: at.clone(),
+                    case,
+                }
             })
             .map_err(|e| format!("{at}: not a valid case: {e}"))
     };

@@ -29,12 +29,13 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write file");
 }
 
-const SHIPPED_SCRIPTS: [&str; 6] = [
+const SHIPPED_SCRIPTS: [&str; 7] = [
     "policies/reject-future-timestamps.rhai",
+    "policies/anonymous/read-only.rhai",
     "policies/partner/system-allowlist.rhai",
     "policies/public/author-allowlist.rhai",
     "policies/public/require-verified.rhai",
-    "filters/push/public/public-only.rhai",
+    "filters/push/public-only.rhai",
     "filters/pull/public/max-pointers.rhai",
 ];
 
@@ -54,7 +55,7 @@ fn policy_check_is_clean_on_the_shipped_scripts() {
     }
     assert!(
         ran.out
-            .contains("6 scripts compile (trust 4, push 1, pull 1)"),
+            .contains("7 scripts compile (trust 5, push 1, pull 1)"),
         "{}",
         ran.out
     );
@@ -83,8 +84,8 @@ fn policy_check_reports_a_broken_script_at_its_line_and_column() {
         ran.err
     );
     assert!(
-        ran.out.contains("failed  trust  link public")
-            && ran.out.contains("ok      trust  all links"),
+        ran.out.contains("failed  trust  peer public")
+            && ran.out.contains("ok      trust  all peers"),
         "{}",
         ran.out
     );
@@ -282,7 +283,7 @@ fn policy_eval_prints_every_script_verdict_in_order() {
             "trust  => reject, decided by",
             "policies/public/author-allowlist.rhai",
         ),
-        ("push   reject", "filters/push/public/public-only.rhai"),
+        ("push   reject", "filters/push/public-only.rhai"),
         ("push   => reject", "public-only.rhai"),
         ("pull   accept", "filters/pull/public/max-pointers.rhai"),
         ("pull   => accept", ""),

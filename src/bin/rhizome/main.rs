@@ -22,6 +22,7 @@ mod id;
 mod init;
 mod link;
 mod logging;
+mod peer;
 mod policy;
 mod put;
 mod quarantine;
@@ -67,6 +68,8 @@ enum Command {
     Id(id::IdArgs),
     /// List, open, pause, resume or close a running node's federation links.
     Link(link::LinkArgs),
+    /// List, add or remove the peers a running node knows by key or token; make a token.
+    Peer(peer::PeerArgs),
     /// Check, test and try trust policies and filter scripts offline (no node needed).
     Policy(policy::PolicyArgs),
     /// List a running node's quarantined deltas, or replay them under its current policies.
@@ -86,6 +89,7 @@ async fn main() -> ExitCode {
         Command::Status(args) => status::run(args).await,
         Command::Id(args) => id::run(args),
         Command::Link(args) => link::run(args).await,
+        Command::Peer(args) => peer::run(args).await,
         Command::Policy(args) => policy::run(args),
         Command::Quarantine(args) => quarantine::run(args).await,
     };

@@ -58,9 +58,14 @@ pub struct EvalArgs {
     /// The delta as JSON, in a file or `-` for stdin.
     #[arg(long, value_name = "FILE|-")]
     pub delta: String,
-    /// The link's name: the scripts in that link's folders run too (default: shared ones only).
+    /// The peer's name (a link's scripts are those of its peer): the scripts in its
+    /// folders run too (default: shared ones only).
     #[arg(long, value_name = "NAME", default_value = "")]
     pub link: String,
+    /// The peer proved it is NAME (`link.peer.authenticated` is true; without this flag
+    /// it is false, as for a peer known only by a name this node gave it).
+    #[arg(long, requires = "link")]
+    pub authenticated: bool,
     /// What scripts see as `link.remote_system`.
     #[arg(long, value_name = "SYSTEM", default_value = "")]
     pub remote_system: String,
@@ -139,7 +144,7 @@ fn check(dirs: &DirsArg) -> anyhow::Result<()> {
         let scope = s
             .link
             .as_ref()
-            .map_or_else(|| "all links".to_owned(), |l| format!("link {l}"));
+            .map_or_else(|| "all peers".to_owned(), |l| format!("peer {l}"));
         println!(
             "{:<6}  {:<5}  {scope:<16}  {}",
             s.state,
@@ -295,13 +300,18 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
     let scripts = set.scripts();
     if !args.link.is_empty() && !scripts.iter().any(|s| s.link.as_ref() == Some(&args.link)) {
         eprintln!(
-            "note: no script folder is named {:?}: only the scripts for all links apply",
+            "note: no script folder is named {:?}: only the scripts for all peers apply",
             args.link
         );
     }
     for kind in args.kind.kinds() {
         let link = LinkContext {
             name: args.link.clone(),
+            peer: rhizome::LinkPeer {
+                name: args.link.clone(),
+                authenticated: args.authenticated,
+                key: None,
+            },
             remote_system: args.remote_system.clone(),
             mode: "bidirectional".into(),
             // Push filters judge deltas leaving; trust policies and pull filters, arriving ones.

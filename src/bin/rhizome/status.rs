@@ -64,6 +64,21 @@ pub fn render(s: &Value, url: &str) -> String {
         "api         {url}  (federation endpoint {})",
         str_of(&s["federationPath"])
     );
+    let peers = &s["peers"];
+    if peers.is_object() {
+        let anonymous = if peers["allowAnonymous"] == true {
+            "anonymous peers accepted"
+        } else {
+            "only authenticated peers accepted"
+        };
+        let _ = writeln!(
+            out,
+            "peers       {} configured, {anonymous}; refused: {} anonymous, {} failed authentication",
+            peers["configured"].as_u64().unwrap_or(0),
+            peers["refusedAnonymous"].as_u64().unwrap_or(0),
+            peers["failedAuthentication"].as_u64().unwrap_or(0),
+        );
+    }
     let disk = store["diskBytes"]
         .as_u64()
         .map_or_else(|| "-".to_owned(), table::bytes);

@@ -1,0 +1,82 @@
+//! `/peers`: the peers this node knows by key or token.
+//!
+//! - `GET /peers` -> `{"peers": [PeerEntry...], "allowAnonymous": bool}` (tokens never shown)
+//! - `POST /peers` `PeerEntry` -> 201; a name, key or token already known is a 409
+//! - `DELETE /peers/{name}` -> 200; the links that peer opened to this node are closed, so
+//!   they are judged again when it reconnects
+//!
+//! Peers added here last until the node stops; `[[peer]]` in the config file keeps them.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::body::RequestBody;
+use super::error::ApiError;
+use crate::admission::PeerEntry;
+use crate::federation::{Direction, Federation};
+
+pub(super) async fn list(State(fed): State<Federation>) -> Json<Value> {
+    let peers: Vec<PeerEntry> = fed
+        .node()
+        .peers()
+        .entries()
+        .iter()
+        .map(PeerEntry::redacted)
+        .collect();
+    Json(json!({ "peers": peers, "allowAnonymous": fed.allows_anonymous() }))
+}
+
+pub(super) async fn add(
+    State(fed): State<Federation>,
+    RequestBody(body): RequestBody,
+) -> Result<impl IntoResponse, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(&body);
+    let entry: PeerEntry = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::bad_request("INVALID_PEER", format!("invalid peer: {}", e.inner()))
+            .with_field((path != ".").then_some(path))
+    })?;
+    let shown = entry.redacted();
+    fed.node()
+        .update_peers(|table| table.with(entry))
+        .map_err(|e| {
+            let status = if e.contains("already") || e.contains(" has the ") {
+                StatusCode::CONFLICT
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            ApiError::new(status, "INVALID_PEER", e)
+        })?;
+    tracing::info!(peer = %shown.name, key = ?shown.key, token = shown.token.is_some(), "peer added");
+    Ok((StatusCode::CREATED, Json(json!(shown))))
+}
+
+pub(super) async fn remove(
+    State(fed): State<Federation>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    fed.node()
+        .update_peers(|table| {
+            table
+                .without(&name)
+                .ok_or_else(|| format!("no peer named {name:?} (GET /peers lists them)"))
+        })
+        .map_err(ApiError::not_found)?;
+    let mut closed = 0;
+    for link in fed.get_federation_links() {
+        let info = link.info();
+        let theirs = info
+            .peer
+            .as_ref()
+            .is_some_and(|p| p.authenticated && p.name == name);
+        if info.direction == Direction::Inbound && theirs {
+            link.disconnect();
+            closed += 1;
+        }
+    }
+    tracing::info!(peer = %name, links_closed = closed, "peer removed");
+    Ok(Json(json!({ "removed": name, "linksClosed": closed })))
+}
