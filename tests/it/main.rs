@@ -23,6 +23,7 @@ mod fuzz_smoke;
 mod hostile_input;
 mod http_api;
 mod http_reads;
+mod peer_auth;
 mod policies;
 mod readme_tour;
 mod storage_faults;

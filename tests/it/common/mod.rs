@@ -123,6 +123,24 @@ impl RawPeer {
         RawPeer { ws }
     }
 
+    /// To a full federation url (`ws://host:port/federation?token=...`).
+    pub async fn connect_url(url: &str) -> RawPeer {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("ws connect");
+        RawPeer { ws }
+    }
+
+    /// With a hand-made upgrade request (headers of the test's choosing).
+    pub async fn connect_request(
+        request: tokio_tungstenite::tungstenite::handshake::client::Request,
+    ) -> RawPeer {
+        let (ws, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("ws connect");
+        RawPeer { ws }
+    }
+
     pub async fn send(&mut self, frame: serde_json::Value) {
         self.send_text(&frame.to_string()).await;
     }
