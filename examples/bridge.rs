@@ -7,18 +7,23 @@
 //!
 //! `cargo run --example bridge`
 //!
-//! The bridge dials both sides; its links are named `public` and `private`, and two Rhai
-//! scripts (in a temporary folder here; `rhizome serve --policies DIR --filters DIR` in
-//! production) decide what crosses:
+//! The bridge dials both sides, checking that each proves its key (`peerKey`): its links
+//! are the authenticated peers `public` and `private`. Three Rhai scripts (in a temporary
+//! folder here; `rhizome serve --policies DIR --filters DIR` in production) decide what
+//! crosses:
 //!
-//! - `filters/push/public/public-only.rhai`: a delta leaves on the `public` link only when
-//!   it has a `public` pointer. Private deltas not marked public never reach the public side.
-//! - `policies/public/trusted-only.rhai`: a delta arriving on the `public` link is believed
-//!   only when it has a `verified` pointer or its author is on an allow-list. Others are
+//! - `filters/push/public-only.rhai`, for every peer: a delta leaves only when it has a
+//!   `public` pointer, except to the authenticated `private` peer, which gets everything.
+//! - `policies/authenticated-only.rhai`, for every peer: nothing from a peer that did not
+//!   authenticate is believed.
+//! - `policies/public/trusted-only.rhai`: a delta from the `public` peer is believed only
+//!   when it has a `verified` pointer or its author is on an allow-list. Others are
 //!   refused (quarantined on the bridge), so they never reach the private side.
 //!
-//! The example prints what each side holds and fails if anything crossed that should
-//! not have, or did not cross that should have.
+//! Then an impostor dials the bridge saying its system id is `public`: it proves no
+//! configured key, so it is `anonymous`; it gets the public delta only and what it sends
+//! is quarantined. The example prints what each side holds and fails if anything crossed
+//! that should not have, or did not cross that should have.
 
 mod common;
 
@@ -26,17 +31,28 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{ensure, Context, Result};
-use common::{author_delta, dial, serve, serve_with, wait_connected, wait_until};
+use common::{author_delta, dial, dial_verified, serve, serve_with, wait_connected, wait_until};
 use rhizome::events::NodeEvent;
 use rhizome::policy::PolicyDirs;
 use rhizome::store::ReadLimit;
 use rhizome::{Node, NodeConfig, Pointer, Seq, Target};
 
-const PUSH_FILTER: &str = r#"// Push filter for the `public` link: only deltas marked public leave.
-if has_role(delta, "public") {
+const PUSH_FILTER: &str = r#"// Push filter for every peer: only deltas marked public leave, except to the
+// authenticated private side.
+if link.peer.authenticated && link.peer.name == "private" {
+    true
+} else if has_role(delta, "public") {
     true
 } else {
     "not marked public: it stays on the private side"
+}
+"#;
+
+const AUTHENTICATED_ONLY: &str = r#"// Trust policy for every peer: deltas only from peers that proved who they are.
+if link.peer.authenticated {
+    true
+} else {
+    `unauthenticated peer (it says it is ${link.remote_system})`
 }
 "#;
 
@@ -97,9 +113,10 @@ pub async fn run() -> Result<()> {
     ]
     .into();
 
-    // Named so that each side's scripts apply to the bridge's link to it.
-    let to_public = dial(bridge.federation(), &public, "public")?;
-    let to_private = dial(bridge.federation(), &private, "private")?;
+    // Named so that each side's scripts apply to the bridge's link to it; each side
+    // must prove its key.
+    let to_public = dial_verified(bridge.federation(), &public, "public")?;
+    let to_private = dial_verified(bridge.federation(), &private, "private")?;
     wait_connected(&to_public, "the bridge's public link").await?;
     wait_connected(&to_private, "the bridge's private link").await?;
     println!("bridge connected to both sides");
@@ -167,6 +184,50 @@ pub async fn run() -> Result<()> {
         );
     }
 
+    // An impostor says it is the public side; it proves nothing, so it is anonymous.
+    let impostor = serve("public").await?;
+    let forged = write(
+        impostor.node(),
+        "newsroom",
+        "news: forged by an impostor",
+        &["verified"],
+    )
+    .await?;
+    let to_bridge = dial(impostor.federation(), &bridge, "bridge")?;
+    wait_connected(&to_bridge, "the impostor's link").await?;
+    wait_until("the impostor receives the public release", || {
+        Ok(impostor.node().get(&release)?.is_some())
+    })
+    .await?;
+    wait_until("the bridge judges the impostor's delta", || {
+        Ok(bridge.node().store().quarantine_len() == 2)
+    })
+    .await?;
+    ensure!(
+        !holds(impostor.node(), &memo)?,
+        "the internal memo leaked to the impostor"
+    );
+    ensure!(
+        !holds(bridge.node(), &forged)?,
+        "the bridge stored the impostor's delta"
+    );
+    let as_seen = bridge
+        .federation()
+        .link_infos()
+        .into_iter()
+        .find(|l| l.remote_system_id.as_deref() == Some("public") && l.id.starts_with("in-"))
+        .and_then(|l| l.peer)
+        .context("the impostor's link on the bridge")?;
+    ensure!(
+        as_seen.name == "anonymous" && !as_seen.authenticated,
+        "the impostor was taken for {as_seen:?}"
+    );
+    println!(
+        "the impostor claiming \"public\" is {:?} on the bridge: it got the release only",
+        as_seen.name
+    );
+    impostor.shutdown().await.context("stopping the impostor")?;
+
     // The proof of the refusal: the link's counter, the event, the quarantine.
     let stats = to_public.stats();
     ensure!(
@@ -184,19 +245,25 @@ pub async fn run() -> Result<()> {
     }
     let (rejected_id, reason) = rejected.context("no delta:rejected event on the bridge")?;
     ensure!(
-        rejected_id == spam,
-        "the bridge rejected {rejected_id}, not the spam"
+        rejected_id == forged,
+        "the bridge rejected {rejected_id} last, not the impostor's delta"
     );
     println!("delta:rejected on the bridge: {reason}");
     let quarantined = bridge.node().quarantine_list(0, 10)?;
     ensure!(
-        quarantined.len() == 1 && quarantined[0].record.delta.id == spam,
-        "the bridge's quarantine should hold the spam alone, it holds {} entries",
+        quarantined.len() == 2
+            && quarantined.iter().any(|q| q.record.delta.id == spam)
+            && quarantined.iter().any(|q| q.record.delta.id == forged),
+        "the bridge's quarantine should hold the spam and the forgery, it holds {} entries",
         quarantined.len()
     );
     println!(
         "quarantined on the bridge: {} (policy {})",
-        labels[&spam], quarantined[0].record.policy
+        labels[&spam],
+        quarantined
+            .iter()
+            .find(|q| q.record.delta.id == spam)
+            .map_or("?", |q| q.record.policy.as_str())
     );
 
     bridge.shutdown().await.context("stopping the bridge")?;
@@ -223,7 +290,8 @@ fn write_scripts(root: &Path) -> Result<PolicyDirs> {
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
     };
     put(policies.join("public/trusted-only.rhai"), TRUST_POLICY)?;
-    put(filters.join("push/public/public-only.rhai"), PUSH_FILTER)?;
+    put(policies.join("authenticated-only.rhai"), AUTHENTICATED_ONLY)?;
+    put(filters.join("push/public-only.rhai"), PUSH_FILTER)?;
     Ok(PolicyDirs {
         policies: Some(policies),
         filters: Some(filters),

@@ -46,6 +46,21 @@ pub fn dial(from: &Federation, to: &Server, name: &str) -> Result<FederationLink
     )?)
 }
 
+/// As [`dial`], and `to` must prove it holds its key (the link's `peerKey`): the link
+/// is then an authenticated peer named `name`, and nobody else can answer in its place.
+pub fn dial_verified(from: &Federation, to: &Server, name: &str) -> Result<FederationLink> {
+    Ok(from.connect_to_remote(
+        &to.url(),
+        LinkConfig {
+            mode: SyncMode::Bidirectional,
+            initial_sync: InitialSync::Full,
+            name: Some(name.into()),
+            peer_key: Some(to.node().public_key()),
+            ..Default::default()
+        },
+    )?)
+}
+
 /// Waits until `link` is connected; fails naming it (`who`, e.g. `leaf-a -> us`), its
 /// status and its last error after [`TIMEOUT`].
 pub async fn wait_connected(link: &FederationLink, who: &str) -> Result<()> {

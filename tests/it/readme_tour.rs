@@ -13,7 +13,9 @@
 //!   runs in another terminal: it runs in the background, its output to a log, and the
 //!   block goes on once the node answers; every node is stopped at the end (SIGTERM, then
 //!   SIGKILL), even when the test fails.
-//! - The README's ports 8080 and 8081 are replaced by free ones (two tests, or a node the
+//! - The repository's `policies/` and `filters/` are copied into the folder: blocks that
+//!   use them (`--policies ./policies`) see them as from the repository root.
+//! - The README's ports 8080, 8081 and 8082 are replaced by free ones (two tests, or a node the
 //!   developer runs, may hold them); `RHIZOME_NODE` names the first, for the commands
 //!   written without `--node`, and a `serve` without `--listen` listens there.
 
@@ -98,11 +100,12 @@ impl Drop for Nodes {
 }
 
 /// The block as bash runs it: ports swapped, `serve` lines sent to the background.
-fn as_run(block: &TourBlock, ports: [u16; 2], dir: &Path, nodes: &Nodes, n: usize) -> String {
+fn as_run(block: &TourBlock, ports: [u16; 3], dir: &Path, nodes: &Nodes, n: usize) -> String {
     let text = block
         .script
         .replace("127.0.0.1:8080", &format!("127.0.0.1:{}", ports[0]))
         .replace("127.0.0.1:8081", &format!("127.0.0.1:{}", ports[1]))
+        .replace("127.0.0.1:8082", &format!("127.0.0.1:{}", ports[2]))
         .replace("\\\n", " ");
     let mut out = String::from("set -e\n");
     for (i, line) in text.lines().enumerate() {
@@ -152,7 +155,17 @@ fn the_readme_tour_runs_as_pasted_issue_16() {
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let ports = [free_port(), free_port()];
+    let ports = [free_port(), free_port(), free_port()];
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for folder in ["policies", "filters"] {
+        let copied = Command::new("cp")
+            .arg("-r")
+            .arg(repo.join(folder))
+            .arg(dir.path())
+            .status()
+            .expect("cp");
+        assert!(copied.success(), "copying {folder}/");
+    }
     let nodes = Nodes {
         pids: dir.path().join("nodes.pids"),
     };

@@ -139,6 +139,7 @@ pub fn render(s: &Value, url: &str) -> String {
             "NAME",
             "DIRECTION",
             "STATUS",
+            "SYSTEM",
             "PEER",
             "URL",
             "SENT",
@@ -160,11 +161,18 @@ fn link_row(l: &Value) -> Vec<String> {
     if !l["lastError"].is_null() && l["status"] != "connected" {
         note = format!("last error: {}", str_of(&l["lastError"]));
     }
+    // Who the peer proved to be; a claimed system id is only what it says.
+    let peer = match &l["peer"] {
+        p if p["authenticated"] == true => format!("{} (proven)", str_of(&p["name"])),
+        p if p.is_object() => str_of(&p["name"]),
+        _ => "-".to_owned(),
+    };
     vec![
         str_of(&l["name"]),
         str_of(&l["direction"]),
         str_of(&l["status"]),
         str_of(&l["remoteSystemId"]),
+        peer,
         str_of(&l["remoteUrl"]),
         str_of(&st["deltasSent"]),
         str_of(&st["deltasReceived"]),
@@ -192,6 +200,7 @@ mod tests {
                          "rejections": 1, "runtimeErrors": 0, "reloads": 2, "errors": []},
             "links": [{"name": "upstream", "direction": "outbound", "status": "connected",
                        "remoteSystemId": "node-a", "remoteUrl": "ws://a/federation",
+                       "peer": {"name": "upstream", "authenticated": true},
                        "stats": {"deltasSent": 0, "deltasReceived": 3, "deltasRejected": 1},
                        "lastError": null}]
         });
@@ -204,8 +213,8 @@ mod tests {
             "quarantine  2 deltas",
             "1 script, 4 evaluations (script runs), 1 rejection by scripts",
             "set 00c0ffee00c0ffee  (digest of the scripts in force",
-            "  NAME      DIRECTION  STATUS     PEER    URL",
-            "  upstream  outbound   connected  node-a  ws://a/federation  0     3         1",
+            "  NAME      DIRECTION  STATUS     SYSTEM  PEER               URL",
+            "  upstream  outbound   connected  node-a  upstream (proven)  ws://a/federation  0     3         1",
         ] {
             assert!(text.contains(want), "no {want:?} in:\n{text}");
         }

@@ -1,4 +1,4 @@
-//! What a key proof in the handshake signs (docs/PROTOCOL.md 6.7).
+//! What a key proof in the handshake signs (docs/PROTOCOL.md 6.8).
 //!
 //! Each side signs the same transcript, labelled with its own role: both system ids,
 //! both keys, both fresh nonces, the accepting side's link id and the link's parameters

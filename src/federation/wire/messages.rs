@@ -94,7 +94,7 @@ pub enum Message {
         last_seq: u64,
     },
     /// Extension: the connecting side's key proof, right after it verified the accepting
-    /// side's in hello_ack (docs/PROTOCOL.md 6.7).
+    /// side's in hello_ack (docs/PROTOCOL.md 6.8).
     Auth {
         proof: String,
     },
@@ -127,7 +127,7 @@ pub struct HelloExt {
     /// would refuse.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<WireLimits>,
-    /// Proving who each node is (docs/PROTOCOL.md 6.7): in hello the connecting side's
+    /// Proving who each node is (docs/PROTOCOL.md 6.8): in hello the connecting side's
     /// key and nonce; in hello_ack the accepting side's, with its proof.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthHello>,
