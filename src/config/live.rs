@@ -3,8 +3,8 @@
 //! Links are matched by name: a link whose table is unchanged is left alone (its
 //! connection is not touched), a removed one is disconnected, a new one is opened, a
 //! changed one is reopened with the new settings. Its name keys its resume cursor, so a
-//! reopened or restarted link continues where it was. `[trust]` and `scriptTimeoutMs`
-//! apply live too; other settings wait for a restart.
+//! reopened or restarted link continues where it was. `[trust]`, `[[peer]]` and
+//! `scriptTimeoutMs` apply live too; other settings wait for a restart.
 //!
 //! A reload acts only on a complete file: it waits until the file has stopped changing
 //! (`file_watch::read_settled`) and applies exactly the text it checked, and it
@@ -36,6 +36,8 @@ pub struct ConfigLinks {
 }
 
 struct State {
+    /// The file the node started with has been applied.
+    started: bool,
     file: NodeFile,
     links: BTreeMap<String, (LinkEntry, FederationLink)>,
 }
@@ -54,6 +56,7 @@ impl ConfigLinks {
             fed,
             path: path.to_owned(),
             state: Mutex::new(State {
+                started: false,
                 file: NodeFile::default(),
                 links: BTreeMap::new(),
             }),
@@ -114,7 +117,7 @@ impl ConfigLinks {
             ("filters", old.filters != file.filters),
             ("server", old.server != file.server),
         ];
-        let first = state.links.is_empty() && *old == NodeFile::default();
+        let first = !state.started;
         if !first {
             for (key, changed) in restart_only {
                 if changed {
@@ -124,6 +127,36 @@ impl ConfigLinks {
                     );
                 }
             }
+        }
+        // The node started with the file's peers; later edits replace them, keeping the
+        // peers added over the API. A clash (a name, key or token taken by one of those)
+        // refuses the whole file, before anything of it applies.
+        if !first && old.peers != file.peers {
+            let swapped = self.node().update_peers(|table| {
+                let mut next = table.clone();
+                for gone in &old.peers {
+                    next = next.without(&gone.name).unwrap_or(next);
+                }
+                for peer in &file.peers {
+                    next = next.with(peer.clone())?;
+                }
+                Ok(next)
+            });
+            if let Err(e) = swapped {
+                drop(state);
+                self.refuse(&format!("peer: {e}"));
+                return;
+            }
+            // A peer removed or changed is judged afresh: the links it opened are closed.
+            let mut closed = 0;
+            for gone in old.peers.iter().filter(|p| !file.peers.contains(p)) {
+                closed += self.fed.close_links_of_peer(&gone.name);
+            }
+            tracing::info!(
+                peers = file.peers.len(),
+                links_closed = closed,
+                "config peers reloaded"
+            );
         }
         if old.trust != file.trust {
             self.node().set_trust_policy(file.trust.clone());
@@ -175,6 +208,7 @@ impl ConfigLinks {
         }
         let changed = reopened.len();
         state.file = file;
+        state.started = true;
         if !first {
             tracing::info!(added, removed, changed, "config reloaded");
         }

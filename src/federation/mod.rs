@@ -177,6 +177,24 @@ impl Federation {
         }
     }
 
+    /// Closes the links the authenticated peer `name` opened to this node (it was
+    /// removed or changed: when it reconnects it is judged afresh). Returns how many.
+    pub fn close_links_of_peer(&self, name: &str) -> usize {
+        let mut closed = 0;
+        for link in self.get_federation_links() {
+            let theirs = link.shared.direction == Direction::Inbound
+                && link
+                    .shared
+                    .peer()
+                    .is_some_and(|p| p.authenticated && p.name == name);
+            if theirs {
+                link.disconnect();
+                closed += 1;
+            }
+        }
+        closed
+    }
+
     /// What `GET /links` shows.
     pub fn link_infos(&self) -> Vec<LinkInfo> {
         self.get_federation_links()

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use super::body::RequestBody;
 use super::error::ApiError;
 use crate::admission::PeerEntry;
-use crate::federation::{Direction, Federation};
+use crate::federation::Federation;
 
 pub(super) async fn list(State(fed): State<Federation>) -> Json<Value> {
     let peers: Vec<PeerEntry> = fed
@@ -65,18 +65,7 @@ pub(super) async fn remove(
                 .ok_or_else(|| format!("no peer named {name:?} (GET /peers lists them)"))
         })
         .map_err(ApiError::not_found)?;
-    let mut closed = 0;
-    for link in fed.get_federation_links() {
-        let info = link.info();
-        let theirs = info
-            .peer
-            .as_ref()
-            .is_some_and(|p| p.authenticated && p.name == name);
-        if info.direction == Direction::Inbound && theirs {
-            link.disconnect();
-            closed += 1;
-        }
-    }
+    let closed = fed.close_links_of_peer(&name);
     tracing::info!(peer = %name, links_closed = closed, "peer removed");
     Ok(Json(json!({ "removed": name, "linksClosed": closed })))
 }

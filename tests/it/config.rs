@@ -373,3 +373,76 @@ async fn a_config_file_written_in_two_halves_is_applied_whole_issue_14() {
         }
     }
 }
+
+/// `[[peer]]` tables are hot-reloaded: a peer added to the file is known at once, one
+/// removed has the links it opened closed (it is judged afresh when it reconnects), and
+/// a peer added over the API survives the reload; an edit that clashes with it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_peers_are_reloaded_and_a_removed_peer_loses_its_links() {
+    let hub = start_node("hub").await;
+    let spoke = start_node("spoke").await;
+    let api_key = rhizome::identity::NodeKey::generate().unwrap().public_hex();
+    hub.node()
+        .update_peers(|t| {
+            t.with(rhizome::PeerEntry {
+                name: "from-api".into(),
+                key: Some(api_key.clone()),
+                ..Default::default()
+            })
+        })
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rhizome.toml");
+    std::fs::write(&path, "link = []\n").unwrap();
+    let mut events = hub.node().events();
+    let _live = ConfigLinks::start(
+        hub.federation().clone(),
+        &path,
+        NodeFile::load(&path).unwrap(),
+    )
+    .unwrap();
+    let spoke_key = spoke.node().public_key();
+    std::fs::write(
+        &path,
+        format!("[[peer]]\nname = \"spoke\"\nkey = \"{spoke_key}\"\n"),
+    )
+    .unwrap();
+    assert!(wait_for(T, || hub.node().peers().get("spoke").is_some()).await);
+    assert!(hub.node().peers().get("from-api").is_some());
+    let link = spoke
+        .federation()
+        .connect_to_remote(&hub.url(), rhizome::LinkConfig::default())
+        .unwrap();
+    let as_spoke = || {
+        hub.federation().link_infos().iter().any(|l| {
+            l.peer
+                .as_ref()
+                .is_some_and(|p| p.name == "spoke" && p.authenticated)
+        })
+    };
+    assert!(wait_for(T, as_spoke).await);
+
+    // A clash with the API's peer: refused whole, nothing changes.
+    std::fs::write(
+        &path,
+        format!("[[peer]]\nname = \"from-api\"\nkey = \"{spoke_key}\"\n"),
+    )
+    .unwrap();
+    let refused = next_config_error(&mut events).await;
+    assert!(refused.contains("from-api"), "{refused}");
+    assert!(hub.node().peers().get("spoke").is_some());
+
+    // Removed from the file: its link is closed and it comes back anonymous.
+    std::fs::write(&path, "link = []\n").unwrap();
+    assert!(wait_for(T, || hub.node().peers().get("spoke").is_none()).await);
+    assert!(
+        wait_for(T, || !as_spoke()
+            && hub.federation().link_infos().iter().any(|l| l
+                .peer
+                .as_ref()
+                .is_some_and(|p| p.name == "anonymous")))
+        .await
+    );
+    assert!(wait_status(&link, LinkStatus::Connected, T).await);
+    assert!(hub.node().peers().get("from-api").is_some());
+}
