@@ -8,6 +8,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Extension;
 
+use super::auth::{Access, Refusals};
 use super::ConnectionStats;
 use crate::federation::{Federation, LinkStatsSnapshot, LinkStatus};
 
@@ -56,11 +57,13 @@ fn escape(v: &str) -> String {
 pub(super) async fn metrics(
     State(fed): State<Federation>,
     connections: Option<Extension<std::sync::Arc<ConnectionStats>>>,
+    Extension(refusals): Extension<std::sync::Arc<Refusals>>,
 ) -> impl IntoResponse {
     let mut text = render(&fed);
     if let Some(Extension(stats)) = connections {
         render_connections(&mut text, &stats);
     }
+    render_refusals(&mut text, &refusals);
     (
         [(
             header::CONTENT_TYPE,
@@ -112,6 +115,19 @@ fn render_connections(out: &mut String, stats: &ConnectionStats) {
         ),
     ] {
         Family::new(out, name, kind, help).sample(&[], value);
+    }
+}
+
+/// Requests refused for want of the right token (see [`super::auth`]).
+fn render_refusals(out: &mut String, refusals: &Refusals) {
+    let mut f = Family::new(
+        out,
+        "rhizome_http_unauthorized_total",
+        "counter",
+        "Requests answered 401 (no token, or not the one the route takes), by route class.",
+    );
+    for class in [Access::Read, Access::Write, Access::Admin] {
+        f.sample(&[("class", class.name())], refusals.get(class));
     }
 }
 

@@ -112,6 +112,14 @@ pub struct ServeArgs {
     /// version, `auto` to switch when a peer sends a legacy delta [default: auto].
     #[arg(long, value_enum, value_name = "FORM", help_heading = "Server")]
     pub inbound_pointer_form: Option<crate::args::PointerFormArg>,
+    /// A file holding the admin routes' bearer token [default: admin.token in the data
+    /// directory, made on first start; for --memory, one per start in the runtime folder].
+    #[arg(long, value_name = "FILE", help_heading = "Server")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Serve the admin routes (links, policies, quarantine, negate) only on this address,
+    /// e.g. loopback while --listen faces the network.
+    #[arg(long, value_name = "ADDR", help_heading = "Server")]
+    pub admin_listen: Option<String>,
     /// Not a flag of `serve`: caught to point at `--listen`.
     #[arg(long, value_name = "PORT", hide = true)]
     pub port: Option<String>,
@@ -151,6 +159,9 @@ impl ServeArgs {
         );
         if let Some(form) = self.inbound_pointer_form {
             server.pointer_form = form.into();
+        }
+        if self.admin_listen.is_some() {
+            server.admin_listen = self.admin_listen.clone();
         }
         if let Some(n) = self.max_connections {
             server.max_connections = n;
@@ -200,7 +211,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => NodeFile::load(path)?,
         None => NodeFile::default(),
     };
-    let (config, options) = args.node_config(&file)?;
+    let (config, mut options) = args.node_config(&file)?;
     crate::allocator::tune_for(&config.storage);
     let listen = args
         .listen
@@ -217,6 +228,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // IMPORTANT: before the store is opened, so that a busy port leaves no new database
     // (a fresh one preallocates a 64 MiB journal) behind.
     check_port_free(&listen)?;
+    if let Some(admin) = &options.admin_listen {
+        check_port_free(admin)?;
+    }
+    let mut token = crate::token::protect(
+        &mut options,
+        args.admin_token_file.as_deref(),
+        &config.storage,
+    )?;
     let node = Node::open(config)
         .await
         .with_context(|| format!("cannot open {store_desc}"))?;
@@ -226,11 +245,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let fed = Federation::new(node.clone(), options)?;
     let server = Server::bind(fed.clone(), &listen).await?;
     let shutdown = shutdown_signal();
+    let mut ports = vec![server.local_addr().port()];
+    ports.extend(server.admin_addr().map(|a| a.port()));
+    // Kept while serving: a node in memory's token files go when it stops.
+    let _token_files = token.publish(&ports)?;
+    match &token.file {
+        Some(file) => {
+            tracing::info!(file = %file.display(), "the admin routes take the token in this file")
+        }
+        None => tracing::info!("the admin routes take the configured token"),
+    }
     // Tests and scripts read this line to learn the port when --listen ends in :0.
-    println!(
-        "{}",
-        serde_json::json!({"listening": server.url(), "systemId": node.system_id()})
-    );
+    let mut listening = serde_json::json!({"listening": server.url(), "systemId": node.system_id(), "adminTokenFile": token.file});
+    if let Some(admin) = server.admin_addr() {
+        listening["adminListening"] = format!("http://{admin}").into();
+    }
+    println!("{listening}");
     for url in &args.connect {
         let link = fed
             .connect_to_remote(url, args.link.link_config())
