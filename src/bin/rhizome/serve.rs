@@ -33,7 +33,8 @@ Examples:
   rhizome serve --config node/rhizome.toml         a node set up by `rhizome init node`
 
 The client commands (put, query, status, ...) find the node with --node URL or the
-RHIZOME_NODE environment variable (default http://127.0.0.1:8080).
+RHIZOME_NODE environment variable (default http://127.0.0.1:8080), and its admin token
+beside its data directory (--data DIR, default ./data) or with --token / RHIZOME_TOKEN.
 RUST_LOG sets the log levels (default: info, the storage engine at warn).";
 
 #[derive(Debug, clap::Args)]

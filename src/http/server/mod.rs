@@ -1,7 +1,10 @@
 //! Binding the node's port and serving it until shutdown.
 //!
-//! One port serves the HTTP API (and, with federation, the WebSocket endpoint). What a
-//! client can hold there is bounded:
+//! One port serves the HTTP API (and, with federation, the WebSocket endpoint); with
+//! `adminListen`, a second port serves the API too and is the only one that answers the
+//! admin routes (see [`super::auth`]), with a small socket cap of its own. Both run the
+//! same accept loop, stop on the same signal, and count refusals together. What a
+//! client can hold on the main port is bounded:
 //! - sockets: at most a cap kept below the descriptor limit ([`fd_limit`]), plus a small
 //!   reserve that only answers `/status`, `/health` and `/metrics`, so a saturated node
 //!   still says so;
