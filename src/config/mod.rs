@@ -17,6 +17,10 @@
 //! headerTimeout = 30         # seconds to send a request head
 //! idleTimeout = 60           # seconds an HTTP connection may move no byte
 //! heartbeat = 30             # seconds
+//! adminToken = "..."         # admin routes' bearer token (default: data/admin.token)
+//! writeToken = "..."         # POST /deltas takes it when set
+//! readToken = "..."          # the read routes take it when set
+//! adminListen = "127.0.0.1:8090"  # admin routes served only there
 //!
 //! [limits]                 # what a delta may weigh, on every way in
 //! maxDeltaBytes = 1048576
@@ -100,6 +104,15 @@ pub struct ServerSection {
     /// Accept links from peers that did not authenticate (default: only when listening
     /// on a loopback address).
     pub allow_anonymous: Option<bool>,
+    /// The bearer token of the admin routes (default for `rhizome serve`: one made on
+    /// first start, in `admin.token` in the data directory).
+    pub admin_token: Option<String>,
+    /// The bearer token `POST /deltas` takes (default: open).
+    pub write_token: Option<String>,
+    /// The bearer token the read routes take (default: open).
+    pub read_token: Option<String>,
+    /// A second address (host:port) that alone serves the admin routes.
+    pub admin_listen: Option<String>,
 }
 
 /// One `[[link]]`: a name (unique), the peer's url, and the link config.
@@ -280,6 +293,10 @@ impl NodeFile {
             max_message_size: s.max_message_size.unwrap_or(d.max_message_size),
             pointer_form: s.pointer_form.unwrap_or(d.pointer_form),
             allow_anonymous: s.allow_anonymous.or(d.allow_anonymous),
+            admin_token: s.admin_token.clone(),
+            write_token: s.write_token.clone(),
+            read_token: s.read_token.clone(),
+            admin_listen: s.admin_listen.clone(),
         }
     }
 

@@ -150,6 +150,18 @@ pub struct ServerOptions {
     /// Accept links from peers that prove no configured identity (they are `anonymous`).
     /// `None`: only when the listener is on a loopback address ([`Federation::listening_on`]).
     pub allow_anonymous: Option<bool>,
+    /// The bearer token the admin routes of the HTTP API take (links, policies, the
+    /// quarantine, negation). `None` leaves them open: the default for a node built
+    /// in-process; the `rhizome` binary always sets one.
+    pub admin_token: Option<String>,
+    /// The bearer token `POST /deltas` takes (or the admin token); `None`: open.
+    pub write_token: Option<String>,
+    /// The bearer token the read routes take (or the admin token); `None`: open.
+    pub read_token: Option<String>,
+    /// A second address (host:port) that serves the admin routes; when set, the main
+    /// address answers them 403, so admin can stay on loopback while federation
+    /// listens on every interface.
+    pub admin_listen: Option<String>,
 }
 
 impl Default for ServerOptions {
@@ -165,6 +177,10 @@ impl Default for ServerOptions {
             max_message_size: super::wire::DEFAULT_MAX_MESSAGE_BYTES,
             pointer_form: PointerForm::Auto,
             allow_anonymous: None,
+            admin_token: None,
+            write_token: None,
+            read_token: None,
+            admin_listen: None,
         }
     }
 }

@@ -8,6 +8,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Extension;
 
+use super::auth::{Access, Refusals};
 use super::ConnectionStats;
 use crate::federation::{Federation, LinkStatsSnapshot, LinkStatus};
 
@@ -56,11 +57,13 @@ fn escape(v: &str) -> String {
 pub(super) async fn metrics(
     State(fed): State<Federation>,
     connections: Option<Extension<std::sync::Arc<ConnectionStats>>>,
+    Extension(refusals): Extension<std::sync::Arc<Refusals>>,
 ) -> impl IntoResponse {
     let mut text = render(&fed);
     if let Some(Extension(stats)) = connections {
         render_connections(&mut text, &stats);
     }
+    render_refusals(&mut text, &refusals);
     (
         [(
             header::CONTENT_TYPE,
@@ -115,6 +118,19 @@ fn render_connections(out: &mut String, stats: &ConnectionStats) {
     }
 }
 
+/// Requests refused for want of the right token (see [`super::auth`]).
+fn render_refusals(out: &mut String, refusals: &Refusals) {
+    let mut f = Family::new(
+        out,
+        "rhizome_http_unauthorized_total",
+        "counter",
+        "Requests answered 401 (no token, or not the one the route takes), by route class.",
+    );
+    for class in [Access::Read, Access::Write, Access::Admin] {
+        f.sample(&[("class", class.name())], refusals.get(class));
+    }
+}
+
 pub fn render(fed: &Federation) -> String {
     let node = fed.node();
     let mut out = String::new();
@@ -148,6 +164,21 @@ pub fn render(fed: &Federation) -> String {
         "Deltas held in quarantine.",
     )
     .sample(&[], store.quarantine_len());
+    let refused = fed.auth_refusals();
+    let mut f = Family::new(
+        &mut out,
+        "rhizome_link_auth_refusals_total",
+        "counter",
+        "Links refused for who the peer is: anonymous (it proved no configured identity and none are accepted) or failed (a proof or token that does not hold, a key other than expected).",
+    );
+    f.sample(
+        &[("reason", "anonymous")],
+        refused.anonymous.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    f.sample(
+        &[("reason", "failed")],
+        refused.failed.load(std::sync::atomic::Ordering::Relaxed),
+    );
     let storage = store.health();
     Family::new(
         &mut out,

@@ -12,7 +12,11 @@
 //! - `/policies`, `/quarantine` (see [`policies`])
 //! - `/links` (see [`links`]) and the federation WebSocket endpoint (`/federation` by default)
 //! - `/peers` (see [`peers`]): the peers known by key or token
+//!
+//! Which token each route takes is said in one place, [`auth::access`]; a new route is an
+//! admin route until it is named there.
 
+pub mod auth;
 mod body;
 mod connections;
 mod error;
@@ -26,6 +30,8 @@ pub mod server;
 mod stream;
 mod upgrade;
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
@@ -35,6 +41,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use auth::{AdminRoutes, Refusals};
 use body::RequestBody;
 pub use connections::{ConnectionStats, ConnectionStatsSnapshot};
 pub use error::ApiError;
@@ -50,9 +57,15 @@ use crate::store::{self, Seq};
 const DEFAULT_LIMIT: usize = 1000;
 const MAX_LIMIT: usize = 100_000;
 
-/// The API routes over a node and its links.
-pub fn router(fed: Federation) -> Router {
+/// The API routes over a node and its links, behind the tokens of `fed`'s options
+/// (see [`auth`]); `refusals` counts the requests refused for want of one.
+pub fn router(fed: Federation, admin_routes: AdminRoutes, refusals: Arc<Refusals>) -> Router {
     let body_limit = fed.node().limits().max_request_bytes();
+    let gate = Arc::new(auth::Gate::new(
+        fed.options(),
+        admin_routes,
+        refusals.clone(),
+    ));
     Router::new()
         .route("/deltas", post(post_deltas).get(get_deltas))
         .route("/query", post(post_query))
@@ -74,8 +87,14 @@ pub fn router(fed: Federation) -> Router {
         .route("/quarantine", get(policies::quarantine))
         .route("/quarantine/replay", post(policies::replay))
         .route(&fed.options().path.clone(), any(upgrade::upgrade))
+        // IMPORTANT: after every route: a route layer covers the routes added before it.
+        .route_layer(axum::middleware::from_fn_with_state(
+            gate,
+            auth::require_token,
+        ))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::Extension(refusals))
         .layer(axum::middleware::from_fn(origin::same_origin_only))
         .with_state(fed)
 }

@@ -7,6 +7,7 @@
 
 mod common;
 
+mod admin_auth;
 mod architecture;
 mod cli;
 mod cli_link;

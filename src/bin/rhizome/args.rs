@@ -1,8 +1,12 @@
-//! Flags shared by several subcommands: where the node is, and how a link opened from
+//! Flags shared by several subcommands: where the node is (and its token), and how a link opened from
 //! the command line syncs. Each converts to the library's own type, so a subcommand
 //! never interprets a flag's text itself.
 
+use std::path::PathBuf;
+
 use rhizome::federation::{InitialSync, LinkConfig, PointerForm, SyncMode};
+
+use crate::client::Client;
 
 /// Where the client subcommands find the node.
 #[derive(Debug, Clone, clap::Args)]
@@ -16,6 +20,49 @@ pub struct NodeArg {
         value_parser = node_url
     )]
     pub url: String,
+    /// The node's bearer token [default: found beside the node, see --data].
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "RHIZOME_TOKEN",
+        hide_env_values = true,
+        help_heading = "Token"
+    )]
+    pub token: Option<String>,
+    /// A file holding the node's bearer token.
+    #[arg(long, value_name = "FILE", help_heading = "Token")]
+    pub token_file: Option<PathBuf>,
+    /// The node's data directory, whose admin.token is sent [default: ./data, for a
+    /// node on this machine].
+    #[arg(long, value_name = "DIR", help_heading = "Token")]
+    pub data: Option<PathBuf>,
+    /// The node's config file: its adminToken, or its data directory's admin.token, is
+    /// sent.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "data",
+        help_heading = "Token"
+    )]
+    pub config: Option<PathBuf>,
+}
+
+impl NodeArg {
+    /// A client of the node, with the token these flags find (see `token`).
+    ///
+    /// # Errors
+    /// When a token named by a flag cannot be read.
+    pub fn client(&self) -> anyhow::Result<Client> {
+        let found = crate::token::Sources {
+            token: self.token.as_deref(),
+            token_file: self.token_file.as_deref(),
+            data: self.data.as_deref(),
+            config: self.config.as_deref(),
+            node: &self.url,
+        }
+        .find()?;
+        Ok(Client::new(&self.url).with_token(found))
+    }
 }
 
 /// A node's URL as given to `--node`: `host:port` (what `--listen` takes, and what an

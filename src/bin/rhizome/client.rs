@@ -2,8 +2,9 @@
 //! `status`, `link` and `quarantine` use, and how they print its answers (one JSON value
 //! per line, so their output pipes into `jq` or back into `rhizome put`).
 //!
-//! Every failure says which it was: no node answering, the node refusing the request
-//! (with the field it blamed), or an answer that is not JSON.
+//! Every failure says which it was: no node answering, the node wanting a token (and
+//! where this client looked for one), the node refusing the request (with the field it
+//! blamed), or an answer that is not JSON.
 
 use serde_json::Value;
 
@@ -25,6 +26,14 @@ pub enum ClientError {
         /// The request field the node blamed, when it named one.
         field: Option<String>,
     },
+    #[error(
+        "the node requires a token: pass --token, set RHIZOME_TOKEN, or run beside its data dir (--data DIR); {tried}; the node said: {message}"
+    )]
+    Unauthorized {
+        message: String,
+        /// Which token was sent, or where none was found.
+        tried: String,
+    },
     #[error("request to {url} failed: {source}")]
     Http { url: String, source: reqwest::Error },
     #[error("the node sent a response that is not JSON: {0}")]
@@ -35,6 +44,10 @@ pub enum ClientError {
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    /// Sent as `Authorization: Bearer` on every request.
+    token: Option<String>,
+    /// Where the token came from, or where none was found: what a 401 tells the user.
+    tried: String,
 }
 
 impl Client {
@@ -43,6 +56,26 @@ impl Client {
         Client {
             base: base.trim_end_matches('/').to_owned(),
             http: reqwest::Client::new(),
+            token: None,
+            tried: "no token given".to_owned(),
+        }
+    }
+
+    /// This client, sending the token found (see `token`).
+    pub fn with_token(mut self, found: crate::token::Found) -> Client {
+        self.token = found.token;
+        self.tried = if self.token.is_some() {
+            format!("the token sent (from {}) was not accepted", found.tried)
+        } else {
+            found.tried
+        };
+        self
+    }
+
+    fn authorized(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
         }
     }
 
@@ -52,7 +85,11 @@ impl Client {
     /// [`ClientError`] saying whether the node is down, refused the request or answered badly.
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
         let url = format!("{}{path}", self.base);
-        let res = self.http.post(&url).json(body).send().await;
+        let res = self
+            .authorized(self.http.post(&url))
+            .json(body)
+            .send()
+            .await;
         self.answer(url, res).await
     }
 
@@ -62,7 +99,11 @@ impl Client {
     /// As [`Client::post`].
     pub async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, ClientError> {
         let url = format!("{}{path}", self.base);
-        let res = self.http.get(&url).query(query).send().await;
+        let res = self
+            .authorized(self.http.get(&url))
+            .query(query)
+            .send()
+            .await;
         self.answer(url, res).await
     }
 
@@ -73,7 +114,7 @@ impl Client {
     /// As [`Client::post`].
     pub async fn delete(&self, path: &str) -> Result<Value, ClientError> {
         let url = format!("{}{path}", self.base);
-        let res = self.http.delete(&url).send().await;
+        let res = self.authorized(self.http.delete(&url)).send().await;
         self.answer(url, res).await
     }
 
@@ -126,10 +167,15 @@ impl Client {
             serde_json::from_str(&text)
                 .map_err(|_| ClientError::BadResponse(text.chars().take(200).collect()))?
         };
+        let field = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_owned);
         if status.is_success() {
             Ok(body)
+        } else if status == reqwest::StatusCode::UNAUTHORIZED {
+            Err(ClientError::Unauthorized {
+                message: field("message").unwrap_or_default(),
+                tried: self.tried.clone(),
+            })
         } else {
-            let field = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_owned);
             Err(ClientError::Api {
                 status: status.as_u16(),
                 code: field("error").unwrap_or_else(|| status.as_str().to_owned()),

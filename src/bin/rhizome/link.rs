@@ -8,7 +8,7 @@ use rhizome::federation::{LinkConfig, ReconnectConfig};
 use rhizome::DeltaFilter;
 
 use crate::args::NodeArg;
-use crate::client::{print_line, urlencode, Client};
+use crate::client::{print_line, urlencode};
 
 #[derive(Debug, clap::Args)]
 pub struct LinkArgs {
@@ -105,7 +105,7 @@ pub async fn run(args: LinkArgs) -> anyhow::Result<()> {
 }
 
 async fn list(args: ListArgs) -> anyhow::Result<()> {
-    let answer = Client::new(&args.node.url).get("/links", &[]).await?;
+    let answer = args.node.client()?.get("/links", &[]).await?;
     let links = answer
         .get("links")
         .and_then(Value::as_array)
@@ -116,7 +116,9 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
 
 async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     let body = json!({"url": args.remote, "config": args.link_config()});
-    let link = Client::new(&args.node.url)
+    let link = args
+        .node
+        .client()?
         .post("/links", &body)
         .await
         .with_context(|| format!("cannot open a link to {}", args.remote))?;
@@ -127,7 +129,9 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
 /// `pause` or `resume`: both answer with the link.
 async fn control(args: IdArgs, action: &str) -> anyhow::Result<()> {
     let path = format!("/links/{}/{action}", urlencode(&args.id));
-    let link = Client::new(&args.node.url)
+    let link = args
+        .node
+        .client()?
         .post(&path, &json!({}))
         .await
         .with_context(|| format!("cannot {action} link {}", args.id))?;
@@ -136,7 +140,8 @@ async fn control(args: IdArgs, action: &str) -> anyhow::Result<()> {
 }
 
 async fn disconnect(args: IdArgs) -> anyhow::Result<()> {
-    Client::new(&args.node.url)
+    args.node
+        .client()?
         .delete(&format!("/links/{}", urlencode(&args.id)))
         .await
         .with_context(|| format!("cannot disconnect link {}", args.id))?;

@@ -10,6 +10,8 @@
 //! - `client`: the HTTP client behind the subcommands that talk to a running node.
 //! - `init`, `serve`, `put` (and `negate`), `query` (and `get`), `status`, `link`,
 //!   `policy`, `quarantine`: one subcommand each.
+//! - `token`: where a node's admin token lives (`serve`) and how the client commands
+//!   find it.
 //! - `table`: aligned columns and binary sizes for the readable output of `status` and
 //!   `quarantine list`.
 //! - `logging`: the escaping field formatter of `serve`'s text log.
@@ -30,6 +32,7 @@ mod query;
 mod serve;
 mod status;
 mod table;
+mod token;
 
 use std::process::ExitCode;
 

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use rhizome::PeerEntry;
 
 use crate::args::NodeArg;
-use crate::client::{print_line, urlencode, Client};
+use crate::client::{print_line, urlencode};
 
 #[derive(Debug, clap::Args)]
 pub struct PeerArgs {
@@ -77,7 +77,7 @@ pub async fn run(args: PeerArgs) -> anyhow::Result<()> {
 }
 
 async fn list(args: ListArgs) -> anyhow::Result<()> {
-    let answer = Client::new(&args.node.url).get("/peers", &[]).await?;
+    let answer = args.node.client()?.get("/peers", &[]).await?;
     let peers = answer
         .get("peers")
         .and_then(Value::as_array)
@@ -94,7 +94,9 @@ async fn add(args: AddArgs) -> anyhow::Result<()> {
         systems: args.systems,
         relays: args.relays,
     };
-    let added = Client::new(&args.node.url)
+    let added = args
+        .node
+        .client()?
         .post("/peers", &json!(entry))
         .await
         .with_context(|| format!("cannot add peer {}", args.name))?;
@@ -103,7 +105,9 @@ async fn add(args: AddArgs) -> anyhow::Result<()> {
 }
 
 async fn remove(args: RemoveArgs) -> anyhow::Result<()> {
-    let answer = Client::new(&args.node.url)
+    let answer = args
+        .node
+        .client()?
         .delete(&format!("/peers/{}", urlencode(&args.name)))
         .await
         .with_context(|| format!("cannot remove peer {}", args.name))?;

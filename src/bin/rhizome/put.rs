@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
 use crate::args::NodeArg;
-use crate::client::{print_line, urlencode, Client};
+use crate::client::{print_line, urlencode};
 
 #[derive(Debug, clap::Args)]
 pub struct PutArgs {
@@ -36,7 +36,7 @@ pub struct NegateArgs {
 }
 
 pub async fn run(args: PutArgs) -> anyhow::Result<()> {
-    let client = Client::new(&args.node.url);
+    let client = args.node.client()?;
     let bodies = match &args.author {
         Some(author) => {
             let pointers = args
@@ -71,7 +71,7 @@ pub async fn run(args: PutArgs) -> anyhow::Result<()> {
 }
 
 pub async fn negate(args: NegateArgs) -> anyhow::Result<()> {
-    let client = Client::new(&args.node.url);
+    let client = args.node.client()?;
     let mut body = json!({});
     if let Some(a) = args.author {
         body["author"] = json!(a);

@@ -5,7 +5,7 @@ use anyhow::Context;
 use serde_json::Value;
 
 use crate::args::NodeArg;
-use crate::client::{print_line, Client};
+use crate::client::print_line;
 use crate::table;
 
 #[derive(Debug, clap::Args)]
@@ -57,7 +57,7 @@ pub async fn run(args: QuarantineArgs) -> anyhow::Result<()> {
 }
 
 async fn list(args: ListArgs) -> anyhow::Result<()> {
-    let client = Client::new(&args.node.url);
+    let client = args.node.client()?;
     let wanted = args.limit.unwrap_or(usize::MAX);
     let mut after = args.after;
     let mut shown = 0usize;
@@ -135,7 +135,9 @@ fn ago(at: u64) -> String {
 }
 
 async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
-    let report = Client::new(&args.node.url)
+    let report = args
+        .node
+        .client()?
         .replay_quarantine()
         .await
         .context("cannot replay the quarantine")?;

@@ -33,7 +33,8 @@ Examples:
   rhizome serve --config node/rhizome.toml         a node set up by `rhizome init node`
 
 The client commands (put, query, status, ...) find the node with --node URL or the
-RHIZOME_NODE environment variable (default http://127.0.0.1:8080).
+RHIZOME_NODE environment variable (default http://127.0.0.1:8080), and its admin token
+beside its data directory (--data DIR, default ./data) or with --token / RHIZOME_TOKEN.
 RUST_LOG sets the log levels (default: info, the storage engine at warn).";
 
 #[derive(Debug, clap::Args)]
@@ -124,6 +125,14 @@ pub struct ServeArgs {
     /// filters/push/NAME/.
     #[arg(long = "peer", value_name = "NAME=KEY", help_heading = "Peers")]
     pub peers: Vec<String>,
+    /// A file holding the admin routes' bearer token [default: admin.token in the data
+    /// directory, made on first start; for --memory, one per start in the runtime folder].
+    #[arg(long, value_name = "FILE", help_heading = "Server")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Serve the admin routes (links, policies, quarantine, negate) only on this address,
+    /// e.g. loopback while --listen faces the network.
+    #[arg(long, value_name = "ADDR", help_heading = "Server")]
+    pub admin_listen: Option<String>,
     /// Not a flag of `serve`: caught to point at `--listen`.
     #[arg(long, value_name = "PORT", hide = true)]
     pub port: Option<String>,
@@ -163,6 +172,9 @@ impl ServeArgs {
         );
         if let Some(form) = self.inbound_pointer_form {
             server.pointer_form = form.into();
+        }
+        if self.admin_listen.is_some() {
+            server.admin_listen = self.admin_listen.clone();
         }
         if let Some(n) = self.max_connections {
             server.max_connections = n;
@@ -227,7 +239,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => NodeFile::load(path)?,
         None => NodeFile::default(),
     };
-    let (config, options) = args.node_config(&file)?;
+    let (config, mut options) = args.node_config(&file)?;
     crate::allocator::tune_for(&config.storage);
     let listen = args
         .listen
@@ -244,6 +256,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // IMPORTANT: before the store is opened, so that a busy port leaves no new database
     // (a fresh one preallocates a 64 MiB journal) behind.
     check_port_free(&listen)?;
+    if let Some(admin) = &options.admin_listen {
+        check_port_free(admin)?;
+    }
+    let mut token = crate::token::protect(
+        &mut options,
+        args.admin_token_file.as_deref(),
+        &config.storage,
+    )?;
     let node = Node::open(config)
         .await
         .with_context(|| format!("cannot open {store_desc}"))?;
@@ -254,11 +274,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let server = Server::bind(fed.clone(), &listen).await?;
     say_who_may_link(&fed, server.local_addr());
     let shutdown = shutdown_signal();
+    let mut ports = vec![server.local_addr().port()];
+    ports.extend(server.admin_addr().map(|a| a.port()));
+    // Kept while serving: a node in memory's token files go when it stops.
+    let _token_files = token.publish(&ports)?;
+    match &token.file {
+        Some(file) => {
+            tracing::info!(file = %file.display(), "the admin routes take the token in this file")
+        }
+        None => tracing::info!("the admin routes take the configured token"),
+    }
     // Tests and scripts read this line to learn the port when --listen ends in :0.
-    println!(
-        "{}",
-        serde_json::json!({"listening": server.url(), "systemId": node.system_id()})
-    );
+    let mut listening = serde_json::json!({"listening": server.url(), "systemId": node.system_id(), "adminTokenFile": token.file});
+    if let Some(admin) = server.admin_addr() {
+        listening["adminListening"] = format!("http://{admin}").into();
+    }
+    println!("{listening}");
     for url in &args.connect {
         let link = fed
             .connect_to_remote(url, args.link.link_config())

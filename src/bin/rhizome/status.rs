@@ -4,7 +4,6 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
-use crate::client::Client;
 use crate::table;
 
 #[derive(Debug, clap::Args)]
@@ -17,7 +16,7 @@ pub struct StatusArgs {
 }
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
-    let client = Client::new(&args.node.url);
+    let client = args.node.client()?;
     let s = client.get("/status", &[]).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&s)?);

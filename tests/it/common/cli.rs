@@ -22,6 +22,10 @@ pub struct Serving {
     /// `http://ADDR`, what the client commands take as `--node`.
     pub url: String,
     pub system_id: String,
+    /// The file holding its admin token, as its first line says (`None` when configured).
+    pub admin_token_file: Option<std::path::PathBuf>,
+    /// `http://ADDR` of its `--admin-listen` address, when it has one.
+    pub admin_url: Option<String>,
     /// The lines it prints after the first (`--events`), read as they come: the pipe
     /// stays open, so printing never fails while the test runs.
     stdout: mpsc::Receiver<String>,
@@ -75,6 +79,8 @@ impl Serving {
             child,
             url: v["listening"].as_str().expect("listening url").to_owned(),
             system_id: v["systemId"].as_str().expect("system id").to_owned(),
+            admin_token_file: v["adminTokenFile"].as_str().map(Into::into),
+            admin_url: v["adminListening"].as_str().map(str::to_owned),
             stdout: rx,
         })
     }
