@@ -17,6 +17,9 @@
 //! headerTimeout = 30         # seconds to send a request head
 //! idleTimeout = 60           # seconds an HTTP connection may move no byte
 //! heartbeat = 30             # seconds
+//! tlsCert = "cert.pem"       # with tlsKey: serve https and wss (PEM files)
+//! tlsKey = "key.pem"
+//! tlsCa = "ca.pem"           # trusted by wss:// links besides the system's roots
 //!
 //! [limits]                 # what a delta may weigh, on every way in
 //! maxDeltaBytes = 1048576
@@ -97,6 +100,12 @@ pub struct ServerSection {
     pub max_message_size: Option<usize>,
     /// The pointer form inbound links send in: `current`, `legacy` or `auto` (default).
     pub pointer_form: Option<PointerForm>,
+    /// PEM certificate chain (leaf first): with `tlsKey`, the port serves https and wss.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tlsCert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s) that `wss://` links trust besides the system's roots.
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// One `[[link]]`: a name (unique), the peer's url, and the link config.
@@ -167,9 +176,16 @@ impl NodeFile {
             message,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut file.data, &mut file.policies, &mut file.filters]
-            .into_iter()
-            .flatten()
+        for p in [
+            &mut file.data,
+            &mut file.policies,
+            &mut file.filters,
+            &mut file.server.tls_cert,
+            &mut file.server.tls_key,
+            &mut file.server.tls_ca,
+        ]
+        .into_iter()
+        .flatten()
         {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -271,6 +287,9 @@ impl NodeFile {
                 .unwrap_or(d.handshake_timeout),
             max_message_size: s.max_message_size.unwrap_or(d.max_message_size),
             pointer_form: s.pointer_form.unwrap_or(d.pointer_form),
+            // Read from their files by the caller, who may override them with flags.
+            tls: None,
+            client_tls: None,
         }
     }
 

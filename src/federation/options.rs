@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::filter::DeltaFilter;
+use crate::tls::{ClientTls, ServerTls};
 
 /// Which way deltas flow, from the connecting side's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -143,6 +144,10 @@ pub struct ServerOptions {
     pub max_message_size: usize,
     /// The pointer form of what inbound links send (links we dial have their own).
     pub pointer_form: PointerForm,
+    /// With a certificate, the port speaks only TLS: `https` for the API, `wss` for links.
+    pub tls: Option<ServerTls>,
+    /// What the `wss://` links this node dials trust; `None`: the system's roots.
+    pub client_tls: Option<ClientTls>,
 }
 
 impl Default for ServerOptions {
@@ -157,6 +162,8 @@ impl Default for ServerOptions {
             handshake_timeout: Duration::from_secs(10),
             max_message_size: super::wire::DEFAULT_MAX_MESSAGE_BYTES,
             pointer_form: PointerForm::Auto,
+            tls: None,
+            client_tls: None,
         }
     }
 }

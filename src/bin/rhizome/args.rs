@@ -16,6 +16,9 @@ pub struct NodeArg {
         value_parser = node_url
     )]
     pub url: String,
+    /// A CA certificate (PEM) to trust for an `https://` node, besides the system's roots.
+    #[arg(long = "tls-ca", value_name = "FILE", env = "RHIZOME_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 /// A node's URL as given to `--node`: `host:port` (what `--listen` takes, and what an

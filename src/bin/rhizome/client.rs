@@ -2,10 +2,14 @@
 //! `status`, `link` and `quarantine` use, and how they print its answers (one JSON value
 //! per line, so their output pipes into `jq` or back into `rhizome put`).
 //!
-//! Every failure says which it was: no node answering, the node refusing the request
-//! (with the field it blamed), or an answer that is not JSON.
+//! Every failure says which it was: no node answering, a certificate we do not accept,
+//! the node refusing the request (with the field it blamed), or an answer that is not
+//! JSON. An `https://` node is verified against the system's roots and `--tls-ca`.
 
 use serde_json::Value;
+
+use crate::args::NodeArg;
+use rhizome::tls::{self, ClientTls};
 
 /// Why a request to the node failed.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +33,14 @@ pub enum ClientError {
     Http { url: String, source: reqwest::Error },
     #[error("the node sent a response that is not JSON: {0}")]
     BadResponse(String),
+    #[error("the node at {url} presented a certificate we do not accept: {reason} ({hint})")]
+    Certificate {
+        url: String,
+        reason: String,
+        hint: &'static str,
+    },
+    #[error("cannot set up TLS for {url}: {reason}")]
+    Tls { url: String, reason: String },
 }
 
 /// The client of one node, by the base URL of its HTTP API.
@@ -38,12 +50,28 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for the node at `base` (for example `http://127.0.0.1:8080`).
-    pub fn new(base: &str) -> Client {
-        Client {
-            base: base.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::new(),
-        }
+    /// A client for the node `node` names (for example `http://127.0.0.1:8080`).
+    ///
+    /// # Errors
+    /// [`ClientError::Tls`] for an `https://` node when the CA file cannot be used or
+    /// nothing would be trusted.
+    pub fn new(node: &NodeArg) -> Result<Client, ClientError> {
+        let base = node.url.trim_end_matches('/').to_owned();
+        let tls_failed = |reason: String| ClientError::Tls {
+            url: base.clone(),
+            reason,
+        };
+        let http = if base.starts_with("https://") {
+            let trust =
+                ClientTls::new(node.tls_ca.as_deref()).map_err(|e| tls_failed(e.to_string()))?;
+            reqwest::Client::builder()
+                .use_preconfigured_tls(rustls::ClientConfig::clone(trust.config()))
+                .build()
+                .map_err(|e| tls_failed(e.to_string()))?
+        } else {
+            reqwest::Client::new()
+        };
+        Ok(Client { base, http })
     }
 
     /// POSTs JSON to `path` and returns the JSON answer.
@@ -103,7 +131,13 @@ impl Client {
         res: reqwest::Result<reqwest::Response>,
     ) -> Result<Value, ClientError> {
         let res = res.map_err(|source| {
-            if source.is_connect() {
+            if let Some(cert) = tls::certificate_error(&source) {
+                ClientError::Certificate {
+                    url: self.base.clone(),
+                    reason: cert.to_string(),
+                    hint: tls::certificate_hint(cert),
+                }
+            } else if source.is_connect() {
                 ClientError::Unreachable {
                     url: self.base.clone(),
                     source,

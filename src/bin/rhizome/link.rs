@@ -105,7 +105,7 @@ pub async fn run(args: LinkArgs) -> anyhow::Result<()> {
 }
 
 async fn list(args: ListArgs) -> anyhow::Result<()> {
-    let answer = Client::new(&args.node.url).get("/links", &[]).await?;
+    let answer = Client::new(&args.node)?.get("/links", &[]).await?;
     let links = answer
         .get("links")
         .and_then(Value::as_array)
@@ -116,7 +116,7 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
 
 async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     let body = json!({"url": args.remote, "config": args.link_config()});
-    let link = Client::new(&args.node.url)
+    let link = Client::new(&args.node)?
         .post("/links", &body)
         .await
         .with_context(|| format!("cannot open a link to {}", args.remote))?;
@@ -127,7 +127,7 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
 /// `pause` or `resume`: both answer with the link.
 async fn control(args: IdArgs, action: &str) -> anyhow::Result<()> {
     let path = format!("/links/{}/{action}", urlencode(&args.id));
-    let link = Client::new(&args.node.url)
+    let link = Client::new(&args.node)?
         .post(&path, &json!({}))
         .await
         .with_context(|| format!("cannot {action} link {}", args.id))?;
@@ -136,7 +136,7 @@ async fn control(args: IdArgs, action: &str) -> anyhow::Result<()> {
 }
 
 async fn disconnect(args: IdArgs) -> anyhow::Result<()> {
-    Client::new(&args.node.url)
+    Client::new(&args.node)?
         .delete(&format!("/links/{}", urlencode(&args.id)))
         .await
         .with_context(|| format!("cannot disconnect link {}", args.id))?;

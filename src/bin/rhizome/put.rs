@@ -36,7 +36,7 @@ pub struct NegateArgs {
 }
 
 pub async fn run(args: PutArgs) -> anyhow::Result<()> {
-    let client = Client::new(&args.node.url);
+    let client = Client::new(&args.node)?;
     let bodies = match &args.author {
         Some(author) => {
             let pointers = args
@@ -71,7 +71,7 @@ pub async fn run(args: PutArgs) -> anyhow::Result<()> {
 }
 
 pub async fn negate(args: NegateArgs) -> anyhow::Result<()> {
-    let client = Client::new(&args.node.url);
+    let client = Client::new(&args.node)?;
     let mut body = json!({});
     if let Some(a) = args.author {
         body["author"] = json!(a);

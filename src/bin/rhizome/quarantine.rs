@@ -57,7 +57,7 @@ pub async fn run(args: QuarantineArgs) -> anyhow::Result<()> {
 }
 
 async fn list(args: ListArgs) -> anyhow::Result<()> {
-    let client = Client::new(&args.node.url);
+    let client = Client::new(&args.node)?;
     let wanted = args.limit.unwrap_or(usize::MAX);
     let mut after = args.after;
     let mut shown = 0usize;
@@ -135,7 +135,7 @@ fn ago(at: u64) -> String {
 }
 
 async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
-    let report = Client::new(&args.node.url)
+    let report = Client::new(&args.node)?
         .replay_quarantine()
         .await
         .context("cannot replay the quarantine")?;

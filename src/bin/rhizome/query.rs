@@ -69,7 +69,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
             "--since {since} is after --until {until}: no timestamp is in that range (both bounds are inclusive)"
         );
     }
-    let client = Client::new(&args.node.url);
+    let client = Client::new(&args.node)?;
     let mut params: Vec<(&str, String)> = Vec::new();
     let pairs = [
         ("author", args.author),
@@ -110,7 +110,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
 }
 
 pub async fn get(args: GetArgs) -> anyhow::Result<()> {
-    let client = Client::new(&args.node.url);
+    let client = Client::new(&args.node)?;
     print_line(
         &client
             .get(&format!("/deltas/{}", urlencode(&args.id)), &[])

@@ -17,7 +17,7 @@ pub struct StatusArgs {
 }
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
-    let client = Client::new(&args.node.url);
+    let client = Client::new(&args.node)?;
     let s = client.get("/status", &[]).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&s)?);

@@ -1,7 +1,8 @@
 //! Binding the node's port and serving it until shutdown.
 //!
-//! One port serves the HTTP API (and, with federation, the WebSocket endpoint). What a
-//! client can hold there is bounded:
+//! One port serves the HTTP API (and, with federation, the WebSocket endpoint), in
+//! plain TCP or, given a certificate, only in TLS. What a client can hold there is
+//! bounded:
 //! - sockets: at most a cap kept below the descriptor limit ([`fd_limit`]), plus a small
 //!   reserve that only answers `/status`, `/health` and `/metrics`, so a saturated node
 //!   still says so;
@@ -77,12 +78,16 @@ impl Server {
             header_timeout: options.header_timeout,
             idle_timeout: options.idle_timeout,
             cap,
+            tls: options
+                .tls
+                .as_ref()
+                .map(|t| tokio_rustls::TlsAcceptor::from(t.config().clone())),
         });
         let (stop, stopped) = watch::channel(false);
         let (task_tx, tasks) = mpsc::channel(1);
         let places = accept::Places::new(cap, fd_limit::RESERVE);
         let accept = tokio::spawn(accept::run(listener, shared, places, stopped, task_tx));
-        tracing::info!(%addr, system_id = fed.node().system_id(), max_sockets = cap, fd_limit, "serving");
+        tracing::info!(%addr, system_id = fed.node().system_id(), max_sockets = cap, fd_limit, tls = options.tls.is_some(), "serving");
         Ok(Server {
             addr,
             fed,
@@ -97,9 +102,14 @@ impl Server {
         self.addr
     }
 
-    /// `http://ADDR`
+    /// `http://ADDR`, or `https://ADDR` when the port speaks TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.fed.options().tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn node(&self) -> &Node {
