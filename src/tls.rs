@@ -190,30 +190,31 @@ fn system_roots() -> &'static RootCertStore {
     })
 }
 
-/// The certificate problem behind a failed TLS connection, if that is why it failed:
-/// the rustls error inside `err` or its sources (I/O errors included, where rustls's
-/// errors travel).
-pub fn certificate_error<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
+/// The TLS error behind a failed connection, if TLS is why it failed: the rustls error
+/// inside `err` or its sources. rustls's errors travel inside I/O errors, sometimes
+/// nested, whose `source` skips them, so those are opened by hand.
+pub fn rustls_error<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
     let mut next = Some(err);
     while let Some(e) = next {
-        let inner = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .map(|i| i as &(dyn StdError + 'static));
-        for candidate in [Some(e), inner].into_iter().flatten() {
-            if let Some(r @ rustls::Error::InvalidCertificate(_)) =
-                candidate.downcast_ref::<rustls::Error>()
-            {
-                return Some(r);
-            }
+        if let Some(r) = e.downcast_ref::<rustls::Error>() {
+            return Some(r);
         }
-        next = inner.and_then(StdError::source).or_else(|| e.source());
+        next = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|i| i as &(dyn StdError + 'static)),
+            None => e.source(),
+        };
     }
     None
 }
 
-/// Tells, for an invalid-certificate error, what the operator can do about it.
-pub fn certificate_hint(err: &rustls::Error) -> &'static str {
+/// Whether the peer's certificate is what failed: no retry changes that, only an
+/// operator (trusting its CA, or the peer fixing its certificate).
+pub fn is_certificate_error(err: &rustls::Error) -> bool {
+    matches!(err, rustls::Error::InvalidCertificate(_))
+}
+
+/// What the operator can do about a TLS error.
+pub fn hint(err: &rustls::Error) -> &'static str {
     use rustls::CertificateError as C;
     match err {
         rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => {
@@ -225,7 +226,13 @@ pub fn certificate_hint(err: &rustls::Error) -> &'static str {
         rustls::Error::InvalidCertificate(
             C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. },
         ) => "the certificate is outside its validity period: the peer must renew it (or the clocks disagree)",
-        _ => "the peer's certificate must be fixed, or its CA trusted with --tls-ca FILE",
+        rustls::Error::InvalidCertificate(_) => {
+            "the peer's certificate must be fixed, or its CA trusted with --tls-ca FILE"
+        }
+        rustls::Error::InvalidMessage(_) => {
+            "the peer does not answer in TLS: if it serves plain http, use an http:// or ws:// url"
+        }
+        _ => "the peer and this node could not agree on TLS",
     }
 }
 
@@ -332,14 +339,17 @@ mod tests {
     }
 
     #[test]
-    fn a_certificate_error_is_found_inside_an_io_error() {
-        let rustls_error =
-            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
-        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, rustls_error);
-        let found = certificate_error(&io).unwrap();
-        assert!(certificate_hint(found).contains("--tls-ca"));
+    fn a_tls_error_is_found_inside_nested_io_errors() {
+        let unknown = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, unknown);
+        // As an HTTP client hands it over: an I/O error inside another.
+        let io = std::io::Error::other(io);
+        let found = rustls_error(&io).unwrap();
+        assert!(is_certificate_error(found));
+        assert!(hint(found).contains("--tls-ca"));
         let other =
             std::io::Error::new(std::io::ErrorKind::InvalidData, rustls::Error::DecryptError);
-        assert!(certificate_error(&other).is_none());
+        assert!(!is_certificate_error(rustls_error(&other).unwrap()));
+        assert!(rustls_error(&std::io::Error::other("refused")).is_none());
     }
 }

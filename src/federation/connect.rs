@@ -202,14 +202,18 @@ fn connector_for(fed: &Federation, url: &str) -> Result<Option<Connector>, TlsEr
 /// Why a dial failed, and whether to try again: a certificate we do not accept stays
 /// unaccepted however often we dial, so it ends the link; anything else may pass.
 fn dial_failed(url: &str, e: &WsError) -> (String, EndKind) {
-    match tls::certificate_error(e) {
-        Some(cert) => (
+    match tls::rustls_error(e) {
+        Some(cert) if tls::is_certificate_error(cert) => (
             format!(
                 "cannot connect to {url}: the certificate of {} is not accepted: {cert} ({}); the link is stopped until it is opened again",
                 link_id_of(url),
-                tls::certificate_hint(cert)
+                tls::hint(cert)
             ),
             EndKind::Refused,
+        ),
+        Some(other) => (
+            format!("cannot connect to {url}: TLS failed: {other} ({})", tls::hint(other)),
+            EndKind::Lost,
         ),
         None => (format!("cannot connect to {url}: {e}"), EndKind::Lost),
     }

@@ -26,4 +26,5 @@ mod http_reads;
 mod policies;
 mod readme_tour;
 mod storage_faults;
+mod tls;
 mod vendored_fjall;

@@ -2,8 +2,8 @@
 //! `status`, `link` and `quarantine` use, and how they print its answers (one JSON value
 //! per line, so their output pipes into `jq` or back into `rhizome put`).
 //!
-//! Every failure says which it was: no node answering, a certificate we do not accept,
-//! the node refusing the request (with the field it blamed), or an answer that is not
+//! Every failure says which it was: no node answering, TLS (a certificate we do not
+//! accept, a CA file we cannot use), the node refusing the request (with the field it blamed), or an answer that is not
 //! JSON. An `https://` node is verified against the system's roots and `--tls-ca`.
 
 use serde_json::Value;
@@ -33,13 +33,7 @@ pub enum ClientError {
     Http { url: String, source: reqwest::Error },
     #[error("the node sent a response that is not JSON: {0}")]
     BadResponse(String),
-    #[error("the node at {url} presented a certificate we do not accept: {reason} ({hint})")]
-    Certificate {
-        url: String,
-        reason: String,
-        hint: &'static str,
-    },
-    #[error("cannot set up TLS for {url}: {reason}")]
+    #[error("TLS with {url} failed: {reason}")]
     Tls { url: String, reason: String },
 }
 
@@ -131,11 +125,10 @@ impl Client {
         res: reqwest::Result<reqwest::Response>,
     ) -> Result<Value, ClientError> {
         let res = res.map_err(|source| {
-            if let Some(cert) = tls::certificate_error(&source) {
-                ClientError::Certificate {
+            if let Some(tls_error) = tls::rustls_error(&source) {
+                ClientError::Tls {
                     url: self.base.clone(),
-                    reason: cert.to_string(),
-                    hint: tls::certificate_hint(cert),
+                    reason: format!("{tls_error} ({})", tls::hint(tls_error)),
                 }
             } else if source.is_connect() {
                 ClientError::Unreachable {
