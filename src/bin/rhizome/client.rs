@@ -3,8 +3,9 @@
 //! per line, so their output pipes into `jq` or back into `rhizome put`).
 //!
 //! Every failure says which it was: no node answering, TLS (a certificate we do not
-//! accept, a CA file we cannot use), the node refusing the request (with the field it blamed), or an answer that is not
-//! JSON. An `https://` node is verified against the system's roots and `--tls-ca`.
+//! accept, a CA file we cannot use), the node refusing the request (with the field it
+//! blamed), or an answer that is not JSON. An `https://` node is verified against the
+//! system's roots and `--tls-ca`.
 
 use serde_json::Value;
 
