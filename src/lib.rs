@@ -9,6 +9,7 @@
 //! - [`delta`]: the `Delta` / `Pointer` / `Target` types in the v1 wire shape, the one
 //!   JSON parse (naming the bad field), validation, limits, authoring and negation.
 //!   `events`: what the node announces. `file_watch`: debounced watching for reloads.
+//!   [`tls`]: the listener's certificate and the roots clients trust (rustls).
 //! - `filter`: [`DeltaFilter`], strict JSON and `matches`.
 //! - [`store`]: the delta store, on fjall or in memory: gap-free log by sequence number,
 //!   id index (dedup), query indexes, negations, metadata; one writer thread with group
@@ -36,6 +37,7 @@ pub mod identity;
 mod node;
 pub mod policy;
 pub mod store;
+pub mod tls;
 
 pub use admission::{PeerEntry, PeerTable, TrustPolicy};
 pub use delta::{Delta, InvalidDelta, Limits, Pointer, Reference, Target};

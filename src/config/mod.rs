@@ -21,6 +21,9 @@
 //! writeToken = "..."         # POST /deltas takes it when set
 //! readToken = "..."          # the read routes take it when set
 //! adminListen = "127.0.0.1:8090"  # admin routes served only there
+//! tlsCert = "cert.pem"       # with tlsKey: serve https and wss (PEM files)
+//! tlsKey = "key.pem"
+//! tlsCa = "ca.pem"           # trusted by wss:// links besides the system's roots
 //!
 //! [limits]                 # what a delta may weigh, on every way in
 //! maxDeltaBytes = 1048576
@@ -113,6 +116,12 @@ pub struct ServerSection {
     pub read_token: Option<String>,
     /// A second address (host:port) that alone serves the admin routes.
     pub admin_listen: Option<String>,
+    /// PEM certificate chain (leaf first): with `tlsKey`, the port serves https and wss.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tlsCert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s) that `wss://` links trust besides the system's roots.
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// One `[[link]]`: a name (unique), the peer's url, and the link config.
@@ -186,9 +195,16 @@ impl NodeFile {
             message,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut file.data, &mut file.policies, &mut file.filters]
-            .into_iter()
-            .flatten()
+        for p in [
+            &mut file.data,
+            &mut file.policies,
+            &mut file.filters,
+            &mut file.server.tls_cert,
+            &mut file.server.tls_key,
+            &mut file.server.tls_ca,
+        ]
+        .into_iter()
+        .flatten()
         {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -297,6 +313,9 @@ impl NodeFile {
             write_token: s.write_token.clone(),
             read_token: s.read_token.clone(),
             admin_listen: s.admin_listen.clone(),
+            // Read from their files by the caller, who may override them with flags.
+            tls: None,
+            client_tls: None,
         }
     }
 

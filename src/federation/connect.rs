@@ -3,24 +3,29 @@
 //! A link we dial lives until it is disconnected: each connection runs the session
 //! machine, and when one is lost the loop dials again with exponential backoff and
 //! jitter, also when the very first attempt fails, until `maxAttempts` (0 = forever).
+//! A `wss://` link is verified against [`ServerOptions::client_tls`] (the system's
+//! roots by default); a certificate that is not accepted stops the link in error at
+//! once, since dialing again cannot change it.
+//!
+//! [`ServerOptions::client_tls`]: super::options::ServerOptions::client_tls
 
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Error as WsError;
+use tokio_tungstenite::Connector;
 
 use super::links::{Control, Direction, FederationLink, LinkShared, LinkStats, LinkStatus};
 use super::options::LinkConfig;
 use super::session::{self, EndKind, Role};
 use super::Federation;
 use crate::events::NodeEvent;
+use crate::tls::{self, ClientTls, TlsError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error("invalid url {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
-    /// Said at once rather than by a link that would retry a TLS dial forever.
-    #[error("{url}: TLS links (wss://, https://) are not supported by this build yet; reach the peer over ws:// (for example through a TLS-terminating proxy beside it)")]
-    TlsUnavailable { url: String },
     #[error("peerKey: {0}")]
     PeerKey(String),
 }
@@ -68,9 +73,6 @@ pub(super) fn start(
     config: LinkConfig,
 ) -> Result<FederationLink, ConnectError> {
     let url = federation_url(url)?;
-    if url.starts_with("wss://") {
-        return Err(ConnectError::TlsUnavailable { url });
-    }
     let base = config.name.clone().unwrap_or_else(|| link_id_of(&url));
     let (link, control) = fed.links().insert_named(&base, |id| {
         let (shared, control) = LinkShared::new(id, Direction::Outbound, Some(url), config);
@@ -96,6 +98,8 @@ async fn run_outbound(
     let reconnect = link.config.reconnect.clone();
     let node = fed.node();
     let mut failures: u32 = 0;
+    // A trust that cannot be built (no roots at all) is a refusal, found at the first dial.
+    let connector = connector_for(&fed, &url).map_err(|e| format!("cannot connect to {url}: {e}"));
     loop {
         link.set_status(LinkStatus::Connecting);
         node.emit(NodeEvent::LinkConnecting {
@@ -104,27 +108,35 @@ async fn run_outbound(
             attempt: failures + 1,
         });
         let timeout = fed.options().handshake_timeout;
-        let dial = tokio_tungstenite::connect_async_with_config(
-            url.as_str(),
-            Some(fed.websocket_config()),
-            true,
-        );
-        let (reason, kind) = match tokio::time::timeout(timeout, dial).await {
-            Ok(Ok((ws, _response))) => {
-                let end = session::run(&fed, link.clone(), Role::Initiator, ws, &mut control).await;
-                if end.handshaken {
-                    failures = 0;
+        let (reason, kind) = match &connector {
+            Err(reason) => (reason.clone(), EndKind::Refused),
+            Ok(connector) => {
+                let dial = tokio_tungstenite::connect_async_tls_with_config(
+                    url.as_str(),
+                    Some(fed.websocket_config()),
+                    true,
+                    connector.clone(),
+                );
+                match tokio::time::timeout(timeout, dial).await {
+                    Ok(Ok((ws, _response))) => {
+                        let end =
+                            session::run(&fed, link.clone(), Role::Initiator, ws, &mut control)
+                                .await;
+                        if end.handshaken {
+                            failures = 0;
+                        }
+                        (end.reason, end.kind)
+                    }
+                    Ok(Err(e)) => dial_failed(&url, &e),
+                    Err(_) => (
+                        format!(
+                            "cannot connect to {url}: timed out after {} ms",
+                            timeout.as_millis()
+                        ),
+                        EndKind::Lost,
+                    ),
                 }
-                (end.reason, end.kind)
             }
-            Ok(Err(e)) => (format!("cannot connect to {url}: {e}"), EndKind::Lost),
-            Err(_) => (
-                format!(
-                    "cannot connect to {url}: timed out after {} ms",
-                    timeout.as_millis()
-                ),
-                EndKind::Lost,
-            ),
         };
         failures += 1;
         let gave_up = reconnect.max_attempts > 0 && failures > reconnect.max_attempts;
@@ -173,6 +185,39 @@ async fn run_outbound(
                 },
             }
         }
+    }
+}
+
+/// How a link to `url` wraps its socket: in TLS with the trust this node's options
+/// name, for a `wss://` url; plain otherwise (`None`).
+fn connector_for(fed: &Federation, url: &str) -> Result<Option<Connector>, TlsError> {
+    if !url.starts_with("wss://") {
+        return Ok(None);
+    }
+    let trust = match &fed.options().client_tls {
+        Some(t) => t.clone(),
+        None => ClientTls::system()?,
+    };
+    Ok(Some(Connector::Rustls(trust.config().clone())))
+}
+
+/// Why a dial failed, and whether to try again: a certificate we do not accept stays
+/// unaccepted however often we dial, so it ends the link; anything else may pass.
+fn dial_failed(url: &str, e: &WsError) -> (String, EndKind) {
+    match tls::rustls_error(e) {
+        Some(cert) if tls::is_certificate_error(cert) => (
+            format!(
+                "cannot connect to {url}: the certificate of {} is not accepted: {cert} ({}); the link is stopped until it is opened again",
+                link_id_of(url),
+                tls::hint(cert)
+            ),
+            EndKind::Refused,
+        ),
+        Some(other) => (
+            format!("cannot connect to {url}: TLS failed: {other} ({})", tls::hint(other)),
+            EndKind::Lost,
+        ),
+        None => (format!("cannot connect to {url}: {e}"), EndKind::Lost),
     }
 }
 

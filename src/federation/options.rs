@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::filter::DeltaFilter;
+use crate::tls::{ClientTls, ServerTls};
 
 /// Which way deltas flow, from the connecting side's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -162,6 +163,10 @@ pub struct ServerOptions {
     /// address answers them 403, so admin can stay on loopback while federation
     /// listens on every interface.
     pub admin_listen: Option<String>,
+    /// With a certificate, the port speaks only TLS: `https` for the API, `wss` for links.
+    pub tls: Option<ServerTls>,
+    /// What the `wss://` links this node dials trust; `None`: the system's roots.
+    pub client_tls: Option<ClientTls>,
 }
 
 impl Default for ServerOptions {
@@ -181,6 +186,8 @@ impl Default for ServerOptions {
             write_token: None,
             read_token: None,
             admin_listen: None,
+            tls: None,
+            client_tls: None,
         }
     }
 }

@@ -725,14 +725,23 @@ async fn dialed_links_are_named_by_name_or_address() {
 /// A TLS url is refused when the link is opened, with what to do, instead of a link that
 /// fails and retries forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tls_url_is_refused_at_once_with_a_reason() {
-    let node = start_node("plain").await;
-    let err = node
+async fn a_tls_url_to_a_plain_node_fails_with_a_reason() {
+    let plain = start_node("plain").await;
+    let node = start_node("dialer").await;
+    let url = plain.url().replacen("http://", "https://", 1);
+    let link = node
         .federation()
-        .connect_to_remote("https://peer.example", bidirectional())
-        .err()
-        .expect("a TLS url is refused");
-    assert!(err.to_string().contains("TLS links"), "{err}");
-    assert!(node.federation().get_federation_links().is_empty());
+        .connect_to_remote(&url, bidirectional())
+        .expect("a TLS url is dialed");
+    assert!(
+        common::wait_for(T, || link.info().last_error.is_some()).await,
+        "{:?}",
+        link.info()
+    );
+    let why = link.info().last_error.unwrap_or_default();
+    assert!(
+        why.contains("wss://") && why.contains("does not answer in TLS"),
+        "{why}"
+    );
     node.shutdown().await.unwrap();
 }

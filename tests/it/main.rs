@@ -28,4 +28,5 @@ mod peer_auth;
 mod policies;
 mod readme_tour;
 mod storage_faults;
+mod tls;
 mod vendored_fjall;

@@ -20,6 +20,9 @@ pub struct NodeArg {
         value_parser = node_url
     )]
     pub url: String,
+    /// A CA certificate (PEM) to trust for an `https://` node, besides the system's roots.
+    #[arg(long = "tls-ca", value_name = "FILE", env = "RHIZOME_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
     /// The node's bearer token [default: found beside the node, see --data].
     #[arg(
         long,
@@ -61,7 +64,7 @@ impl NodeArg {
             node: &self.url,
         }
         .find()?;
-        Ok(Client::new(&self.url).with_token(found))
+        Ok(Client::new(self)?.with_token(found))
     }
 }
 

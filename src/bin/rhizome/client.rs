@@ -2,11 +2,16 @@
 //! `status`, `link` and `quarantine` use, and how they print its answers (one JSON value
 //! per line, so their output pipes into `jq` or back into `rhizome put`).
 //!
-//! Every failure says which it was: no node answering, the node wanting a token (and
-//! where this client looked for one), the node refusing the request (with the field it
-//! blamed), or an answer that is not JSON.
+//! Every failure says which it was: no node answering, TLS (a certificate we do not
+//! accept, a CA file we cannot use), the node wanting a token (and where this client
+//! looked for one), the node refusing the request (with the field it blamed), or an
+//! answer that is not JSON. An `https://` node is verified against the system's roots
+//! and `--tls-ca`.
 
 use serde_json::Value;
+
+use crate::args::NodeArg;
+use rhizome::tls::{self, ClientTls};
 
 /// Why a request to the node failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +43,8 @@ pub enum ClientError {
     Http { url: String, source: reqwest::Error },
     #[error("the node sent a response that is not JSON: {0}")]
     BadResponse(String),
+    #[error("TLS with {url} failed: {reason}")]
+    Tls { url: String, reason: String },
 }
 
 /// The client of one node, by the base URL of its HTTP API.
@@ -51,14 +58,33 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for the node at `base` (for example `http://127.0.0.1:8080`).
-    pub fn new(base: &str) -> Client {
-        Client {
-            base: base.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::new(),
+    /// A client for the node `node` names (for example `http://127.0.0.1:8080`).
+    ///
+    /// # Errors
+    /// [`ClientError::Tls`] for an `https://` node when the CA file cannot be used or
+    /// nothing would be trusted.
+    pub fn new(node: &NodeArg) -> Result<Client, ClientError> {
+        let base = node.url.trim_end_matches('/').to_owned();
+        let tls_failed = |reason: String| ClientError::Tls {
+            url: base.clone(),
+            reason,
+        };
+        let http = if base.starts_with("https://") {
+            let trust =
+                ClientTls::new(node.tls_ca.as_deref()).map_err(|e| tls_failed(e.to_string()))?;
+            reqwest::Client::builder()
+                .use_preconfigured_tls(rustls::ClientConfig::clone(trust.config()))
+                .build()
+                .map_err(|e| tls_failed(e.to_string()))?
+        } else {
+            reqwest::Client::new()
+        };
+        Ok(Client {
+            base,
+            http,
             token: None,
             tried: "no token given".to_owned(),
-        }
+        })
     }
 
     /// This client, sending the token found (see `token`).
@@ -144,7 +170,12 @@ impl Client {
         res: reqwest::Result<reqwest::Response>,
     ) -> Result<Value, ClientError> {
         let res = res.map_err(|source| {
-            if source.is_connect() {
+            if let Some(tls_error) = tls::rustls_error(&source) {
+                ClientError::Tls {
+                    url: self.base.clone(),
+                    reason: format!("{tls_error} ({})", tls::hint(tls_error)),
+                }
+            } else if source.is_connect() {
                 ClientError::Unreachable {
                     url: self.base.clone(),
                     source,

@@ -24,7 +24,7 @@ pub enum PeerCommand {
     /// Forget a peer; the links it opened to the node are closed.
     Remove(RemoveArgs),
     /// Print a new random peer token (no node needed): give it to a v1 client and to
-    /// `rhizome peer add NAME --token` or `[[peer]] token`.
+    /// `rhizome peer add NAME --peer-token` or `[[peer]] token`.
     Token,
 }
 
@@ -35,7 +35,7 @@ pub struct ListArgs {
 }
 
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("proof").required(true).multiple(true).args(["key", "token"])))]
+#[command(group(clap::ArgGroup::new("proof").required(true).multiple(true).args(["key", "peer_token"])))]
 pub struct AddArgs {
     #[command(flatten)]
     pub node: NodeArg,
@@ -45,8 +45,13 @@ pub struct AddArgs {
     #[arg(long, value_name = "HEX")]
     pub key: Option<String>,
     /// The token a plain v1 client presents (`?token=` or `Authorization: Bearer`).
-    #[arg(long, value_name = "TOKEN", env = "RHIZOME_PEER_TOKEN")]
-    pub token: Option<String>,
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "RHIZOME_PEER_TOKEN",
+        hide_env_values = true
+    )]
+    pub peer_token: Option<String>,
     /// A system bound to this peer: its deltas are accepted from this peer only
     /// (repeatable).
     #[arg(long = "system", value_name = "SYSTEM")]
@@ -90,7 +95,7 @@ async fn add(args: AddArgs) -> anyhow::Result<()> {
     let entry = PeerEntry {
         name: args.name.clone(),
         key: args.key,
-        token: args.token,
+        token: args.peer_token,
         systems: args.systems,
         relays: args.relays,
     };

@@ -9,6 +9,7 @@ use tokio::sync::broadcast::error::RecvError;
 use rhizome::config::live::ConfigLinks;
 use rhizome::config::NodeFile;
 use rhizome::federation::{Federation, ServerOptions};
+use rhizome::tls::{ClientTls, ServerTls};
 use rhizome::{Node, NodeConfig, Storage};
 use rhizome::{Server, TrustPolicy};
 
@@ -31,6 +32,8 @@ Examples:
                                                    a second node that links to the first
   rhizome serve --memory --listen 127.0.0.1:0      a throwaway node on a free port
   rhizome serve --config node/rhizome.toml         a node set up by `rhizome init node`
+  rhizome serve --tls-cert cert.pem --tls-key key.pem --listen 0.0.0.0:8443
+                                                   https and wss on port 8443
 
 The client commands (put, query, status, ...) find the node with --node URL or the
 RHIZOME_NODE environment variable (default http://127.0.0.1:8080), and its admin token
@@ -133,9 +136,38 @@ pub struct ServeArgs {
     /// e.g. loopback while --listen faces the network.
     #[arg(long, value_name = "ADDR", help_heading = "Server")]
     pub admin_listen: Option<String>,
+    /// TLS on the port and on the links this node dials.
+    #[command(flatten)]
+    pub tls: Box<TlsFlags>,
     /// Not a flag of `serve`: caught to point at `--listen`.
     #[arg(long, value_name = "PORT", hide = true)]
     pub port: Option<String>,
+}
+
+/// `serve`'s TLS flags (boxed in [`ServeArgs`]: three paths would make every command's
+/// arguments that much larger).
+#[derive(Debug, clap::Args)]
+pub struct TlsFlags {
+    /// PEM certificate chain (leaf first); with --tls-key, the port speaks only TLS
+    /// (https for the API, wss for links).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        help_heading = "Server"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_cert",
+        help_heading = "Server"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s) that wss:// links trust besides the system's roots.
+    #[arg(long, value_name = "FILE", help_heading = "Links")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -203,7 +235,33 @@ impl ServeArgs {
         if self.filters.is_some() {
             config.policies.filters = self.filters.clone();
         }
+        self.tls(file, &mut server)?;
         Ok((config, server))
+    }
+
+    /// The listener's certificate and what links trust: the flags', else the file's.
+    fn tls(&self, file: &NodeFile, server: &mut ServerOptions) -> anyhow::Result<()> {
+        let flags = &self.tls;
+        let (cert, key) = match (&flags.tls_cert, &flags.tls_key) {
+            (Some(cert), Some(key)) => (Some(cert), Some(key)),
+            _ => (file.server.tls_cert.as_ref(), file.server.tls_key.as_ref()),
+        };
+        match (cert, key) {
+            (Some(cert), Some(key)) => {
+                let tls = ServerTls::from_pem_files(cert, key)
+                    .context("the TLS listener (--tls-cert, --tls-key)")?;
+                server.tls = Some(tls);
+            }
+            (None, None) => {}
+            _ => anyhow::bail!(
+                "[server] tlsCert and tlsKey go together: give both (the certificate and its private key) or neither"
+            ),
+        }
+        if let Some(ca) = flags.tls_ca.as_ref().or(file.server.tls_ca.as_ref()) {
+            let trust = ClientTls::new(Some(ca)).context("the CA links trust (--tls-ca)")?;
+            server.client_tls = Some(trust);
+        }
+        Ok(())
     }
 
     /// The file's trust rules, narrowed by the flags' (both apply: AND).

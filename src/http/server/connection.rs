@@ -3,6 +3,8 @@
 //!
 //! - A request head must be complete within `headerTimeout` of the connection opening or
 //!   of the previous response; an idle keep-alive connection is closed by the same rule.
+//! - With TLS, the handshake is part of the request head's time: a peer that opens a
+//!   socket and never completes the handshake holds it for `headerTimeout` at most.
 //! - A connection on which no byte moves for `idleTimeout` is closed, even mid-request.
 //! - A connection in the reserve (accepted over the cap) answers one request, `/status`,
 //!   `/health` or `/metrics` only (anything else gets a JSON 503), within
@@ -27,6 +29,7 @@ use axum::response::IntoResponse;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tower_service::Service;
@@ -53,6 +56,8 @@ pub(super) struct Shared {
     pub idle_timeout: Duration,
     /// The cap, for the 503's message.
     pub cap: usize,
+    /// With a certificate: every accepted socket speaks TLS.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Where the connection was admitted.
@@ -85,6 +90,7 @@ fn over_cap_response(cap: usize) -> Response<Body> {
 }
 
 /// Serves `stream` until the client is done, a timeout runs out, or `stop` turns true.
+/// With TLS, the handshake comes first and counts against the header timeout.
 pub(super) async fn serve(
     shared: Arc<Shared>,
     stream: TcpStream,
@@ -93,7 +99,7 @@ pub(super) async fn serve(
     place: Place,
     mut stop: watch::Receiver<bool>,
 ) {
-    let (header_timeout, idle_timeout) = match place {
+    let timeouts = match place {
         Place::UnderCap => (shared.header_timeout, shared.idle_timeout),
         Place::Reserve => (
             shared.header_timeout.min(RESERVE_TIMEOUT),
@@ -101,6 +107,40 @@ pub(super) async fn serve(
         ),
     };
     let activity = Activity::new();
+    let io = CountedStream::new(stream, activity.clone(), slot);
+    let Some(acceptor) = shared.tls.clone() else {
+        return drive(shared, io, peer, place, activity, timeouts, stop).await;
+    };
+    // The request head is due `headerTimeout` after the socket was accepted, handshake
+    // included: a peer that never finishes the handshake holds its socket no longer.
+    let deadline = activity.next_deadline(timeouts.0, timeouts.1);
+    let handshake = tokio::select! {
+        done = acceptor.accept(io) => done,
+        () = tokio::time::sleep_until(deadline.into()) => {
+            shared.stats.header_timeout();
+            tracing::debug!(%peer, header_timeout = ?timeouts.0, "closed: no TLS handshake in time");
+            return;
+        }
+        () = async { let _ = stop.wait_for(|s| *s).await; } => return,
+    };
+    match handshake {
+        Ok(tls) => drive(shared, tls, peer, place, activity, timeouts, stop).await,
+        Err(e) => tracing::debug!(%peer, error = %e, "closed: TLS handshake failed"),
+    }
+}
+
+/// Serves HTTP/1.1 on `io` (the counted socket, or TLS over it) within the timeouts.
+async fn drive<S>(
+    shared: Arc<Shared>,
+    io: S,
+    peer: SocketAddr,
+    place: Place,
+    activity: Arc<Activity>,
+    (header_timeout, idle_timeout): (Duration, Duration),
+    mut stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = {
         let activity = activity.clone();
         let shared = shared.clone();
@@ -129,8 +169,9 @@ pub(super) async fn serve(
     };
     let mut builder = http1::Builder::new();
     builder.keep_alive(place == Place::UnderCap);
-    let io = TokioIo::new(CountedStream::new(stream, activity.clone(), slot));
-    let conn = builder.serve_connection(io, service).with_upgrades();
+    let conn = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
     tokio::pin!(conn);
 
     loop {

@@ -1,10 +1,11 @@
 //! Binding the node's port and serving it until shutdown.
 //!
-//! One port serves the HTTP API (and, with federation, the WebSocket endpoint); with
-//! `adminListen`, a second port serves the API too and is the only one that answers the
-//! admin routes (see [`super::auth`]), with a small socket cap of its own. Both run the
-//! same accept loop, stop on the same signal, and count refusals together. What a
-//! client can hold on the main port is bounded:
+//! One port serves the HTTP API (and, with federation, the WebSocket endpoint), in
+//! plain TCP or, given a certificate, only in TLS; with `adminListen`, a second port
+//! serves the API too and is the only one that answers the admin routes (see
+//! [`super::auth`]), with a small socket cap of its own. Both run the same accept loop,
+//! stop on the same signal, and count refusals together. What a client can hold on the
+//! main port is bounded:
 //! - sockets: at most a cap kept below the descriptor limit ([`fd_limit`]), plus a small
 //!   reserve that only answers `/status`, `/health` and `/metrics`, so a saturated node
 //!   still says so;
@@ -106,7 +107,7 @@ impl Server {
             let (_, accept) = serving.spawn(l, AdminRoutes::Here, ADMIN_SOCKETS);
             accept
         });
-        tracing::info!(%addr, admin_addr = ?admin_addr, system_id = fed.node().system_id(), max_sockets = cap, fd_limit, "serving");
+        tracing::info!(%addr, admin_addr = ?admin_addr, system_id = fed.node().system_id(), max_sockets = cap, fd_limit, tls = options.tls.is_some(), "serving");
         Ok(Server {
             addr,
             admin_addr,
@@ -128,9 +129,14 @@ impl Server {
         self.admin_addr
     }
 
-    /// `http://ADDR`
+    /// `http://ADDR`, or `https://ADDR` when the port speaks TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.fed.options().tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn node(&self) -> &Node {
@@ -207,6 +213,10 @@ impl Serving<'_> {
             header_timeout: options.header_timeout,
             idle_timeout: options.idle_timeout,
             cap,
+            tls: options
+                .tls
+                .as_ref()
+                .map(|t| tokio_rustls::TlsAcceptor::from(t.config().clone())),
         });
         let places = accept::Places::new(cap, fd_limit::RESERVE);
         let accept = tokio::spawn(accept::run(
