@@ -663,3 +663,57 @@ async fn peers_are_managed_over_http_and_removing_one_closes_its_links() {
         .unwrap();
     assert_eq!(missing.status(), 404);
 }
+
+/// The binary on a non-loopback address: it says at start that it takes authenticated
+/// peers only; `rhizome peer` adds and lists peers; `rhizome status` shows the rule.
+#[test]
+fn serve_off_loopback_says_who_may_link_and_rhizome_peer_manages_peers() {
+    use crate::common::cli::{run, Serving};
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let node = Serving::spawn_with("0.0.0.0:0", &["--memory"], |cmd| {
+        cmd.stderr(file);
+    })
+    .expect("serve listens");
+    let node_url = node.url.replace("0.0.0.0", "127.0.0.1");
+    let token_file = node.admin_token_file.clone().expect("a token file");
+    let token_file = token_file.display().to_string();
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        said.contains("only authenticated peers are accepted")
+            && said.contains("--allow-anonymous"),
+        "{said}"
+    );
+
+    let made = run(&["peer", "token"]);
+    assert!(made.ok(), "{}", made.err);
+    let token = made.out.trim().to_owned();
+    assert_eq!(token.len(), 48, "{token}");
+    let key = rhizome::identity::NodeKey::generate().unwrap().public_hex();
+    let common = [
+        "--node",
+        node_url.as_str(),
+        "--token-file",
+        token_file.as_str(),
+    ];
+    let add = |extra: &[&str]| run(&[&["peer", "add"][..], extra, &common[..]].concat());
+    assert!(add(&["spoke", "--key", &key, "--system", "spoke-1"]).ok());
+    assert!(add(&["feed", "--peer-token", &token]).ok());
+    add(&["spoke", "--key", &key]).assert_fails_saying(&["already configured"]);
+    let listed = run(&[&["peer", "list"][..], &common[..]].concat());
+    let peers = listed.json_lines();
+    assert_eq!(peers.len(), 2, "{}", listed.out);
+    assert!(!listed.out.contains(&token), "a token was printed");
+    assert_eq!(peers[0]["systems"][0], "spoke-1");
+    let status = run(&[&["status"][..], &common[..]].concat());
+    assert!(
+        status
+            .out
+            .contains("2 configured, only authenticated peers accepted"),
+        "{}",
+        status.out
+    );
+    assert!(run(&[&["peer", "remove", "feed"][..], &common[..]].concat()).ok());
+    node.stop();
+}
