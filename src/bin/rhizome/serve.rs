@@ -44,7 +44,7 @@ RUST_LOG sets the log levels (default: info, the storage engine at warn).";
 #[command(after_help = EXAMPLES)]
 pub struct ServeArgs {
     /// A TOML config file (see `rhizome init`); flags given here override it, and its
-    /// `[[link]]` tables and `[trust]` are reloaded when it changes.
+    /// `[[link]]`, `[[peer]]` and `[trust]` are reloaded when it changes.
     #[arg(long, value_name = "FILE", help_heading = "Node")]
     pub config: Option<PathBuf>,
     /// This node's system id [default: generated once and kept in the data directory].
