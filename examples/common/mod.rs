@@ -35,30 +35,26 @@ pub async fn serve_with(config: NodeConfig) -> Result<Server> {
 /// `from` dials `to`: bidirectional, full initial sync, the link named `name` (the name
 /// that picks the scripts applying to it).
 pub fn dial(from: &Federation, to: &Server, name: &str) -> Result<FederationLink> {
-    Ok(from.connect_to_remote(
-        &to.url(),
-        LinkConfig {
-            mode: SyncMode::Bidirectional,
-            initial_sync: InitialSync::Full,
-            name: Some(name.into()),
-            ..Default::default()
-        },
-    )?)
+    Ok(from.connect_to_remote(&to.url(), full_link(name))?)
+}
+
+fn full_link(name: &str) -> LinkConfig {
+    LinkConfig {
+        mode: SyncMode::Bidirectional,
+        initial_sync: InitialSync::Full,
+        name: Some(name.into()),
+        ..Default::default()
+    }
 }
 
 /// As [`dial`], and `to` must prove it holds its key (the link's `peerKey`): the link
 /// is then an authenticated peer named `name`, and nobody else can answer in its place.
 pub fn dial_verified(from: &Federation, to: &Server, name: &str) -> Result<FederationLink> {
-    Ok(from.connect_to_remote(
-        &to.url(),
-        LinkConfig {
-            mode: SyncMode::Bidirectional,
-            initial_sync: InitialSync::Full,
-            name: Some(name.into()),
-            peer_key: Some(to.node().public_key()),
-            ..Default::default()
-        },
-    )?)
+    let config = LinkConfig {
+        peer_key: Some(to.node().public_key()),
+        ..full_link(name)
+    };
+    Ok(from.connect_to_remote(&to.url(), config)?)
 }
 
 /// Waits until `link` is connected; fails naming it (`who`, e.g. `leaf-a -> us`), its

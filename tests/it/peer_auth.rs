@@ -38,8 +38,9 @@ fn key_peer(name: &str, node: &Node) -> PeerEntry {
     }
 }
 
-async fn put(node: &Node, delta: Value) -> String {
-    let d = Delta::from_value(&delta).expect("a valid delta");
+/// Stores a delta `id` by `author` on `system` on `node` (as if authored there).
+async fn put(node: &Node, id: &str, author: &str, system: &str, pointers: Value) -> String {
+    let d = Delta::from_value(&delta(id, author, system, pointers)).expect("a valid delta");
     let id = d.id.clone();
     node.ingest(vec![d], Origin::Local).await.expect("stored");
     id
@@ -92,22 +93,18 @@ async fn an_unauthenticated_peer_gets_public_data_only_whatever_system_id_it_cla
     let bridge = bridge(public.node(), partner.node()).await;
     let secret = put(
         bridge.node(),
-        delta(
-            "secret-1",
-            "hr",
-            "bridge",
-            json!([{"role": "memo", "target": "salaries"}]),
-        ),
+        "secret-1",
+        "hr",
+        "bridge",
+        json!([{"role": "memo", "target": "salaries"}]),
     )
     .await;
     let release = put(
         bridge.node(),
-        delta(
-            "release-1",
-            "press",
-            "bridge",
-            json!([{"role": "public", "target": true}]),
-        ),
+        "release-1",
+        "press",
+        "bridge",
+        json!([{"role": "public", "target": true}]),
     )
     .await;
 
@@ -117,12 +114,10 @@ async fn an_unauthenticated_peer_gets_public_data_only_whatever_system_id_it_cla
         let attacker = start_node(claimed).await;
         let mallory = put(
             attacker.node(),
-            delta(
-                &format!("mallory-{}", claimed.trim().replace('/', "-")),
-                "alice",
-                "partner-hq",
-                json!([{"role": "verified", "target": true}]),
-            ),
+            &format!("mallory-{}", claimed.trim().replace('/', "-")),
+            "alice",
+            "partner-hq",
+            json!([{"role": "verified", "target": true}]),
         )
         .await;
         let before = bridge.node().store().quarantine_len();
@@ -161,12 +156,10 @@ async fn an_unauthenticated_peer_gets_public_data_only_whatever_system_id_it_cla
     // deltas are believed.
     let own = put(
         partner.node(),
-        delta(
-            "partner-1",
-            "dana",
-            "partner-hq",
-            json!([{"role": "text", "target": "hi"}]),
-        ),
+        "partner-1",
+        "dana",
+        "partner-hq",
+        json!([{"role": "text", "target": "hi"}]),
     )
     .await;
     dial(&partner, &bridge, LinkConfig::default()).await;
@@ -217,22 +210,18 @@ async fn a_system_bound_to_a_peer_is_refused_from_anyone_else() {
     // From the partner itself, and relayed through the hub it trusts for it: accepted.
     let own = put(
         partner.node(),
-        delta(
-            "partner-own",
-            "alice",
-            "partner-hq",
-            json!([{"role": "text", "target": "y"}]),
-        ),
+        "partner-own",
+        "alice",
+        "partner-hq",
+        json!([{"role": "text", "target": "y"}]),
     )
     .await;
     let relayed = put(
         hub.node(),
-        delta(
-            "partner-relayed",
-            "alice",
-            "partner-hq",
-            json!([{"role": "text", "target": "z"}]),
-        ),
+        "partner-relayed",
+        "alice",
+        "partner-hq",
+        json!([{"role": "text", "target": "z"}]),
     )
     .await;
     let push = LinkConfig {

@@ -224,6 +224,19 @@ pub fn print_line(v: &Value) {
     println!("{v}");
 }
 
+/// Prints each item of the array `key` of a `GET path` answer, one JSON line each.
+///
+/// # Errors
+/// When the answer has no such array.
+pub fn print_each(answer: &Value, key: &str, path: &str) -> anyhow::Result<()> {
+    let items = answer
+        .get(key)
+        .and_then(Value::as_array)
+        .ok_or_else(|| anyhow::anyhow!("the node's GET {path} answer has no {key:?} array"))?;
+    items.iter().for_each(print_line);
+    Ok(())
+}
+
 /// Percent-encodes a URL path segment (delta ids are arbitrary strings).
 pub fn urlencode(s: &str) -> String {
     s.bytes()

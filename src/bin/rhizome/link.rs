@@ -8,7 +8,7 @@ use rhizome::federation::{LinkConfig, ReconnectConfig};
 use rhizome::DeltaFilter;
 
 use crate::args::NodeArg;
-use crate::client::{print_line, urlencode};
+use crate::client::{print_each, print_line, urlencode};
 
 #[derive(Debug, clap::Args)]
 pub struct LinkArgs {
@@ -106,12 +106,7 @@ pub async fn run(args: LinkArgs) -> anyhow::Result<()> {
 
 async fn list(args: ListArgs) -> anyhow::Result<()> {
     let answer = args.node.client()?.get("/links", &[]).await?;
-    let links = answer
-        .get("links")
-        .and_then(Value::as_array)
-        .context("the node's GET /links answer has no \"links\" array")?;
-    links.iter().for_each(print_line);
-    Ok(())
+    print_each(&answer, "links", "/links")
 }
 
 async fn connect(args: ConnectArgs) -> anyhow::Result<()> {

@@ -2,12 +2,12 @@
 //! making a peer token. Every command prints JSON lines.
 
 use anyhow::Context;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use rhizome::PeerEntry;
 
 use crate::args::NodeArg;
-use crate::client::{print_line, urlencode};
+use crate::client::{print_each, print_line, urlencode};
 
 #[derive(Debug, clap::Args)]
 pub struct PeerArgs {
@@ -83,12 +83,7 @@ pub async fn run(args: PeerArgs) -> anyhow::Result<()> {
 
 async fn list(args: ListArgs) -> anyhow::Result<()> {
     let answer = args.node.client()?.get("/peers", &[]).await?;
-    let peers = answer
-        .get("peers")
-        .and_then(Value::as_array)
-        .context("the node's GET /peers answer has no \"peers\" array")?;
-    peers.iter().for_each(print_line);
-    Ok(())
+    print_each(&answer, "peers", "/peers")
 }
 
 async fn add(args: AddArgs) -> anyhow::Result<()> {
