@@ -2,7 +2,8 @@
 //! over loopback, each figure set against two bounds measured in the same run.
 //!
 //! `cargo build --release && cargo run --release --example bench -- [SCENARIO] [--memory]
-//!  [--deltas N] [--rate R] [--no-latency] [--rhizome PATH]`
+//!  [--deltas N] [--rate R] [--no-latency] [--rhizome PATH] [--link plain,tls,auth]
+//!  [--rounds R]`
 //!
 //! Scenarios (`all`, the default, runs every one):
 //! - `decode`: the JSON-decode bound: the same deltas' `sync_batch` frames parsed in this
@@ -24,6 +25,11 @@
 //!   head; `/status` latency while they are held against the idle node's, and how long
 //!   SIGTERM takes with them open (`bench/slowloris.rs`; its own table).
 //!
+//! `--link` runs `sync` and `live` over other links than plain HTTP: `tls` (https/wss with
+//! a CA made for the run) and `auth` (both ends prove keys the other knows); several kinds
+//! alternate within each of `--rounds` rounds, and a table gives each against `plain` in
+//! the same round (`bench/links.rs`).
+//!
 //! Every scenario runs its nodes as separate processes (`target/release/rhizome`, built by
 //! `cargo build --release`, or the binary `--rhizome PATH` names), durable fjall stores in
 //! temp dirs, or in-memory stores with `--memory`. Peak RSS is each node's `VmHWM`; CPU
@@ -34,6 +40,8 @@
 
 #[path = "bench/bounds.rs"]
 mod bounds;
+#[path = "bench/links.rs"]
+mod links;
 #[path = "bench/load.rs"]
 mod load;
 #[path = "bench/node.rs"]
@@ -54,6 +62,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 
+use links::{LinkKind, LinkRun};
 use scenarios::{Ctx, Latency};
 
 // The nodes run with mimalloc; the bounds measured in this process must too.
@@ -91,6 +100,19 @@ struct Args {
     /// compared with one bench: `--rhizome /tmp/old/rhizome`, then `--rhizome /tmp/new/rhizome`.
     #[arg(long, env = "RHIZOME_BIN", value_name = "PATH")]
     rhizome: Option<std::path::PathBuf>,
+    /// The links `sync` and `live` run over, comma-separated: `plain` (http), `tls`
+    /// (https/wss), `auth` (key proofs both ways). Several alternate within each round.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "plain",
+        value_name = "KINDS"
+    )]
+    link: Vec<LinkKind>,
+    /// Rounds of `sync` and `live` (each runs every `--link` kind once per round).
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -247,9 +269,15 @@ async fn run(args: Args) -> Result<()> {
         eprintln!("warning: a debug build; use `cargo run --release` for meaningful figures");
     }
     anyhow::ensure!(
-        args.deltas != Some(0) && args.batch > 0 && args.rate.is_none_or(|r| r > 0.0),
-        "--deltas, --batch and --rate must be positive"
+        args.deltas != Some(0)
+            && args.batch > 0
+            && args.rounds > 0
+            && args.rate.is_none_or(|r| r > 0.0),
+        "--deltas, --batch, --rounds and --rate must be positive"
     );
+    let mut kinds = args.link.clone();
+    kinds.sort();
+    kinds.dedup();
     let s = args.scenario;
     let sizes = |default: &[usize]| args.deltas.map_or(default.to_vec(), |n| vec![n]);
     let sync_sizes = if s.runs(Scenario::Sync) {
@@ -321,6 +349,7 @@ async fn run(args: Args) -> Result<()> {
 
     let mut failures = Vec::new();
     let mut slowloris = None;
+    let mut link_runs = Vec::new();
     if !sync_sizes.is_empty()
         || !live_sizes.is_empty()
         || !hub_sizes.is_empty()
@@ -335,15 +364,36 @@ async fn run(args: Args) -> Result<()> {
                 failures.push(what);
             }
         };
-        for &n in &sync_sizes {
-            record(format!("sync N={n}"), scenarios::sync(&ctx, n).await);
+        for round in 0..args.rounds {
+            for &n in &sync_sizes {
+                for kind in links::order(&kinds, round) {
+                    let what = format!("sync N={}", thousands(n as f64));
+                    let result = scenarios::sync(&ctx, n, kind).await;
+                    let label = format!("{what} ({} link, round {})", kind.name(), round + 1);
+                    if let Ok(r) = &result {
+                        link_runs.extend(link_run(what, kind, round, r));
+                    }
+                    record(label, result);
+                }
+            }
+            for &n in &live_sizes {
+                if !s.runs(Scenario::Live) {
+                    continue;
+                }
+                for kind in links::order(&kinds, round) {
+                    let what = format!("live N={}", thousands(n as f64));
+                    let result = scenarios::live(&ctx, n, false, kind).await;
+                    let label = format!("{what} ({} link, round {})", kind.name(), round + 1);
+                    if let Ok(r) = &result {
+                        link_runs.extend(link_run(what, kind, round, r));
+                    }
+                    record(label, result);
+                }
+            }
         }
         for &n in &live_sizes {
-            if s.runs(Scenario::Live) {
-                record(format!("live N={n}"), scenarios::live(&ctx, n, false).await);
-            }
             if s.runs(Scenario::LivePolicies) {
-                let result = scenarios::live(&ctx, n, true).await;
+                let result = scenarios::live(&ctx, n, true, LinkKind::Plain).await;
                 record(format!("live-policies N={n}"), result);
             }
         }
@@ -364,6 +414,9 @@ async fn run(args: Args) -> Result<()> {
         }
     }
     print_table(&rows, d.decode, &store);
+    if kinds.len() > 1 || args.rounds > 1 {
+        links::print(&link_runs);
+    }
     if let Some(figures) = &slowloris {
         slowloris::print(figures);
     }
@@ -372,15 +425,33 @@ async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// The comparison's figures of one run: its last row, the one a link carried.
+fn link_run(what: String, kind: LinkKind, round: usize, rows: &[Row]) -> Option<LinkRun> {
+    let row = rows.last()?;
+    let cpu = row
+        .cpu
+        .and_then(|(src, dst)| src.zip(dst))
+        .map(|(src, dst)| src + dst);
+    Some(LinkRun {
+        what,
+        kind,
+        round,
+        rate: row.rate,
+        cpu,
+    })
+}
+
 fn context(args: &Args) -> Result<Ctx> {
     let scripts = tempfile::Builder::new()
         .prefix("rhizome-bench-policies-")
         .tempdir()
         .context("cannot create a temp dir for the scripts")?;
     scenarios::write_scripts(scripts.path())?;
+    let links = links::LinkFiles::new()?;
     Ok(Ctx {
         // No proxy: an HTTP_PROXY in the environment must not sit between us and loopback.
-        client: reqwest::Client::builder()
+        client: links
+            .http_client()?
             .no_proxy()
             .timeout(node::STALL_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(30))
@@ -395,5 +466,6 @@ fn context(args: &Args) -> Result<Ctx> {
         },
         latency: !args.no_latency,
         scripts,
+        links,
     })
 }

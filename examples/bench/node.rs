@@ -23,6 +23,9 @@ pub struct NodeProc {
     pub name: String,
     child: Child,
     pub url: String,
+    /// The admin token the node wrote (its listening line names the file): `/links` and
+    /// `/policies` take it.
+    token: String,
     log: PathBuf,
     /// Holds the store and the log; removed after `Drop for NodeProc` has killed the process.
     _dir: TempDir,
@@ -62,6 +65,7 @@ impl NodeProc {
             name: name.to_owned(),
             child,
             url: String::new(),
+            token: String::new(),
             log,
             _dir: dir,
         };
@@ -83,6 +87,13 @@ impl NodeProc {
         node.url = first["listening"]
             .as_str()
             .with_context(|| format!("node {name}'s first line has no `listening`: {line:?}"))?
+            .to_owned();
+        let token_file = first["adminTokenFile"].as_str().with_context(|| {
+            format!("node {name}'s first line has no `adminTokenFile`: {line:?}")
+        })?;
+        node.token = std::fs::read_to_string(token_file)
+            .with_context(|| format!("cannot read node {name}'s admin token {token_file}"))?
+            .trim()
             .to_owned();
         Ok(node)
     }
@@ -217,9 +228,12 @@ pub fn node_binary(explicit: Option<&Path>) -> Result<PathBuf> {
     Ok(bin)
 }
 
-pub async fn get_json(client: &reqwest::Client, url: &str) -> Result<Value> {
+/// `GET` a route of the node with its admin token, which every route takes.
+pub async fn get_json(client: &reqwest::Client, node: &NodeProc, path: &str) -> Result<Value> {
+    let url = format!("{}{path}", node.url);
     let response = client
-        .get(url)
+        .get(&url)
+        .bearer_auth(&node.token)
         .send()
         .await
         .with_context(|| format!("GET {url}"))?;
@@ -235,14 +249,14 @@ pub async fn get_json(client: &reqwest::Client, url: &str) -> Result<Value> {
 }
 
 pub async fn head(client: &reqwest::Client, node: &NodeProc) -> Result<u64> {
-    let status = get_json(client, &format!("{}/status", node.url)).await?;
+    let status = get_json(client, node, "/status").await?;
     status["store"]["head"]
         .as_u64()
         .with_context(|| format!("node {}: /status has no store.head: {status}", node.name))
 }
 
-async fn links(client: &reqwest::Client, node: &NodeProc) -> Result<Vec<Value>> {
-    let body = get_json(client, &format!("{}/links", node.url)).await?;
+pub async fn links(client: &reqwest::Client, node: &NodeProc) -> Result<Vec<Value>> {
+    let body = get_json(client, node, "/links").await?;
     Ok(body["links"].as_array().cloned().unwrap_or_default())
 }
 

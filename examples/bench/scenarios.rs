@@ -8,6 +8,7 @@ use anyhow::{ensure, Context, Result};
 use tempfile::TempDir;
 use tokio::task::JoinSet;
 
+use crate::links::{self, LinkFiles, LinkKind};
 use crate::load::{self, Posting, Probed};
 use crate::node::{get_json, head, wait_connected, wait_for_heads, NodeProc, STALL_TIMEOUT};
 use crate::Row;
@@ -28,6 +29,8 @@ pub struct Ctx {
     pub latency: bool,
     /// The three trust scripts of `live-policies`, written once.
     pub scripts: TempDir,
+    /// The certificates and node keys of the `tls` and `auth` links.
+    pub links: LinkFiles,
 }
 
 /// Delivery latency of the probes of a run, all receivers together.
@@ -128,11 +131,13 @@ async fn finish_probes(mut set: JoinSet<Result<Probed>>) -> Result<Option<Latenc
     Ok(latency(out))
 }
 
-/// `sync`: A is loaded over HTTP with no link; then B starts pulling everything.
-pub async fn sync(ctx: &Ctx, n: usize) -> Result<Vec<Row>> {
+/// `sync`: A is loaded over HTTP with no link; then B starts pulling everything over a
+/// link of kind `link`.
+pub async fn sync(ctx: &Ctx, n: usize, link: LinkKind) -> Result<Vec<Row>> {
     let bench_cpu = crate::node::cpu_secs_of("self");
     let client = &ctx.client;
-    let mut a = NodeProc::spawn(&ctx.bin, "A", ctx.memory, &[]).await?;
+    let acceptor = ctx.links.acceptor_args(link);
+    let mut a = NodeProc::spawn(&ctx.bin, "A", ctx.memory, &acceptor).await?;
     let tag = load::fresh_tag();
     let load_secs = load::post_all(client, &a.url, &tag, n, ctx.posting).await?;
     let stored = head(client, &a).await?;
@@ -144,7 +149,7 @@ pub async fn sync(ctx: &Ctx, n: usize) -> Result<Vec<Row>> {
 
     // The clock includes B's process start and store open: what an operator waits for.
     let start = Instant::now();
-    let extra = args(&[
+    let mut extra = args(&[
         "--connect",
         &a.url,
         "--mode",
@@ -152,18 +157,20 @@ pub async fn sync(ctx: &Ctx, n: usize) -> Result<Vec<Row>> {
         "--initial-sync",
         "full",
     ]);
+    extra.extend(ctx.links.dialer_args(link));
     let mut b = NodeProc::spawn(&ctx.bin, "B", ctx.memory, &extra).await?;
     println!("  sync N={n}: A is pid {}, B is pid {}", a.pid(), b.pid());
     wait_for_heads(client, &mut [&mut b], n as u64).await?;
     let secs = start.elapsed().as_secs_f64();
     a.ensure_running()?;
+    links::check(link, client, &a, &b).await?;
     println!(
         "  sync N={n}: B caught up in {secs:.2}s ({})",
         crate::machine_note(bench_cpu)
     );
     Ok(vec![
         Row::new(
-            "load A: POST /deltas, no link".to_owned(),
+            format!("load A: POST /deltas, no link{}", label_link(link)),
             n,
             secs_rate(n, load_secs),
         )
@@ -171,7 +178,8 @@ pub async fn sync(ctx: &Ctx, n: usize) -> Result<Vec<Row>> {
         .cpu(cpu_a_loaded, None),
         Row::new(
             format!(
-                "sync A -> B (pull, full){}",
+                "sync A -> B (pull, full){}{}",
+                label_link(link),
                 if reset { "" } else { " [A peak incl. load]" }
             ),
             n,
@@ -187,13 +195,21 @@ pub async fn sync(ctx: &Ctx, n: usize) -> Result<Vec<Row>> {
     ])
 }
 
+/// What a row's label says of its link: nothing for the plain link of the main tables.
+fn label_link(link: LinkKind) -> String {
+    match link {
+        LinkKind::Plain => String::new(),
+        other => format!(" [{} link]", other.name()),
+    }
+}
+
 fn secs_rate(n: usize, secs: f64) -> (f64, f64) {
     (secs, n as f64 / secs)
 }
 
-/// `live` / `live-policies`: B is linked to A (bidirectional) before A gets any delta;
-/// deltas posted to A flow to B as they are stored.
-pub async fn live(ctx: &Ctx, n: usize, policies: bool) -> Result<Vec<Row>> {
+/// `live` / `live-policies`: B is linked to A (bidirectional, a link of kind `link`)
+/// before A gets any delta; deltas posted to A flow to B as they are stored.
+pub async fn live(ctx: &Ctx, n: usize, policies: bool, link: LinkKind) -> Result<Vec<Row>> {
     let bench_cpu = crate::node::cpu_secs_of("self");
     let client = &ctx.client;
     let scripts = ctx.scripts.path().display().to_string();
@@ -201,7 +217,9 @@ pub async fn live(ctx: &Ctx, n: usize, policies: bool) -> Result<Vec<Row>> {
     if policies {
         common = args(&["--policies", &scripts]);
     }
-    let mut a = NodeProc::spawn(&ctx.bin, "A", ctx.memory, &common).await?;
+    let mut acceptor = ctx.links.acceptor_args(link);
+    acceptor.extend(common.iter().cloned());
+    let mut a = NodeProc::spawn(&ctx.bin, "A", ctx.memory, &acceptor).await?;
     let mut extra = args(&[
         "--connect",
         &a.url,
@@ -211,11 +229,13 @@ pub async fn live(ctx: &Ctx, n: usize, policies: bool) -> Result<Vec<Row>> {
         "full",
     ]);
     extra.extend(common.iter().cloned());
+    extra.extend(ctx.links.dialer_args(link));
     let mut b = NodeProc::spawn(&ctx.bin, "B", ctx.memory, &extra).await?;
     // Both stores are empty, so the full initial sync is instant and nothing posted
     // after this can be missed.
     wait_connected(client, &mut b, 1).await?;
     wait_connected(client, &mut a, 1).await?;
+    links::check(link, client, &a, &b).await?;
 
     println!("  live N={n}: A is pid {}, B is pid {}", a.pid(), b.pid());
     let tag = load::fresh_tag();
@@ -237,7 +257,8 @@ pub async fn live(ctx: &Ctx, n: usize, policies: bool) -> Result<Vec<Row>> {
     } else {
         "live A -> B (bidirectional link)"
     };
-    Ok(vec![Row::new(label.to_owned(), n, secs_rate(n, secs))
+    let label = format!("{label}{}", label_link(link));
+    Ok(vec![Row::new(label, n, secs_rate(n, secs))
         .latency(latency)
         .rss(a.peak_rss_kib(), b.peak_rss_kib())
         .cpu(a.cpu_secs(), b.cpu_secs())])
@@ -245,7 +266,7 @@ pub async fn live(ctx: &Ctx, n: usize, policies: bool) -> Result<Vec<Row>> {
 
 /// The figure is only about scripts if they judged every delta and refused none.
 async fn check_policies_ran(client: &reqwest::Client, node: &NodeProc, n: usize) -> Result<()> {
-    let p = get_json(client, &format!("{}/policies", node.url)).await?;
+    let p = get_json(client, node, "/policies").await?;
     let evaluations = p["evaluations"].as_u64().unwrap_or(0);
     let rejections = p["rejections"].as_u64().unwrap_or(0);
     ensure!(
