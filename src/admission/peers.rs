@@ -177,6 +177,15 @@ impl PeerTable {
         found
     }
 
+    /// Who presented `token`: the configured peer it belongs to, if any.
+    pub fn identify_token(&self, token: &str) -> Option<LinkPeer> {
+        self.by_token(token).map(|e| LinkPeer {
+            name: e.name.clone(),
+            authenticated: true,
+            key: None,
+        })
+    }
+
     /// Who proved `key` (a key proof verified by the caller): the configured peer, or
     /// an unknown key that stays anonymous.
     pub fn identify_key(&self, key: &str) -> LinkPeer {

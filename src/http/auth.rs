@@ -189,7 +189,7 @@ impl Refused {
 
 /// The token of an `Authorization: Bearer TOKEN` header (the scheme in any case); `None`
 /// without one, or with an empty token.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();

@@ -18,7 +18,6 @@ use tokio_tungstenite::WebSocketStream;
 use super::ApiError;
 use crate::federation::wire::codes;
 use crate::federation::Federation;
-use crate::policy::LinkPeer;
 
 fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     headers
@@ -37,12 +36,7 @@ struct TokenQuery {
 /// A peer token, from `Authorization: Bearer` or the url's `token` parameter (a
 /// reference client can only choose its url). Empty means none.
 fn presented_token(req: &Request) -> Option<String> {
-    let bearer = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| t.trim().to_owned());
+    let bearer = super::auth::bearer(req.headers()).map(str::to_owned);
     let query = || {
         axum::extract::Query::<TokenQuery>::try_from_uri(req.uri())
             .ok()
@@ -79,21 +73,17 @@ pub(super) async fn upgrade(State(fed): State<Federation>, mut req: Request) -> 
         return ApiError::bad_request("BAD_WEBSOCKET_KEY", "Sec-WebSocket-Key is missing")
             .into_response();
     };
+    let peer_addr = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.to_string());
     let by_token = match presented_token(&req) {
         None => None,
-        Some(token) => match fed.node().peers().by_token(&token) {
-            Some(peer) => Some(LinkPeer {
-                name: peer.name.clone(),
-                authenticated: true,
-                key: None,
-            }),
+        Some(token) => match fed.node().peers().identify_token(&token) {
+            Some(peer) => Some(peer),
             None => {
-                let addr = req
-                    .extensions()
-                    .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                    .map(|c| c.0);
                 fed.auth_refusals().count(codes::AUTH_FAILED);
-                tracing::warn!(?addr, "refused a federation upgrade: unknown peer token");
+                tracing::warn!(addr = ?peer_addr, "refused a federation upgrade: unknown peer token");
                 return ApiError::new(
                     StatusCode::UNAUTHORIZED,
                     codes::AUTH_FAILED,
@@ -104,10 +94,6 @@ pub(super) async fn upgrade(State(fed): State<Federation>, mut req: Request) -> 
         },
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let peer_addr = req
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.to_string());
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
