@@ -304,74 +304,53 @@ impl Session<'_> {
         } else {
             None
         };
-        let proof = match offer {
-            Some(offer) => {
-                let nonce = fresh_nonce()?;
-                let ours = self.node.public_key();
-                let proof = Transcript {
-                    initiator_system: &peer.system,
-                    acceptor_system: self.node.system_id(),
-                    initiator_key: &offer.key,
-                    acceptor_key: &ours,
-                    initiator_nonce: &offer.nonce,
-                    acceptor_nonce: &nonce,
-                    link_id: &self.link.id,
-                    config: &signed_config,
-                }
-                .sign(self.node.key(), Signer::Acceptor);
-                Some((offer, nonce, ours, proof))
-            }
-            None => None,
+        let hello = match offer {
+            Some(offer) => Hello::AwaitingProof(Box::new(AwaitingProof {
+                key: offer.key,
+                initiator_nonce: offer.nonce,
+                acceptor_nonce: fresh_nonce()?,
+                acceptor_key: self.node.public_key(),
+                config: signed_config,
+                peer,
+            })),
+            None => Hello::Done(Box::new(peer)),
+        };
+        let (extension, auth) = match &hello {
+            Hello::Done(peer) => (peer.extension, None),
+            Hello::AwaitingProof(w) => (
+                w.peer.extension,
+                Some(AuthHello {
+                    key: w.acceptor_key.clone(),
+                    nonce: w.acceptor_nonce.clone(),
+                    proof: Some(
+                        w.transcript(self.node.system_id(), &self.link.id)
+                            .sign(self.node.key(), Signer::Acceptor),
+                    ),
+                }),
+            ),
         };
         self.send(&Message::HelloAck {
             system_id: self.node.system_id().to_owned(),
             link_id: self.link.id.clone(),
             protocol: PROTOCOL_VERSION.to_owned(),
-            rhizome: peer.extension.then(|| HelloExt {
+            rhizome: extension.then(|| HelloExt {
                 version: EXTENSION_VERSION,
                 cursor,
                 log: Some(self.node.log_id().to_owned()),
                 limits: Some(self.our_limits()),
-                auth: proof.as_ref().map(|(_, nonce, key, proof)| AuthHello {
-                    key: key.clone(),
-                    nonce: nonce.clone(),
-                    proof: Some(proof.clone()),
-                }),
+                auth,
             }),
         })?;
-        Ok(match proof {
-            Some((offer, nonce, _, _)) => Hello::AwaitingProof(Box::new(AwaitingProof {
-                peer,
-                key: offer.key,
-                initiator_nonce: offer.nonce,
-                acceptor_nonce: nonce,
-                config: signed_config,
-            })),
-            None => Hello::Done(Box::new(peer)),
-        })
+        Ok(hello)
     }
 
     /// The connecting side's proof: it holds its key, for this connection.
     fn on_auth(&self, wait: AwaitingProof, proof: &str) -> Result<Peer, SessionEnd> {
-        let AwaitingProof {
-            mut peer,
-            key,
-            initiator_nonce,
-            acceptor_nonce,
-            config,
-        } = wait;
-        let ours = self.node.public_key();
-        let transcript = Transcript {
-            initiator_system: &peer.system,
-            acceptor_system: self.node.system_id(),
-            initiator_key: &key,
-            acceptor_key: &ours,
-            initiator_nonce: &initiator_nonce,
-            acceptor_nonce: &acceptor_nonce,
-            link_id: &self.link.id,
-            config: &config,
-        };
-        if let Err(e) = transcript.verify(Signer::Initiator, proof) {
+        let verified = wait
+            .transcript(self.node.system_id(), &self.link.id)
+            .verify(Signer::Initiator, proof);
+        let AwaitingProof { mut peer, key, .. } = wait;
+        if let Err(e) = verified {
             return Err(self.refuse_auth(
                 &peer.system,
                 format!("the key proof for {key} was not made for this connection ({e}): replayed, relayed or forged"),
@@ -727,7 +706,24 @@ struct AwaitingProof {
     key: String,
     initiator_nonce: String,
     acceptor_nonce: String,
+    acceptor_key: String,
     config: String,
+}
+
+impl AwaitingProof {
+    /// The transcript both proofs of this connection sign.
+    fn transcript<'a>(&'a self, acceptor_system: &'a str, link_id: &'a str) -> Transcript<'a> {
+        Transcript {
+            initiator_system: &self.peer.system,
+            acceptor_system,
+            initiator_key: &self.key,
+            acceptor_key: &self.acceptor_key,
+            initiator_nonce: &self.initiator_nonce,
+            acceptor_nonce: &self.acceptor_nonce,
+            link_id,
+            config: &self.config,
+        }
+    }
 }
 
 /// `hello.config` as both sides sign it: the JSON text of the value as sent and as
