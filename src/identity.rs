@@ -9,6 +9,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, DecodePrivateKey, EncodePrivateKey};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use rand::TryRngCore;
@@ -84,19 +86,9 @@ impl NodeKey {
         };
         std::fs::create_dir_all(dir).map_err(|e| write(e.to_string()))?;
         let key = NodeKey::generate()?;
-        let pem = key
-            .signing
-            .to_pkcs8_pem(LineEnding::LF)
-            .map_err(|e| write(e.to_string()))?;
-        let mut options = std::fs::OpenOptions::new();
-        // `create_new`: two nodes starting on one directory cannot both write a key.
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&path).map_err(|e| write(e.to_string()))?;
-        file.write_all(pem.as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(|e| write(e.to_string()))?;
+        // `save_new` refuses an existing file: two nodes starting on one directory
+        // cannot both write a key.
+        key.save_new(&path)?;
         Ok((key, true))
     }
 
@@ -109,6 +101,77 @@ impl NodeKey {
     pub fn sign_hex(&self, message: &[u8]) -> String {
         to_hex(&self.signing.sign(message).to_bytes())
     }
+
+    /// An ed25519 signature of `message`.
+    pub fn sign(&self, message: &[u8]) -> Signature {
+        self.signing.sign(message)
+    }
+
+    /// The public half.
+    pub fn verifying_key(&self) -> VerifyingKey {
+        self.signing.verifying_key()
+    }
+
+    /// The public key as signed deltas carry it: base64url of its 32 bytes, no padding.
+    pub fn public_base64(&self) -> String {
+        key_text(&self.verifying_key())
+    }
+
+    /// Writes the key as PKCS#8 PEM to a new file, mode 0600 (never over an existing one).
+    ///
+    /// # Errors
+    /// When the file exists or cannot be written.
+    pub fn save_new(&self, path: &Path) -> Result<(), IdentityError> {
+        let write = |reason: String| IdentityError::Write {
+            path: path.to_owned(),
+            reason,
+        };
+        let pem = self
+            .signing
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|e| write(e.to_string()))?;
+        let mut options = std::fs::OpenOptions::new();
+        // `create_new`: a key file is never replaced, so an identity cannot be lost.
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(path).map_err(|e| write(e.to_string()))?;
+        file.write_all(pem.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|e| write(e.to_string()))
+    }
+}
+
+/// A public key as signed deltas carry it: base64url (RFC 4648 section 5) of its 32
+/// bytes, without padding.
+pub fn key_text(key: &VerifyingKey) -> String {
+    URL_SAFE_NO_PAD.encode(key.as_bytes())
+}
+
+/// A public key in either form an operator may paste: base64url as deltas carry it (43
+/// characters) or lowercase hex as nodes are known by (64 digits). Weak keys (of small
+/// order, for which any message "verifies") are refused.
+///
+/// # Errors
+/// When it is neither form, or not a usable ed25519 key, with what is wrong.
+pub fn parse_any_key(text: &str) -> Result<VerifyingKey, String> {
+    let bytes: Option<[u8; 32]> = match text.len() {
+        64 => from_hex(text).and_then(|b| b.try_into().ok()),
+        43 => URL_SAFE_NO_PAD
+            .decode(text)
+            .ok()
+            .and_then(|b| b.try_into().ok()),
+        _ => None,
+    };
+    let bytes = bytes.ok_or_else(|| {
+        format!("{text:?} is not a public key (43 base64url characters or 64 hex digits)")
+    })?;
+    let key = VerifyingKey::from_bytes(&bytes)
+        .map_err(|e| format!("{text:?} is not an ed25519 public key: {e}"))?;
+    if key.is_weak() {
+        return Err(format!("{text:?} is a weak key (of small order): refused"));
+    }
+    Ok(key)
 }
 
 /// A public key as peers and operators write it: lowercase hex of its 32 bytes.

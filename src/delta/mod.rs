@@ -10,6 +10,7 @@
 mod authoring;
 pub(crate) mod json;
 mod limits;
+mod signature;
 mod validate;
 
 use serde::ser::{SerializeMap, SerializeStruct};
@@ -18,6 +19,7 @@ use serde_json::{Map, Number, Value};
 
 pub use authoring::{negate, new_delta, now_millis, NEGATED_BY_CONTEXT, NEGATES_ROLE, REASON_ROLE};
 pub use limits::{json_len, Limits, MAX_DEPTH_CAP, MAX_ID_BYTES_CAP, MAX_SAFE_INTEGER};
+pub use signature::{verify_all, Signed, SIGNATURE_ALG, SIGNATURE_FIELD};
 pub(crate) use validate::identifier;
 pub use validate::{validate, InvalidDelta};
 
