@@ -9,9 +9,10 @@
 //!    the key that signed it, a key of its author, or a moderator key.
 //!
 //! Rule 4 needs the negated delta. A peer's negation whose target is not stored yet is
-//! refused with that reason (it is quarantined, and judged again by a replay once the
-//! target is here). A local client's is stored: it changes nothing until its target
-//! exists, and local clients are the operator's own.
+//! refused with that reason: it waits in the quarantine and is judged again as soon as
+//! its target is stored (`node::quarantine`), so whichever of the two arrives first,
+//! the log ends the same. A local client's is stored: it changes nothing until its
+//! target exists, and local clients are the operator's own.
 
 use std::collections::BTreeSet;
 
@@ -161,7 +162,7 @@ impl SignaturePolicy {
             return match source {
                 Source::Local => Ok(()),
                 Source::Peer(_) => Err(format!(
-                    "negates {id}, which is not stored here yet, so who may negate it cannot be checked; replay this delta once {id} is here"
+                    "negates {id}, which is not stored here yet, so who may negate it cannot be checked; it is judged again when {id} arrives"
                 )),
             };
         };

@@ -92,6 +92,10 @@ impl Node {
             .fetch_add(verified as u64, std::sync::atomic::Ordering::Relaxed);
         let (checked, verdicts) = self.judge(checked, signed, admission).await?;
         let observed = self.events_observed();
+        // Targets of negations held for want of them, and awaited targets arriving now.
+        let mut held: Vec<String> = Vec::new();
+        let mut arriving: Vec<String> = Vec::new();
+        let awaiting = self.awaiting_any();
         let mut outcomes: Vec<Option<IngestOutcome>> = Vec::with_capacity(checked.len());
         let mut entries = Vec::new();
         let mut ids = Vec::new();
@@ -118,6 +122,9 @@ impl Node {
                             delta_id: delta.id.clone(),
                             policy: policy.clone(),
                         });
+                        if policy == SIGNATURE_RULES {
+                            held.extend(delta.negated_ids().map(str::to_owned));
+                        }
                         let record = admission::QuarantineRecord::new(
                             delta,
                             a.link.clone(),
@@ -140,6 +147,9 @@ impl Node {
                     if observed {
                         ids.push(delta.id.clone());
                     }
+                    if awaiting && self.is_awaited(&delta.id) {
+                        arriving.push(delta.id.clone());
+                    }
                     entries.push(NewEntry {
                         delta,
                         origin: origin_system.clone(),
@@ -158,12 +168,15 @@ impl Node {
             let side = SideWrites { meta, quarantine };
             Some(self.inner.store.append(entries, side)?)
         };
+        self.await_targets(&held);
         Ok(PendingIngest {
             node: self.clone(),
             append,
             outcomes,
             ids: observed.then_some(ids),
             origin: origin_system,
+            held,
+            arriving,
         })
     }
     /// Holds a local client's deltas to the signature rules, and judges remote ones
@@ -254,6 +267,10 @@ pub(crate) struct PendingIngest {
     /// The ids of the appended deltas, when someone listens to events.
     ids: Option<Vec<String>>,
     origin: Option<String>,
+    /// Targets of negations this batch quarantined for want of them.
+    held: Vec<String>,
+    /// Targets that held negations wait for, stored by this batch.
+    arriving: Vec<String>,
 }
 
 impl PendingIngest {
@@ -269,11 +286,21 @@ impl PendingIngest {
             mut outcomes,
             ids,
             origin,
+            held,
+            arriving,
         } = self;
         let appended = match append {
             Some(pending) => pending.durable().await?,
             None => Vec::new(),
         };
+        // Appends commit in admission order, so a target admitted before the negation
+        // that missed it is readable now: look again, or its arrival would go unseen.
+        let mut arrived = arriving;
+        arrived.extend(
+            held.into_iter()
+                .filter(|id| node.store().seq_of(id).ok().flatten().is_some()),
+        );
+        node.rejudge_negations_of(arrived);
         let mut ids = ids.map(Vec::into_iter);
         let mut appended = appended.into_iter();
         for slot in outcomes.iter_mut().filter(|o| o.is_none()) {

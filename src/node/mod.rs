@@ -55,6 +55,8 @@ struct Inner {
     signatures_verified: std::sync::atomic::AtomicU64,
     /// Deltas the signature rules refused since start.
     signature_refusals: std::sync::atomic::AtomicU64,
+    /// Ids of deltas that quarantined negations wait for (see `quarantine`).
+    awaited: std::sync::Mutex<std::collections::HashSet<String>>,
     limits: Limits,
 }
 
@@ -134,7 +136,7 @@ impl Node {
                 .map_err(|e| NodeError::Policies(format!("cannot watch for changes: {e}")))?;
             host
         };
-        Ok(Node {
+        let node = Node {
             inner: Arc::new(Inner {
                 system_id,
                 key,
@@ -151,9 +153,12 @@ impl Node {
                 invalid: Default::default(),
                 signatures_verified: Default::default(),
                 signature_refusals: Default::default(),
+                awaited: Default::default(),
                 limits: config.limits,
             }),
-        })
+        };
+        node.recall_awaited_targets()?;
+        Ok(node)
     }
 
     /// A node on a temporary store: for tests and examples.

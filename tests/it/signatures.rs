@@ -311,6 +311,26 @@ async fn only_the_author_or_a_moderator_negates_a_signed_delta() {
     assert_eq!(id, early.id);
     assert!(reason.contains("not stored here yet"), "{reason}");
     assert!(node.node().store().is_negated(&target.id).unwrap());
+
+    // Its target arrives: the waiting negation is judged again at once. Mallory wrote
+    // the target, so her negation of it stands; her negation of alice's does not.
+    let mut late = signed("mallory", &mallory);
+    late.id = "not-here-yet".into();
+    late.sign(&mallory);
+    let mut hers_later = signed("alice", &alice);
+    hers_later.id = "alice-later".into();
+    hers_later.sign(&alice);
+    let mut wrong = negate("alice-later", "someone", "origin", None);
+    wrong.sign(&mallory);
+    push_v1(&node, &[&wrong]).await;
+    assert!(wait_for(T, || node.node().store().quarantine_len() == 2).await);
+    push_v1(&node, &[&late, &hers_later]).await;
+    let want = BTreeSet::from([late.id.clone(), early.id.clone(), hers_later.id.clone()]);
+    assert!(wait_holds(node.node(), &want, T).await);
+    assert!(wait_for(T, || node.node().store().quarantine_len() == 1).await);
+    assert_eq!(quarantined(node.node())[0].0, wrong.id);
+    assert!(node.node().store().is_negated("not-here-yet").unwrap());
+    assert!(!node.node().store().is_negated("alice-later").unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
