@@ -424,3 +424,65 @@ async fn requirements_follow_the_scope_and_the_node_signs_what_it_completes() {
         .unwrap();
     assert_eq!(status["signatures"]["signingKey"], key.public_base64());
 }
+
+/// The binary: `serve --author NAME=KEY --require-signatures all`, then `rhizome author`
+/// binds another author, lists them, unbinds one; `rhizome status` shows the counts.
+#[test]
+fn rhizome_author_and_serve_flags_bind_authors() {
+    use crate::common::cli::{run, Serving};
+    let alice = NodeKey::generate().unwrap();
+    let bob = NodeKey::generate().unwrap();
+    let flag = format!("alice={}", alice.public_hex());
+    let node = Serving::start(&[
+        "--memory",
+        "--author",
+        flag.as_str(),
+        "--require-signatures",
+        "all",
+    ]);
+    let token_file = node.admin_token_file.clone().expect("a token file");
+    let token_file = token_file.display().to_string();
+    let common = [
+        "--node",
+        node.url.as_str(),
+        "--token-file",
+        token_file.as_str(),
+    ];
+    let with = |args: &[&str]| run(&[args, &common[..]].concat());
+
+    let add = with(&["author", "add", "bob", "--key", &bob.public_base64()]);
+    assert!(add.ok(), "{}{}", add.out, add.err);
+    with(&["author", "add", "carol", "--key", "not-a-key"]).assert_fails_saying(&["not-a-key"]);
+    let listed = with(&["author", "list"]);
+    let lines = listed.json_lines();
+    let names: Vec<&str> = lines.iter().filter_map(|l| l["name"].as_str()).collect();
+    assert_eq!(names, ["alice", "bob"], "{}", listed.out);
+    assert_eq!(lines[0]["keys"][0], alice.public_base64());
+    assert_eq!(lines[2]["signatures"]["require"], "all", "{}", listed.out);
+    assert!(with(&["author", "remove", "bob"]).ok());
+    with(&["author", "remove", "bob"]).assert_fails_saying(&["no author named \"bob\""]);
+
+    // Everything must be signed here: an unsigned put is refused with the reason.
+    let refused = with(&["put", "--author", "dave", "-p", "says=hi"]);
+    assert!(
+        !refused.ok() || refused.out.contains("rejected"),
+        "{}{}",
+        refused.out,
+        refused.err
+    );
+    assert!(
+        format!("{}{}", refused.out, refused.err).contains("must be signed"),
+        "{}{}",
+        refused.out,
+        refused.err
+    );
+    let status = with(&["status"]);
+    assert!(
+        status
+            .out
+            .contains("signatures  1 bound authors, required: all; 0 verified, 1 refused"),
+        "{}",
+        status.out
+    );
+    node.stop();
+}
