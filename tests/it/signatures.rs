@@ -486,3 +486,47 @@ fn rhizome_author_and_serve_flags_bind_authors() {
     );
     node.stop();
 }
+
+/// `[[peer]] requireSignatures`: the peer that proved its key must sign what it sends;
+/// another peer need not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_can_be_required_to_sign() {
+    let spoke = crate::common::start_node("spoke").await;
+    let alice = NodeKey::generate().unwrap();
+    let hub = start_node_with(NodeConfig {
+        peers: vec![rhizome::PeerEntry {
+            name: "spoke".into(),
+            key: Some(spoke.node().public_key()),
+            require_signatures: true,
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+    .await;
+    let loose = unsigned("bob");
+    let hers = signed("alice", &alice);
+    spoke
+        .node()
+        .ingest(vec![loose.clone(), hers.clone()], Origin::Local)
+        .await
+        .unwrap();
+    let link = spoke
+        .federation()
+        .connect_to_remote(
+            &hub.url(),
+            LinkConfig {
+                mode: SyncMode::Push,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(wait_status(&link, LinkStatus::Connected, T).await);
+    assert!(wait_holds(hub.node(), &BTreeSet::from([hers.id.clone()]), T).await);
+    assert!(wait_for(T, || hub.node().store().quarantine_len() == 1).await);
+    let (id, _, reason) = quarantined(hub.node()).remove(0);
+    assert_eq!(id, loose.id);
+    assert!(reason.contains("from \"spoke\" must be signed"), "{reason}");
+    // An anonymous peer is not held to the spoke's rule.
+    let answers = push_v1(&hub, &[&unsigned("carol")]).await;
+    assert_eq!(answers[0]["type"], "delta_ack", "{answers:?}");
+}
