@@ -281,20 +281,6 @@ fn has_no_settings(text: &str) -> bool {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::has_no_settings;
-
-    #[test]
-    fn a_file_of_blanks_and_comments_has_no_settings() {
-        assert!(has_no_settings(""));
-        assert!(has_no_settings(" \n\t\r\n"));
-        assert!(has_no_settings("# links\n  # none yet\n"));
-        assert!(!has_no_settings("link = []"));
-        assert!(!has_no_settings("# c\n[[link]]\n"));
-    }
-}
-
 /// A table of entries that come from the file and from the API (peers, authors).
 trait Entries: Sized {
     type Entry: Clone + PartialEq;
@@ -340,4 +326,18 @@ fn refile<T: Entries + Clone>(table: &T, old: &[T::Entry], new: &[T::Entry]) -> 
         next = next.with(entry.clone())?;
     }
     Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_no_settings;
+
+    #[test]
+    fn a_file_of_blanks_and_comments_has_no_settings() {
+        assert!(has_no_settings(""));
+        assert!(has_no_settings(" \n\t\r\n"));
+        assert!(has_no_settings("# links\n  # none yet\n"));
+        assert!(!has_no_settings("link = []"));
+        assert!(!has_no_settings("# c\n[[link]]\n"));
+    }
 }

@@ -351,7 +351,7 @@ impl Node {
     /// Stores a delta this node authored, signed with its signing key when it has one.
     async fn store_one(&self, mut d: Delta) -> Result<StoredDelta, CreateError> {
         if let Some(key) = self.signing_key() {
-            d.sign(key);
+            d.sign(key)?;
         }
         let outcome = self.ingest(vec![d.clone()], Origin::Local).await?;
         match outcome.into_iter().next() {

@@ -23,7 +23,7 @@ const T: Duration = Duration::from_secs(15);
 
 fn signed(author: &str, key: &NodeKey) -> Delta {
     let mut d = new_delta(author, "origin", vec![Pointer::new("says", "hi".into())]);
-    d.sign(key);
+    d.sign(key).unwrap();
     d
 }
 
@@ -229,7 +229,7 @@ async fn a_signed_delta_relayed_through_a_third_node_still_verifies() {
             Pointer::new("stars", rhizome::Target::Number(4.into())),
         ],
     );
-    hers.sign(&alice);
+    hers.sign(&alice).unwrap();
     let bobs = unsigned("bob");
     origin
         .node()
@@ -278,7 +278,7 @@ async fn only_the_author_or_a_moderator_negates_a_signed_delta() {
     let negation = |key: Option<&NodeKey>| {
         let mut n = negate(&target.id, "someone", "origin", Some("spam"));
         if let Some(key) = key {
-            n.sign(key);
+            n.sign(key).unwrap();
         }
         n
     };
@@ -303,7 +303,7 @@ async fn only_the_author_or_a_moderator_negates_a_signed_delta() {
     // A moderator may, from a peer too; a peer's negation of what is not here waits.
     let moderated = negation(Some(&moderator));
     let mut early = negate("not-here-yet", "someone", "origin", None);
-    early.sign(&mallory);
+    early.sign(&mallory).unwrap();
     push_v1(&node, &[&moderated, &early]).await;
     assert!(wait_holds(node.node(), &BTreeSet::from([moderated.id.clone()]), T).await);
     assert!(wait_for(T, || node.node().store().quarantine_len() == 1).await);
@@ -316,12 +316,12 @@ async fn only_the_author_or_a_moderator_negates_a_signed_delta() {
     // the target, so her negation of it stands; her negation of alice's does not.
     let mut late = signed("mallory", &mallory);
     late.id = "not-here-yet".into();
-    late.sign(&mallory);
+    late.sign(&mallory).unwrap();
     let mut hers_later = signed("alice", &alice);
     hers_later.id = "alice-later".into();
-    hers_later.sign(&alice);
+    hers_later.sign(&alice).unwrap();
     let mut wrong = negate("alice-later", "someone", "origin", None);
-    wrong.sign(&mallory);
+    wrong.sign(&mallory).unwrap();
     push_v1(&node, &[&wrong]).await;
     assert!(wait_for(T, || node.node().store().quarantine_len() == 2).await);
     push_v1(&node, &[&late, &hers_later]).await;
