@@ -6,7 +6,7 @@
 //! field, in the current pointer form, serialized by RFC 8785 (JSON Canonicalization
 //! Scheme). Because the bytes are rebuilt from the delta rather than taken from the wire,
 //! a delta read in the legacy pointer form, or re-serialized by any peer that keeps its
-//! fields, still verifies. `docs/PROTOCOL.md` section 7 specifies it, with test vectors.
+//! fields, still verifies. `docs/PROTOCOL.md` section 10 specifies it, with test vectors.
 //!
 //! A signature is valid when ed25519 strict verification accepts it (RFC 8032, and
 //! neither the key nor `R` of small order). Many deltas are checked at once with batch

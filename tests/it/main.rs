@@ -27,6 +27,8 @@ mod http_reads;
 mod peer_auth;
 mod policies;
 mod readme_tour;
+mod signature_vectors;
+mod signing_cli;
 mod storage_faults;
 mod tls;
 mod vendored_fjall;

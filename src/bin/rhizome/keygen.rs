@@ -13,17 +13,18 @@ use anyhow::{bail, Context};
 use rhizome::identity::{key_text, NodeKey};
 
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("destination").required(true).args(["out", "print"])))]
 #[command(after_help = "Examples:
   rhizome keygen --out alice.key --name alice
   rhizome keygen --print > /run/secrets/alice.key")]
 pub struct KeygenArgs {
     /// Write the secret key to this new file (PKCS#8 PEM, mode 0600); an existing file
     /// is never overwritten.
-    #[arg(long, value_name = "FILE", required_unless_present = "print")]
+    #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// Print the secret key (PEM) on stdout instead of writing a file; the public key
     /// and the config lines go to stderr.
-    #[arg(long, conflicts_with = "out")]
+    #[arg(long)]
     pub print: bool,
     /// The author the printed config lines bind the key to [default: the key file's
     /// name without its extension].
