@@ -77,11 +77,12 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
             println!("{}", as_line(&item.place, &verdict, pass));
         }
     }
-    let summary = counts.summary();
-    if counts.failed(args.require_signatures) > 0 {
-        bail!("{summary}");
+    let (total, failed) = (counts.total(), counts.failed(args.require_signatures));
+    let tally = counts.tally();
+    if failed > 0 {
+        bail!("{failed} of {total} deltas failed verification ({tally})");
     }
-    eprintln!("{summary}");
+    eprintln!("all {total} deltas passed ({tally})");
     Ok(())
 }
 
@@ -196,10 +197,13 @@ impl Counts {
         self.bad + self.invalid + if require_signatures { self.unsigned } else { 0 }
     }
 
-    fn summary(&self) -> String {
-        let total = self.ok + self.unsigned + self.bad + self.invalid;
+    fn total(&self) -> usize {
+        self.ok + self.unsigned + self.bad + self.invalid
+    }
+
+    fn tally(&self) -> String {
         format!(
-            "{total} deltas: {} signed and valid, {} unsigned, {} with a bad signature, {} invalid",
+            "{} signed and valid, {} unsigned, {} with a bad signature, {} invalid",
             self.ok, self.unsigned, self.bad, self.invalid
         )
     }
