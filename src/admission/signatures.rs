@@ -8,11 +8,14 @@
 //! 4. a negation of a *protected* delta (signed, or by a bound author) must be signed by
 //!    the key that signed it, a key of its author, or a moderator key.
 //!
-//! Rule 4 needs the negated delta. A peer's negation whose target is not stored yet is
-//! refused with that reason: it waits in the quarantine and is judged again as soon as
-//! its target is stored (`node::quarantine`), so whichever of the two arrives first,
-//! the log ends the same. A local client's is stored: it changes nothing until its
-//! target exists, and local clients are the operator's own.
+//! Rule 4 needs the negated delta. A negation whose target is not stored yet is judged
+//! by the source's requirement, the same rule on every node with the same settings:
+//! - where signatures are required (rule 3), it is refused with that reason; from a
+//!   peer it waits in the quarantine and is judged again as soon as its target is stored
+//!   (`node::quarantine`), so whichever arrives first, the log ends the same;
+//! - elsewhere it is accepted, as in v1: it changes nothing until its target exists, and
+//!   a node that stores it can forward it to its peers of the same settings. What this
+//!   leaves open (a negation racing its target to a node) is said in the README.
 
 use std::collections::BTreeSet;
 
@@ -144,7 +147,7 @@ impl SignaturePolicy {
         }
         if self.settings.negations == NegationRule::Author {
             for id in d.negated_ids() {
-                self.may_negate(authors, id, signer, source, stored)?;
+                self.may_negate(authors, id, signer, required, stored)?;
             }
         }
         Ok(())
@@ -155,16 +158,16 @@ impl SignaturePolicy {
         authors: &AuthorTable,
         id: &str,
         signer: Option<&VerifyingKey>,
-        source: Source,
+        required: bool,
         stored: &dyn Fn(&str) -> Option<Delta>,
     ) -> Result<(), String> {
         let Some(target) = stored(id) else {
-            return match source {
-                Source::Local => Ok(()),
-                Source::Peer(_) => Err(format!(
-                    "negates {id}, which is not stored here yet, so who may negate it cannot be checked; it is judged again when {id} arrives"
-                )),
-            };
+            if !required {
+                return Ok(());
+            }
+            return Err(format!(
+                "negates {id}, which is not stored here yet, so who may negate it cannot be checked; it is judged again when {id} arrives"
+            ));
         };
         let mut allowed: Vec<VerifyingKey> = target.claimed_signer().into_iter().collect();
         allowed.extend(authors.keys_of(&target.author).unwrap_or_default());
@@ -300,7 +303,14 @@ mod tests {
                 n.sign(key).unwrap();
             }
             let signed = n.verify();
-            policy.check(&authors, &n, &signed, (Source::Peer("p"), false), &stored)
+            // Required or not, a signed negation of what is here is judged the same.
+            let open = policy.check(&authors, &n, &signed, (Source::Peer("p"), false), &stored);
+            if key.is_some() {
+                let required =
+                    policy.check(&authors, &n, &signed, (Source::Peer("p"), true), &stored);
+                assert_eq!(required.is_ok(), open.is_ok());
+            }
+            open
         };
         assert!(negation(&target, Some(&alice)).is_ok());
         assert!(negation(&target, Some(&moderator)).is_ok());
@@ -309,23 +319,21 @@ mod tests {
         assert!(negation(&target, None).unwrap_err().contains("unsigned"));
         // Nothing proves who wrote an unsigned delta of an unbound author.
         assert!(negation(&open, None).is_ok());
-        // A peer's negation of what is not here yet waits; a local one is stored.
+        // A negation of what is not here yet waits where signatures are required, and
+        // is stored (as in v1) where they are not.
         let unknown = signed("carol", None);
         let mut n = negate(&unknown.id, "whoever", "sys", None);
         n.sign(&mallory).unwrap();
+        let found = n.verify();
         let e = policy
-            .check(
-                &authors,
-                &n,
-                &n.verify(),
-                (Source::Peer("p"), false),
-                &stored,
-            )
+            .check(&authors, &n, &found, (Source::Peer("p"), true), &stored)
             .unwrap_err();
         assert!(e.contains("not stored here yet"), "{e}");
-        assert!(policy
-            .check(&authors, &n, &n.verify(), (Source::Local, false), &stored)
-            .is_ok());
+        for source in [Source::Peer("p"), Source::Local] {
+            assert!(policy
+                .check(&authors, &n, &found, (source, false), &stored)
+                .is_ok());
+        }
         let any = SignaturePolicy::new(SignatureSettings {
             negations: NegationRule::Any,
             ..Default::default()

@@ -264,9 +264,12 @@ async fn only_the_author_or_a_moderator_negates_a_signed_delta() {
     let alice = NodeKey::generate().unwrap();
     let mallory = NodeKey::generate().unwrap();
     let moderator = NodeKey::generate().unwrap();
+    // Peers that do not authenticate must sign here, so their negations of what is not
+    // here yet wait for it.
     let node = start_node_with(NodeConfig {
         signatures: SignatureSettings {
             moderators: vec![moderator.public_base64()],
+            require_from: vec!["anonymous".into()],
             ..Default::default()
         },
         ..Default::default()
@@ -301,6 +304,8 @@ async fn only_the_author_or_a_moderator_negates_a_signed_delta() {
     .await;
     assert_eq!(status, 403, "{body}");
     // A moderator may, from a peer too; a peer's negation of what is not here waits.
+    // (Where signatures are not required it is stored, as in v1: see
+    // `an_unsigned_world_keeps_v1_negations`.)
     let moderated = negation(Some(&moderator));
     let mut early = negate("not-here-yet", "someone", "origin", None);
     early.sign(&mallory).unwrap();
@@ -529,4 +534,28 @@ async fn a_peer_can_be_required_to_sign() {
     // An anonymous peer is not held to the spoke's rule.
     let answers = push_v1(&hub, &[&unsigned("carol")]).await;
     assert_eq!(answers[0]["type"], "delta_ack", "{answers:?}");
+}
+
+/// With no signature settings, a negation of a delta not stored yet is stored and
+/// forwarded as in v1: what one node stores, a node of the same settings accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsigned_world_keeps_v1_negations() {
+    let a = start_node_with(NodeConfig::default()).await;
+    let b = start_node_with(NodeConfig::default()).await;
+    let early = negate("arrives-later", "bob", "origin", None);
+    let (status, body) = post(&a, "/deltas", &json!(early)).await;
+    assert_eq!(status, 201, "{body}");
+    let link = b
+        .federation()
+        .connect_to_remote(
+            &a.url(),
+            LinkConfig {
+                mode: SyncMode::Pull,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(wait_status(&link, LinkStatus::Connected, T).await);
+    assert!(wait_holds(b.node(), &BTreeSet::from([early.id.clone()]), T).await);
+    assert_eq!(b.node().store().quarantine_len(), 0);
 }

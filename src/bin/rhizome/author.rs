@@ -39,7 +39,13 @@ pub struct AddArgs {
     /// The author, as its deltas carry it in `author`.
     pub name: String,
     /// A public key (base64url as `rhizome keygen` prints it, or hex); repeatable.
-    #[arg(long = "key", value_name = "KEY", required = true)]
+    /// Base64url may start with `-`: it is still taken as the key.
+    #[arg(
+        long = "key",
+        value_name = "KEY",
+        required = true,
+        allow_hyphen_values = true
+    )]
     pub keys: Vec<String>,
 }
 
@@ -82,5 +88,34 @@ pub async fn run(args: AuthorArgs) -> anyhow::Result<()> {
             print_line(&answer);
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: AuthorCommand,
+    }
+
+    #[test]
+    fn arguments_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_key_may_start_with_a_hyphen() {
+        // One base64url key in 64 starts with '-'.
+        let cli = Cli::try_parse_from(["a", "add", "alice", "--key", "-Bx9", "--key", "AA"])
+            .expect("parsed");
+        match cli.command {
+            AuthorCommand::Add(a) => assert_eq!(a.keys, ["-Bx9", "AA"]),
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["a", "add", "alice"]).is_err());
     }
 }
