@@ -20,6 +20,12 @@
 //!   when it has a `verified` pointer or its author is on an allow-list. Others are
 //!   refused (quarantined on the bridge), so they never reach the private side.
 //!
+//! The partner `acme` publishes on the public network, signing with its key; the bridge
+//! binds the author `acme` to that key (`[[author]]` in production), so a delta that
+//! says it is by `acme` crosses only when acme's key signed it. Someone on the public
+//! side who writes as `acme` without the key is refused by the signature rules, however
+//! trusted the author name is in the scripts.
+//!
 //! Then an impostor dials the bridge saying its system id is `public`: it proves no
 //! configured key, so it is `anonymous`; it gets the public delta only and what it sends
 //! is quarantined. The example prints what each side holds and fails if anything crossed
@@ -32,10 +38,12 @@ use std::path::Path;
 
 use anyhow::{ensure, Context, Result};
 use common::{author_delta, dial, dial_verified, serve, serve_with, wait_connected, wait_until};
+use rhizome::admission::AuthorEntry;
 use rhizome::events::NodeEvent;
+use rhizome::identity::NodeKey;
 use rhizome::policy::PolicyDirs;
 use rhizome::store::ReadLimit;
-use rhizome::{Node, NodeConfig, Pointer, Seq, Target};
+use rhizome::{Node, NodeConfig, Origin, Pointer, Seq, Target};
 
 const PUSH_FILTER: &str = r#"// Push filter for every peer: only deltas marked public leave, except to the
 // authenticated private side.
@@ -57,7 +65,7 @@ if link.peer.authenticated {
 "#;
 
 const TRUST_POLICY: &str = r#"// Trust policy for the `public` link: only verified deltas or allow-listed authors.
-let allowed = ["newsroom"];
+let allowed = ["newsroom", "acme"];
 
 if has_role(delta, "verified") || delta.author in allowed {
     true
@@ -76,9 +84,16 @@ pub async fn run() -> Result<()> {
     let dirs = write_scripts(scripts.path())?;
     let public = serve("public").await?;
     let private = serve("private").await?;
+    // The partner's signing key: on the partner's machine in production (`rhizome
+    // keygen`); the bridge knows only its public half.
+    let acme = NodeKey::generate().context("the partner's key")?;
     let bridge = serve_with(NodeConfig {
         system_id: Some("bridge".into()),
         policies: dirs,
+        authors: vec![AuthorEntry {
+            name: "acme".into(),
+            keys: vec![acme.public_base64()],
+        }],
         ..Default::default()
     })
     .await?;
@@ -104,12 +119,22 @@ pub async fn run() -> Result<()> {
     )
     .await?;
     let news = write(public.node(), "newsroom", "news: the river rose", &[]).await?;
+    let partner = write_signed(public.node(), "acme", "acme: spring catalogue", &acme).await?;
+    let posing = write(public.node(), "acme", "acme: wire the money here", &[]).await?;
     let labels: BTreeMap<String, &str> = [
         (memo.clone(), "private/hr: internal memo (not public)"),
         (release.clone(), "private/press: press release (public)"),
         (spam.clone(), "public/mallory: spam (unverified)"),
         (verified.clone(), "public/alice: verified bug report"),
         (news.clone(), "public/newsroom: news (allow-listed author)"),
+        (
+            partner.clone(),
+            "public/acme: catalogue (signed by acme's key)",
+        ),
+        (
+            posing.clone(),
+            "public/acme: unsigned, by someone posing as acme",
+        ),
     ]
     .into();
 
@@ -129,15 +154,17 @@ pub async fn run() -> Result<()> {
     // Inbound: the bridge has judged all three public deltas; the trusted ones reach
     // the private side.
     wait_until(
-        "the bridge has judged the public side's three deltas",
+        "the bridge has judged the public side's five deltas",
         || {
             let s = to_public.stats();
-            Ok(s.deltas_received + s.deltas_rejected >= 3)
+            Ok(s.deltas_received + s.deltas_rejected >= 5)
         },
     )
     .await?;
     wait_until("the trusted public deltas reach the private side", || {
-        Ok(private.node().get(&verified)?.is_some() && private.node().get(&news)?.is_some())
+        Ok(private.node().get(&verified)?.is_some()
+            && private.node().get(&news)?.is_some()
+            && private.node().get(&partner)?.is_some())
     })
     .await?;
 
@@ -172,13 +199,17 @@ pub async fn run() -> Result<()> {
         "the unverified spam reached the private side"
     );
     ensure!(
+        !holds(bridge.node(), &posing)? && !holds(private.node(), &posing)?,
+        "the delta posing as acme crossed the bridge"
+    );
+    ensure!(
         holds(private.node(), &release)? && holds(private.node(), &memo)?,
         "the private side lost its own deltas"
     );
-    for node in [public.node(), bridge.node(), private.node()] {
+    for (node, count) in [(public.node(), 6), (bridge.node(), 5), (private.node(), 5)] {
         ensure!(
-            node.store().head().0 == 4,
-            "{} should hold exactly 4 deltas, it holds {}",
+            node.store().head().0 == count,
+            "{} should hold exactly {count} deltas, it holds {}",
             node.system_id(),
             node.store().head().0
         );
@@ -200,7 +231,7 @@ pub async fn run() -> Result<()> {
     })
     .await?;
     wait_until("the bridge judges the impostor's delta", || {
-        Ok(bridge.node().store().quarantine_len() == 2)
+        Ok(bridge.node().store().quarantine_len() == 3)
     })
     .await?;
     ensure!(
@@ -231,8 +262,8 @@ pub async fn run() -> Result<()> {
     // The proof of the refusal: the link's counter, the event, the quarantine.
     let stats = to_public.stats();
     ensure!(
-        stats.deltas_rejected == 1,
-        "the public link should count 1 rejection: {stats:?}"
+        stats.deltas_rejected == 2,
+        "the public link should count 2 rejections: {stats:?}"
     );
     let mut rejected = None;
     while let Ok(e) = bridge_events.try_recv() {
@@ -251,20 +282,23 @@ pub async fn run() -> Result<()> {
     println!("delta:rejected on the bridge: {reason}");
     let quarantined = bridge.node().quarantine_list(0, 10)?;
     ensure!(
-        quarantined.len() == 2
-            && quarantined.iter().any(|q| q.record.delta.id == spam)
-            && quarantined.iter().any(|q| q.record.delta.id == forged),
-        "the bridge's quarantine should hold the spam and the forgery, it holds {} entries",
+        quarantined.len() == 3
+            && [&spam, &posing, &forged]
+                .iter()
+                .all(|id| quarantined.iter().any(|q| &&q.record.delta.id == id)),
+        "the bridge's quarantine should hold the spam, the delta posing as acme and the forgery, it holds {} entries",
         quarantined.len()
     );
-    println!(
-        "quarantined on the bridge: {} (policy {})",
-        labels[&spam],
-        quarantined
+    for id in [&spam, &posing] {
+        let q = quarantined
             .iter()
-            .find(|q| q.record.delta.id == spam)
-            .map_or("?", |q| q.record.policy.as_str())
-    );
+            .find(|q| &q.record.delta.id == id)
+            .context("a quarantined delta")?;
+        println!(
+            "quarantined on the bridge: {} ({}: {})",
+            labels[id], q.record.policy, q.record.reason
+        );
+    }
 
     bridge.shutdown().await.context("stopping the bridge")?;
     public
@@ -296,6 +330,24 @@ fn write_scripts(root: &Path) -> Result<PolicyDirs> {
         policies: Some(policies),
         filters: Some(filters),
     })
+}
+
+/// A post on `node` by `author`, signed with `key` as its author would; its id.
+async fn write_signed(node: &Node, author: &str, text: &str, key: &NodeKey) -> Result<String> {
+    let mut d = rhizome::delta::new_delta(
+        author,
+        node.system_id(),
+        vec![
+            Pointer::new("feed", Target::reference_in("feed-1", "posts")),
+            Pointer::new("text", Target::from(text)),
+        ],
+    );
+    d.sign(key);
+    let id = d.id.clone();
+    node.ingest(vec![d], Origin::Local)
+        .await
+        .with_context(|| format!("writing on {}", node.system_id()))?;
+    Ok(id)
 }
 
 /// A post on `node` by `author`, with a `true` pointer for each of `marks`; its id.

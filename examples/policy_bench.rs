@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use clap::Parser;
 use rhizome::admission::{Admission, Judged, Rules};
-use rhizome::delta::new_delta;
+use rhizome::delta::{new_delta, Signed};
 use rhizome::federation::{InitialSync, LinkConfig, SyncMode};
 use rhizome::policy::{LinkContext, PolicyDirs, PolicySet};
 use rhizome::Server;
@@ -127,7 +127,7 @@ fn check_scripts_refuse(set: &PolicySet) -> Result<()> {
         (unverified, "20-verified.rhai"),
         (future, "30-clock.rhai"),
     ] {
-        match bench_admission().judge(&Rules::default(), set, &bad) {
+        match bench_admission().judge(&Rules::default(), set, &bad, &Signed::Unsigned, &|_| None) {
             Some(Judged::Rejected { policy, .. }) if policy.ends_with(script) => {}
             other => bail!("{script} should refuse {bad:?}, got {other:?}"),
         }
@@ -218,12 +218,19 @@ struct EvalCase {
 fn time_eval(admission: &Admission, case: &EvalCase, deltas: &[Delta]) -> Result<f64> {
     // Warm-up: caches, branch predictors, the allocator's free lists.
     for d in deltas.iter().take(deltas.len() / 100) {
-        black_box(admission.judge(&case.trust, &case.set, d));
+        black_box(admission.judge(&case.trust, &case.set, d, &Signed::Unsigned, &|_| None));
     }
     let start = Instant::now();
     let mut refused = 0usize;
     for d in deltas {
-        if black_box(admission.judge(&case.trust, &case.set, black_box(d))).is_some() {
+        let verdict = admission.judge(
+            &case.trust,
+            &case.set,
+            black_box(d),
+            &Signed::Unsigned,
+            &|_| None,
+        );
+        if black_box(verdict).is_some() {
             refused += 1;
         }
     }
@@ -248,7 +255,7 @@ fn bench_eval(args: &Args) -> Result<()> {
         label: label.to_owned(),
         trust: Rules {
             trust: std::sync::Arc::new(trust),
-            peers: Default::default(),
+            ..Default::default()
         },
         set,
     };

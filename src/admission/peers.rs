@@ -38,6 +38,9 @@ pub struct PeerEntry {
     /// Peers this one may relay for: deltas of systems bound to them are accepted from it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub relays: Vec<String>,
+    /// Every delta from this peer must be signed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub require_signatures: bool,
 }
 
 impl PeerEntry {

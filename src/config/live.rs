@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use notify::RecursiveMode;
 
 use super::{LinkEntry, NodeFile};
+use crate::admission::SignaturePolicy;
 use crate::events::NodeEvent;
 use crate::federation::{Federation, FederationLink};
 use crate::node::Node;
@@ -116,6 +117,7 @@ impl ConfigLinks {
             ("policies", old.policies != file.policies),
             ("filters", old.filters != file.filters),
             ("server", old.server != file.server),
+            ("signingKey", old.signing_key != file.signing_key),
         ];
         let first = !state.started;
         if !first {
@@ -160,6 +162,36 @@ impl ConfigLinks {
         }
         if old.trust != file.trust {
             self.node().set_trust_policy(file.trust.clone());
+        }
+        // Authors and signature settings as peers: the file's replace the file's, and
+        // authors bound over the API stay.
+        if !first && old.authors != file.authors {
+            let swapped = self.node().update_authors(|table| {
+                let mut next = table.clone();
+                for gone in &old.authors {
+                    next = next.without(&gone.name).unwrap_or(next);
+                }
+                for author in &file.authors {
+                    next = next.with(author.clone())?;
+                }
+                Ok(next)
+            });
+            if let Err(e) = swapped {
+                drop(state);
+                self.refuse(&format!("author: {e}"));
+                return;
+            }
+            tracing::info!(authors = file.authors.len(), "config authors reloaded");
+        }
+        if !first && old.signatures != file.signatures {
+            match SignaturePolicy::new(file.signatures.clone()) {
+                Ok(policy) => self.node().set_signature_policy(policy),
+                Err(e) => {
+                    drop(state);
+                    self.refuse(&e);
+                    return;
+                }
+            }
         }
         if first || old.script_timeout_ms != file.script_timeout_ms {
             self.node().policies().set_time_budget(

@@ -32,6 +32,18 @@
 //! trustedAuthors = ["alice"]
 //! maxClockSkewMs = 300000
 //!
+//! signingKey = "author.key" # signs the deltas this node completes (POST /deltas shorthand)
+//!
+//! [signatures]
+//! require = "none"           # or "remote" (every peer) or "all" (local clients too)
+//! requireFrom = ["anonymous"] # scopes that must sign: peer names, link names, anonymous
+//! moderators = ["<key>"]     # may negate any protected delta
+//! negations = "author"       # or "any"
+//!
+//! [[author]]                 # deltas by "alice" must be signed by one of these keys
+//! name = "alice"
+//! keys = ["<base64url or hex>"]
+//!
 //! [[link]]
 //! name = "upstream"
 //! url = "http://10.0.0.2:8080"
@@ -39,6 +51,7 @@
 //! initialSync = "full"
 //! pullFilter = { authors = ["alice"] }
 //! reconnect = { maxAttempts = 0, initialDelay = 1000 }
+//! requireSignatures = true   # deltas on this link must be signed
 //! ```
 //!
 //! [`live`] applies the `[[link]]` tables to a running node and reloads them when the
@@ -52,7 +65,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::admission::{PeerEntry, PeerTable, TrustPolicy};
+use crate::admission::{
+    AuthorEntry, AuthorTable, PeerEntry, PeerTable, SignaturePolicy, SignatureSettings, TrustPolicy,
+};
 use crate::delta::Limits;
 use crate::federation::{LinkConfig, PointerForm, ServerOptions};
 use crate::node::{NodeConfig, Storage};
@@ -150,6 +165,13 @@ pub struct NodeFile {
     pub links: Vec<LinkEntry>,
     /// `[[peer]]`: the peers known by key or token.
     pub peers: Vec<PeerEntry>,
+    /// `[[author]]`: authors bound to keys.
+    pub authors: Vec<AuthorEntry>,
+    /// `[signatures]`, with the names of the links marked `requireSignatures` added to
+    /// `requireFrom`.
+    pub signatures: SignatureSettings,
+    /// Signs the deltas this node completes from the authoring shorthand.
+    pub signing_key: Option<PathBuf>,
 }
 
 /// The file as serde sees it; links are checked one by one for precise errors.
@@ -169,6 +191,9 @@ struct RawFile {
     trust: TrustPolicy,
     link: Vec<toml::Table>,
     peer: Vec<PeerEntry>,
+    author: Vec<AuthorEntry>,
+    signatures: SignatureSettings,
+    signing_key: Option<PathBuf>,
 }
 
 impl NodeFile {
@@ -202,6 +227,7 @@ impl NodeFile {
             &mut file.server.tls_cert,
             &mut file.server.tls_key,
             &mut file.server.tls_ca,
+            &mut file.signing_key,
         ]
         .into_iter()
         .flatten()
@@ -218,7 +244,8 @@ impl NodeFile {
     /// # Errors
     /// A message naming the line or key that is wrong.
     pub fn parse(text: &str) -> Result<NodeFile, String> {
-        let raw: RawFile = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
+        let mut raw: RawFile =
+            toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
         let mut links = Vec::with_capacity(raw.link.len());
         let mut names = BTreeSet::new();
         for (i, mut table) in raw.link.into_iter().enumerate() {
@@ -227,6 +254,18 @@ impl NodeFile {
                 Some(toml::Value::String(u)) => u,
                 Some(_) => return Err(format!("{}: must be a string", at("url"))),
                 None => return Err(format!("{}: missing (the peer to connect to)", at("url"))),
+            };
+            // A link's requirement is the node's, for the link's scope (its name), so a
+            // quarantine replay judges by what is configured now.
+            let require_signatures = match table.remove("requireSignatures") {
+                Some(toml::Value::Boolean(b)) => b,
+                Some(_) => {
+                    return Err(format!(
+                        "{}: must be true or false",
+                        at("requireSignatures")
+                    ))
+                }
+                None => false,
             };
             let config: LinkConfig = toml::Value::Table(table)
                 .try_into()
@@ -247,6 +286,9 @@ impl NodeFile {
                 return Err(format!("{}: {name:?} is used by another link", at("name")));
             }
             crate::federation::federation_url(&url).map_err(|e| format!("{}: {e}", at("url")))?;
+            if require_signatures && !raw.signatures.require_from.contains(&name) {
+                raw.signatures.require_from.push(name.clone());
+            }
             links.push(LinkEntry { name, url, config });
         }
         if let Some(path) = &raw.server.path {
@@ -255,6 +297,8 @@ impl NodeFile {
             }
         }
         PeerTable::new(raw.peer.clone()).map_err(|e| format!("peer: {e}"))?;
+        AuthorTable::new(raw.author.clone()).map_err(|e| format!("author: {e}"))?;
+        SignaturePolicy::new(raw.signatures.clone())?;
         let max_message = raw
             .server
             .max_message_size
@@ -282,6 +326,9 @@ impl NodeFile {
             trust: raw.trust,
             links,
             peers: raw.peer,
+            authors: raw.author,
+            signatures: raw.signatures,
+            signing_key: raw.signing_key,
         })
     }
 
@@ -341,6 +388,9 @@ impl NodeFile {
             limits: self.limits,
             key_file: None,
             peers: self.peers.clone(),
+            authors: self.authors.clone(),
+            signatures: self.signatures.clone(),
+            signing_key: self.signing_key.clone(),
         }
     }
 }

@@ -77,7 +77,7 @@ fn refusal(rejection: &BytesRejection, node: &Node) -> ApiError {
 /// shorthand, all valid), or the error that answers the request. An invalid delta is
 /// reported to the node as refused, with its index in an array.
 pub(super) fn read_deltas(node: &Node, body: &Bytes) -> Result<Batch, ApiError> {
-    Batch::parse(body, node.system_id()).map_err(|e| match e {
+    Batch::parse(body, node.system_id(), node.signing_key()).map_err(|e| match e {
         BatchError::Empty => {
             ApiError::bad_request("INVALID_JSON", "the request body is empty; expected JSON")
         }

@@ -179,6 +179,21 @@ pub fn render(fed: &Federation) -> String {
         &[("reason", "failed")],
         refused.failed.load(std::sync::atomic::Ordering::Relaxed),
     );
+    let (verified, refused) = fed.node().signature_counts();
+    Family::new(
+        &mut out,
+        "rhizome_signatures_verified_total",
+        "counter",
+        "Delta signatures that verified, on every way in, since start.",
+    )
+    .sample(&[], verified);
+    Family::new(
+        &mut out,
+        "rhizome_signature_refusals_total",
+        "counter",
+        "Deltas the signature rules refused (a bad signature, an unsigned or wrongly signed delta of a bound author, an unsigned delta where signatures are required, a negation by someone else), since start.",
+    )
+    .sample(&[], refused);
     let storage = store.health();
     Family::new(
         &mut out,

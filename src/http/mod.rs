@@ -12,11 +12,13 @@
 //! - `/policies`, `/quarantine` (see [`policies`])
 //! - `/links` (see [`links`]) and the federation WebSocket endpoint (`/federation` by default)
 //! - `/peers` (see [`peers`]): the peers known by key or token
+//! - `/authors` (see [`authors`]): authors bound to keys, and the signature settings
 //!
 //! Which token each route takes is said in one place, [`auth::access`]; a new route is an
 //! admin route until it is named there.
 
 pub mod auth;
+mod authors;
 mod body;
 mod connections;
 mod error;
@@ -81,6 +83,8 @@ pub fn router(fed: Federation, admin_routes: AdminRoutes, refusals: Arc<Refusals
         .route("/links/{id}/resume", post(links::resume))
         .route("/peers", get(peers::list).post(peers::add))
         .route("/peers/{name}", axum::routing::delete(peers::remove))
+        .route("/authors", get(authors::list).post(authors::add))
+        .route("/authors/{name}", axum::routing::delete(authors::remove))
         .route("/metrics", get(metrics::metrics))
         .route("/policies", get(policies::get))
         .route("/policies/reload", post(policies::reload))
@@ -180,7 +184,9 @@ async fn post_deltas(
     State(node): State<Node>,
     RequestBody(body): RequestBody,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Batch { deltas, is_array } = body::read_deltas(&node, &body)?;
+    let Batch {
+        deltas, is_array, ..
+    } = body::read_deltas(&node, &body)?;
     // The ingestion path enforces the limits too; checked here first so that a body
     // stays all or nothing and a delta over a limit is a 400 naming it.
     for (i, d) in deltas.iter().enumerate() {
@@ -203,6 +209,8 @@ async fn post_deltas(
     }
     let status = match outcomes.first() {
         Some(IngestOutcome::Stored(_)) => StatusCode::CREATED,
+        // The signature rules refused it: the answer says which rule and why.
+        Some(IngestOutcome::Rejected { .. }) => StatusCode::FORBIDDEN,
         _ => StatusCode::OK,
     };
     let Some(mut result) = results.pop() else {
@@ -339,6 +347,9 @@ async fn negate_delta(
         .await
         .map_err(|e| match e {
             crate::node::CreateError::Invalid(e) => ApiError::invalid_delta(&e, None),
+            e @ crate::node::CreateError::Refused { .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, "REFUSED", e.to_string())
+            }
             crate::node::CreateError::Store(e) => e.into(),
         })?;
     Ok((
@@ -363,6 +374,13 @@ async fn status(State(fed): State<Federation>) -> Json<Value> {
             "allowAnonymous": fed.allows_anonymous(),
             "refusedAnonymous": fed.auth_refusals().anonymous.load(std::sync::atomic::Ordering::Relaxed),
             "failedAuthentication": fed.auth_refusals().failed.load(std::sync::atomic::Ordering::Relaxed),
+        },
+        "signatures": {
+            "boundAuthors": node.authors().entries().len(),
+            "require": node.signature_policy().settings().require,
+            "signingKey": node.signing_key().map(crate::identity::NodeKey::public_base64),
+            "verified": node.signature_counts().0,
+            "refused": node.signature_counts().1,
         },
         "store": {
             "path": store.path(),

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::admission::{PeerEntry, TrustPolicy};
+use crate::admission::{AuthorEntry, PeerEntry, SignatureSettings, TrustPolicy};
 use crate::delta::Limits;
 use crate::identity::{IdentityError, NodeKey};
 use crate::policy::PolicyDirs;
@@ -37,6 +37,13 @@ pub struct NodeConfig {
     pub key_file: Option<PathBuf>,
     /// The peers this node knows by key or token (`[[peer]]`).
     pub peers: Vec<PeerEntry>,
+    /// Authors bound to keys (`[[author]]`).
+    pub authors: Vec<AuthorEntry>,
+    /// What must be signed, and who may negate (`[signatures]`).
+    pub signatures: SignatureSettings,
+    /// The key (PKCS#8 PEM) that signs the deltas this node completes from the authoring
+    /// shorthand (`signingKey`). `None`: those go unsigned.
+    pub signing_key: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +58,8 @@ pub enum NodeError {
     Identity(#[from] IdentityError),
     #[error("peers: {0}")]
     Peers(String),
+    #[error("signatures: {0}")]
+    Signatures(String),
 }
 
 impl NodeConfig {

@@ -4,11 +4,12 @@
 //! trust policy, then one append with dedup, then the announcements. Nothing reaches
 //! the log any other way.
 
-use crate::admission::{self, Admission, Judged};
-use crate::delta::{self, Delta, InvalidDelta};
+use crate::admission::{self, Admission, Judged, Rules, SIGNATURE_RULES};
+use crate::delta::{self, Delta, InvalidDelta, Signed};
 use crate::events::NodeEvent;
 use crate::store::{AppendOutcome, NewEntry, PendingAppend, Seq, SideWrites, StoreError};
 
+use super::verify::{verify_signatures, Checked};
 use super::Node;
 
 /// Where a delta came from.
@@ -64,8 +65,9 @@ impl Node {
             .await
     }
 
-    /// Where every way in meets: checks the limits, records invalid deltas, judges
-    /// remote ones (`admission`: the link's pull filter, then the node's trust policy),
+    /// Where every way in meets: checks the limits, records invalid deltas, checks
+    /// signatures (`verify`), holds every delta to the signature rules and judges remote
+    /// ones (`admission`: the link's pull filter, then the node's trust policy),
     /// queues the rest for append with `meta` (a link's cursor) in the same atomic batch,
     /// and returns without waiting for the disk: a link that reads many batches decodes
     /// and judges the next one while this one is written. Appends commit in the order
@@ -83,8 +85,17 @@ impl Node {
             .into_iter()
             .map(|item| item.and_then(|d| limits.check(&d).map(|()| d)))
             .collect();
-        let (checked, verdicts) = self.judge(checked, admission).await?;
+        let (checked, signed) = verify_signatures(checked).await?;
+        let verified = signed.iter().filter(|s| s.signer().is_some()).count();
+        self.inner
+            .signatures_verified
+            .fetch_add(verified as u64, std::sync::atomic::Ordering::Relaxed);
+        let (checked, verdicts) = self.judge(checked, signed, admission).await?;
         let observed = self.events_observed();
+        // Targets of negations held for want of them, and awaited targets arriving now.
+        let mut held: Vec<String> = Vec::new();
+        let mut arriving: Vec<String> = Vec::new();
+        let awaiting = self.awaiting_any();
         let mut outcomes: Vec<Option<IngestOutcome>> = Vec::with_capacity(checked.len());
         let mut entries = Vec::new();
         let mut ids = Vec::new();
@@ -95,6 +106,7 @@ impl Node {
                     outcomes.push(Some(IngestOutcome::Filtered(reason)));
                 }
                 (Ok(delta), Some(Judged::Rejected { policy, reason }), Some(a)) => {
+                    self.count_refusal(&policy);
                     tracing::info!(link = %a.link.name, delta_id = %delta.id, author = %delta.author, %policy, %reason, replay = !a.quarantine, "delta rejected by policy");
                     self.emit(NodeEvent::DeltaRejected {
                         link_id: a.link.id.clone(),
@@ -110,6 +122,9 @@ impl Node {
                             delta_id: delta.id.clone(),
                             policy: policy.clone(),
                         });
+                        if policy == SIGNATURE_RULES {
+                            held.extend(delta.negated_ids().map(str::to_owned));
+                        }
                         let record = admission::QuarantineRecord::new(
                             delta,
                             a.link.clone(),
@@ -121,10 +136,19 @@ impl Node {
                     }
                     outcomes.push(Some(IngestOutcome::Rejected { policy, reason }));
                 }
+                (Ok(delta), Some(Judged::Rejected { policy, reason }), None) => {
+                    // A local client's delta: the refusal is its answer; nothing is kept.
+                    tracing::info!(delta_id = %delta.id, author = %delta.author, %policy, %reason, "local delta refused");
+                    self.count_refusal(&policy);
+                    outcomes.push(Some(IngestOutcome::Rejected { policy, reason }));
+                }
                 (Ok(delta), _, _) => {
                     // Ids are kept for the stored/duplicate events only.
                     if observed {
                         ids.push(delta.id.clone());
+                    }
+                    if awaiting && self.is_awaited(&delta.id) {
+                        arriving.push(delta.id.clone());
                     }
                     entries.push(NewEntry {
                         delta,
@@ -144,39 +168,91 @@ impl Node {
             let side = SideWrites { meta, quarantine };
             Some(self.inner.store.append(entries, side)?)
         };
+        self.await_targets(&held);
         Ok(PendingIngest {
             node: self.clone(),
             append,
             outcomes,
             ids: observed.then_some(ids),
             origin: origin_system,
+            held,
+            arriving,
         })
     }
-    /// Judges remote deltas against one consistent policy set. Scripts cost CPU, so
-    /// when any apply the work moves to a blocking thread, off the async workers.
+    /// Holds a local client's deltas to the signature rules, and judges remote ones
+    /// against one consistent policy set. Scripts cost CPU, so when any apply the work
+    /// moves to a blocking thread, off the async workers.
     async fn judge(
         &self,
-        checked: Vec<Result<Delta, InvalidDelta>>,
+        checked: Checked,
+        signed: Vec<Signed>,
         admission: Option<&Admission>,
     ) -> Result<JudgedBatch, StoreError> {
+        let rules = self.rules();
+        let store = self.inner.store.clone();
         let Some(a) = admission else {
-            let n = checked.len();
-            return Ok((checked, vec![None; n]));
+            let verdicts = judge_local(&rules, &store, &checked, &signed);
+            return Ok((checked, verdicts));
         };
         let set = self.inner.policies.settled().await;
-        let rules = self.rules();
-        if !a.runs_scripts(&set) {
-            let verdicts = a.judge_all(&rules, &set, &checked);
+        let scripts = a.runs_scripts(&set);
+        let judge = move |checked: &Checked, a: &Admission| {
+            let stored = |id: &str| accepted(&store, checked, id);
+            a.judge_all(&rules, &set, checked, &signed, &stored)
+        };
+        if !scripts {
+            let verdicts = judge(&checked, a);
             return Ok((checked, verdicts));
         }
         let a = a.clone();
         tokio::task::spawn_blocking(move || {
-            let verdicts = a.judge_all(&rules, &set, &checked);
+            let verdicts = judge(&checked, &a);
             (checked, verdicts)
         })
         .await
         .map_err(|e| StoreError::Corrupt(format!("policy task failed: {e}")))
     }
+
+    fn count_refusal(&self, policy: &str) {
+        if policy == SIGNATURE_RULES {
+            self.inner
+                .signature_refusals
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// The signature rules over a local client's deltas.
+fn judge_local(
+    rules: &Rules,
+    store: &crate::store::Store,
+    checked: &Checked,
+    signed: &[Signed],
+) -> Vec<Option<Judged>> {
+    let stored = |id: &str| accepted(store, checked, id);
+    checked
+        .iter()
+        .zip(signed)
+        .map(|(d, signed)| {
+            let d = d.as_ref().ok()?;
+            let reason = rules.check_local(d, signed, &stored).err()?;
+            Some(Judged::Rejected {
+                policy: SIGNATURE_RULES.into(),
+                reason,
+            })
+        })
+        .collect()
+}
+
+/// A delta accepted here, or offered earlier in the same batch: what a negation in
+/// the batch may negate.
+fn accepted(store: &crate::store::Store, batch: &Checked, id: &str) -> Option<Delta> {
+    batch
+        .iter()
+        .filter_map(|d| d.as_ref().ok())
+        .find(|d| d.id == id)
+        .cloned()
+        .or_else(|| store.get(id).ok().flatten().map(|s| s.delta))
 }
 
 type JudgedBatch = (Vec<Result<Delta, InvalidDelta>>, Vec<Option<Judged>>);
@@ -191,6 +267,10 @@ pub(crate) struct PendingIngest {
     /// The ids of the appended deltas, when someone listens to events.
     ids: Option<Vec<String>>,
     origin: Option<String>,
+    /// Targets of negations this batch quarantined for want of them.
+    held: Vec<String>,
+    /// Targets that held negations wait for, stored by this batch.
+    arriving: Vec<String>,
 }
 
 impl PendingIngest {
@@ -206,11 +286,21 @@ impl PendingIngest {
             mut outcomes,
             ids,
             origin,
+            held,
+            arriving,
         } = self;
         let appended = match append {
             Some(pending) => pending.durable().await?,
             None => Vec::new(),
         };
+        // Appends commit in admission order, so a target admitted before the negation
+        // that missed it is readable now: look again, or its arrival would go unseen.
+        let mut arrived = arriving;
+        arrived.extend(
+            held.into_iter()
+                .filter(|id| node.store().seq_of(id).ok().flatten().is_some()),
+        );
+        node.rejudge_negations_of(arrived);
         let mut ids = ids.map(Vec::into_iter);
         let mut appended = appended.into_iter();
         for slot in outcomes.iter_mut().filter(|o| o.is_none()) {

@@ -11,6 +11,7 @@ mod config;
 mod ingest;
 mod quarantine;
 mod subscription;
+mod verify;
 
 pub use config::{NodeConfig, NodeError, Storage};
 pub(crate) use ingest::PendingIngest;
@@ -21,7 +22,7 @@ pub use subscription::Subscription;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::admission::{PeerTable, Rules, TrustPolicy};
+use crate::admission::{AuthorTable, PeerTable, Rules, SignaturePolicy, TrustPolicy};
 use crate::delta::{self, Delta, InvalidDelta, Limits, Pointer};
 use crate::events::{EventBus, NodeEvent};
 use crate::filter::DeltaFilter;
@@ -38,15 +39,24 @@ pub struct Node {
 struct Inner {
     system_id: String,
     key: NodeKey,
+    signing_key: Option<NodeKey>,
     store: Store,
     events: EventBus,
     started: Instant,
     trust: std::sync::RwLock<Arc<TrustPolicy>>,
     peers: std::sync::RwLock<Arc<PeerTable>>,
+    authors: std::sync::RwLock<Arc<AuthorTable>>,
+    signatures: std::sync::RwLock<Arc<SignaturePolicy>>,
     policies: Arc<PolicyHost>,
     log_id: String,
     /// Invalid deltas refused since start.
     invalid: std::sync::atomic::AtomicU64,
+    /// Signatures that verified since start.
+    signatures_verified: std::sync::atomic::AtomicU64,
+    /// Deltas the signature rules refused since start.
+    signature_refusals: std::sync::atomic::AtomicU64,
+    /// Ids of deltas that quarantined negations wait for (see `quarantine`).
+    awaited: std::sync::Mutex<std::collections::HashSet<String>>,
     limits: Limits,
 }
 
@@ -70,7 +80,15 @@ impl Node {
         .map_err(|e| StoreError::Corrupt(format!("store open task failed: {e}")))??;
         // After the store: a node that cannot open its data makes no key there.
         let peers = PeerTable::new(config.peers.clone()).map_err(NodeError::Peers)?;
+        let authors = AuthorTable::new(config.authors.clone()).map_err(NodeError::Signatures)?;
+        let signatures =
+            SignaturePolicy::new(config.signatures.clone()).map_err(NodeError::Signatures)?;
         let (key, written) = config.node_key()?;
+        let signing_key = config
+            .signing_key
+            .as_deref()
+            .map(NodeKey::load)
+            .transpose()?;
         if written {
             tracing::info!(public_key = %key.public_hex(), "made this node's key");
         }
@@ -118,21 +136,29 @@ impl Node {
                 .map_err(|e| NodeError::Policies(format!("cannot watch for changes: {e}")))?;
             host
         };
-        Ok(Node {
+        let node = Node {
             inner: Arc::new(Inner {
                 system_id,
                 key,
+                signing_key,
                 store,
                 events,
                 started: Instant::now(),
                 trust: std::sync::RwLock::new(Arc::new(config.trust)),
                 peers: std::sync::RwLock::new(Arc::new(peers)),
+                authors: std::sync::RwLock::new(Arc::new(authors)),
+                signatures: std::sync::RwLock::new(Arc::new(signatures)),
                 policies,
                 log_id,
                 invalid: Default::default(),
+                signatures_verified: Default::default(),
+                signature_refusals: Default::default(),
+                awaited: Default::default(),
                 limits: config.limits,
             }),
-        })
+        };
+        node.recall_awaited_targets()?;
+        Ok(node)
     }
 
     /// A node on a temporary store: for tests and examples.
@@ -160,6 +186,11 @@ impl Node {
     /// The node's key pair: links prove with it who this node is.
     pub fn key(&self) -> &NodeKey {
         &self.inner.key
+    }
+
+    /// The key that signs the deltas this node completes from the authoring shorthand.
+    pub fn signing_key(&self) -> Option<&NodeKey> {
+        self.inner.signing_key.as_ref()
     }
 
     pub fn store(&self) -> &Store {
@@ -199,11 +230,56 @@ impl Node {
         Ok(())
     }
 
-    /// The built-in rules every remote delta is judged by, as they are now.
+    /// The authors bound to keys.
+    pub fn authors(&self) -> Arc<AuthorTable> {
+        read(&self.inner.authors)
+    }
+
+    /// Changes the bound authors in one step, as [`Node::update_peers`] does the peers.
+    ///
+    /// # Errors
+    /// What `update` refused; the table is then unchanged.
+    pub fn update_authors(
+        &self,
+        update: impl FnOnce(&AuthorTable) -> Result<AuthorTable, String>,
+    ) -> Result<(), String> {
+        let mut guard = match self.inner.authors.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *guard = Arc::new(update(&guard)?);
+        Ok(())
+    }
+
+    /// What must be signed, and who may negate.
+    pub fn signature_policy(&self) -> Arc<SignaturePolicy> {
+        read(&self.inner.signatures)
+    }
+
+    /// Replaces the signature settings (config reload); later batches use them.
+    pub fn set_signature_policy(&self, policy: SignaturePolicy) {
+        match self.inner.signatures.write() {
+            Ok(mut t) => *t = Arc::new(policy),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(policy),
+        }
+    }
+
+    /// Signatures that verified, and deltas the signature rules refused, since start.
+    pub fn signature_counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.inner.signatures_verified.load(Relaxed),
+            self.inner.signature_refusals.load(Relaxed),
+        )
+    }
+
+    /// The built-in rules every delta is judged by, as they are now.
     pub fn rules(&self) -> Rules {
         Rules {
             trust: self.trust_policy(),
             peers: self.peers(),
+            authors: self.authors(),
+            signatures: self.signature_policy(),
         }
     }
 
@@ -282,7 +358,11 @@ impl Node {
         self.store_one(d).await
     }
 
-    async fn store_one(&self, d: Delta) -> Result<StoredDelta, CreateError> {
+    /// Stores a delta this node authored, signed with its signing key when it has one.
+    async fn store_one(&self, mut d: Delta) -> Result<StoredDelta, CreateError> {
+        if let Some(key) = self.signing_key() {
+            d.sign(key);
+        }
         let outcome = self.ingest(vec![d.clone()], Origin::Local).await?;
         match outcome.into_iter().next() {
             Some(IngestOutcome::Stored(seq)) | Some(IngestOutcome::Duplicate(seq)) => {
@@ -293,10 +373,12 @@ impl Node {
                 })
             }
             Some(IngestOutcome::Invalid(e)) => Err(CreateError::Invalid(e)),
-            // Local deltas are never judged, so only a closed store gets here.
-            Some(IngestOutcome::Filtered(_) | IngestOutcome::Rejected { .. }) | None => {
-                Err(CreateError::Store(StoreError::Closed))
+            // Local deltas meet the signature rules only.
+            Some(IngestOutcome::Rejected { policy, reason }) => {
+                Err(CreateError::Refused { policy, reason })
             }
+            // Local deltas have no pull filter, so only a closed store gets here.
+            Some(IngestOutcome::Filtered(_)) | None => Err(CreateError::Store(StoreError::Closed)),
         }
     }
 
@@ -352,6 +434,15 @@ impl Node {
 pub enum CreateError {
     #[error(transparent)]
     Invalid(#[from] InvalidDelta),
+    #[error("refused by {policy}: {reason}")]
+    Refused { policy: String, reason: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+fn read<T>(lock: &std::sync::RwLock<Arc<T>>) -> Arc<T> {
+    match lock.read() {
+        Ok(t) => t.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
 }

@@ -1,12 +1,18 @@
 //! Working with the quarantine: listing what trust policies refused, and replaying it
 //! under the policies on disk now (read first, not left to the watcher's debounce: an
-//! operator who deletes a script and replays at once means the folder as it is). Replayed deltas go through the node's one
-//! ingestion path, judged again, exactly as if they had just arrived from their link.
+//! operator who deletes a script and replays at once means the folder as it is).
+//! Replayed deltas go through the node's one ingestion path, judged again, exactly as if
+//! they had just arrived from their link.
+//!
+//! A peer's negation refused by the signature rules may only lack its target (who may
+//! negate a delta depends on the delta). Its targets are remembered, and when one is
+//! stored the negations of it are judged again at once: the same deltas give the same
+//! log whichever arrives first.
 
 use serde::Serialize;
 
 use super::{IngestOutcome, Node, Origin};
-use crate::admission::{Admission, QuarantineRecord};
+use crate::admission::{Admission, QuarantineRecord, SIGNATURE_RULES};
 use crate::store::StoreError;
 
 /// A quarantined delta with its id in the quarantine.
@@ -66,6 +72,90 @@ impl Node {
         tokio::task::spawn_blocking(move || host.refresh())
             .await
             .map_err(|e| StoreError::Corrupt(format!("policy reload task failed: {e}")))?;
+        let report = self.replay_where(|_| true).await?;
+        tracing::info!(
+            admitted = report.admitted,
+            still_rejected = report.still_rejected,
+            "quarantine replayed"
+        );
+        Ok(report)
+    }
+
+    /// Remembers targets that quarantined negations wait for.
+    pub(super) fn await_targets(&self, ids: &[String]) {
+        if ids.is_empty() {
+            return;
+        }
+        let mut awaited = lock(&self.inner.awaited);
+        awaited.extend(ids.iter().cloned());
+    }
+
+    /// Whether any negation waits for its target (one cheap check per batch).
+    pub(super) fn awaiting_any(&self) -> bool {
+        !lock(&self.inner.awaited).is_empty()
+    }
+
+    pub(super) fn is_awaited(&self, id: &str) -> bool {
+        lock(&self.inner.awaited).contains(id)
+    }
+
+    /// Judges again, in the background, the quarantined negations of `targets`, which
+    /// are stored now.
+    pub(super) fn rejudge_negations_of(&self, targets: Vec<String>) {
+        if targets.is_empty() {
+            return;
+        }
+        {
+            let mut awaited = lock(&self.inner.awaited);
+            for id in &targets {
+                awaited.remove(id);
+            }
+        }
+        let node = self.clone();
+        tokio::spawn(async move {
+            let targets: std::collections::HashSet<String> = targets.into_iter().collect();
+            let negates_one =
+                |r: &QuarantineRecord| r.delta.negated_ids().any(|id| targets.contains(id));
+            match node.replay_where(negates_one).await {
+                Ok(report) => tracing::info!(
+                    admitted = report.admitted,
+                    still_rejected = report.still_rejected,
+                    "negations judged again now that their targets are here"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "negations awaiting their targets were not judged again")
+                }
+            }
+        });
+    }
+
+    /// Fills the awaited targets from the quarantine (at start).
+    pub(super) fn recall_awaited_targets(&self) -> Result<(), StoreError> {
+        let mut after = 0;
+        loop {
+            let raw = self.store().quarantine_list(after, REPLAY_BATCH)?;
+            let Some(last) = raw.last().map(|r| r.0) else {
+                return Ok(());
+            };
+            after = last;
+            for (_, bytes) in raw {
+                if let Ok(record) = QuarantineRecord::from_bytes(&bytes) {
+                    if record.policy == SIGNATURE_RULES {
+                        let ids: Vec<String> =
+                            record.delta.negated_ids().map(str::to_owned).collect();
+                        self.await_targets(&ids);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Judges again the quarantined deltas `pick` selects; admits (and removes from the
+    /// quarantine) those now accepted.
+    async fn replay_where(
+        &self,
+        pick: impl Fn(&QuarantineRecord) -> bool,
+    ) -> Result<ReplayReport, StoreError> {
         let mut report = ReplayReport::default();
         let mut after = 0;
         loop {
@@ -80,6 +170,9 @@ impl Node {
                     report.unreadable += 1;
                     continue;
                 };
+                if !pick(&record) {
+                    continue;
+                }
                 let admission = Admission::new(record.link.clone(), None, false);
                 let origin = match &record.peer {
                     Some(system) => Origin::Remote {
@@ -102,11 +195,10 @@ impl Node {
             }
             self.store().quarantine_remove(&admitted)?;
         }
-        tracing::info!(
-            admitted = report.admitted,
-            still_rejected = report.still_rejected,
-            "quarantine replayed"
-        );
         Ok(report)
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -6,7 +6,7 @@
 //! each field is turned into a Rhai value only when a script reads it.
 //!
 //! It must behave exactly as the map it replaces (`#{id, timestamp, author, system,
-//! pointers}`), since operators' scripts were written against that map:
+//! pointers, signer}`), since operators' scripts were written against that map:
 //! - `delta.author`, `delta["author"]`, `type_of(delta)` (`"map"`);
 //! - except one thing: reading a field a delta does not have (`delta.autor`) is an error
 //!   that names the field and lists those it has, where a map gave `()`: a misspelt field
@@ -19,6 +19,10 @@
 //!   policy needs that; the README says so). Map functions that change a map (`remove`,
 //!   `+=`...) still work on a copy, which then becomes that map.
 //!
+//! `signer` is the key that signed the delta (base64url), or `()`. At ingestion it is
+//! the key verification found ([`ScriptDelta::verified`]); for a delta already stored
+//! (push filters) it is the key its signature names, verified when it came in.
+//!
 //! `tests` below checks this against the plain map, expression by expression.
 
 use std::any::TypeId;
@@ -26,7 +30,10 @@ use std::sync::{Arc, OnceLock};
 
 use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, ImmutableString, Map, NativeCallContext};
 
+use ed25519_dalek::VerifyingKey;
+
 use crate::delta::{Delta, Pointer, Target};
+use crate::identity::{key_text, parse_any_key};
 
 /// A delta shared with scripts; clones share it.
 #[derive(Clone)]
@@ -41,10 +48,29 @@ struct Lazy {
     system: OnceLock<ImmutableString>,
     pointers: OnceLock<rhai::Array>,
     map: OnceLock<Map>,
+    /// The signer's key, base64url; `None` inside for an unsigned delta.
+    signer: OnceLock<Option<ImmutableString>>,
 }
 
+/// The fields a delta has, in the order scripts list them.
+const FIELDS: [&str; 6] = ["id", "timestamp", "author", "system", "pointers", "signer"];
+
 impl ScriptDelta {
+    /// A delta already stored: its signer is the key its signature names (checked when
+    /// it came in), read only if a script asks.
     pub fn new(delta: Delta) -> ScriptDelta {
+        ScriptDelta::with_signer(delta, OnceLock::new())
+    }
+
+    /// A delta whose signature was just checked: `signer` is what verification found.
+    pub fn verified(delta: Delta, signer: Option<&VerifyingKey>) -> ScriptDelta {
+        ScriptDelta::with_signer(
+            delta,
+            OnceLock::from(signer.map(|k| ImmutableString::from(key_text(k)))),
+        )
+    }
+
+    fn with_signer(delta: Delta, signer: OnceLock<Option<ImmutableString>>) -> ScriptDelta {
         ScriptDelta(Arc::new(Lazy {
             delta,
             id: OnceLock::new(),
@@ -52,7 +78,23 @@ impl ScriptDelta {
             system: OnceLock::new(),
             pointers: OnceLock::new(),
             map: OnceLock::new(),
+            signer,
         }))
+    }
+
+    fn signer(&self) -> Option<ImmutableString> {
+        let l = &self.0;
+        l.signer
+            .get_or_init(|| {
+                l.delta
+                    .claimed_signer()
+                    .map(|k| ImmutableString::from(key_text(&k)))
+            })
+            .clone()
+    }
+
+    fn signer_value(&self) -> Dynamic {
+        self.signer().map_or(Dynamic::UNIT, Dynamic::from)
     }
 
     fn id(&self) -> ImmutableString {
@@ -96,12 +138,10 @@ impl ScriptDelta {
             "author" => self.author().into(),
             "system" => self.system().into(),
             "pointers" => self.pointers().into(),
+            "signer" => self.signer_value(),
             _ => {
                 return Err(EvalAltResult::ErrorRuntime(
-                    format!(
-                    "delta has no field `{key}` (fields: id, timestamp, author, system, pointers)"
-                )
-                    .into(),
+                    format!("delta has no field `{key}` (fields: {})", FIELDS.join(", ")).into(),
                     rhai::Position::NONE,
                 )
                 .into())
@@ -115,7 +155,7 @@ impl ScriptDelta {
         l.map
             .get_or_init(|| {
                 let mut m = Map::new();
-                for key in ["id", "timestamp", "author", "system", "pointers"] {
+                for key in FIELDS {
                     m.insert(key.into(), self.get(key).unwrap_or(Dynamic::UNIT));
                 }
                 m
@@ -277,6 +317,7 @@ pub fn register(engine: &mut Engine) {
     engine.register_get("author", |d: &mut ScriptDelta| d.author());
     engine.register_get("system", |d: &mut ScriptDelta| d.system());
     engine.register_get("pointers", |d: &mut ScriptDelta| d.pointers());
+    engine.register_get("signer", |d: &mut ScriptDelta| d.signer_value());
     // Any other property (`delta.x`) falls back to this indexer, which refuses it.
     engine.register_indexer_get(|d: &mut ScriptDelta, key: ImmutableString| d.get(&key));
     for (name, rest, mutates) in map_functions() {
@@ -315,6 +356,16 @@ pub fn register(engine: &mut Engine) {
     engine.register_fn("pointer", |d: &mut ScriptDelta, role: &str| d.pointer(role));
     // targets(delta, id): does any pointer reference the entity `id`?
     engine.register_fn("targets", |d: &mut ScriptDelta, id: &str| d.targets(id));
+    // signed(delta): did a key sign it (and the signature verify)?
+    engine.register_fn("signed", |d: &mut ScriptDelta| d.signer().is_some());
+    // signed_by(delta, key): was it signed by `key` (base64url or hex)?
+    engine.register_fn("signed_by", |d: &mut ScriptDelta, key: &str| {
+        d.signer()
+            .is_some_and(|s| parse_any_key(key).is_ok_and(|k| key_text(&k) == s.as_str()))
+    });
+    // The same on a map: what a script built or changed carries no verified signature.
+    engine.register_fn("signed", |_: &mut Map| false);
+    engine.register_fn("signed_by", |_: &mut Map, _: &str| false);
     // The same on a map (a changed copy of `delta`, or one a script built). `&mut`: read
     // in place rather than copied for the call.
     engine.register_fn("has_role", |delta: &mut Map, role: &str| {

@@ -8,6 +8,7 @@
 //! A set is immutable once built: a reload builds a new one and swaps it whole, so each
 //! delta is judged by one consistent set.
 
+use ed25519_dalek::VerifyingKey;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -128,10 +129,20 @@ pub struct ScriptInput {
 }
 
 impl ScriptInput {
-    /// `link` from `LinkContext::to_dynamic` (build it once per link and clone it).
+    /// A stored delta (its signature was checked when it came in). `link` from
+    /// `LinkContext::to_dynamic` (build it once per link and clone it).
     pub fn new(link: Dynamic, delta: &Delta) -> ScriptInput {
+        ScriptInput::of(link, ScriptDelta::new(delta.clone()))
+    }
+
+    /// A delta being admitted, with the signer its verification found.
+    pub fn verified(link: Dynamic, delta: &Delta, signer: Option<&VerifyingKey>) -> ScriptInput {
+        ScriptInput::of(link, ScriptDelta::verified(delta.clone(), signer))
+    }
+
+    fn of(link: Dynamic, delta: ScriptDelta) -> ScriptInput {
         ScriptInput {
-            delta: Dynamic::from(ScriptDelta::new(delta.clone())),
+            delta: Dynamic::from(delta),
             link: if link.is_shared() {
                 link
             } else {
@@ -351,11 +362,11 @@ impl PolicySet {
         if !self.applies(kind, link.scope()) {
             return Verdict::Accept;
         }
-        self.judge_input(
-            kind,
-            link.scope(),
-            &ScriptInput::new(link.to_dynamic(), delta),
-        )
+        // A delta not yet admitted (a test case): its signature is checked here, as
+        // admission would, so a forged one is not `signed` to the scripts.
+        let signed = delta.verify();
+        let input = ScriptInput::verified(link.to_dynamic(), delta, signed.signer());
+        self.judge_input(kind, link.scope(), &input)
     }
 
     /// [`PolicySet::judge`] with the delta and link already converted, so callers that
@@ -378,7 +389,9 @@ impl PolicySet {
         link: &LinkContext,
         delta: &Delta,
     ) -> Vec<ScriptRun> {
-        let delta_value = Dynamic::from(ScriptDelta::new(delta.clone()));
+        // Not yet admitted: its signature is checked here, as admission would.
+        let signed = delta.verify();
+        let delta_value = Dynamic::from(ScriptDelta::verified(delta.clone(), signed.signer()));
         let link_value = link.to_dynamic().into_shared();
         self.applicable(kind, link.scope())
             .map(|script| {

@@ -429,3 +429,45 @@ fn a_refused_delta_is_listed_then_admitted_by_a_replay_after_the_policy_changes(
     let (entries, _) = node_json(&b, &["quarantine", "list", "--json"]);
     assert!(entries.is_empty(), "{entries:?}");
 }
+
+/// Cases may carry signed deltas: scripts see the signer only when the signature
+/// verifies, so a forged one is judged as unsigned, as the node would judge it.
+#[test]
+fn policy_test_cases_carry_signed_deltas() {
+    use rhizome::identity::NodeKey;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let alice = NodeKey::generate().unwrap();
+    let mallory = NodeKey::generate().unwrap();
+    write(
+        &tmp.path().join("policies/signed.rhai"),
+        &format!(
+            "if delta.author == \"alice\" && !signed_by(delta, \"{}\") {{ reject(`alice signs (signer: ${{delta.signer}})`) }}\naccept()\n",
+            alice.public_base64()
+        ),
+    );
+    let delta = |key: &NodeKey| {
+        let mut d = rhizome::delta::new_delta(
+            "alice",
+            "s",
+            vec![rhizome::Pointer::new("says", "hi".into())],
+        );
+        d.sign(key);
+        d
+    };
+    let mut forged = delta(&mallory);
+    forged.extra["signature"]["key"] = alice.public_base64().into();
+    let cases = [
+        serde_json::json!({"name": "hers", "delta": delta(&alice), "trust": "accept"}),
+        serde_json::json!({"name": "mallory's", "delta": delta(&mallory), "trust": "reject",
+            "reason": format!("signer: {}", mallory.public_base64())}),
+        serde_json::json!({"name": "forged", "delta": forged, "trust": "reject", "reason": "(signer: )"}),
+    ];
+    let text: String = cases.iter().map(|c| format!("{c}\n")).collect();
+    write(&tmp.path().join("cases.jsonl"), &text);
+    let ran = run_in(
+        tmp.path(),
+        &["policy", "test", "cases.jsonl", "--policies", "policies"],
+    );
+    assert_eq!(ran.code, Some(0), "{}{}", ran.out, ran.err);
+    assert!(ran.out.contains("3 passed, 0 failed"), "{}", ran.out);
+}

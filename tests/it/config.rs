@@ -446,3 +446,108 @@ async fn config_peers_are_reloaded_and_a_removed_peer_loses_its_links() {
     assert!(wait_status(&link, LinkStatus::Connected, T).await);
     assert!(hub.node().peers().get("from-api").is_some());
 }
+
+/// `[[author]]`, `[signatures]` and `[[link]] requireSignatures` are read from the file
+/// and hot-reloaded: an author bound in the file is enforced at once, unbound when removed,
+/// and an author bound over the API survives the reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_authors_and_signature_settings_are_reloaded() {
+    use rhizome::admission::{AuthorEntry, Require};
+    use rhizome::identity::NodeKey;
+
+    let parsed = NodeFile::parse(
+        r#"
+[signatures]
+require = "remote"
+requireFrom = ["anonymous"]
+negations = "any"
+[[author]]
+name = "alice"
+keys = ["19bf44096984cdfe8541bac167dc3b96c85086aa30b6b6cb0c5c38ad703166e1"]
+[[link]]
+name = "upstream"
+url = "http://127.0.0.1:9"
+requireSignatures = true
+"#,
+    )
+    .unwrap();
+    assert_eq!(parsed.signatures.require, Require::Remote);
+    assert_eq!(
+        parsed.signatures.require_from,
+        vec!["anonymous".to_owned(), "upstream".to_owned()]
+    );
+    assert_eq!(parsed.authors[0].name, "alice");
+    let e = NodeFile::parse("[[author]]\nname = \"alice\"\nkeys = [\"nope\"]\n").unwrap_err();
+    assert!(e.contains("author") && e.contains("nope"), "{e}");
+    let e = NodeFile::parse("[signatures]\nrequire = \"sometimes\"\n").unwrap_err();
+    assert!(e.contains("sometimes"), "{e}");
+
+    let hub = start_node("hub").await;
+    let alice = NodeKey::generate().unwrap();
+    let bob = NodeKey::generate().unwrap();
+    hub.node()
+        .update_authors(|t| {
+            t.with(AuthorEntry {
+                name: "bob".into(),
+                keys: vec![bob.public_base64()],
+            })
+        })
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rhizome.toml");
+    std::fs::write(&path, "link = []\n").unwrap();
+    let _live = ConfigLinks::start(
+        hub.federation().clone(),
+        &path,
+        NodeFile::load(&path).unwrap(),
+    )
+    .unwrap();
+    let unsigned_alice = || {
+        rhizome::delta::new_delta(
+            "alice",
+            "hub",
+            vec![rhizome::Pointer::new("says", "hi".into())],
+        )
+    };
+    let outcome = hub
+        .node()
+        .ingest(vec![unsigned_alice()], rhizome::Origin::Local)
+        .await
+        .unwrap();
+    assert!(matches!(outcome[0], rhizome::IngestOutcome::Stored(_)));
+    std::fs::write(
+        &path,
+        format!(
+            "[signatures]\nrequire = \"all\"\n[[author]]\nname = \"alice\"\nkeys = [\"{}\"]\n",
+            alice.public_base64()
+        ),
+    )
+    .unwrap();
+    assert!(wait_for(T, || hub.node().authors().keys_of("alice").is_some()).await);
+    assert!(
+        wait_for(T, || hub.node().signature_policy().settings().require
+            == Require::All)
+        .await
+    );
+    assert!(hub.node().authors().keys_of("bob").is_some());
+    let outcome = hub
+        .node()
+        .ingest(vec![unsigned_alice()], rhizome::Origin::Local)
+        .await
+        .unwrap();
+    match &outcome[0] {
+        rhizome::IngestOutcome::Rejected { policy, reason } => {
+            assert_eq!(policy, "signature rules");
+            assert!(reason.contains("bound to key"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    std::fs::write(&path, "link = []\n").unwrap();
+    assert!(wait_for(T, || hub.node().authors().keys_of("alice").is_none()).await);
+    assert!(
+        wait_for(T, || hub.node().signature_policy().settings().require
+            == Require::None)
+        .await
+    );
+    assert!(hub.node().authors().keys_of("bob").is_some());
+}

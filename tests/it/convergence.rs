@@ -195,7 +195,8 @@ fn build(specs: &[DeltaSpec]) -> Vec<Delta> {
             }));
             let mut extra = Map::new();
             if spec.extra {
-                extra.insert("signature".into(), json!(format!("sig-{i}")));
+                // Fields no version gives a meaning (`signature` has one: signed deltas).
+                extra.insert("attestation".into(), json!(format!("att-{i}")));
                 extra.insert("meta".into(), json!({"z": 1, "a": [true, null, "é"]}));
             }
             Delta {

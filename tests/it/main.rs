@@ -27,6 +27,7 @@ mod http_reads;
 mod peer_auth;
 mod policies;
 mod readme_tour;
+mod signatures;
 mod storage_faults;
 mod tls;
 mod vendored_fjall;

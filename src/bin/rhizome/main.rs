@@ -19,6 +19,7 @@
 
 mod allocator;
 mod args;
+mod author;
 mod client;
 mod id;
 mod init;
@@ -73,6 +74,8 @@ enum Command {
     Link(link::LinkArgs),
     /// List, add or remove the peers a running node knows by key or token; make a token.
     Peer(peer::PeerArgs),
+    /// List, bind or unbind the authors whose deltas a running node wants signed.
+    Author(author::AuthorArgs),
     /// Check, test and try trust policies and filter scripts offline (no node needed).
     Policy(policy::PolicyArgs),
     /// List a running node's quarantined deltas, or replay them under its current policies.
@@ -93,6 +96,7 @@ async fn main() -> ExitCode {
         Command::Id(args) => id::run(args),
         Command::Link(args) => link::run(args).await,
         Command::Peer(args) => peer::run(args).await,
+        Command::Author(args) => author::run(args).await,
         Command::Policy(args) => policy::run(args),
         Command::Quarantine(args) => quarantine::run(args).await,
     };

@@ -60,6 +60,9 @@ pub struct AddArgs {
     /// this one too (repeatable).
     #[arg(long = "relays", value_name = "PEER")]
     pub relays: Vec<String>,
+    /// Every delta from this peer must be signed.
+    #[arg(long)]
+    pub require_signatures: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -93,6 +96,7 @@ async fn add(args: AddArgs) -> anyhow::Result<()> {
         token: args.peer_token,
         systems: args.systems,
         relays: args.relays,
+        require_signatures: args.require_signatures,
     };
     let added = args
         .node

@@ -128,6 +128,18 @@ pub struct ServeArgs {
     /// filters/push/NAME/.
     #[arg(long = "peer", value_name = "NAME=KEY", help_heading = "Peers")]
     pub peers: Vec<String>,
+    /// An author bound to a key, NAME=KEY (repeatable; base64url or hex): its deltas
+    /// must be signed by that key (`[[author]]` in the config file takes several keys).
+    #[arg(long = "author", value_name = "NAME=KEY", help_heading = "Signatures")]
+    pub authors: Vec<String>,
+    /// Which deltas must be signed besides bound authors': `remote` (every peer's) or
+    /// `all` (local clients' too) [default: none, or `[signatures] require`].
+    #[arg(long, value_enum, value_name = "WHICH", help_heading = "Signatures")]
+    pub require_signatures: Option<RequireArg>,
+    /// A key (PKCS#8 PEM, `rhizome keygen`) that signs the deltas this node completes
+    /// from the authoring shorthand and the negations it makes.
+    #[arg(long, value_name = "FILE", help_heading = "Signatures")]
+    pub signing_key: Option<PathBuf>,
     /// A file holding the admin routes' bearer token [default: admin.token in the data
     /// directory, made on first start; for --memory, one per start in the runtime folder].
     #[arg(long, value_name = "FILE", help_heading = "Server")]
@@ -225,6 +237,25 @@ impl ServeArgs {
                 key: Some(key.trim().to_owned()),
                 ..Default::default()
             });
+        }
+        for author in &self.authors {
+            let (name, key) = author
+                .split_once('=')
+                .with_context(|| format!("--author {author:?}: give NAME=KEY"))?;
+            config.authors.push(rhizome::admission::AuthorEntry {
+                name: name.trim().to_owned(),
+                keys: vec![key.trim().to_owned()],
+            });
+        }
+        if let Some(which) = self.require_signatures {
+            config.signatures.require = match which {
+                RequireArg::None => rhizome::admission::Require::None,
+                RequireArg::Remote => rhizome::admission::Require::Remote,
+                RequireArg::All => rhizome::admission::Require::All,
+            };
+        }
+        if self.signing_key.is_some() {
+            config.signing_key = self.signing_key.clone();
         }
         if let Some(s) = self.heartbeat {
             server.heartbeat = std::time::Duration::from_secs(s.max(1));
@@ -500,4 +531,12 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// `--require-signatures`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum RequireArg {
+    None,
+    Remote,
+    All,
 }

@@ -78,6 +78,20 @@ pub fn render(s: &Value, url: &str) -> String {
             peers["failedAuthentication"].as_u64().unwrap_or(0),
         );
     }
+    let sig = &s["signatures"];
+    if sig.is_object() {
+        let signing = sig["signingKey"]
+            .as_str()
+            .map_or_else(String::new, |k| format!("; signs as {k}"));
+        let _ = writeln!(
+            out,
+            "signatures  {} bound authors, required: {}; {} verified, {} refused{signing}",
+            sig["boundAuthors"].as_u64().unwrap_or(0),
+            str_of(&sig["require"]),
+            sig["verified"].as_u64().unwrap_or(0),
+            sig["refused"].as_u64().unwrap_or(0),
+        );
+    }
     let disk = store["diskBytes"]
         .as_u64()
         .map_or_else(|| "-".to_owned(), table::bytes);

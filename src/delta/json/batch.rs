@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use super::typed::{self, Parts};
 use crate::delta::{authoring, validate, Delta, InvalidDelta};
+use crate::identity::NodeKey;
 
 /// The deltas of a document, every one valid, in the document's order.
 #[derive(Debug)]
@@ -18,6 +19,8 @@ pub(crate) struct Batch {
     pub deltas: Vec<Delta>,
     /// Whether the document was an array (answered per item) or one delta.
     pub is_array: bool,
+    /// Per delta: whether the shorthand completed it (the node authored its id and time).
+    pub filled: Vec<bool>,
 }
 
 /// Why a document of deltas was refused.
@@ -40,16 +43,30 @@ pub(crate) enum BatchError {
 }
 
 impl Batch {
-    /// Reads a document of deltas; `system` is this node's, for the shorthand.
+    /// Reads a document of deltas; `system` is this node's, for the shorthand, and
+    /// `key` signs what the shorthand completes (the node authored those fields, so only
+    /// the node can sign them).
     ///
     /// # Errors
     /// [`BatchError`] for a document that is not JSON, not deltas, or holds an invalid
     /// delta (the first, by its index).
-    pub(crate) fn parse(body: &[u8], system: &str) -> Result<Batch, BatchError> {
-        match Batch::parse_typed(body, system) {
-            Some(batch) => Ok(batch),
-            None => Batch::parse_through_value(body, system),
+    pub(crate) fn parse(
+        body: &[u8],
+        system: &str,
+        key: Option<&NodeKey>,
+    ) -> Result<Batch, BatchError> {
+        let mut batch = match Batch::parse_typed(body, system) {
+            Some(batch) => batch,
+            None => Batch::parse_through_value(body, system)?,
+        };
+        if let Some(key) = key {
+            for (d, filled) in batch.deltas.iter_mut().zip(&batch.filled) {
+                if *filled {
+                    d.sign(key);
+                }
+            }
         }
+        Ok(batch)
     }
 
     /// The typed reader's batch; `None` when the `Value` path must judge it (a body is
@@ -57,6 +74,7 @@ impl Batch {
     fn parse_typed(body: &[u8], system: &str) -> Option<Batch> {
         let text = std::str::from_utf8(body).ok()?;
         let (items, is_array) = typed::items_from_str(text)?;
+        let filled: Vec<bool> = items.iter().map(|parts| parts.id.is_none()).collect();
         let deltas = items
             .into_iter()
             .map(|mut parts| {
@@ -68,7 +86,11 @@ impl Batch {
                 Some(d)
             })
             .collect::<Option<Vec<_>>>()?;
-        Some(Batch { deltas, is_array })
+        Some(Batch {
+            deltas,
+            is_array,
+            filled,
+        })
     }
 
     fn parse_through_value(body: &[u8], system: &str) -> Result<Batch, BatchError> {
@@ -82,7 +104,9 @@ impl Batch {
             _ => return Err(BatchError::NotDeltas),
         };
         let mut deltas = Vec::with_capacity(items.len());
+        let mut filled = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
+            filled.push(matches!(item, Value::Object(obj) if !obj.contains_key("id")));
             let read = match item {
                 Value::Object(obj) if !obj.contains_key("id") => {
                     let mut full = obj.clone();
@@ -102,7 +126,11 @@ impl Batch {
                 }
             }
         }
-        Ok(Batch { deltas, is_array })
+        Ok(Batch {
+            deltas,
+            is_array,
+            filled,
+        })
     }
 }
 
@@ -176,7 +204,7 @@ mod tests {
 
     #[test]
     fn the_shorthand_gets_a_new_id_the_time_and_this_nodes_system() {
-        let batch = Batch::parse(SHORT.as_bytes(), "here").unwrap();
+        let batch = Batch::parse(SHORT.as_bytes(), "here", None).unwrap();
         let d = &batch.deltas[0];
         assert!(!batch.is_array);
         assert!(uuid::Uuid::parse_str(&d.id).is_ok(), "{}", d.id);
@@ -184,7 +212,7 @@ mod tests {
         assert_eq!(d.system, "here");
         // What the item gives is kept; the shorthand is an item without `id`.
         let given = json!({"author": "a", "timestamp": 7, "system": "there", "pointers": []});
-        let d = &Batch::parse(given.to_string().as_bytes(), "here")
+        let d = &Batch::parse(given.to_string().as_bytes(), "here", None)
             .unwrap()
             .deltas[0];
         assert_eq!((d.timestamp, d.system.as_str()), (7, "there"));
@@ -196,13 +224,16 @@ mod tests {
 
     #[test]
     fn refusals_say_which_item_and_why() {
-        assert!(matches!(Batch::parse(b"", "h"), Err(BatchError::Empty)));
         assert!(matches!(
-            Batch::parse(b"{nope", "h"),
+            Batch::parse(b"", "h", None),
+            Err(BatchError::Empty)
+        ));
+        assert!(matches!(
+            Batch::parse(b"{nope", "h", None),
             Err(BatchError::NotJson(_))
         ));
         assert!(matches!(
-            Batch::parse(b"5", "h"),
+            Batch::parse(b"5", "h", None),
             Err(BatchError::NotDeltas)
         ));
         let bad = r#"{"id":"x","timestamp":1,"author":7,"system":"s","pointers":[]}"#;
@@ -211,14 +242,14 @@ mod tests {
             both(&body).0.is_none(),
             "an invalid item leaves the typed reader"
         );
-        match Batch::parse(body.as_bytes(), "h") {
+        match Batch::parse(body.as_bytes(), "h", None) {
             Err(BatchError::Invalid { index, id, error }) => {
                 assert_eq!((index, id.as_deref()), (Some(1), Some("x")));
                 assert_eq!(error.field, "author");
             }
             other => panic!("{other:?}"),
         }
-        match Batch::parse(br#"{"author":"a","pointers":5}"#, "h") {
+        match Batch::parse(br#"{"author":"a","pointers":5}"#, "h", None) {
             Err(BatchError::Invalid { index, id, error }) => {
                 assert_eq!((index, id), (None, None));
                 assert_eq!(error.field, "pointers");

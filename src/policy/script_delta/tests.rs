@@ -131,7 +131,7 @@ fn an_unknown_field_is_an_error_that_names_it_issue_16() {
         let err = eval(&engine, d(), expr).unwrap_err();
         assert!(
             err.contains(
-                "delta has no field `autor` (fields: id, timestamp, author, system, pointers)"
+                "delta has no field `autor` (fields: id, timestamp, author, system, pointers, signer)"
             ),
             "{expr}: {err}"
         );
