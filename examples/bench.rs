@@ -391,7 +391,7 @@ async fn run(args: Args) -> Result<()> {
             "  verification bound, {} threads: verify_batch of {} {:.0}/s ({} per CPU-s), \
              verify_strict {:.0}/s ({} per CPU-s), rhizome verify_all {:.0}/s ({} per CPU-s)",
             v.threads,
-            verify_bound::VERIFY_BATCH,
+            v.batch_size,
             v.batch.rate,
             per_core(&v.batch),
             v.single.rate,
@@ -403,8 +403,7 @@ async fn run(args: Args) -> Result<()> {
             (
                 format!(
                     "verify bound: ed25519 verify_batch of {}, {} threads",
-                    verify_bound::VERIFY_BATCH,
-                    v.threads
+                    v.batch_size, v.threads
                 ),
                 v.batch,
             ),

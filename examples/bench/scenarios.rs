@@ -171,14 +171,15 @@ pub async fn sync(ctx: &Ctx, n: usize, variant: Variant) -> Result<Vec<Row>> {
     let secs = start.elapsed().as_secs_f64();
     a.ensure_running()?;
     links::check(link, client, &a, &b).await?;
+    let verified = signing::check_counted(client, &b, n, signing).await?;
     let checked = signing::check_stored(client, &b, &tag, n, signing, &ctx.signers).await?;
     println!(
-        "  sync N={n}: B caught up in {secs:.2}s ({}); {checked} of its deltas read back, \
-         all {}",
+        "  sync N={n}: B caught up in {secs:.2}s ({}); B verified {verified} signatures, \
+         {checked} of its deltas read back all {}",
         crate::machine_note(bench_cpu),
         match signing {
             Signing::Unsigned => "unsigned",
-            Signing::Signed => "verified",
+            Signing::Signed => "verify",
         }
     );
     Ok(vec![

@@ -6,9 +6,11 @@
 //! index falls on it: one author signs many deltas, as in practice. The deltas are signed
 //! by the bench while it fills the source node, so signing is never part of a timed sync.
 //!
-//! A signed run only counts if the receiver really holds signed deltas: [`check_stored`]
-//! reads a sample back from it and verifies every one (a receiver that dropped or mangled
-//! signatures fails the run), and an unsigned run is checked to hold no signature at all.
+//! A signed run only counts if the receiver really verified and holds signed deltas: its
+//! `/status` must count at least N verified signatures and no refusal ([`check_counted`]),
+//! and [`check_stored`] reads a sample back from it and verifies every one (a receiver
+//! that dropped or mangled signatures fails the run). An unsigned run must show no
+//! verification and hold no signature.
 
 use std::sync::Arc;
 
@@ -20,7 +22,7 @@ use rhizome::Delta;
 use serde_json::{json, Value};
 
 use crate::load;
-use crate::node::{post_json, NodeProc};
+use crate::node::{get_json, post_json, NodeProc};
 
 /// Keys the signed deltas are signed with; author `author-k` signs with key `k % SIGNING_KEYS`.
 pub const SIGNING_KEYS: usize = 4;
@@ -89,6 +91,36 @@ impl Signers {
             })
             .collect()
     }
+}
+
+/// Fails unless `node`'s `GET /status` counts what a sync of `n` deltas of `signing` must
+/// have made it do: at least `n` signatures verified (signed) or none (unsigned), and no
+/// delta refused by the signature rules. Returns the count of verified signatures.
+pub async fn check_counted(
+    client: &reqwest::Client,
+    node: &NodeProc,
+    n: usize,
+    signing: Signing,
+) -> Result<u64> {
+    let status = get_json(client, node, "/status").await?;
+    let count = |field: &str| {
+        status["signatures"][field]
+            .as_u64()
+            .with_context(|| format!("node {}: /status has no signatures.{field}", node.name))
+    };
+    let (verified, refused) = (count("verified")?, count("refused")?);
+    let expected = match signing {
+        Signing::Unsigned => verified == 0,
+        Signing::Signed => verified >= n as u64,
+    };
+    ensure!(
+        expected && refused == 0,
+        "node {} verified {verified} signatures and refused {refused} deltas in a sync of {n} \
+         {} deltas",
+        node.name,
+        signing.name()
+    );
+    Ok(verified)
 }
 
 /// Fails unless `node` holds deltas `0..n` of `tag` as `signing` says: a sample of them

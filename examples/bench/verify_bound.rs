@@ -5,8 +5,11 @@
 //!
 //! The deltas are the bench's signed deltas ([`Signers::signed_deltas`]); their signing
 //! bytes, keys and signatures are taken apart before the clock starts, so the figures are
-//! the crate's work alone. Work is handed out in batches of [`VERIFY_BATCH`] to one thread
-//! per core (`std::thread::scope`), each taking the next batch until none is left:
+//! the crate's work alone. Work is handed out in batches to one thread per core
+//! (`std::thread::scope`), each taking the next batch until none is left. A batch is what
+//! a receiving node checks at once: it splits each `sync_batch` frame of
+//! [`FRAME_DELTAS`] across its cores and checks each part as one ed25519 batch
+//! (`src/node/verify.rs`), so a batch here is `FRAME_DELTAS / cores` signatures:
 //!
 //! - **batch**: `ed25519_dalek::verify_batch` over each batch: the bound.
 //! - **single**: `VerifyingKey::verify_strict` on each delta, one at a time.
@@ -27,13 +30,11 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use rhizome::delta::{Signed, SIGNATURE_FIELD};
 use rhizome::Delta;
 
+use crate::bounds::FRAME_DELTAS;
 use crate::node::cpu_secs_of;
 use crate::signing::Signers;
 use crate::stats::median;
 
-/// Signatures per batch: the deltas of one `sync_batch` frame, which a receiver verifies
-/// together.
-pub const VERIFY_BATCH: usize = 1000;
 /// Signed deltas the bound verifies, each pass.
 pub const VERIFY_DELTAS: usize = 32_000;
 /// Passes over the deltas per figure.
@@ -55,6 +56,8 @@ impl Figure {
 
 pub struct VerifyBound {
     pub threads: usize,
+    /// Signatures per ed25519 batch.
+    pub batch_size: usize,
     pub deltas: usize,
     pub batch: Figure,
     pub single: Figure,
@@ -89,6 +92,7 @@ fn parts(delta: &Delta) -> Result<Parts> {
 fn measure(
     len: usize,
     threads: usize,
+    batch: usize,
     work: &(dyn Fn(std::ops::Range<usize>) -> Result<()> + Sync),
 ) -> Result<Figure> {
     let (mut rates, mut cpu) = (Vec::new(), Some(0.0));
@@ -100,11 +104,11 @@ fn measure(
             let workers: Vec<_> = (0..threads)
                 .map(|_| {
                     s.spawn(|| loop {
-                        let first = next.fetch_add(VERIFY_BATCH, Ordering::Relaxed);
+                        let first = next.fetch_add(batch, Ordering::Relaxed);
                         if first >= len {
                             return Ok(());
                         }
-                        work(first..len.min(first + VERIFY_BATCH))?;
+                        work(first..len.min(first + batch))?;
                     })
                 })
                 .collect();
@@ -125,9 +129,10 @@ fn measure(
 /// Measures the three figures over `count` signed deltas. Blocking: call it off the runtime.
 pub fn verify_bound(signers: &Signers, count: usize) -> Result<VerifyBound> {
     let threads = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let batch_size = FRAME_DELTAS.div_ceil(threads);
     let deltas = signers.signed_deltas(count)?;
     let parts: Vec<Parts> = deltas.iter().map(parts).collect::<Result<_>>()?;
-    let batch = measure(parts.len(), threads, &|range| {
+    let batch = measure(parts.len(), threads, batch_size, &|range| {
         let chunk = &parts[range];
         let messages: Vec<&[u8]> = chunk.iter().map(|p| p.message.as_slice()).collect();
         let sigs: Vec<Signature> = chunk.iter().map(|p| p.sig).collect();
@@ -135,7 +140,7 @@ pub fn verify_bound(signers: &Signers, count: usize) -> Result<VerifyBound> {
         ed25519_dalek::verify_batch(&messages, &sigs, &keys)
             .map_err(|e| anyhow::anyhow!("a batch of valid signatures failed: {e}"))
     })?;
-    let single = measure(parts.len(), threads, &|range| {
+    let single = measure(parts.len(), threads, batch_size, &|range| {
         for p in &parts[range] {
             p.key
                 .verify_strict(&p.message, &p.sig)
@@ -143,7 +148,7 @@ pub fn verify_bound(signers: &Signers, count: usize) -> Result<VerifyBound> {
         }
         Ok(())
     })?;
-    let rhizome = measure(deltas.len(), threads, &|range| {
+    let rhizome = measure(deltas.len(), threads, batch_size, &|range| {
         let answers = rhizome::delta::verify_all(&deltas[range]);
         ensure!(
             answers.iter().all(|s| matches!(s, Signed::By(_))),
@@ -153,6 +158,7 @@ pub fn verify_bound(signers: &Signers, count: usize) -> Result<VerifyBound> {
     })?;
     Ok(VerifyBound {
         threads,
+        batch_size,
         deltas: count,
         batch,
         single,
