@@ -71,6 +71,7 @@ use stats::thousands;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -378,52 +379,14 @@ async fn run(args: Args) -> Result<()> {
     }
 
     let signers = Signers::new()?;
-    let mut verify = None;
-    if s.runs(Scenario::Verify) || (!sync_sizes.is_empty() && signings.contains(&Signing::Signed)) {
-        let signers = signers.clone();
-        let count = verify_bound::VERIFY_DELTAS;
-        let v = tokio::task::spawn_blocking(move || verify_bound::verify_bound(&signers, count))
-            .await
-            .context("the verification bound panicked")??;
-        let per_core =
-            |f: &verify_bound::Figure| f.per_core().map_or("?".to_owned(), |r| format!("{:.0}", r));
-        println!(
-            "  verification bound, {} threads: verify_batch of {} {:.0}/s ({} per CPU-s), \
-             verify_strict {:.0}/s ({} per CPU-s), rhizome verify_all {:.0}/s ({} per CPU-s)",
-            v.threads,
-            v.batch_size,
-            v.batch.rate,
-            per_core(&v.batch),
-            v.single.rate,
-            per_core(&v.single),
-            v.rhizome.rate,
-            per_core(&v.rhizome),
-        );
-        let figures = [
-            (
-                format!(
-                    "verify bound: ed25519 verify_batch of {}, {} threads",
-                    v.batch_size, v.threads
-                ),
-                v.batch,
-            ),
-            (
-                format!("ed25519 verify_strict, one by one, {} threads", v.threads),
-                v.single,
-            ),
-            (
-                format!(
-                    "rhizome verify_all (+ signing bytes), {} threads",
-                    v.threads
-                ),
-                v.rhizome,
-            ),
-        ];
-        for (label, figure) in figures {
-            let cpu = figure.cpu_per_verification.map(|c| c * v.deltas as f64);
-            rows.push(Row::bound(label, v.deltas, figure.rate).cpu(None, cpu));
-        }
-        verify = Some(v.batch.rate);
+    // Round -> the verification bound measured just before that round's runs: the shared
+    // host moves it by a third between minutes, so each signed run meets its own.
+    let mut verify = BTreeMap::new();
+    let signed_sync = !sync_sizes.is_empty() && signings.contains(&Signing::Signed);
+    if s.runs(Scenario::Verify) && !signed_sync {
+        let (rate, bound_rows) = measure_verify(&signers, None).await?;
+        verify.insert(0, rate);
+        rows.extend(bound_rows);
     }
 
     let mut failures = Vec::new();
@@ -444,6 +407,15 @@ async fn run(args: Args) -> Result<()> {
             }
         };
         for round in 0..args.rounds {
+            if signed_sync {
+                match measure_verify(&ctx.signers, Some(round)).await {
+                    Ok((rate, bound_rows)) => {
+                        verify.insert(round, rate);
+                        record(String::new(), Ok(bound_rows));
+                    }
+                    Err(e) => record(format!("verification bound, round {}", round + 1), Err(e)),
+                }
+            }
             for &n in &sync_sizes {
                 for variant in compare::order(&kinds, &signings, round) {
                     let what = format!("sync N={}", thousands(n as f64));
@@ -500,10 +472,10 @@ async fn run(args: Args) -> Result<()> {
     }
     print_table(&rows, d.decode, &store);
     if kinds.len() > 1 || (args.rounds > 1 && signings.len() == 1) {
-        compare::print(&runs, Axis::Link, None);
+        compare::print(&runs, Axis::Link, &BTreeMap::new());
     }
     if signings.len() > 1 {
-        compare::print(&runs, Axis::Signing, verify);
+        compare::print(&runs, Axis::Signing, &verify);
     }
     if let Some(figures) = &slowloris {
         slowloris::print(figures);
@@ -511,6 +483,62 @@ async fn run(args: Args) -> Result<()> {
     println!("load average at the end: {}", load_average());
     anyhow::ensure!(failures.is_empty(), "failed: {}", failures.join(", "));
     Ok(())
+}
+
+/// Measures the verification bound (off the runtime), prints it, and gives the batch rate
+/// (the bound) and the table's rows for it.
+async fn measure_verify(signers: &Arc<Signers>, round: Option<usize>) -> Result<(f64, Vec<Row>)> {
+    let signers = signers.clone();
+    let count = verify_bound::VERIFY_DELTAS;
+    let v = tokio::task::spawn_blocking(move || verify_bound::verify_bound(&signers, count))
+        .await
+        .context("the verification bound panicked")??;
+    let per_core =
+        |f: &verify_bound::Figure| f.per_core().map_or("?".to_owned(), |r| format!("{r:.0}"));
+    let when = round.map_or(String::new(), |r| format!(", round {}", r + 1));
+    println!(
+        "  verification bound{when}, {} threads: verify_batch of {} {:.0}/s ({} per CPU-s), \
+         verify_strict {:.0}/s ({} per CPU-s), rhizome verify_all {:.0}/s ({} per CPU-s)",
+        v.threads,
+        v.batch_size,
+        v.batch.rate,
+        per_core(&v.batch),
+        v.single.rate,
+        per_core(&v.single),
+        v.rhizome.rate,
+        per_core(&v.rhizome),
+    );
+    let figures = [
+        (
+            format!(
+                "verify bound: ed25519 verify_batch of {}, {} threads{when}",
+                v.batch_size, v.threads
+            ),
+            v.batch,
+        ),
+        (
+            format!(
+                "ed25519 verify_strict, one by one, {} threads{when}",
+                v.threads
+            ),
+            v.single,
+        ),
+        (
+            format!(
+                "rhizome verify_all (+ signing bytes), {} threads{when}",
+                v.threads
+            ),
+            v.rhizome,
+        ),
+    ];
+    let rows = figures
+        .into_iter()
+        .map(|(label, figure)| {
+            let cpu = figure.cpu_per_verification.map(|c| c * v.deltas as f64);
+            Row::bound(label, v.deltas, figure.rate).cpu(None, cpu)
+        })
+        .collect();
+    Ok((v.batch.rate, rows))
 }
 
 /// The comparison's figures of one run: its last row, the one a link carried.
@@ -527,7 +555,7 @@ fn comparable(what: String, variant: Variant, round: usize, rows: &[Row]) -> Opt
     })
 }
 
-fn context(args: &Args, signers: std::sync::Arc<Signers>) -> Result<Ctx> {
+fn context(args: &Args, signers: Arc<Signers>) -> Result<Ctx> {
     let scripts = tempfile::Builder::new()
         .prefix("rhizome-bench-policies-")
         .tempdir()

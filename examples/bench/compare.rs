@@ -103,14 +103,15 @@ fn spread(v: Vec<f64>, f: &dyn Fn(f64) -> String) -> String {
 
 /// The comparison table along `axis`: per row and variant, the median and range of the
 /// rate and of the nodes' CPU seconds, and each against the baseline in the same round.
-/// With a `verify_bound` (verifications per second), signed rows are also set against it.
-pub fn print(runs: &[Run], axis: Axis, verify_bound: Option<f64>) {
+/// With verification bounds (verifications per second, by round), signed rows are also set
+/// against the bound of their round.
+pub fn print(runs: &[Run], axis: Axis, verify_bounds: &BTreeMap<usize, f64>) {
     let mut rows: BTreeMap<String, Vec<(&'static str, &Run)>> = BTreeMap::new();
     for r in runs {
         let (label, name) = axis.split(r);
         rows.entry(label).or_default().push((name, r));
     }
-    let bound_column = axis == Axis::Signing && verify_bound.is_some();
+    let bound_column = axis == Axis::Signing && !verify_bounds.is_empty();
     println!(
         "\n| run | {} | rounds | deltas/s, median (range) | CPU-s A + B, median (range) | \
          CPU-s B, median (range) | rate / {base}, median (range) | CPU / {base}, median (range) |{}",
@@ -157,12 +158,16 @@ pub fn print(runs: &[Run], axis: Axis, verify_bound: Option<f64>) {
                     .collect();
                 (spread(rr, &two), spread(cr, &two))
             };
-            let bound = match (bound_column, verify_bound, variant.signing) {
-                (false, ..) => String::new(),
-                (true, Some(b), Signing::Signed) => {
-                    format!(" {} |", spread(rates.iter().map(|r| r / b).collect(), &two))
+            let bound = match (bound_column, variant.signing) {
+                (false, _) => String::new(),
+                (true, Signing::Signed) => {
+                    let ratios = mine
+                        .iter()
+                        .filter_map(|r| Some(r.rate / verify_bounds.get(&r.round)?))
+                        .collect();
+                    format!(" {} |", spread(ratios, &two))
                 }
-                (true, ..) => " - |".to_owned(),
+                (true, Signing::Unsigned) => " - |".to_owned(),
             };
             println!(
                 "| {label} | {name} | {} | {} | {} | {} | {rate_ratio} | {cpu_ratio} |{bound}",
