@@ -342,7 +342,7 @@ async fn write_signed(node: &Node, author: &str, text: &str, key: &NodeKey) -> R
             Pointer::new("text", Target::from(text)),
         ],
     );
-    d.sign(key);
+    d.sign(key).context("signing as the partner")?;
     let id = d.id.clone();
     node.ingest(vec![d], Origin::Local)
         .await

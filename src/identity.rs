@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, DecodePrivateKey, EncodePrivateKey};
+use ed25519_dalek::pkcs8::spki::der::{pem::LineEnding, zeroize::Zeroizing};
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use rand::TryRngCore;
 
@@ -117,6 +118,15 @@ impl NodeKey {
         key_text(&self.verifying_key())
     }
 
+    /// The secret key as PKCS#8 PEM, what [`NodeKey::save_new`] writes and
+    /// [`NodeKey::load`] reads; wiped from memory when dropped.
+    ///
+    /// # Errors
+    /// When the encoder fails (it does not for an ed25519 key).
+    pub fn to_pem(&self) -> Result<Zeroizing<String>, ed25519_dalek::pkcs8::Error> {
+        self.signing.to_pkcs8_pem(LineEnding::LF)
+    }
+
     /// Writes the key as PKCS#8 PEM to a new file, mode 0600 (never over an existing one).
     ///
     /// # Errors
@@ -126,10 +136,7 @@ impl NodeKey {
             path: path.to_owned(),
             reason,
         };
-        let pem = self
-            .signing
-            .to_pkcs8_pem(LineEnding::LF)
-            .map_err(|e| write(e.to_string()))?;
+        let pem = self.to_pem().map_err(|e| write(e.to_string()))?;
         let mut options = std::fs::OpenOptions::new();
         // `create_new`: a key file is never replaced, so an identity cannot be lost.
         options.write(true).create_new(true);

@@ -211,7 +211,7 @@ mod tests {
     fn signed(author: &str, key: Option<&NodeKey>) -> Delta {
         let mut d = new_delta(author, "sys", vec![Pointer::new("name", "x".into())]);
         if let Some(key) = key {
-            d.sign(key);
+            d.sign(key).unwrap();
         }
         d
     }
@@ -297,7 +297,7 @@ mod tests {
         let negation = |of: &Delta, key: Option<&NodeKey>| {
             let mut n = negate(&of.id, "whoever", "sys", None);
             if let Some(key) = key {
-                n.sign(key);
+                n.sign(key).unwrap();
             }
             let signed = n.verify();
             policy.check(&authors, &n, &signed, (Source::Peer("p"), false), &stored)
@@ -312,7 +312,7 @@ mod tests {
         // A peer's negation of what is not here yet waits; a local one is stored.
         let unknown = signed("carol", None);
         let mut n = negate(&unknown.id, "whoever", "sys", None);
-        n.sign(&mallory);
+        n.sign(&mallory).unwrap();
         let e = policy
             .check(
                 &authors,
@@ -332,7 +332,7 @@ mod tests {
         })
         .unwrap();
         let mut n = negate(&target.id, "whoever", "sys", None);
-        n.sign(&mallory);
+        n.sign(&mallory).unwrap();
         assert!(any
             .check(
                 &authors,

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use notify::RecursiveMode;
 
 use super::{LinkEntry, NodeFile};
-use crate::admission::SignaturePolicy;
+use crate::admission::{AuthorEntry, AuthorTable, PeerEntry, PeerTable, SignaturePolicy};
 use crate::events::NodeEvent;
 use crate::federation::{Federation, FederationLink};
 use crate::node::Node;
@@ -130,24 +130,28 @@ impl ConfigLinks {
                 }
             }
         }
-        // The node started with the file's peers; later edits replace them, keeping the
-        // peers added over the API. A clash (a name, key or token taken by one of those)
-        // refuses the whole file, before anything of it applies.
-        if !first && old.peers != file.peers {
-            let swapped = self.node().update_peers(|table| {
-                let mut next = table.clone();
-                for gone in &old.peers {
-                    next = next.without(&gone.name).unwrap_or(next);
-                }
-                for peer in &file.peers {
-                    next = next.with(peer.clone())?;
-                }
-                Ok(next)
+        // The node started with the file's peers and authors; later edits replace them,
+        // keeping those added over the API. A clash (a name, key or token taken by one of
+        // those) refuses the whole file, before anything of it applies.
+        let peers_changed = !first && old.peers != file.peers;
+        let authors_changed = !first && old.authors != file.authors;
+        let checked = refile(&*self.node().peers(), &old.peers, &file.peers)
+            .map_err(|e| format!("peer: {e}"))
+            .and_then(|_| {
+                refile(&*self.node().authors(), &old.authors, &file.authors)
+                    .map_err(|e| format!("author: {e}"))
             });
+        if let (Err(e), true) = (checked, peers_changed || authors_changed) {
+            drop(state);
+            self.refuse(&e);
+            return;
+        }
+        if peers_changed {
+            let swapped = self
+                .node()
+                .update_peers(|table| refile(table, &old.peers, &file.peers));
             if let Err(e) = swapped {
-                drop(state);
-                self.refuse(&format!("peer: {e}"));
-                return;
+                tracing::error!(error = %e, "config peers not reloaded");
             }
             // A peer removed or changed is judged afresh: the links it opened are closed.
             let mut closed = 0;
@@ -160,28 +164,17 @@ impl ConfigLinks {
                 "config peers reloaded"
             );
         }
+        if authors_changed {
+            let swapped = self
+                .node()
+                .update_authors(|table| refile(table, &old.authors, &file.authors));
+            match swapped {
+                Ok(()) => tracing::info!(authors = file.authors.len(), "config authors reloaded"),
+                Err(e) => tracing::error!(error = %e, "config authors not reloaded"),
+            }
+        }
         if old.trust != file.trust {
             self.node().set_trust_policy(file.trust.clone());
-        }
-        // Authors and signature settings as peers: the file's replace the file's, and
-        // authors bound over the API stay.
-        if !first && old.authors != file.authors {
-            let swapped = self.node().update_authors(|table| {
-                let mut next = table.clone();
-                for gone in &old.authors {
-                    next = next.without(&gone.name).unwrap_or(next);
-                }
-                for author in &file.authors {
-                    next = next.with(author.clone())?;
-                }
-                Ok(next)
-            });
-            if let Err(e) = swapped {
-                drop(state);
-                self.refuse(&format!("author: {e}"));
-                return;
-            }
-            tracing::info!(authors = file.authors.len(), "config authors reloaded");
         }
         if !first && old.signatures != file.signatures {
             match SignaturePolicy::new(file.signatures.clone()) {
@@ -286,6 +279,53 @@ fn has_no_settings(text: &str) -> bool {
         let l = l.trim();
         l.is_empty() || l.starts_with('#')
     })
+}
+
+/// A table of entries that come from the file and from the API (peers, authors).
+trait Entries: Sized {
+    type Entry: Clone + PartialEq;
+    fn name(entry: &Self::Entry) -> &str;
+    fn without(&self, name: &str) -> Option<Self>;
+    fn with(&self, entry: Self::Entry) -> Result<Self, String>;
+}
+
+impl Entries for PeerTable {
+    type Entry = PeerEntry;
+    fn name(entry: &PeerEntry) -> &str {
+        &entry.name
+    }
+    fn without(&self, name: &str) -> Option<Self> {
+        PeerTable::without(self, name)
+    }
+    fn with(&self, entry: PeerEntry) -> Result<Self, String> {
+        PeerTable::with(self, entry)
+    }
+}
+
+impl Entries for AuthorTable {
+    type Entry = AuthorEntry;
+    fn name(entry: &AuthorEntry) -> &str {
+        &entry.name
+    }
+    fn without(&self, name: &str) -> Option<Self> {
+        AuthorTable::without(self, name)
+    }
+    fn with(&self, entry: AuthorEntry) -> Result<Self, String> {
+        AuthorTable::with(self, entry)
+    }
+}
+
+/// `table` with the file's `old` entries replaced by its `new` ones; the others (added
+/// over the API) stay.
+fn refile<T: Entries + Clone>(table: &T, old: &[T::Entry], new: &[T::Entry]) -> Result<T, String> {
+    let mut next = table.clone();
+    for gone in old {
+        next = next.without(T::name(gone)).unwrap_or(next);
+    }
+    for entry in new {
+        next = next.with(entry.clone())?;
+    }
+    Ok(next)
 }
 
 #[cfg(test)]

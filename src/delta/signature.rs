@@ -6,12 +6,18 @@
 //! field, in the current pointer form, serialized by RFC 8785 (JSON Canonicalization
 //! Scheme). Because the bytes are rebuilt from the delta rather than taken from the wire,
 //! a delta read in the legacy pointer form, or re-serialized by any peer that keeps its
-//! fields, still verifies. `docs/PROTOCOL.md` section 7 specifies it, with test vectors.
+//! fields, still verifies. `docs/PROTOCOL.md` section 10 specifies it, with test vectors.
 //!
 //! A signature is valid when ed25519 strict verification accepts it (RFC 8032, and
 //! neither the key nor `R` of small order). Many deltas are checked at once with batch
 //! verification; a batch that fails is checked one delta at a time, so a bad signature
-//! costs its sender, never the honest deltas beside it.
+//! costs its sender, never the honest deltas beside it. Batch verification does not
+//! check `R`'s order: the holder of a key can craft a signature of their own that passes
+//! a batch but not the strict check (PROTOCOL.md 10.3). Weak keys are refused either way.
+//!
+//! A delta that has no canonical form (a number that is not a finite double, which
+//! validation refuses too) cannot be signed, and its signature never verifies: signing
+//! bytes are never empty or partial.
 
 use std::collections::HashMap;
 
@@ -24,7 +30,7 @@ use serde_json::Value;
 
 use crate::identity::{key_text, NodeKey};
 
-use super::Delta;
+use super::{Delta, InvalidDelta};
 
 /// The top-level field a signature travels in.
 pub const SIGNATURE_FIELD: &str = "signature";
@@ -61,23 +67,30 @@ struct Claimed {
 impl Delta {
     /// The bytes a signature covers: this delta without `signature`, RFC 8785 canonical
     /// JSON.
-    pub fn signing_bytes(&self) -> Vec<u8> {
-        // Serializing our own types cannot fail: every key is a string and every number
-        // came from JSON text, so it is finite.
-        serde_json_canonicalizer::to_vec(&WithoutSignature(self)).unwrap_or_default()
+    ///
+    /// # Errors
+    /// When the delta has no canonical form: a number that is not a finite double.
+    pub fn signing_bytes(&self) -> Result<Vec<u8>, InvalidDelta> {
+        serde_json_canonicalizer::to_vec(&WithoutSignature(self))
+            .map_err(|e| InvalidDelta::new("", format!("has no canonical JSON form to sign: {e}")))
     }
 
     /// Signs this delta with `key`, replacing any signature it had. Change nothing
     /// afterwards: any change to a field makes the signature fail.
-    pub fn sign(&mut self, key: &NodeKey) {
+    ///
+    /// # Errors
+    /// When the delta has no canonical form ([`Delta::signing_bytes`]); it is then left
+    /// unsigned.
+    pub fn sign(&mut self, key: &NodeKey) -> Result<(), InvalidDelta> {
         self.extra.shift_remove(SIGNATURE_FIELD);
-        let sig = key.sign(&self.signing_bytes());
+        let sig = key.sign(&self.signing_bytes()?);
         let mut field = serde_json::Map::new();
         field.insert("alg".into(), SIGNATURE_ALG.into());
         field.insert("key".into(), key.public_base64().into());
         field.insert("sig".into(), URL_SAFE_NO_PAD.encode(sig.to_bytes()).into());
         self.extra
             .insert(SIGNATURE_FIELD.into(), Value::Object(field));
+        Ok(())
     }
 
     /// Whether this delta carries a `signature` field (valid or not).
@@ -90,8 +103,9 @@ impl Delta {
         let Some(field) = self.extra.get(SIGNATURE_FIELD) else {
             return Signed::Unsigned;
         };
-        match claimed(field, &mut KeyCache::default()) {
-            Ok(c) => verify_one(&c, &self.signing_bytes()),
+        let claim = claimed(field, &mut KeyCache::default());
+        match claim.and_then(|c| Ok((c, message(self)?))) {
+            Ok((c, message)) => verify_one(&c, &message),
             Err(reason) => Signed::Bad(reason),
         }
     }
@@ -106,7 +120,7 @@ impl Delta {
 
 /// Checks the signatures of many deltas: one batch verification over all the signed
 /// ones, and one by one only when the batch fails. Same answers as [`Delta::verify`] on
-/// each (see the module notes for the one difference a key's owner could craft).
+/// each (but for the one difference a key's owner could craft: see the module notes).
 pub fn verify_all<'a>(deltas: impl IntoIterator<Item = &'a Delta>) -> Vec<Signed> {
     let mut keys = KeyCache::default();
     let mut out = Vec::new();
@@ -116,10 +130,10 @@ pub fn verify_all<'a>(deltas: impl IntoIterator<Item = &'a Delta>) -> Vec<Signed
             out.push(Signed::Unsigned);
             continue;
         };
-        match claimed(field, &mut keys) {
-            Ok(c) => {
+        match claimed(field, &mut keys).and_then(|c| Ok((c, message(delta)?))) {
+            Ok((c, message)) => {
                 out.push(Signed::By(c.key));
-                batch.push((i, c, delta.signing_bytes()));
+                batch.push((i, c, message));
             }
             Err(reason) => out.push(Signed::Bad(reason)),
         }
@@ -136,6 +150,12 @@ pub fn verify_all<'a>(deltas: impl IntoIterator<Item = &'a Delta>) -> Vec<Signed
         }
     }
     out
+}
+
+/// The signing bytes, or why there are none (then no signature can verify).
+fn message(d: &Delta) -> Result<Vec<u8>, String> {
+    d.signing_bytes()
+        .map_err(|e| format!("the delta {}", e.reason))
 }
 
 fn verify_one(c: &Claimed, message: &[u8]) -> Signed {
@@ -257,7 +277,7 @@ mod tests {
         let key = NodeKey::generate().unwrap();
         let mut d = delta();
         assert_eq!(d.verify(), Signed::Unsigned);
-        d.sign(&key);
+        d.sign(&key).unwrap();
         assert_eq!(d.verify(), Signed::By(key.verifying_key()));
         assert_eq!(d.claimed_signer(), Some(key.verifying_key()));
         // Through the wire and back, in either pointer form, it still verifies.
@@ -269,9 +289,9 @@ mod tests {
     fn the_signing_bytes_are_canonical_and_leave_the_signature_out() {
         let key = NodeKey::generate().unwrap();
         let mut d = delta();
-        let before = d.signing_bytes();
-        d.sign(&key);
-        assert_eq!(d.signing_bytes(), before);
+        let before = d.signing_bytes().unwrap();
+        d.sign(&key).unwrap();
+        assert_eq!(d.signing_bytes().unwrap(), before);
         let text = String::from_utf8(before).unwrap();
         assert!(text.starts_with("{\"author\":\"alice\",\"id\":"), "{text}");
         assert!(text.contains("\"zeta\":{\"a\":[100],\"b\":1}"), "{text}");
@@ -282,7 +302,7 @@ mod tests {
     fn any_change_breaks_the_signature() {
         let key = NodeKey::generate().unwrap();
         let mut d = delta();
-        d.sign(&key);
+        d.sign(&key).unwrap();
         type Change = Box<dyn Fn(&mut Delta)>;
         let changes: Vec<Change> = vec![
             Box::new(|d| d.author = "mallory".into()),
@@ -306,7 +326,7 @@ mod tests {
     fn a_malformed_signature_says_what_is_wrong() {
         let key = NodeKey::generate().unwrap();
         let mut signed = delta();
-        signed.sign(&key);
+        signed.sign(&key).unwrap();
         let good = signed.extra[SIGNATURE_FIELD].clone();
         let cases = [
             (serde_json::json!("abc"), "must be an object"),
@@ -347,6 +367,32 @@ mod tests {
     }
 
     #[test]
+    fn a_delta_without_a_canonical_form_is_never_signed_nor_verified() {
+        let key = NodeKey::generate().unwrap();
+        let mut d = delta();
+        d.sign(&key).unwrap();
+        let sig = d.extra[SIGNATURE_FIELD].clone();
+        // A number no double holds: no canonical form, so no signing bytes at all
+        // (never empty ones, over which one signature would fit every such delta).
+        let mut odd: Delta = Delta::parse(&d.to_json()).unwrap();
+        odd.extra
+            .insert("zz".into(), serde_json::from_str::<Value>("1e400").unwrap());
+        assert!(odd.signing_bytes().is_err());
+        assert!(odd.clone().sign(&key).is_err());
+        odd.extra.insert(SIGNATURE_FIELD.into(), sig);
+        for found in [odd.verify(), verify_all([&odd]).remove(0)] {
+            match found {
+                Signed::Bad(reason) => assert!(reason.contains("canonical"), "{reason}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(crate::delta::validate(&odd)
+            .unwrap_err()
+            .to_string()
+            .contains("finite"));
+    }
+
+    #[test]
     fn a_batch_gives_each_delta_its_own_answer() {
         let alice = NodeKey::generate().unwrap();
         let bob = NodeKey::generate().unwrap();
@@ -354,7 +400,7 @@ mod tests {
             .map(|i| {
                 let mut d = delta();
                 if i % 3 != 2 {
-                    d.sign(if i % 2 == 0 { &alice } else { &bob });
+                    d.sign(if i % 2 == 0 { &alice } else { &bob }).unwrap();
                 }
                 d
             })

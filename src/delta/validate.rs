@@ -80,7 +80,32 @@ pub fn validate(delta: &Delta) -> Result<(), InvalidDelta> {
             _ => {}
         }
     }
+    for (key, value) in &delta.extra {
+        if let Some(bad) = non_finite(value) {
+            return Err(InvalidDelta::new(
+                key.as_str(),
+                format!("holds {bad}, not a finite number: no peer can represent it, and it has no canonical form to sign"),
+            ));
+        }
+    }
     Ok(())
+}
+
+/// The first number in `value` that is not a finite double (`1e400`), if any.
+fn non_finite(value: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Number(n) if n.as_f64().is_none_or(|f| !f.is_finite()) => {
+                return Some(n.to_string())
+            }
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => stack.extend(map.values()),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// An error about pointer `i`'s `field` (`role`, `target.id`, ...), with its full path.

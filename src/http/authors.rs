@@ -14,7 +14,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::body::RequestBody;
+use super::body::{self, RequestBody};
 use super::error::ApiError;
 use crate::admission::{AuthorEntry, AuthorTable};
 use crate::federation::Federation;
@@ -31,12 +31,7 @@ pub(super) async fn add(
     State(fed): State<Federation>,
     RequestBody(body): RequestBody,
 ) -> Result<impl IntoResponse, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(&body);
-    let entry: AuthorEntry = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        ApiError::bad_request("INVALID_AUTHOR", format!("invalid author: {}", e.inner()))
-            .with_field((path != ".").then_some(path))
-    })?;
+    let entry: AuthorEntry = body::entity(&body, "INVALID_AUTHOR", "author")?;
     let name = entry.name.clone();
     let mut shown = None;
     fed.node()

@@ -94,3 +94,17 @@ pub(super) fn read_deltas(node: &Node, body: &Bytes) -> Result<Batch, ApiError> 
         }
     })
 }
+
+/// A JSON request body read into `T`, or a 400 with `code` naming the field at fault.
+pub(super) fn entity<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    code: &'static str,
+    what: &str,
+) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::bad_request(code, format!("invalid {what}: {}", e.inner()))
+            .with_field((path != ".").then_some(path))
+    })
+}

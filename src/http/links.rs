@@ -11,7 +11,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::body::RequestBody;
+use super::body::{self, RequestBody};
 use super::error::ApiError;
 use crate::federation::{Federation, FederationLink, LinkConfig};
 
@@ -31,16 +31,7 @@ pub(super) async fn connect(
     State(fed): State<Federation>,
     RequestBody(body): RequestBody,
 ) -> Result<impl IntoResponse, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(&body);
-    let req: ConnectBody = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let field = (path != ".").then_some(path);
-        ApiError::bad_request(
-            "INVALID_LINK",
-            format!("invalid link request: {}", e.inner()),
-        )
-        .with_field(field)
-    })?;
+    let req: ConnectBody = body::entity(&body, "INVALID_LINK", "link request")?;
     let link = fed.connect_to_remote(&req.url, req.config).map_err(|e| {
         ApiError::bad_request("INVALID_LINK", e.to_string()).with_field(Some("url".into()))
     })?;

@@ -13,7 +13,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::body::RequestBody;
+use super::body::{self, RequestBody};
 use super::error::ApiError;
 use crate::admission::PeerEntry;
 use crate::federation::Federation;
@@ -33,12 +33,7 @@ pub(super) async fn add(
     State(fed): State<Federation>,
     RequestBody(body): RequestBody,
 ) -> Result<impl IntoResponse, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(&body);
-    let entry: PeerEntry = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        ApiError::bad_request("INVALID_PEER", format!("invalid peer: {}", e.inner()))
-            .with_field((path != ".").then_some(path))
-    })?;
+    let entry: PeerEntry = body::entity(&body, "INVALID_PEER", "peer")?;
     let shown = entry.redacted();
     fed.node()
         .update_peers(|table| table.with(entry))

@@ -222,12 +222,7 @@ impl Node {
         &self,
         update: impl FnOnce(&PeerTable) -> Result<PeerTable, String>,
     ) -> Result<(), String> {
-        let mut guard = match self.inner.peers.write() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        *guard = Arc::new(update(&guard)?);
-        Ok(())
+        replace(&self.inner.peers, update)
     }
 
     /// The authors bound to keys.
@@ -243,12 +238,7 @@ impl Node {
         &self,
         update: impl FnOnce(&AuthorTable) -> Result<AuthorTable, String>,
     ) -> Result<(), String> {
-        let mut guard = match self.inner.authors.write() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        *guard = Arc::new(update(&guard)?);
-        Ok(())
+        replace(&self.inner.authors, update)
     }
 
     /// What must be signed, and who may negate.
@@ -361,7 +351,7 @@ impl Node {
     /// Stores a delta this node authored, signed with its signing key when it has one.
     async fn store_one(&self, mut d: Delta) -> Result<StoredDelta, CreateError> {
         if let Some(key) = self.signing_key() {
-            d.sign(key);
+            d.sign(key)?;
         }
         let outcome = self.ingest(vec![d.clone()], Origin::Local).await?;
         match outcome.into_iter().next() {
@@ -445,4 +435,18 @@ fn read<T>(lock: &std::sync::RwLock<Arc<T>>) -> Arc<T> {
         Ok(t) => t.clone(),
         Err(poisoned) => poisoned.into_inner().clone(),
     }
+}
+
+/// Swaps in what `update` makes of the current value, under the lock, so concurrent
+/// updates never lose one another.
+fn replace<T>(
+    lock: &std::sync::RwLock<Arc<T>>,
+    update: impl FnOnce(&T) -> Result<T, String>,
+) -> Result<(), String> {
+    let mut guard = match lock.write() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    *guard = Arc::new(update(&guard)?);
+    Ok(())
 }

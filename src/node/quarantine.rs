@@ -81,13 +81,17 @@ impl Node {
         Ok(report)
     }
 
-    /// Remembers targets that quarantined negations wait for.
+    /// Remembers targets that quarantined negations wait for, as many as the quarantine
+    /// holds records: a peer that floods negations of made-up ids fills the quarantine
+    /// (which drops its oldest), never the memory. Past that, a waiting negation is
+    /// judged again by an operator's replay instead.
     pub(super) fn await_targets(&self, ids: &[String]) {
         if ids.is_empty() {
             return;
         }
         let mut awaited = lock(&self.inner.awaited);
-        awaited.extend(ids.iter().cloned());
+        let room = (crate::store::QUARANTINE_LIMIT as usize).saturating_sub(awaited.len());
+        awaited.extend(ids.iter().take(room).cloned());
     }
 
     /// Whether any negation waits for its target (one cheap check per batch).

@@ -75,7 +75,7 @@ mod tests {
                 }
                 let mut d = new_delta("a", "s", vec![Pointer::new("n", i64::from(i).into())]);
                 if i % 3 != 0 {
-                    d.sign(&key);
+                    d.sign(&key).unwrap();
                 }
                 if i == 301 {
                     d.author = "forged".into();

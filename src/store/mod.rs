@@ -44,6 +44,7 @@ pub use append::{AppendOutcome, NewEntry, PendingAppend, SideWrites};
 pub use error::StoreError;
 pub use health::StorageHealth;
 pub use open::Durability;
+pub use quarantine::DEFAULT_LIMIT as QUARANTINE_LIMIT;
 pub use query::{Query, QueryReader, ReadStop};
 pub use record::{RawRecord, StoredDelta};
 pub use seq::Seq;

@@ -451,7 +451,7 @@ fn policy_test_cases_carry_signed_deltas() {
             "s",
             vec![rhizome::Pointer::new("says", "hi".into())],
         );
-        d.sign(key);
+        d.sign(key).unwrap();
         d
     };
     let mut forged = delta(&mallory);

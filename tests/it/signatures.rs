@@ -23,7 +23,7 @@ const T: Duration = Duration::from_secs(15);
 
 fn signed(author: &str, key: &NodeKey) -> Delta {
     let mut d = new_delta(author, "origin", vec![Pointer::new("says", "hi".into())]);
-    d.sign(key);
+    d.sign(key).unwrap();
     d
 }
 
@@ -229,7 +229,7 @@ async fn a_signed_delta_relayed_through_a_third_node_still_verifies() {
             Pointer::new("stars", rhizome::Target::Number(4.into())),
         ],
     );
-    hers.sign(&alice);
+    hers.sign(&alice).unwrap();
     let bobs = unsigned("bob");
     origin
         .node()
@@ -278,7 +278,7 @@ async fn only_the_author_or_a_moderator_negates_a_signed_delta() {
     let negation = |key: Option<&NodeKey>| {
         let mut n = negate(&target.id, "someone", "origin", Some("spam"));
         if let Some(key) = key {
-            n.sign(key);
+            n.sign(key).unwrap();
         }
         n
     };
@@ -303,7 +303,7 @@ async fn only_the_author_or_a_moderator_negates_a_signed_delta() {
     // A moderator may, from a peer too; a peer's negation of what is not here waits.
     let moderated = negation(Some(&moderator));
     let mut early = negate("not-here-yet", "someone", "origin", None);
-    early.sign(&mallory);
+    early.sign(&mallory).unwrap();
     push_v1(&node, &[&moderated, &early]).await;
     assert!(wait_holds(node.node(), &BTreeSet::from([moderated.id.clone()]), T).await);
     assert!(wait_for(T, || node.node().store().quarantine_len() == 1).await);
@@ -316,12 +316,12 @@ async fn only_the_author_or_a_moderator_negates_a_signed_delta() {
     // the target, so her negation of it stands; her negation of alice's does not.
     let mut late = signed("mallory", &mallory);
     late.id = "not-here-yet".into();
-    late.sign(&mallory);
+    late.sign(&mallory).unwrap();
     let mut hers_later = signed("alice", &alice);
     hers_later.id = "alice-later".into();
-    hers_later.sign(&alice);
+    hers_later.sign(&alice).unwrap();
     let mut wrong = negate("alice-later", "someone", "origin", None);
-    wrong.sign(&mallory);
+    wrong.sign(&mallory).unwrap();
     push_v1(&node, &[&wrong]).await;
     assert!(wait_for(T, || node.node().store().quarantine_len() == 2).await);
     push_v1(&node, &[&late, &hers_later]).await;
@@ -423,4 +423,110 @@ async fn requirements_follow_the_scope_and_the_node_signs_what_it_completes() {
         .await
         .unwrap();
     assert_eq!(status["signatures"]["signingKey"], key.public_base64());
+}
+
+/// The binary: `serve --author NAME=KEY --require-signatures all`, then `rhizome author`
+/// binds another author, lists them, unbinds one; `rhizome status` shows the counts.
+#[test]
+fn rhizome_author_and_serve_flags_bind_authors() {
+    use crate::common::cli::{run, Serving};
+    let alice = NodeKey::generate().unwrap();
+    let bob = NodeKey::generate().unwrap();
+    let flag = format!("alice={}", alice.public_hex());
+    let node = Serving::start(&[
+        "--memory",
+        "--author",
+        flag.as_str(),
+        "--require-signatures",
+        "all",
+    ]);
+    let token_file = node.admin_token_file.clone().expect("a token file");
+    let token_file = token_file.display().to_string();
+    let common = [
+        "--node",
+        node.url.as_str(),
+        "--token-file",
+        token_file.as_str(),
+    ];
+    let with = |args: &[&str]| run(&[args, &common[..]].concat());
+
+    let add = with(&["author", "add", "bob", "--key", &bob.public_base64()]);
+    assert!(add.ok(), "{}{}", add.out, add.err);
+    with(&["author", "add", "carol", "--key", "not-a-key"]).assert_fails_saying(&["not-a-key"]);
+    let listed = with(&["author", "list"]);
+    let lines = listed.json_lines();
+    let names: Vec<&str> = lines.iter().filter_map(|l| l["name"].as_str()).collect();
+    assert_eq!(names, ["alice", "bob"], "{}", listed.out);
+    assert_eq!(lines[0]["keys"][0], alice.public_base64());
+    assert_eq!(lines[2]["signatures"]["require"], "all", "{}", listed.out);
+    assert!(with(&["author", "remove", "bob"]).ok());
+    with(&["author", "remove", "bob"]).assert_fails_saying(&["no author named \"bob\""]);
+
+    // Everything must be signed here: an unsigned put is refused with the reason.
+    let refused = with(&["put", "--author", "dave", "-p", "says=hi"]);
+    assert!(
+        !refused.ok() || refused.out.contains("rejected"),
+        "{}{}",
+        refused.out,
+        refused.err
+    );
+    assert!(
+        format!("{}{}", refused.out, refused.err).contains("must be signed"),
+        "{}{}",
+        refused.out,
+        refused.err
+    );
+    let status = with(&["status"]);
+    assert!(
+        status
+            .out
+            .contains("signatures  1 bound authors, required: all; 0 verified, 1 refused"),
+        "{}",
+        status.out
+    );
+    node.stop();
+}
+
+/// `[[peer]] requireSignatures`: the peer that proved its key must sign what it sends;
+/// another peer need not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_can_be_required_to_sign() {
+    let spoke = crate::common::start_node("spoke").await;
+    let alice = NodeKey::generate().unwrap();
+    let hub = start_node_with(NodeConfig {
+        peers: vec![rhizome::PeerEntry {
+            name: "spoke".into(),
+            key: Some(spoke.node().public_key()),
+            require_signatures: true,
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+    .await;
+    let loose = unsigned("bob");
+    let hers = signed("alice", &alice);
+    spoke
+        .node()
+        .ingest(vec![loose.clone(), hers.clone()], Origin::Local)
+        .await
+        .unwrap();
+    let link = spoke
+        .federation()
+        .connect_to_remote(
+            &hub.url(),
+            LinkConfig {
+                mode: SyncMode::Push,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(wait_status(&link, LinkStatus::Connected, T).await);
+    assert!(wait_holds(hub.node(), &BTreeSet::from([hers.id.clone()]), T).await);
+    assert!(wait_for(T, || hub.node().store().quarantine_len() == 1).await);
+    let (id, _, reason) = quarantined(hub.node()).remove(0);
+    assert_eq!(id, loose.id);
+    assert!(reason.contains("from \"spoke\" must be signed"), "{reason}");
+    // An anonymous peer is not held to the spoke's rule.
+    let answers = push_v1(&hub, &[&unsigned("carol")]).await;
+    assert_eq!(answers[0]["type"], "delta_ack", "{answers:?}");
 }

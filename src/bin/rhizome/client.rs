@@ -209,7 +209,10 @@ impl Client {
         } else {
             Err(ClientError::Api {
                 status: status.as_u16(),
-                code: field("error").unwrap_or_else(|| status.as_str().to_owned()),
+                // A delta's own refusal carries its status and the rule that refused it.
+                code: field("error")
+                    .or_else(|| Some(format!("{} by {}", field("status")?, field("policy")?)))
+                    .unwrap_or_else(|| status.as_str().to_owned()),
                 message: field("message")
                     .or_else(|| status.canonical_reason().map(str::to_owned))
                     .unwrap_or_default(),

@@ -9,7 +9,7 @@
 //! - `args`: flags shared by several subcommands (`--node`, a link's sync flags).
 //! - `client`: the HTTP client behind the subcommands that talk to a running node.
 //! - `init`, `serve`, `put` (and `negate`), `query` (and `get`), `status`, `link`,
-//!   `policy`, `quarantine`: one subcommand each.
+//!   `policy`, `quarantine`, `keygen`, `verify`: one subcommand each.
 //! - `token`: where a node's admin token lives (`serve`) and how the client commands
 //!   find it.
 //! - `table`: aligned columns and binary sizes for the readable output of `status` and
@@ -23,6 +23,7 @@ mod author;
 mod client;
 mod id;
 mod init;
+mod keygen;
 mod link;
 mod logging;
 mod peer;
@@ -34,6 +35,7 @@ mod serve;
 mod status;
 mod table;
 mod token;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -80,6 +82,10 @@ enum Command {
     Policy(policy::PolicyArgs),
     /// List a running node's quarantined deltas, or replay them under its current policies.
     Quarantine(quarantine::QuarantineArgs),
+    /// Make a key for signing deltas (`put --sign`); print its public half and config lines.
+    Keygen(keygen::KeygenArgs),
+    /// Check the signatures of deltas in a file or on stdin, offline (no node needed).
+    Verify(verify::VerifyArgs),
 }
 
 #[tokio::main]
@@ -99,6 +105,8 @@ async fn main() -> ExitCode {
         Command::Author(args) => author::run(args).await,
         Command::Policy(args) => policy::run(args),
         Command::Quarantine(args) => quarantine::run(args).await,
+        Command::Keygen(args) => keygen::run(args),
+        Command::Verify(args) => verify::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -60,9 +60,13 @@ impl Batch {
             None => Batch::parse_through_value(body, system)?,
         };
         if let Some(key) = key {
-            for (d, filled) in batch.deltas.iter_mut().zip(&batch.filled) {
+            for (i, (d, filled)) in batch.deltas.iter_mut().zip(&batch.filled).enumerate() {
                 if *filled {
-                    d.sign(key);
+                    d.sign(key).map_err(|error| BatchError::Invalid {
+                        index: batch.is_array.then_some(i),
+                        id: None,
+                        error,
+                    })?;
                 }
             }
         }
