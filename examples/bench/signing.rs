@@ -73,7 +73,9 @@ impl Signers {
         load::write_delta(&mut text, tag, i, sent_us);
         let mut delta =
             Delta::parse(&text).map_err(|e| anyhow::anyhow!("a bench delta is invalid: {e}"))?;
-        delta.sign(self.key_of(i));
+        delta
+            .sign(self.key_of(i))
+            .map_err(|e| anyhow::anyhow!("cannot sign a bench delta: {e}"))?;
         out.push_str(&delta.to_json());
         Ok(())
     }

@@ -79,7 +79,9 @@ fn parts(delta: &Delta) -> Result<Parts> {
         .and_then(|b| b.try_into().ok())
         .with_context(|| format!("delta {} has no 64-byte signature", delta.id))?;
     Ok(Parts {
-        message: delta.signing_bytes(),
+        message: delta
+            .signing_bytes()
+            .map_err(|e| anyhow::anyhow!("delta {} has no signing bytes: {e}", delta.id))?,
         sig: Signature::from_bytes(&sig),
         key: delta
             .claimed_signer()
