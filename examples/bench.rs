@@ -3,13 +3,16 @@
 //!
 //! `cargo build --release && cargo run --release --example bench -- [SCENARIO] [--memory]
 //!  [--deltas N] [--rate R] [--no-latency] [--rhizome PATH] [--link plain,tls,auth]
-//!  [--rounds R]`
+//!  [--rounds R] [--signing unsigned,signed]`
 //!
 //! Scenarios (`all`, the default, runs every one):
 //! - `decode`: the JSON-decode bound: the same deltas' `sync_batch` frames parsed in this
 //!   process, nothing stored (`bench/bounds.rs`).
 //! - `store`: the store bound: the receiver's store writes alone (same keyspaces, batches
 //!   of one frame, same fsync policy), no network (`bench/bounds.rs`).
+//! - `verify`: the verification bound: ed25519 signatures of signed bench deltas checked
+//!   by the crate alone, one thread per core (`bench/verify_bound.rs`); also measured
+//!   whenever `sync` runs signed deltas.
 //! - `sync`: A is loaded with N deltas over `POST /deltas` (its own row), then B starts
 //!   with `--connect A --mode pull --initial-sync full`; timed from B's spawn until B's
 //!   `store.head` is N. N = 100k and 1M.
@@ -28,7 +31,12 @@
 //! `--link` runs `sync` and `live` over other links than plain HTTP: `tls` (https/wss with
 //! a CA made for the run) and `auth` (both ends prove keys the other knows); several kinds
 //! alternate within each of `--rounds` rounds, and a table gives each against `plain` in
-//! the same round (`bench/links.rs`).
+//! the same round (`bench/links.rs`, `bench/compare.rs`).
+//!
+//! `--signing unsigned,signed` does the same for `sync` with signed deltas (each signed by
+//! its author's key as A is loaded, `bench/signing.rs`): both kinds alternate within each
+//! round, signed is set against unsigned of the same round and against the verification
+//! bound, and a signed run fails unless B holds its deltas with signatures that verify.
 //!
 //! Every scenario runs its nodes as separate processes (`target/release/rhizome`, built by
 //! `cargo build --release`, or the binary `--rhizome PATH` names), durable fjall stores in
@@ -40,6 +48,8 @@
 
 #[path = "bench/bounds.rs"]
 mod bounds;
+#[path = "bench/compare.rs"]
+mod compare;
 #[path = "bench/links.rs"]
 mod links;
 #[path = "bench/load.rs"]
@@ -48,22 +58,29 @@ mod load;
 mod node;
 #[path = "bench/scenarios.rs"]
 mod scenarios;
+#[path = "bench/signing.rs"]
+mod signing;
 #[path = "bench/slowloris.rs"]
 mod slowloris;
 #[path = "bench/stats.rs"]
 mod stats;
+#[path = "bench/verify_bound.rs"]
+mod verify_bound;
 
 use stats::thousands;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use links::{LinkKind, LinkRun};
+use compare::{Axis, Variant};
+use links::LinkKind;
 use scenarios::{Ctx, Latency};
+use signing::{Signers, Signing};
 
 // The nodes run with mimalloc; the bounds measured in this process must too.
 #[global_allocator]
@@ -113,6 +130,16 @@ struct Args {
     /// Rounds of `sync` and `live` (each runs every `--link` kind once per round).
     #[arg(long, default_value_t = 1)]
     rounds: usize,
+    /// The deltas `sync` loads A with, comma-separated: `unsigned`, `signed` (each signed
+    /// by its author's key). Several alternate within each round.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "unsigned",
+        value_name = "KINDS"
+    )]
+    signing: Vec<Signing>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -124,6 +151,7 @@ enum Scenario {
     Slowloris,
     Decode,
     Store,
+    Verify,
     All,
 }
 
@@ -278,6 +306,9 @@ async fn run(args: Args) -> Result<()> {
     let mut kinds = args.link.clone();
     kinds.sort();
     kinds.dedup();
+    let mut signings = args.signing.clone();
+    signings.sort();
+    signings.dedup();
     let s = args.scenario;
     let sizes = |default: &[usize]| args.deltas.map_or(default.to_vec(), |n| vec![n]);
     let sync_sizes = if s.runs(Scenario::Sync) {
@@ -347,15 +378,26 @@ async fn run(args: Args) -> Result<()> {
         rows.push(Row::bound(label, n, bound.rate).cpu(None, bound.cpu));
     }
 
+    let signers = Signers::new()?;
+    // Round -> the verification bound measured just before that round's runs: the shared
+    // host moves it by a third between minutes, so each signed run meets its own.
+    let mut verify = BTreeMap::new();
+    let signed_sync = !sync_sizes.is_empty() && signings.contains(&Signing::Signed);
+    if s.runs(Scenario::Verify) && !signed_sync {
+        let (rate, bound_rows) = measure_verify(&signers, None).await?;
+        verify.insert(0, rate);
+        rows.extend(bound_rows);
+    }
+
     let mut failures = Vec::new();
     let mut slowloris = None;
-    let mut link_runs = Vec::new();
+    let mut runs = Vec::new();
     if !sync_sizes.is_empty()
         || !live_sizes.is_empty()
         || !hub_sizes.is_empty()
         || s.runs(Scenario::Slowloris)
     {
-        let ctx = context(&args)?;
+        let ctx = context(&args, signers)?;
         let mut record = |what: String, result: Result<Vec<Row>>| match result {
             Ok(r) => rows.extend(r),
             // One failed run is reported and the others still run: the table stays.
@@ -365,13 +407,27 @@ async fn run(args: Args) -> Result<()> {
             }
         };
         for round in 0..args.rounds {
+            if signed_sync {
+                match measure_verify(&ctx.signers, Some(round)).await {
+                    Ok((rate, bound_rows)) => {
+                        verify.insert(round, rate);
+                        record(String::new(), Ok(bound_rows));
+                    }
+                    Err(e) => record(format!("verification bound, round {}", round + 1), Err(e)),
+                }
+            }
             for &n in &sync_sizes {
-                for kind in links::order(&kinds, round) {
+                for variant in compare::order(&kinds, &signings, round) {
                     let what = format!("sync N={}", thousands(n as f64));
-                    let result = scenarios::sync(&ctx, n, kind).await;
-                    let label = format!("{what} ({} link, round {})", kind.name(), round + 1);
+                    let result = scenarios::sync(&ctx, n, variant).await;
+                    let label = format!(
+                        "{what} ({} link, {} deltas, round {})",
+                        variant.link.name(),
+                        variant.signing.name(),
+                        round + 1
+                    );
                     if let Ok(r) = &result {
-                        link_runs.extend(link_run(what, kind, round, r));
+                        runs.extend(comparable(what, variant, round, r));
                     }
                     record(label, result);
                 }
@@ -380,12 +436,13 @@ async fn run(args: Args) -> Result<()> {
                 if !s.runs(Scenario::Live) {
                     continue;
                 }
-                for kind in links::order(&kinds, round) {
+                for variant in compare::order(&kinds, &[Signing::Unsigned], round) {
                     let what = format!("live N={}", thousands(n as f64));
-                    let result = scenarios::live(&ctx, n, false, kind).await;
-                    let label = format!("{what} ({} link, round {})", kind.name(), round + 1);
+                    let result = scenarios::live(&ctx, n, false, variant.link).await;
+                    let label =
+                        format!("{what} ({} link, round {})", variant.link.name(), round + 1);
                     if let Ok(r) = &result {
-                        link_runs.extend(link_run(what, kind, round, r));
+                        runs.extend(comparable(what, variant, round, r));
                     }
                     record(label, result);
                 }
@@ -414,8 +471,11 @@ async fn run(args: Args) -> Result<()> {
         }
     }
     print_table(&rows, d.decode, &store);
-    if kinds.len() > 1 || args.rounds > 1 {
-        links::print(&link_runs);
+    if kinds.len() > 1 || (args.rounds > 1 && signings.len() == 1) {
+        compare::print(&runs, Axis::Link, &BTreeMap::new());
+    }
+    if signings.len() > 1 {
+        compare::print(&runs, Axis::Signing, &verify);
     }
     if let Some(figures) = &slowloris {
         slowloris::print(figures);
@@ -425,23 +485,77 @@ async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// Measures the verification bound (off the runtime), prints it, and gives the batch rate
+/// (the bound) and the table's rows for it.
+async fn measure_verify(signers: &Arc<Signers>, round: Option<usize>) -> Result<(f64, Vec<Row>)> {
+    let signers = signers.clone();
+    let count = verify_bound::VERIFY_DELTAS;
+    let v = tokio::task::spawn_blocking(move || verify_bound::verify_bound(&signers, count))
+        .await
+        .context("the verification bound panicked")??;
+    let per_core =
+        |f: &verify_bound::Figure| f.per_core().map_or("?".to_owned(), |r| format!("{r:.0}"));
+    let when = round.map_or(String::new(), |r| format!(", round {}", r + 1));
+    println!(
+        "  verification bound{when}, {} threads: verify_batch of {} {:.0}/s ({} per CPU-s), \
+         verify_strict {:.0}/s ({} per CPU-s), rhizome verify_all {:.0}/s ({} per CPU-s)",
+        v.threads,
+        v.batch_size,
+        v.batch.rate,
+        per_core(&v.batch),
+        v.single.rate,
+        per_core(&v.single),
+        v.rhizome.rate,
+        per_core(&v.rhizome),
+    );
+    let figures = [
+        (
+            format!(
+                "verify bound: ed25519 verify_batch of {}, {} threads{when}",
+                v.batch_size, v.threads
+            ),
+            v.batch,
+        ),
+        (
+            format!(
+                "ed25519 verify_strict, one by one, {} threads{when}",
+                v.threads
+            ),
+            v.single,
+        ),
+        (
+            format!(
+                "rhizome verify_all (+ signing bytes), {} threads{when}",
+                v.threads
+            ),
+            v.rhizome,
+        ),
+    ];
+    let rows = figures
+        .into_iter()
+        .map(|(label, figure)| {
+            let cpu = figure.cpu_per_verification.map(|c| c * v.deltas as f64);
+            Row::bound(label, v.deltas, figure.rate).cpu(None, cpu)
+        })
+        .collect();
+    Ok((v.batch.rate, rows))
+}
+
 /// The comparison's figures of one run: its last row, the one a link carried.
-fn link_run(what: String, kind: LinkKind, round: usize, rows: &[Row]) -> Option<LinkRun> {
+fn comparable(what: String, variant: Variant, round: usize, rows: &[Row]) -> Option<compare::Run> {
     let row = rows.last()?;
-    let cpu = row
-        .cpu
-        .and_then(|(src, dst)| src.zip(dst))
-        .map(|(src, dst)| src + dst);
-    Some(LinkRun {
+    let (cpu_src, cpu_dst) = row.cpu.unwrap_or((None, None));
+    Some(compare::Run {
         what,
-        kind,
+        variant,
         round,
         rate: row.rate,
-        cpu,
+        cpu_src,
+        cpu_dst,
     })
 }
 
-fn context(args: &Args) -> Result<Ctx> {
+fn context(args: &Args, signers: Arc<Signers>) -> Result<Ctx> {
     let scripts = tempfile::Builder::new()
         .prefix("rhizome-bench-policies-")
         .tempdir()
@@ -467,5 +581,6 @@ fn context(args: &Args) -> Result<Ctx> {
         latency: !args.no_latency,
         scripts,
         links,
+        signers,
     })
 }

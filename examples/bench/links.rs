@@ -1,5 +1,5 @@
-//! The link variants `sync` and `live` run in (`--link`), and the table that compares
-//! them round by round.
+//! The link variants `sync` and `live` run in (`--link`); `compare.rs` sets each against
+//! `plain` round by round.
 //!
 //! - `plain`: the dialer links to the acceptor's `http://` URL; both ends anonymous.
 //! - `tls`: the acceptor serves its port over TLS (`--tls-cert`/`--tls-key`, a leaf for
@@ -12,7 +12,6 @@
 //! `https://` URL, or an `auth` link that either end does not show as authenticated,
 //! fails the run, so a figure always measures the link its label names.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{ensure, Context, Result};
@@ -22,7 +21,6 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::node::{links, NodeProc};
-use crate::stats::{median, thousands};
 
 /// The name the acceptor knows the dialer by in `auth` (`--peer dialer=KEY`).
 const DIALER_PEER: &str = "dialer";
@@ -194,88 +192,4 @@ pub async fn check(
         }
     }
     Ok(())
-}
-
-/// One measured run of one variant.
-pub struct LinkRun {
-    /// The scenario and its size, e.g. `sync N=200,000`.
-    pub what: String,
-    pub kind: LinkKind,
-    pub round: usize,
-    pub rate: f64,
-    /// CPU seconds of both nodes on the run.
-    pub cpu: Option<f64>,
-}
-
-/// The order of the variants in round `round`: rotated each round, so no variant always
-/// runs first (on a cold cache) or last.
-pub fn order(kinds: &[LinkKind], round: usize) -> Vec<LinkKind> {
-    let mut v = kinds.to_vec();
-    if !v.is_empty() {
-        v.rotate_left(round % kinds.len());
-    }
-    v
-}
-
-/// The comparison table: per scenario and variant, the median and range of the rate and
-/// of the nodes' CPU seconds, and each against `plain` in the same round.
-pub fn print(runs: &[LinkRun]) {
-    let mut by_what: BTreeMap<&str, Vec<&LinkRun>> = BTreeMap::new();
-    for r in runs {
-        by_what.entry(&r.what).or_default().push(r);
-    }
-    println!(
-        "\n| run | link | rounds | deltas/s, median (range) | CPU-s A + B, median (range) | \
-         rate / plain, median (range) | CPU / plain, median (range) |"
-    );
-    println!("|---|---|---:|---:|---:|---:|---:|");
-    let spread = |v: Vec<f64>, f: &dyn Fn(f64) -> String| {
-        if v.is_empty() {
-            return "-".to_owned();
-        }
-        let (lo, hi) = v
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &x| {
-                (l.min(x), h.max(x))
-            });
-        format!("{} ({}-{})", f(median(v)), f(lo), f(hi))
-    };
-    let two = |x: f64| format!("{x:.2}");
-    let rate = |x: f64| thousands(x);
-    for (what, runs) in by_what {
-        let plain: BTreeMap<usize, &LinkRun> = runs
-            .iter()
-            .filter(|r| r.kind == LinkKind::Plain)
-            .map(|r| (r.round, *r))
-            .collect();
-        let mut kinds: Vec<LinkKind> = runs.iter().map(|r| r.kind).collect();
-        kinds.sort();
-        kinds.dedup();
-        for kind in kinds {
-            let mine: Vec<&LinkRun> = runs.iter().copied().filter(|r| r.kind == kind).collect();
-            let rates = mine.iter().map(|r| r.rate).collect();
-            let cpus = mine.iter().filter_map(|r| r.cpu).collect();
-            let (rate_ratio, cpu_ratio) = if kind == LinkKind::Plain {
-                ("-".to_owned(), "-".to_owned())
-            } else {
-                let pairs: Vec<(&LinkRun, &LinkRun)> = mine
-                    .iter()
-                    .filter_map(|r| plain.get(&r.round).map(|p| (*r, *p)))
-                    .collect();
-                let rr = pairs.iter().map(|(r, p)| r.rate / p.rate).collect();
-                let cr = pairs
-                    .iter()
-                    .filter_map(|(r, p)| Some(r.cpu? / p.cpu?))
-                    .collect();
-                (spread(rr, &two), spread(cr, &two))
-            };
-            println!(
-                "| {what} | {} | {} | {} | {} | {rate_ratio} | {cpu_ratio} |",
-                kind.name(),
-                mine.len(),
-                spread(rates, &rate),
-                spread(cpus, &two),
-            );
-        }
-    }
 }

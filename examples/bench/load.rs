@@ -6,6 +6,9 @@
 //! (`POST /query {"filter": {"ids": [...]}}`, point lookups in the id index) and records
 //! `now - sent_us` for each one found. A receiver answers only with durable deltas, so
 //! a probe counts as delivered once it is on the receiver's disk and queryable.
+//!
+//! With signers (`sync --signing signed`), each delta is signed by its author's key as its
+//! array is built, on a blocking thread (`bench/signing.rs`).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,6 +18,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
+
+use crate::signing::Signers;
 
 /// One delta in this many is a probe whose delivery is timed.
 pub const PROBE_EVERY: usize = 100;
@@ -74,25 +79,45 @@ pub fn fresh_tag() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-/// Posts deltas `0..n` of `tag` to `url` as arrays; returns the seconds until every
-/// request was acknowledged (the node acknowledges after its fsync).
+/// A JSON array of the deltas `range`, each written by `write`.
+fn body(
+    range: std::ops::Range<usize>,
+    mut write: impl FnMut(&mut String, usize) -> Result<()>,
+) -> Result<String> {
+    let mut body = String::with_capacity(range.len() * 340);
+    body.push('[');
+    for i in range {
+        if body.len() > 1 {
+            body.push(',');
+        }
+        write(&mut body, i)?;
+    }
+    body.push(']');
+    Ok(body)
+}
+
+/// Posts deltas `0..n` of `tag` to `url` as arrays, signed by their authors' keys when
+/// `signers` is given; returns the seconds until every request was acknowledged (the node
+/// acknowledges after its fsync).
 pub async fn post_all(
     client: &reqwest::Client,
     url: &str,
     tag: &str,
     n: usize,
     how: Posting,
+    signers: Option<Arc<Signers>>,
 ) -> Result<f64> {
     let next_chunk = Arc::new(AtomicUsize::new(0));
     let batch = how.batch.max(1);
     let start = Instant::now();
     let mut workers = JoinSet::new();
     for _ in 0..how.concurrency.max(1) {
-        let (client, url, tag, next_chunk) = (
+        let (client, url, tag, next_chunk, signers) = (
             client.clone(),
             format!("{url}/deltas"),
             tag.to_owned(),
             next_chunk.clone(),
+            signers.clone(),
         );
         workers.spawn(async move {
             loop {
@@ -105,15 +130,24 @@ pub async fn post_all(
                     tokio::time::sleep_until(due.into()).await;
                 }
                 let sent_us = now_micros();
-                let mut body = String::with_capacity(batch * 340);
-                body.push('[');
-                for i in first..n.min(first + batch) {
-                    if i > first {
-                        body.push(',');
+                let last = n.min(first + batch);
+                let body = match &signers {
+                    None => body(first..last, |out, i| {
+                        write_delta(out, &tag, i, sent_us);
+                        Ok(())
+                    })?,
+                    // Signing takes CPU: off the runtime, so the other requests go on.
+                    Some(signers) => {
+                        let (signers, tag) = (signers.clone(), tag.clone());
+                        tokio::task::spawn_blocking(move || {
+                            body(first..last, |out, i| {
+                                signers.write_signed(out, &tag, i, sent_us)
+                            })
+                        })
+                        .await
+                        .context("a signing task panicked")??
                     }
-                    write_delta(&mut body, &tag, i, sent_us);
-                }
-                body.push(']');
+                };
                 let response = client
                     .post(&url)
                     .header("content-type", "application/json")

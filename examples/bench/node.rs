@@ -248,6 +248,32 @@ pub async fn get_json(client: &reqwest::Client, node: &NodeProc, path: &str) -> 
         .with_context(|| format!("GET {url}: not JSON"))
 }
 
+/// `POST` a JSON body to a route of the node with its admin token; the answer as JSON.
+pub async fn post_json(
+    client: &reqwest::Client,
+    node: &NodeProc,
+    path: &str,
+    body: &Value,
+) -> Result<Value> {
+    let url = format!("{}{path}", node.url);
+    let response = client
+        .post(&url)
+        .bearer_auth(&node.token)
+        .json(body)
+        .send()
+        .await
+        .with_context(|| format!("POST {url}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        let text = response.text().await.unwrap_or_default();
+        bail!("POST {url}: {status}: {text}");
+    }
+    response
+        .json()
+        .await
+        .with_context(|| format!("POST {url}: not JSON"))
+}
+
 pub async fn head(client: &reqwest::Client, node: &NodeProc) -> Result<u64> {
     let status = get_json(client, node, "/status").await?;
     status["store"]["head"]

@@ -2,15 +2,18 @@
 //! HTTP and times delivery to the receivers.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use tempfile::TempDir;
 use tokio::task::JoinSet;
 
+use crate::compare::Variant;
 use crate::links::{self, LinkFiles, LinkKind};
 use crate::load::{self, Posting, Probed};
 use crate::node::{get_json, head, wait_connected, wait_for_heads, NodeProc, STALL_TIMEOUT};
+use crate::signing::{self, Signers, Signing};
 use crate::Row;
 
 /// How often a live receiver is asked for its probes: the latency figures are late by
@@ -31,6 +34,8 @@ pub struct Ctx {
     pub scripts: TempDir,
     /// The certificates and node keys of the `tls` and `auth` links.
     pub links: LinkFiles,
+    /// The authors' keys signed deltas are signed with.
+    pub signers: Arc<Signers>,
 }
 
 /// Delivery latency of the probes of a run, all receivers together.
@@ -131,15 +136,17 @@ async fn finish_probes(mut set: JoinSet<Result<Probed>>) -> Result<Option<Latenc
     Ok(latency(out))
 }
 
-/// `sync`: A is loaded over HTTP with no link; then B starts pulling everything over a
-/// link of kind `link`.
-pub async fn sync(ctx: &Ctx, n: usize, link: LinkKind) -> Result<Vec<Row>> {
+/// `sync`: A is loaded over HTTP with no link, with signed deltas if `variant` says so;
+/// then B starts pulling everything over a link of `variant`'s kind.
+pub async fn sync(ctx: &Ctx, n: usize, variant: Variant) -> Result<Vec<Row>> {
+    let Variant { link, signing } = variant;
     let bench_cpu = crate::node::cpu_secs_of("self");
     let client = &ctx.client;
     let acceptor = ctx.links.acceptor_args(link);
     let mut a = NodeProc::spawn(&ctx.bin, "A", ctx.memory, &acceptor).await?;
     let tag = load::fresh_tag();
-    let load_secs = load::post_all(client, &a.url, &tag, n, ctx.posting).await?;
+    let signers = (signing == Signing::Signed).then(|| ctx.signers.clone());
+    let load_secs = load::post_all(client, &a.url, &tag, n, ctx.posting, signers).await?;
     let stored = head(client, &a).await?;
     ensure!(stored == n as u64, "node A stored {stored} of {n} deltas");
     let (rss_a_loaded, cpu_a_loaded) = (a.peak_rss_kib(), a.cpu_secs());
@@ -164,13 +171,24 @@ pub async fn sync(ctx: &Ctx, n: usize, link: LinkKind) -> Result<Vec<Row>> {
     let secs = start.elapsed().as_secs_f64();
     a.ensure_running()?;
     links::check(link, client, &a, &b).await?;
+    let verified = signing::check_counted(client, &b, n, signing).await?;
+    let checked = signing::check_stored(client, &b, &tag, n, signing, &ctx.signers).await?;
     println!(
-        "  sync N={n}: B caught up in {secs:.2}s ({})",
-        crate::machine_note(bench_cpu)
+        "  sync N={n}: B caught up in {secs:.2}s ({}); B verified {verified} signatures, \
+         {checked} of its deltas read back all {}",
+        crate::machine_note(bench_cpu),
+        match signing {
+            Signing::Unsigned => "unsigned",
+            Signing::Signed => "verify",
+        }
     );
     Ok(vec![
         Row::new(
-            format!("load A: POST /deltas, no link{}", label_link(link)),
+            format!(
+                "load A: POST /deltas, no link{}{}",
+                label_link(link),
+                label_signing(signing)
+            ),
             n,
             secs_rate(n, load_secs),
         )
@@ -178,8 +196,9 @@ pub async fn sync(ctx: &Ctx, n: usize, link: LinkKind) -> Result<Vec<Row>> {
         .cpu(cpu_a_loaded, None),
         Row::new(
             format!(
-                "sync A -> B (pull, full){}{}",
+                "sync A -> B (pull, full){}{}{}",
                 label_link(link),
+                label_signing(signing),
                 if reset { "" } else { " [A peak incl. load]" }
             ),
             n,
@@ -200,6 +219,14 @@ fn label_link(link: LinkKind) -> String {
     match link {
         LinkKind::Plain => String::new(),
         other => format!(" [{} link]", other.name()),
+    }
+}
+
+/// What a row's label says of its deltas: nothing for the unsigned ones of the main tables.
+fn label_signing(signing: Signing) -> &'static str {
+    match signing {
+        Signing::Unsigned => "",
+        Signing::Signed => " [signed]",
     }
 }
 
@@ -241,7 +268,7 @@ pub async fn live(ctx: &Ctx, n: usize, policies: bool, link: LinkKind) -> Result
     let tag = load::fresh_tag();
     let probes = start_probes(ctx, &[&b], &tag, n, PROBE_POLL_LIVE);
     let start = Instant::now();
-    let ingest = load::post_all(client, &a.url, &tag, n, ctx.posting).await?;
+    let ingest = load::post_all(client, &a.url, &tag, n, ctx.posting, None).await?;
     wait_for_heads(client, &mut [&mut b], n as u64).await?;
     let secs = start.elapsed().as_secs_f64();
     a.ensure_running()?;
@@ -306,7 +333,7 @@ pub async fn hub(ctx: &Ctx, n: usize, spokes: usize) -> Result<Vec<Row>> {
     let receivers: Vec<&NodeProc> = spoke_procs.iter().collect();
     let probes = start_probes(ctx, &receivers, &tag, n, PROBE_POLL_HUB);
     let start = Instant::now();
-    let ingest = load::post_all(client, &h.url, &tag, n, ctx.posting).await?;
+    let ingest = load::post_all(client, &h.url, &tag, n, ctx.posting, None).await?;
     let mut refs: Vec<&mut NodeProc> = spoke_procs.iter_mut().collect();
     wait_for_heads(client, &mut refs, n as u64).await?;
     let secs = start.elapsed().as_secs_f64();
