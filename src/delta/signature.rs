@@ -71,7 +71,12 @@ impl Delta {
     /// # Errors
     /// When the delta has no canonical form: a number that is not a finite double.
     pub fn signing_bytes(&self) -> Result<Vec<u8>, InvalidDelta> {
-        serde_json_canonicalizer::to_vec(&WithoutSignature(self))
+        let canonical = if self.extra.keys().all(|k| k == SIGNATURE_FIELD) {
+            canonical::delta_fields(self)
+        } else {
+            serde_json_canonicalizer::to_vec(&WithoutSignature(self))
+        };
+        canonical
             .map_err(|e| InvalidDelta::new("", format!("has no canonical JSON form to sign: {e}")))
     }
 
@@ -233,6 +238,70 @@ fn decode(text: &str) -> Option<Vec<u8>> {
     URL_SAFE_NO_PAD.decode(text).ok()
 }
 
+/// RFC 8785 for a delta with no other top-level field than `signature`: most deltas, and
+/// the part of a receiver's work that allocated most. Its members come in a known order,
+/// so nothing is buffered and sorted: `author`, `id`, `pointers`, `system`, `timestamp`,
+/// each pointer `role` then `target`, a reference `context` then `id` (sorted, as RFC 8785
+/// sorts them). Strings are escaped as serde_json escapes them, which is RFC 8785's rule
+/// (`"`, `\`, `\b \t \n \f \r`, other controls as lowercase `\u00xx`); numbers go through
+/// the canonicalizer, which writes them as ECMAScript does. The tests hold it to the
+/// canonicalizer's output.
+mod canonical {
+    use super::super::{Delta, Pointer, Target};
+
+    type Result<T> = serde_json::Result<T>;
+
+    pub(super) fn delta_fields(d: &Delta) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(128 + 64 * d.pointers.len());
+        out.extend_from_slice(br#"{"author":"#);
+        string(&mut out, &d.author);
+        out.extend_from_slice(br#","id":"#);
+        string(&mut out, &d.id);
+        out.extend_from_slice(br#","pointers":["#);
+        for (i, p) in d.pointers.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            pointer(&mut out, p)?;
+        }
+        out.extend_from_slice(br#"],"system":"#);
+        string(&mut out, &d.system);
+        out.extend_from_slice(br#","timestamp":"#);
+        out.extend(serde_json_canonicalizer::to_vec(&d.timestamp)?);
+        out.push(b'}');
+        Ok(out)
+    }
+
+    fn pointer(out: &mut Vec<u8>, p: &Pointer) -> Result<()> {
+        out.extend_from_slice(br#"{"role":"#);
+        string(out, &p.role);
+        out.extend_from_slice(br#","target":"#);
+        match &p.target {
+            Target::Reference(r) => {
+                out.push(b'{');
+                if let Some(context) = &r.context {
+                    out.extend_from_slice(br#""context":"#);
+                    string(out, context);
+                    out.push(b',');
+                }
+                out.extend_from_slice(br#""id":"#);
+                string(out, &r.id);
+                out.push(b'}');
+            }
+            Target::String(s) => string(out, s),
+            Target::Number(n) => out.extend(serde_json_canonicalizer::to_vec(n)?),
+            Target::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        }
+        out.push(b'}');
+        Ok(())
+    }
+
+    fn string(out: &mut Vec<u8>, s: &str) {
+        // Writing a str into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
 /// A delta serialized without its `signature`, for the signing bytes.
 struct WithoutSignature<'a>(&'a Delta);
 
@@ -390,6 +459,75 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("finite"));
+    }
+
+    /// The direct writer against the canonicalizer, on deltas with every target kind and
+    /// strings that need escaping or sort differently in UTF-16.
+    #[test]
+    fn the_direct_writer_is_rfc_8785_as_the_canonicalizer_writes_it() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(8785);
+        let texts = [
+            "",
+            "plain",
+            "quo\"te",
+            "back\\slash",
+            "tab\tnew\nline\r",
+            "\u{1}\u{1f}\u{7f}",
+            "é ü ß",
+            "\u{2028}\u{2029}",
+            "😀 emoji",
+            "\u{ffff}\u{e000}",
+            "</script>",
+            "a/b",
+        ];
+        let numbers = [
+            "0",
+            "-0",
+            "1",
+            "1.50",
+            "1e2",
+            "1e-7",
+            "0.000001",
+            "123456789012",
+            "-2.5e300",
+            "9007199254740991",
+        ];
+        let text = |rng: &mut rand::rngs::StdRng| texts[rng.random_range(0..texts.len())];
+        for _ in 0..3000 {
+            let pointers = (0..rng.random_range(0..5))
+                .map(|_| {
+                    let target = match rng.random_range(0..5) {
+                        0 => Target::String(text(&mut rng).into()),
+                        1 => Target::Bool(rng.random()),
+                        2 => Target::Number(
+                            serde_json::from_str(numbers[rng.random_range(0..numbers.len())])
+                                .unwrap(),
+                        ),
+                        3 => Target::reference(format!("{}x", text(&mut rng))),
+                        _ => Target::reference_in(
+                            format!("{}x", text(&mut rng)),
+                            format!("{}c", text(&mut rng)),
+                        ),
+                    };
+                    Pointer::new(format!("{}r", text(&mut rng)), target)
+                })
+                .collect();
+            let d = Delta {
+                id: format!("{}id", text(&mut rng)),
+                timestamp: rng.random_range(1..=crate::delta::MAX_SAFE_INTEGER),
+                author: format!("{}a", text(&mut rng)),
+                system: format!("{}s", text(&mut rng)),
+                pointers,
+                extra: serde_json::Map::new(),
+            };
+            let direct = canonical::delta_fields(&d).unwrap();
+            let reference = serde_json_canonicalizer::to_vec(&WithoutSignature(&d)).unwrap();
+            assert_eq!(
+                String::from_utf8(direct).unwrap(),
+                String::from_utf8(reference).unwrap()
+            );
+        }
     }
 
     #[test]
