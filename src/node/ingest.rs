@@ -79,7 +79,19 @@ impl Node {
         admission: Option<&Admission>,
         meta: Vec<(String, Vec<u8>)>,
     ) -> Result<PendingIngest, StoreError> {
-        let origin_system = origin.system().map(str::to_owned);
+        let verified = self.verify(checked).await?;
+        self.admit_verified(verified, origin, admission, meta).await
+    }
+
+    /// The first half of [`Node::admit`], which needs no order: the limits and the
+    /// signatures. A link verifies its next batch while the one before is admitted.
+    ///
+    /// # Errors
+    /// Only when a verification task fails.
+    pub(crate) async fn verify(
+        &self,
+        checked: Vec<Result<Delta, InvalidDelta>>,
+    ) -> Result<Verified, StoreError> {
         let limits = self.inner.limits;
         let checked = checked
             .into_iter()
@@ -90,6 +102,23 @@ impl Node {
         self.inner
             .signatures_verified
             .fetch_add(verified as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(Verified { checked, signed })
+    }
+
+    /// The second half of [`Node::admit`]: judging and queueing, in the order batches
+    /// are to be appended.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub(crate) async fn admit_verified(
+        &self,
+        verified: Verified,
+        origin: Origin,
+        admission: Option<&Admission>,
+        meta: Vec<(String, Vec<u8>)>,
+    ) -> Result<PendingIngest, StoreError> {
+        let origin_system = origin.system().map(str::to_owned);
+        let Verified { checked, signed } = verified;
         let (checked, verdicts) = self.judge(checked, signed, admission).await?;
         let observed = self.events_observed();
         // Targets of negations held for want of them, and awaited targets arriving now.
@@ -253,6 +282,12 @@ fn accepted(store: &crate::store::Store, batch: &Checked, id: &str) -> Option<De
         .find(|d| d.id == id)
         .cloned()
         .or_else(|| store.get(id).ok().flatten().map(|s| s.delta))
+}
+
+/// A batch whose limits and signatures were checked ([`Node::verify`]).
+pub(crate) struct Verified {
+    checked: Checked,
+    signed: Vec<Signed>,
 }
 
 type JudgedBatch = (Vec<Result<Delta, InvalidDelta>>, Vec<Option<Judged>>);

@@ -577,6 +577,7 @@ impl Session<'_> {
             sync_started: std::time::Instant::now(),
             progress_logged: std::time::Instant::now(),
             cursor_held: false,
+            admitted: None,
             answered: Default::default(),
         })
     }

@@ -44,7 +44,8 @@ const MAX_IN_FLIGHT: usize = 2;
 
 /// A batch on its way to disk and the answers it owes.
 struct InFlight {
-    ingest: PendingIngest,
+    /// Verifying, then admitting (see [`Session::submit`]).
+    ingest: tokio::task::JoinHandle<Result<PendingIngest, crate::store::StoreError>>,
     /// (delta id, how it is answered, part of the initial sync) per delta, in order.
     answered: Vec<(String, Reply, bool)>,
     last_seq: Option<u64>,
@@ -253,6 +254,10 @@ impl Session<'_> {
 
     /// Judges pending deltas and queues them for the store in one batch with the
     /// cursor they advance; [`Session::complete`] answers once they are durable.
+    ///
+    /// The batch's signatures are checked on a task of its own, so the session reads
+    /// and decodes the next frames meanwhile (checking signatures is most of the work of
+    /// receiving signed deltas); batches are then admitted strictly in the order read.
     async fn submit(
         &mut self,
         pending: &mut Pending,
@@ -295,11 +300,24 @@ impl Session<'_> {
         let origin = Origin::Remote {
             system: est.peer.system.clone(),
         };
-        let ingest = self
-            .node
-            .admit(checked, origin, Some(&est.admission), meta)
-            .await
-            .map_err(store_end)?;
+        let node = self.node.clone();
+        let admission = est.admission.clone();
+        let before = est.admitted.take();
+        let (admitted, next) = tokio::sync::oneshot::channel();
+        est.admitted = Some(next);
+        let ingest = tokio::spawn(async move {
+            let verified = node.verify(checked).await;
+            if let Some(before) = before {
+                // Dropped unsent when the batch before failed: nothing to wait for.
+                let _ = before.await;
+            }
+            let ingest = match verified {
+                Ok(v) => node.admit_verified(v, origin, Some(&admission), meta).await,
+                Err(e) => Err(e),
+            };
+            let _ = admitted.send(());
+            ingest
+        });
         Ok(Some(InFlight {
             ingest,
             answered,
@@ -314,6 +332,14 @@ impl Session<'_> {
             answered,
             last_seq,
         } = batch;
+        let ingest = ingest
+            .await
+            .map_err(|e| {
+                store_end(crate::store::StoreError::Corrupt(format!(
+                    "ingest task failed: {e}"
+                )))
+            })?
+            .map_err(store_end)?;
         let outcomes = ingest.finish().await.map_err(store_end)?;
         // Count and announce everything first, then answer: the answers may wait on a
         // slow peer, the node's own view of what happened should not.

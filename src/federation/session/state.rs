@@ -63,6 +63,9 @@ pub(super) struct Established {
     pub cursor_held: bool,
     /// What a plain v1 peer answered of what we sent (see `cursor`'s `answered`).
     pub answered: Answered,
+    /// Resolves once the batch submitted last is admitted: the next one is admitted
+    /// after it, so batches reach the store (and move the cursor) in the order read.
+    pub admitted: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 /// The `answered` cursor of a plain v1 peer: where its answers have reached, and what of
