@@ -49,6 +49,15 @@ async fn post(server: &Server, path: &str, body: &Value) -> (u16, Value) {
     (status, res.json().await.unwrap_or(Value::Null))
 }
 
+async fn get_text(server: &Server, path: &str) -> String {
+    let res = reqwest::get(format!("{}{path}", server.url())).await;
+    res.expect("a response").text().await.expect("a body")
+}
+
+async fn get_json(server: &Server, path: &str) -> Value {
+    serde_json::from_str(&get_text(server, path).await).expect("JSON")
+}
+
 /// A plain v1 peer (anonymous, from loopback) pushing deltas one frame each; returns
 /// the node's answer to each.
 async fn push_v1(server: &Server, deltas: &[&Delta]) -> Vec<Value> {
@@ -119,20 +128,10 @@ async fn a_forged_or_altered_signature_is_refused_on_every_way_in() {
     assert!(stored.contains(&good.id));
     assert!(!stored.contains(&altered.id) && !stored.contains(&forged.id));
     // Counted, and visible.
-    let status: Value = reqwest::get(format!("{}/status", node.url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = get_json(&node, "/status").await;
     assert_eq!(status["signatures"]["refused"], 4, "{status}");
     assert_eq!(status["signatures"]["verified"], 1, "{status}");
-    let metrics = reqwest::get(format!("{}/metrics", node.url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&node, "/metrics").await;
     assert!(
         metrics.contains("rhizome_signature_refusals_total 4"),
         "{metrics}"
@@ -421,12 +420,7 @@ async fn requirements_follow_the_scope_and_the_node_signs_what_it_completes() {
     assert_eq!(stored.verify(), Signed::By(key.verifying_key()));
     let (status, _) = post(&node, "/deltas", &json!(unsigned("bob"))).await;
     assert_eq!(status, 201);
-    let status: Value = reqwest::get(format!("{}/status", node.url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = get_json(&node, "/status").await;
     assert_eq!(status["signatures"]["signingKey"], key.public_base64());
 }
 
