@@ -61,7 +61,7 @@ impl Session<'_> {
         }
         let deadline = Instant::now() + self.options.handshake_timeout;
         loop {
-            let texts = match self.read_frames(stream, deadline).await {
+            let texts = match self.read_frames(stream, deadline, true).await {
                 Ok(t) => t,
                 Err(end) if end.reason.starts_with("no frame") => return Err(self.refuse_timeout()),
                 Err(end) => return Err(end),

@@ -70,13 +70,28 @@ impl Session<'_> {
         St: Stream<Item = Result<WsMessage, WsError>> + Unpin,
     {
         let dead_after = self.heartbeat * 2 + std::time::Duration::from_secs(1);
+        // Batches still verifying or on their way to disk carry over to the next burst
+        // of frames while more frames are already waiting, so verifying one burst
+        // overlaps reading the next; once none is waiting, everything is answered.
+        let mut in_flight = VecDeque::new();
         let end = loop {
             let deadline = self.last_frame + dead_after;
-            let texts = match self.read_frames(stream, deadline).await {
+            let wait = in_flight.is_empty();
+            let texts = match self.read_frames(stream, deadline, wait).await {
+                Ok(t) if t.is_empty() && !wait => {
+                    match self.complete_until(&mut in_flight, 0, est).await {
+                        Ok(()) => continue,
+                        Err(end) => break end,
+                    }
+                }
                 Ok(t) => t,
-                Err(end) => break end,
+                Err(end) => {
+                    // What was read before the end is still counted and answered.
+                    let _ = self.complete_until(&mut in_flight, 0, est).await;
+                    break end;
+                }
             };
-            if let Err(end) = self.process(texts, est).await {
+            if let Err(end) = self.process_carrying(texts, est, &mut in_flight).await {
                 break end;
             }
         };
@@ -117,13 +132,26 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// Ingests `frames` and answers everything they carried.
     pub(super) async fn process(
         &mut self,
         frames: Vec<Frame>,
         est: &mut Established,
     ) -> Result<(), SessionEnd> {
-        let mut pending = Pending::default();
         let mut in_flight = VecDeque::new();
+        self.process_carrying(frames, est, &mut in_flight).await?;
+        self.complete_until(&mut in_flight, 0, est).await
+    }
+
+    /// Ingests `frames`, leaving up to [`MAX_IN_FLIGHT`] batches in `in_flight`, in
+    /// order, for the caller to complete.
+    async fn process_carrying(
+        &mut self,
+        frames: Vec<Frame>,
+        est: &mut Established,
+        in_flight: &mut VecDeque<InFlight>,
+    ) -> Result<(), SessionEnd> {
+        let mut pending = Pending::default();
         for frame in frames {
             // Only plain v1 peers can be of the seed's version: frames of extension
             // peers (our own nodes) are not scanned.
@@ -133,7 +161,7 @@ impl Session<'_> {
             let msg = match frame.decode() {
                 Ok(m) => m,
                 Err(e) => {
-                    self.settle(&mut pending, &mut in_flight, est).await?;
+                    self.settle(&mut pending, in_flight, est).await?;
                     self.undecodable(&frame, &e, est);
                     self.send_error(codes::MESSAGE_ERROR, &e)?;
                     continue;
@@ -165,18 +193,18 @@ impl Session<'_> {
                     }
                 }
                 other => {
-                    self.settle(&mut pending, &mut in_flight, est).await?;
+                    self.settle(&mut pending, in_flight, est).await?;
                     self.on_message(other, est).await?;
                     continue;
                 }
             }
             if pending.values.len() >= SUBMIT_AT {
                 in_flight.extend(self.submit(&mut pending, est).await?);
-                self.complete_until(&mut in_flight, MAX_IN_FLIGHT, est)
-                    .await?;
+                self.complete_until(in_flight, MAX_IN_FLIGHT, est).await?;
             }
         }
-        self.settle(&mut pending, &mut in_flight, est).await?;
+        in_flight.extend(self.submit(&mut pending, est).await?);
+        self.complete_until(in_flight, MAX_IN_FLIGHT, est).await?;
         self.commit_answered(est).await
     }
 

@@ -266,10 +266,13 @@ impl Session<'_> {
     /// The next text frames: one, waiting until `deadline`, plus whatever else is
     /// already there (up to a bound), so a burst is ingested in one store batch.
     /// Returns no frames when a local control command came first.
+    /// The frames waiting, at most a burst's worth; with `wait` false, none (at once)
+    /// when none is waiting yet.
     async fn read_frames<St>(
         &mut self,
         stream: &mut St,
         deadline: Instant,
+        wait: bool,
     ) -> Result<Vec<Frame>, SessionEnd>
     where
         St: Stream<Item = Result<WsMessage, WsError>> + Unpin,
@@ -277,6 +280,24 @@ impl Session<'_> {
         // The connection ended behind frames returned last time: report it now.
         if let Some(end) = self.ended.take() {
             return Err(end);
+        }
+        if !wait {
+            // An operator's pause or close comes first, as when waiting.
+            match self.control.try_recv() {
+                Ok(ctrl) => {
+                    self.on_control(Some(ctrl))?;
+                    return Ok(Vec::new());
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.on_control(None)?;
+                    return Ok(Vec::new());
+                }
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+            let Some(first) = stream.next().now_or_never() else {
+                return Ok(Vec::new());
+            };
+            return self.read_burst(stream, first).await;
         }
         let first = tokio::select! {
             biased;
@@ -292,6 +313,18 @@ impl Session<'_> {
                 )),
             },
         };
+        self.read_burst(stream, first).await
+    }
+
+    /// `first` and the frames already waiting behind it, at most a burst's worth.
+    async fn read_burst<St>(
+        &mut self,
+        stream: &mut St,
+        first: Option<Result<WsMessage, WsError>>,
+    ) -> Result<Vec<Frame>, SessionEnd>
+    where
+        St: Stream<Item = Result<WsMessage, WsError>> + Unpin,
+    {
         self.last_frame = Instant::now();
         let mut frames = Vec::new();
         let mut bytes = 0;
