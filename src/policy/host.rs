@@ -10,6 +10,12 @@
 //! /policies/reload` reads the folders itself ([`PolicyHost::refresh`],
 //! [`PolicyHost::reload`]) rather than waiting for the debounce. So a script saved, then a
 //! delta sent, is judged by the saved script.
+//!
+//! The watcher's events come from its own thread, which a loaded machine can run late:
+//! so ingestion also compares the folders' modification times with those read at the
+//! last load (a few `stat`s per batch). A file created, removed or renamed into place, as
+//! editors save, changes its folder's time and is read before the batch is judged even
+//! when the watcher has not spoken yet; a file rewritten in place is left to the watcher.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -30,6 +36,8 @@ pub struct PolicyHost {
     /// `edits_seen` as it was when the set in force was read from the folders.
     edits_applied: AtomicU64,
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
+    /// Every folder under `dirs` and its modification time, as of the last load.
+    folders: Mutex<Vec<(std::path::PathBuf, Option<std::time::SystemTime>)>>,
 }
 
 /// How long ingestion waits for the reload of an edit in progress before judging with
@@ -51,6 +59,7 @@ impl PolicyHost {
                 ));
             }
         }
+        let folders = folder_times(&dirs);
         let set = PolicySet::load(&dirs, None)?;
         let host = PolicyHost {
             dirs,
@@ -60,6 +69,7 @@ impl PolicyHost {
             edits_seen: Arc::default(),
             edits_applied: AtomicU64::new(0),
             watcher: Mutex::new(None),
+            folders: Mutex::new(folders),
         };
         host.install(set);
         Ok(host)
@@ -75,6 +85,7 @@ impl PolicyHost {
             edits_seen: Arc::default(),
             edits_applied: AtomicU64::new(0),
             watcher: Mutex::new(None),
+            folders: Mutex::new(Vec::new()),
         }
     }
 
@@ -115,7 +126,13 @@ impl PolicyHost {
     /// The set to judge with now: once the edits the watcher has already seen are loaded
     /// (waiting up to [`SETTLE_WAIT`] for them), so a delta that arrives right after a
     /// script was saved is judged by that script.
-    pub async fn settled(&self) -> Arc<PolicySet> {
+    pub async fn settled(self: &Arc<Self>) -> Arc<PolicySet> {
+        if self.folders_changed() {
+            let host = self.clone();
+            if let Ok(set) = tokio::task::spawn_blocking(move || host.refresh()).await {
+                return set;
+            }
+        }
         let deadline = Instant::now() + SETTLE_WAIT;
         while self.edits_pending() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -139,6 +156,12 @@ impl PolicyHost {
     /// Reads the folders; installs the set when `always` or when its content changed.
     fn load(&self, always: bool) -> Arc<PolicySet> {
         let seen = self.edits_seen.load(Ordering::Acquire);
+        // Taken before the files are read: an edit during the read shows as a change
+        // next time, never as one already read.
+        let folders = folder_times(&self.dirs);
+        if let Ok(mut f) = self.folders.lock() {
+            *f = folders;
+        }
         let previous = self.current();
         let set = match PolicySet::load(&self.dirs, Some(&previous)) {
             Ok(set) if !always && set.hash() == previous.hash() => previous,
@@ -231,4 +254,43 @@ impl PolicyHost {
         }
         Ok(())
     }
+}
+
+impl PolicyHost {
+    /// Whether a folder's modification time moved since the last load (or a folder
+    /// appeared or went), which the watcher may not have reported yet.
+    fn folders_changed(&self) -> bool {
+        let Ok(folders) = self.folders.lock() else {
+            return false;
+        };
+        folders.iter().any(|(dir, at)| modified(dir) != *at)
+    }
+}
+
+/// Every folder under the policy and filter folders (them included), with its
+/// modification time.
+fn folder_times(dirs: &PolicyDirs) -> Vec<(std::path::PathBuf, Option<std::time::SystemTime>)> {
+    let mut out = Vec::new();
+    let mut stack: Vec<std::path::PathBuf> = [&dirs.policies, &dirs.filters]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    while let Some(dir) = stack.pop() {
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            stack.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
+        let at = modified(&dir);
+        out.push((dir, at));
+    }
+    out
+}
+
+fn modified(dir: &std::path::Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(dir).and_then(|m| m.modified()).ok()
 }
