@@ -60,6 +60,8 @@ struct Inner {
     /// it open: only on loopback ([`Federation::listening_on`]).
     anonymous_by_default: AtomicBool,
     auth_refusals: Arc<AuthRefusals>,
+    /// Where the endpoint listens ([`Federation::listening_on`]).
+    listening: std::sync::Mutex<Option<std::net::SocketAddr>>,
 }
 
 impl Federation {
@@ -78,6 +80,7 @@ impl Federation {
                 links: LinkRegistry::default(),
                 anonymous_by_default: AtomicBool::new(true),
                 auth_refusals: Arc::default(),
+                listening: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -98,7 +101,15 @@ impl Federation {
         self.inner
             .anonymous_by_default
             .store(addr.ip().is_loopback(), Ordering::Relaxed);
+        if let Ok(mut at) = self.inner.listening.lock() {
+            *at = Some(addr);
+        }
         self.allows_anonymous()
+    }
+
+    /// Where the endpoint listens, once it does.
+    pub fn listen_addr(&self) -> Option<std::net::SocketAddr> {
+        self.inner.listening.lock().ok().and_then(|at| *at)
     }
 
     /// Whether a peer that proves no configured identity may link (as `anonymous`).

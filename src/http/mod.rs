@@ -6,6 +6,7 @@
 //! - `POST /query`: `{"filter": DeltaFilter, "after"?: seq, "limit"?: n}`; both answers are
 //!   streamed and paged by bytes as well as by `limit` (see [`stream`])
 //! - `GET /deltas/{id}`, `POST /deltas/{id}/negate` (`{"author"?, "reason"?}`)
+//! - `GET /`: the node's info document (see [`info`])
 //! - `GET /status`
 //! - `GET /health`, `/health/live`, `/health/ready` (see [`health`])
 //! - `GET /metrics` (Prometheus text format, see [`metrics`])
@@ -23,6 +24,7 @@ mod body;
 mod connections;
 mod error;
 mod health;
+mod info;
 mod links;
 pub mod metrics;
 mod origin;
@@ -73,6 +75,7 @@ pub fn router(fed: Federation, admin_routes: AdminRoutes, refusals: Arc<Refusals
         .route("/query", post(post_query))
         .route("/deltas/{id}", get(get_delta))
         .route("/deltas/{id}/negate", post(negate_delta))
+        .route("/", get(info::document))
         .route("/status", get(status))
         .route("/health", get(health::summary))
         .route("/health/live", get(health::live))

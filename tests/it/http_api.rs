@@ -328,3 +328,28 @@ async fn browsers_of_other_origins_and_non_json_bodies_are_refused() {
         "{refused:?}"
     );
 }
+
+/// `GET /`: the node's info document, what a client reads before it talks to the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_root_answers_the_nodes_info_document() {
+    let server = common::start_node("info-node").await;
+    let (status, info) = get(&format!("{}/", server.url())).await;
+    assert_eq!(status, StatusCode::OK, "{info}");
+    assert_eq!(info["systemId"], "info-node");
+    assert_eq!(info["software"], "rhizome");
+    assert_eq!(info["publicKey"], server.node().public_key());
+    assert_eq!(info["protocol"], "rhizomedb-federation-v1");
+    assert_eq!(info["extensions"][0]["name"], "rhizome");
+    assert_eq!(info["federationPath"], "/federation");
+    assert_eq!(
+        info["listen"].as_str().map(|a| format!("http://{a}")),
+        Some(server.url())
+    );
+    assert_eq!(
+        info["limits"]["maxDeltaBytes"],
+        json!(server.node().limits().max_delta_bytes)
+    );
+    assert_eq!(info["signatures"]["alg"], "ed25519");
+    assert_eq!(info["signatures"]["require"], "none");
+    assert_eq!(info["tls"], false);
+}
