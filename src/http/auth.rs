@@ -66,7 +66,9 @@ pub fn access(method: &Method, route: &str) -> Access {
     match route {
         "/health" | "/health/live" | "/health/ready" => Access::Open,
         "/deltas" if post => Access::Write,
-        "/" | "/deltas" | "/deltas/{id}" | "/status" | "/metrics" if read => Access::Read,
+        "/" | "/deltas" | "/deltas/{id}" | "/status" | "/metrics" | "/events" if read => {
+            Access::Read
+        }
         "/query" if post => Access::Read,
         _ => Access::Admin,
     }

@@ -7,6 +7,7 @@
 //!   streamed and paged by bytes as well as by `limit` (see [`stream`])
 //! - `GET /deltas/{id}`, `POST /deltas/{id}/negate` (`{"author"?, "reason"?}`)
 //! - `GET /`: the node's info document (see [`info`])
+//! - `GET /events`: the node's events as Server-Sent Events (see [`events`])
 //! - `GET /status`
 //! - `GET /health`, `/health/live`, `/health/ready` (see [`health`])
 //! - `GET /metrics` (Prometheus text format, see [`metrics`])
@@ -23,6 +24,7 @@ mod authors;
 mod body;
 mod connections;
 mod error;
+mod events;
 mod health;
 mod info;
 mod links;
@@ -77,6 +79,7 @@ pub fn router(fed: Federation, admin_routes: AdminRoutes, refusals: Arc<Refusals
         .route("/deltas/{id}/negate", post(negate_delta))
         .route("/", get(info::document))
         .route("/status", get(status))
+        .route("/events", get(events::stream))
         .route("/health", get(health::summary))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))

@@ -353,3 +353,58 @@ async fn the_root_answers_the_nodes_info_document() {
     assert_eq!(info["signatures"]["require"], "none");
     assert_eq!(info["tls"], false);
 }
+
+/// `GET /events`: Server-Sent Events, each named by its type, its data the event's JSON
+/// with the time it was seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_stream_as_server_sent_events() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = common::start_node("events-node").await;
+    let addr = server.url().trim_start_matches("http://").to_owned();
+    let mut sse = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    sse.write_all(
+        format!("GET /events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    // The stream is open once the head is back; what is emitted from then on arrives.
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") {
+        let n = sse.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before the head");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&seen).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/event-stream"), "{head}");
+    let (status, _) = post(
+        &format!("{}/deltas", server.url()),
+        json!({"id": "ev-1", "timestamp": 1_700_000_000_000u64, "author": "alice",
+            "system": "s", "pointers": [{"role": "says", "target": "hi"}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let text = loop {
+        let text = String::from_utf8_lossy(&seen).to_string();
+        if text.contains("\"deltaId\":\"ev-1\"") {
+            break text;
+        }
+        let n = tokio::time::timeout_at(deadline, sse.read(&mut buf))
+            .await
+            .expect("the event within 10 s")
+            .unwrap();
+        assert!(n > 0, "closed: {text}");
+        seen.extend_from_slice(&buf[..n]);
+    };
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("data:") && l.contains("ev-1"))
+        .unwrap();
+    let data: Value = serde_json::from_str(line.trim_start_matches("data:").trim()).unwrap();
+    assert_eq!(data["type"], "delta:stored");
+    assert!(data["time"].as_u64().unwrap() > 1_700_000_000_000);
+    assert!(text.contains("event: delta:stored"), "{text}");
+}
