@@ -369,6 +369,7 @@ async fn negate_delta(
 async fn status(State(fed): State<Federation>) -> Json<Value> {
     let node = fed.node();
     let store = node.store();
+    let (verified, refused) = node.signature_counts();
     Json(json!({
         "systemId": node.system_id(),
         "publicKey": node.public_key(),
@@ -385,8 +386,8 @@ async fn status(State(fed): State<Federation>) -> Json<Value> {
             "boundAuthors": node.authors().entries().len(),
             "require": node.signature_policy().settings().require,
             "signingKey": node.signing_key().map(crate::identity::NodeKey::public_base64),
-            "verified": node.signature_counts().0,
-            "refused": node.signature_counts().1,
+            "verified": verified,
+            "refused": refused,
         },
         "store": {
             "path": store.path(),

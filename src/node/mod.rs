@@ -199,18 +199,12 @@ impl Node {
 
     /// The built-in trust policy in force.
     pub fn trust_policy(&self) -> Arc<TrustPolicy> {
-        match self.inner.trust.read() {
-            Ok(t) => t.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        read(&self.inner.trust)
     }
 
     /// The peers this node knows.
     pub fn peers(&self) -> Arc<PeerTable> {
-        match self.inner.peers.read() {
-            Ok(p) => p.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        read(&self.inner.peers)
     }
 
     /// Changes the known peers in one step (`update` gets the current table and returns
@@ -248,10 +242,7 @@ impl Node {
 
     /// Replaces the signature settings (config reload); later batches use them.
     pub fn set_signature_policy(&self, policy: SignaturePolicy) {
-        match self.inner.signatures.write() {
-            Ok(mut t) => *t = Arc::new(policy),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(policy),
-        }
+        put(&self.inner.signatures, policy);
     }
 
     /// Signatures that verified, and deltas the signature rules refused, since start.
@@ -275,10 +266,7 @@ impl Node {
 
     /// Replaces the built-in trust policy (config reload); later batches use the new one.
     pub fn set_trust_policy(&self, trust: TrustPolicy) {
-        match self.inner.trust.write() {
-            Ok(mut t) => *t = Arc::new(trust),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(trust),
-        }
+        put(&self.inner.trust, trust);
     }
 
     /// The scripts in force and their hot reload.
@@ -434,6 +422,13 @@ fn read<T>(lock: &std::sync::RwLock<Arc<T>>) -> Arc<T> {
     match lock.read() {
         Ok(t) => t.clone(),
         Err(poisoned) => poisoned.into_inner().clone(),
+    }
+}
+
+fn put<T>(lock: &std::sync::RwLock<Arc<T>>, value: T) {
+    match lock.write() {
+        Ok(mut v) => *v = Arc::new(value),
+        Err(poisoned) => *poisoned.into_inner() = Arc::new(value),
     }
 }
 
