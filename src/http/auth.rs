@@ -66,7 +66,9 @@ pub fn access(method: &Method, route: &str) -> Access {
     match route {
         "/health" | "/health/live" | "/health/ready" => Access::Open,
         "/deltas" if post => Access::Write,
-        "/" | "/deltas" | "/deltas/{id}" | "/status" | "/metrics" | "/events" if read => {
+        "/" | "/deltas" | "/deltas/{id}" | "/status" | "/metrics" | "/events" | "/changes"
+            if read =>
+        {
             Access::Read
         }
         "/query" if post => Access::Read,
@@ -291,6 +293,7 @@ mod tests {
         assert_eq!(access(&Method::GET, "/deltas"), Access::Read);
         assert_eq!(access(&Method::HEAD, "/status"), Access::Read);
         assert_eq!(access(&Method::POST, "/query"), Access::Read);
+        assert_eq!(access(&Method::GET, "/changes"), Access::Read);
         assert_eq!(access(&Method::POST, "/deltas/{id}/negate"), Access::Admin);
         assert_eq!(access(&Method::GET, "/quarantine"), Access::Admin);
         assert_eq!(access(&Method::DELETE, "/deltas"), Access::Admin);

@@ -8,6 +8,7 @@
 //! - `GET /deltas/{id}`, `POST /deltas/{id}/negate` (`{"author"?, "reason"?}`)
 //! - `GET /`: the node's info document (see [`info`])
 //! - `GET /events`: the node's events as Server-Sent Events (see [`events`])
+//! - `GET /changes`: the log as a change feed, to follow and resume (see [`changes`])
 //! - `GET /status`
 //! - `GET /health`, `/health/live`, `/health/ready` (see [`health`])
 //! - `GET /metrics` (Prometheus text format, see [`metrics`])
@@ -22,6 +23,7 @@
 pub mod auth;
 mod authors;
 mod body;
+mod changes;
 mod connections;
 mod error;
 mod events;
@@ -80,6 +82,7 @@ pub fn router(fed: Federation, admin_routes: AdminRoutes, refusals: Arc<Refusals
         .route("/", get(info::document))
         .route("/status", get(status))
         .route("/events", get(events::stream))
+        .route("/changes", get(changes::feed))
         .route("/health", get(health::summary))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
@@ -226,15 +229,51 @@ async fn post_deltas(
     Ok((status, Json(result)).into_response())
 }
 
-/// Query-string form of a filter; each criterion takes one value.
+/// The criteria a query string names, one value each: `GET /deltas` and `GET /changes`
+/// read them alike (flattened into their parameters).
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct DeltaParams {
+#[serde(rename_all = "camelCase")]
+struct Criteria {
     author: Option<String>,
     system: Option<String>,
     target_id: Option<String>,
     context: Option<String>,
     id: Option<String>,
+}
+
+impl Criteria {
+    /// The filter these criteria make, with the rest of its fields unset.
+    fn into_filter(self) -> DeltaFilter {
+        let one = |v: Option<String>| v.map(|v| vec![v]);
+        DeltaFilter {
+            ids: one(self.id),
+            target_ids: one(self.target_id),
+            target_contexts: one(self.context),
+            authors: one(self.author),
+            systems: one(self.system),
+            ..DeltaFilter::default()
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        [
+            &self.author,
+            &self.system,
+            &self.target_id,
+            &self.context,
+            &self.id,
+        ]
+        .iter()
+        .all(|v| v.is_none())
+    }
+}
+
+/// Query-string form of a filter; each criterion takes one value.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DeltaParams {
+    #[serde(flatten)]
+    criteria: Criteria,
     /// Deltas with a timestamp at or after this (ms).
     since: Option<u64>,
     /// Deltas with a timestamp at or before this (ms).
@@ -250,18 +289,13 @@ async fn get_deltas(
     params: Result<Query<DeltaParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::bad_request("INVALID_QUERY", e.body_text()))?;
-    let one = |v: Option<String>| v.map(|v| vec![v]);
     let filter = DeltaFilter {
-        ids: one(p.id),
-        target_ids: one(p.target_id),
-        target_contexts: one(p.context),
-        authors: one(p.author),
-        systems: one(p.system),
         timestamp_range: (p.since.is_some() || p.until.is_some()).then_some(TimestampRange {
             start: p.since,
             end: p.until,
         }),
         include_negated: p.include_negated,
+        ..p.criteria.into_filter()
     };
     run_query(&node, filter, p.after, p.limit).await
 }

@@ -9,6 +9,7 @@ mod common;
 
 mod admin_auth;
 mod architecture;
+mod changes;
 mod cli;
 mod cli_link;
 mod cli_policy;

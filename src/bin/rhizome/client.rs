@@ -1,5 +1,5 @@
 //! A small client for a node's HTTP API: what `rhizome put`, `query`, `get`, `negate`,
-//! `status`, `link` and `quarantine` use, and how they print its answers (one JSON value
+//! `status`, `link`, `quarantine` and `watch` use, and how they print its answers (one JSON value
 //! per line, so their output pipes into `jq` or back into `rhizome put`).
 //!
 //! Every failure says which it was: no node answering, TLS (a certificate we do not
@@ -164,12 +164,41 @@ impl Client {
             .await
     }
 
-    async fn answer(
+    /// GETs `path` and hands back the response as it starts, for an answer that streams
+    /// (`rhizome watch`); a refusal is the same error as [`Client::get`]'s.
+    ///
+    /// # Errors
+    /// As [`Client::post`].
+    pub async fn get_stream(
         &self,
-        url: String,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<reqwest::Response, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let res = self
+            .authorized(self.http.get(&url))
+            .query(query)
+            .send()
+            .await;
+        let res = self.sent(&url, res)?;
+        if res.status().is_success() {
+            return Ok(res);
+        }
+        match self.answer(url, Ok(res)).await {
+            Err(e) => Err(e),
+            Ok(_) => Err(ClientError::BadResponse(
+                "a refusal that reads as a success".into(),
+            )),
+        }
+    }
+
+    /// What became of a request: the response, or why there is none.
+    fn sent(
+        &self,
+        url: &str,
         res: reqwest::Result<reqwest::Response>,
-    ) -> Result<Value, ClientError> {
-        let res = res.map_err(|source| {
+    ) -> Result<reqwest::Response, ClientError> {
+        res.map_err(|source| {
             if let Some(tls_error) = tls::rustls_error(&source) {
                 ClientError::Tls {
                     url: self.base.clone(),
@@ -182,11 +211,19 @@ impl Client {
                 }
             } else {
                 ClientError::Http {
-                    url: url.clone(),
+                    url: url.to_owned(),
                     source,
                 }
             }
-        })?;
+        })
+    }
+
+    async fn answer(
+        &self,
+        url: String,
+        res: reqwest::Result<reqwest::Response>,
+    ) -> Result<Value, ClientError> {
+        let res = self.sent(&url, res)?;
         let status = res.status();
         let text = res
             .text()

@@ -9,7 +9,7 @@
 //! - `args`: flags shared by several subcommands (`--node`, a link's sync flags).
 //! - `client`: the HTTP client behind the subcommands that talk to a running node.
 //! - `init`, `serve`, `put` (and `negate`), `query` (and `get`), `status`, `link`,
-//!   `policy`, `quarantine`, `keygen`, `verify`: one subcommand each.
+//!   `policy`, `quarantine`, `keygen`, `verify`, `watch`: one subcommand each.
 //! - `token`: where a node's admin token lives (`serve`) and how the client commands
 //!   find it.
 //! - `table`: aligned columns and binary sizes for the readable output of `status` and
@@ -36,6 +36,7 @@ mod status;
 mod table;
 mod token;
 mod verify;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -86,6 +87,8 @@ enum Command {
     Keygen(keygen::KeygenArgs),
     /// Check the signatures of deltas in a file or on stdin, offline (no node needed).
     Verify(verify::VerifyArgs),
+    /// Follow a running node's changes as they are stored; resumes after a dropped connection.
+    Watch(watch::WatchArgs),
 }
 
 #[tokio::main]
@@ -107,6 +110,7 @@ async fn main() -> ExitCode {
         Command::Quarantine(args) => quarantine::run(args).await,
         Command::Keygen(args) => keygen::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Watch(args) => watch::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -50,7 +50,7 @@ const PAGE: usize = 1000;
 
 /// An id filter's value: never empty, since no delta has an empty id, author, system or
 /// context.
-fn non_empty(text: &str) -> Result<String, String> {
+pub fn non_empty(text: &str) -> Result<String, String> {
     if text.is_empty() {
         Err(
             "it is empty, and no delta has an empty id, author, system or context: \
