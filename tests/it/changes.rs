@@ -589,7 +589,7 @@ fn rhizome_watch_prints_new_changes_and_resumes_after_the_node_restarts() {
         readable.starts_with("2  ") && readable.contains("  bob  ") && readable.contains(&first),
         "{readable}"
     );
-    assert!(readable.contains("about=topic"), "{readable}");
+    assert!(readable.contains("about=@topic"), "{readable}");
 
     node.stop();
     let node = serve_on(dir.path(), port);

@@ -190,7 +190,7 @@ async fn stream(
     Ok(())
 }
 
-/// `SEQ  TIME  AUTHOR  ID  POINTERS`, the pointers shortened.
+/// `SEQ  TIME  AUTHOR  ID  POINTERS`, the pointers as `put -p` takes them, shortened.
 fn readable(seq: u64, delta: &Value) -> String {
     let Ok(d) = Delta::parse(&delta.to_string()) else {
         return format!("{seq}  {delta}");
@@ -199,16 +199,17 @@ fn readable(seq: u64, delta: &Value) -> String {
         .pointers
         .iter()
         .map(|p| {
-            let target = match &p.target {
+            // As `rhizome put -p` takes them: `@id#context` a reference, `:=` JSON.
+            let (op, target) = match &p.target {
                 Target::Reference(r) => match &r.context {
-                    Some(c) => format!("{}.{c}", r.id),
-                    None => r.id.clone(),
+                    Some(c) => ("=", format!("@{}#{c}", r.id)),
+                    None => ("=", format!("@{}", r.id)),
                 },
-                Target::String(s) => format!("{s:?}"),
-                Target::Number(n) => n.to_string(),
-                Target::Bool(b) => b.to_string(),
+                Target::String(s) => ("=", format!("{s:?}")),
+                Target::Number(n) => (":=", n.to_string()),
+                Target::Bool(b) => (":=", b.to_string()),
             };
-            format!("{}={}", p.role, shorten(&target, 40))
+            format!("{}{op}{}", p.role, shorten(&target, 40))
         })
         .collect();
     format!(
@@ -269,10 +270,13 @@ mod tests {
         let delta = serde_json::json!({"id": "d1", "timestamp": 1_700_000_000_000u64,
             "author": "alice", "system": "s",
             "pointers": [{"role": "about", "target": {"id": "topic", "context": "notes"}},
+                         {"role": "n", "target": 5},
                          {"role": "text", "target": "x".repeat(60)}]});
         let line = readable(7, &delta);
         assert!(
-            line.starts_with("7  2023-11-14T22:13:20.000Z  alice  d1  about=topic.notes text=\""),
+            line.starts_with(
+                "7  2023-11-14T22:13:20.000Z  alice  d1  about=@topic#notes n:=5 text=\""
+            ),
             "{line}"
         );
         assert!(line.ends_with('…'), "{line}");
