@@ -628,3 +628,45 @@ fn rhizome_watch_prints_new_changes_and_resumes_after_the_node_restarts() {
     assert_eq!(seen.len(), 3);
     node.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_holds_back_only_itself() {
+    let server = common::start_node("feed").await;
+    let base = server.url();
+    let mut stalled = Lines::open(format!("{base}/changes?feed=continuous"), None, None).await;
+    // Far more than the socket buffers hold: the stalled feed stops reading the log.
+    let text = "x".repeat(20_000);
+    for i in 0..300 {
+        server
+            .node()
+            .create_delta(
+                "alice",
+                vec![
+                    Pointer::new("about", Target::reference(format!("t{i}"))),
+                    Pointer::new("text", Target::String(text.clone())),
+                ],
+            )
+            .await
+            .expect("writes go on while a feed is not read");
+    }
+    let mut since = 0;
+    let mut seen = 0;
+    loop {
+        let page = changes(&base, &format!("since={since}&limit=100")).await;
+        seen += seqs(&page).len();
+        since = page["last_seq"].as_u64().unwrap();
+        if page["pending"] == json!(0) {
+            break;
+        }
+    }
+    assert_eq!(
+        (seen, since),
+        (300, 300),
+        "another client reads everything meanwhile"
+    );
+    // The stalled client then reads on where it was: everything, in order.
+    for seq in 1..=300 {
+        assert_eq!(stalled.next_change().await["seq"], json!(seq));
+    }
+    server.shutdown().await.unwrap();
+}
