@@ -156,7 +156,7 @@ impl Store {
 }
 
 /// Opens the fjall database in `path` (once per process: a second opening is `Locked`).
-fn open_fjall_db(path: &Path, temporary: bool) -> Result<Db, StoreError> {
+pub(super) fn open_fjall_db(path: &Path, temporary: bool) -> Result<Db, StoreError> {
     let db = Database::builder(path)
         .temporary(temporary)
         .cache_size(CACHE_BYTES)
@@ -175,7 +175,7 @@ pub(super) fn reopen(path: &Path) -> Result<Handles, StoreError> {
 }
 
 /// The store's keyspaces in `db`, with their tuning.
-fn open_handles(db: Db) -> Result<Handles, StoreError> {
+pub(super) fn open_handles(db: Db) -> Result<Handles, StoreError> {
     // Memtables bound the store's memory: fjall's default (64 MiB each) times ten
     // keyspaces would let a long sync hold ~600 MiB in memory before flushing.
     let open = |name: &str| {
