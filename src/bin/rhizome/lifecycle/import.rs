@@ -190,9 +190,12 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens a stopped node's data directory as `serve` does with the same config file.
+/// Opens a stopped node's data directory as `serve` does with the same config file
+/// (making a new store there when there is none, as `serve` would).
 async fn open_node(dir: &Path, config: Option<&Path>) -> anyhow::Result<Node> {
-    super::existing_store(dir)?;
+    if super::existing_store(dir).is_err() {
+        eprintln!("import: no store in {} yet: making one", dir.display());
+    }
     let mut node_config = match config {
         Some(path) => NodeFile::load(path)?.node_config(),
         None => {
