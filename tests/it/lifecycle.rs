@@ -143,6 +143,18 @@ fn an_interrupted_import_resumes_without_duplicates_or_loss() {
         args.extend(extra);
         run(&args)
     };
+    // A running node's data directory is its own.
+    for offline in [
+        vec!["export", "--data", data.to_str().unwrap()],
+        vec![
+            "import",
+            file.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+        ],
+    ] {
+        run(&offline).assert_fails_saying(&["in use by a running node", "--url"]);
+    }
     let ran = import(&["--stop-after-batches", "3"]);
     ran.assert_fails_saying(&["stopped after 3 batches"]);
     let state = tmp.path().join("deltas.jsonl.import-state");

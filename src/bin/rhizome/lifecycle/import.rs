@@ -204,9 +204,12 @@ async fn open_node(dir: &Path, config: Option<&Path>) -> anyhow::Result<Node> {
         }
     };
     node_config.storage = Storage::Path(dir.to_path_buf());
-    Node::open(node_config)
-        .await
-        .map_err(|e| super::offline_error(dir, e.into()))
+    Node::open(node_config).await.map_err(|e| match e {
+        rhizome::NodeError::Store(e) => super::offline_error(dir, e.into()),
+        other => {
+            anyhow::Error::new(other).context(format!("cannot open the node in {}", dir.display()))
+        }
+    })
 }
 
 async fn import_file(
