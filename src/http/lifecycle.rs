@@ -1,7 +1,7 @@
 //! The operator's routes for a node's data (all admin):
 //! - `POST /import`: JSON lines, one delta per line, as `rhizome export` writes them;
 //!   judged as deltas from a peer named `import` (the pull filters, the signature
-//!   rules, the trust policies: see [`crate::ImportTrust`]). Answered line by line, as
+//!   rules, the trust policies: see [`crate::node::ImportTrust`]). Answered line by line, as
 //!   `POST /deltas` answers an array: `{"results": [{"id", "status", ...}]}`, a line
 //!   that is not a valid delta answered `invalid` with the reason, without refusing
 //!   the others. There is no way to skip the trust policies over HTTP: that is for the
@@ -65,10 +65,10 @@ pub(super) async fn backup(
 ) -> Result<Json<Value>, ApiError> {
     let BackupBody { dir } = super::body::entity(&body, "INVALID_REQUEST", "backup request")?;
     let copy = node.backup(dir.clone()).await.map_err(|e| match e {
-        crate::NodeError::Store(StoreError::Backup(why)) => {
+        crate::node::NodeError::Store(StoreError::Backup(why)) => {
             ApiError::bad_request("INVALID_BACKUP", why)
         }
-        crate::NodeError::Store(e) => e.into(),
+        crate::node::NodeError::Store(e) => e.into(),
         other => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "BACKUP_FAILED",
