@@ -28,6 +28,10 @@ use crate::delta::Delta;
 use crate::node::{ImportTrust, Node};
 use crate::store::StoreError;
 
+/// The most lines one `POST /import` takes: each gets an answer, and a body of tiny
+/// invalid lines would otherwise make hundreds of thousands of them.
+const MAX_LINES: usize = 10_000;
+
 pub(super) async fn import(
     State(node): State<Node>,
     RequestBody(body): RequestBody,
@@ -35,11 +39,18 @@ pub(super) async fn import(
     let text = std::str::from_utf8(&body).map_err(|e| {
         ApiError::bad_request("INVALID_JSON", format!("the body is not UTF-8: {e}"))
     })?;
-    let deltas: Vec<_> = text
-        .lines()
-        .filter(|line| !line.trim().is_empty())
-        .map(Delta::parse)
-        .collect();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.len() > MAX_LINES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            format!(
+                "{} lines in one request, over {MAX_LINES}: send fewer per request",
+                lines.len()
+            ),
+        ));
+    }
+    let deltas: Vec<_> = lines.into_iter().map(Delta::parse).collect();
     let ids: Vec<String> = deltas
         .iter()
         .map(|d| d.as_ref().map(|d| d.id.clone()).unwrap_or_default())

@@ -382,6 +382,29 @@ async fn compaction_keeps_every_delta_and_the_size_on_disk_is_honest() {
     assert!(was > 100_000 && is > 100_000, "{answer}");
     assert!(is < 64 * 1024 * 1024, "{answer}");
     assert_eq!(ids(server.node()), before, "every delta kept");
+    // POST /import answers line by line, within a bound of lines per request.
+    let post_lines = |body: String| {
+        http.post(format!("{}/import", server.url()))
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .send()
+    };
+    let one = common::delta_json("imported-1", "erin", "elsewhere").to_string();
+    let answer: Value = post_lines(format!("{one}\nnot json\n"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let statuses: Vec<&str> = answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["stored", "invalid"], "{answer}");
+    let too_many = post_lines("{}\n".repeat(10_001)).await.unwrap();
+    assert_eq!(too_many.status(), 413);
     let metrics = http
         .get(format!("{}/metrics", server.url()))
         .send()
@@ -400,5 +423,5 @@ async fn compaction_keeps_every_delta_and_the_size_on_disk_is_honest() {
         offline["bytesAfter"].as_u64().unwrap() > 100_000,
         "{offline}"
     );
-    assert_eq!(stored(&data).len(), 2000);
+    assert_eq!(stored(&data).len(), 2001);
 }

@@ -24,6 +24,7 @@ use crate::client::{Client, ClientError};
 /// The most bytes of lines one batch holds (a single longer line goes alone): well
 /// under the smallest request body a node takes (2 MiB).
 const BATCH_BYTES: usize = 1024 * 1024;
+/// The most lines `POST /import` takes in one request.
 const MAX_BATCH: usize = 10_000;
 
 #[derive(Debug, clap::Args)]
