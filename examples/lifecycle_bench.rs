@@ -14,8 +14,8 @@
 //! 5. `backup DIR` of A while it serves (`POST /backup`);
 //! 6. `import F --url` into a running empty node (`POST /import`).
 //!
-//! Peak RSS is each `rhizome` process's own (`ru_maxrss` of that child, from `wait4`);
-//! for the serving nodes their `VmHWM`. The table is Markdown, ready for BENCHMARKS.md.
+//! Peak RSS is each `rhizome` process's own `VmHWM`, sampled every 10 ms while it
+//! runs. The table is Markdown, ready for BENCHMARKS.md.
 
 #[allow(dead_code)]
 #[path = "bench/bounds.rs"]
@@ -76,6 +76,17 @@ fn rhizome(bin: &Path, args: &[&str]) -> Result<Ran> {
         .spawn()
         .with_context(|| format!("cannot run {}", bin.display()))?;
     let pid = child.id() as libc::pid_t;
+    // The child's peak RSS, sampled from its `VmHWM` while it runs: `ru_maxrss` from
+    // `wait4` would count this process's own peak, as the child shares our memory
+    // between being spawned and its `exec` (and Linux keeps that mm's high-water mark).
+    let sampler = std::thread::spawn(move || {
+        let mut peak = 0;
+        while let Some(kib) = vm_hwm_kib(pid as u32) {
+            peak = peak.max(kib);
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        peak
+    });
     // Read both pipes before reaping, so a full pipe cannot stall the child.
     let mut stdout = child.stdout.context("stdout")?;
     let mut stderr = child.stderr.context("stderr")?;
@@ -88,21 +99,17 @@ fn rhizome(bin: &Path, args: &[&str]) -> Result<Ran> {
     std::io::Read::read_to_string(&mut stdout, &mut out)?;
     let err = err_reader.join().unwrap_or_default();
     let mut status = 0;
-    // SAFETY: `rusage` is plain data that `wait4` fills; the pid is our own child, reaped
-    // here only (its `Child` handle was consumed above and is never waited on).
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    // SAFETY: the pid is our own child, reaped here only (its `Child` handle was
+    // consumed above and is never waited on).
+    let reaped = unsafe { libc::waitpid(pid, &mut status, 0) };
     let secs = started.elapsed().as_secs_f64();
-    ensure!(reaped == pid, "wait4 failed for rhizome {args:?}");
+    let rss_kib = sampler.join().unwrap_or(0);
+    ensure!(reaped == pid, "waitpid failed for rhizome {args:?}");
     ensure!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "rhizome {args:?} failed: {err}"
     );
-    Ok(Ran {
-        secs,
-        rss_kib: usage.ru_maxrss as u64,
-        out,
-    })
+    Ok(Ran { secs, rss_kib, out })
 }
 
 /// A `rhizome serve` process on a free port.
@@ -134,9 +141,7 @@ impl Serving {
     }
 
     fn peak_rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        line.split_whitespace().nth(1)?.parse().ok()
+        vm_hwm_kib(self.child.id())
     }
 
     fn stop(mut self) -> Result<()> {
@@ -146,6 +151,13 @@ impl Serving {
         ensure!(status.success(), "serve did not stop cleanly: {status}");
         Ok(())
     }
+}
+
+/// A live process's peak RSS (`VmHWM`); `None` once it has exited.
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn mib(kib: u64) -> String {
@@ -233,7 +245,7 @@ fn run(args: Args) -> Result<()> {
     eprintln!("export --data...");
     let out = dir("out.jsonl");
     let ran = rhizome(&bin, &["export", "--data", &path(&a), "--out", &path(&out)])?;
-    let same = std::fs::read(&out)? == std::fs::read(&file)?;
+    let same = same_bytes(&out, &file)?;
     rows.push(row(
         "export, stopped node (`--data`, plain)",
         ran.secs,
@@ -322,4 +334,31 @@ fn run(args: Args) -> Result<()> {
         println!("{r}");
     }
     Ok(())
+}
+
+/// Whether two files hold the same bytes, read a block at a time.
+fn same_bytes(a: &Path, b: &Path) -> Result<bool> {
+    use std::io::Read;
+    let (mut a, mut b) = (
+        BufReader::new(std::fs::File::open(a)?),
+        BufReader::new(std::fs::File::open(b)?),
+    );
+    let (mut x, mut y) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+    loop {
+        let n = a.read(&mut x)?;
+        if n == 0 {
+            return Ok(b.read(&mut y)? == 0);
+        }
+        let mut got = 0;
+        while got < n {
+            let m = b.read(&mut y[got..n])?;
+            if m == 0 {
+                return Ok(false);
+            }
+            got += m;
+        }
+        if x[..n] != y[..n] {
+            return Ok(false);
+        }
+    }
 }
