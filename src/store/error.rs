@@ -30,6 +30,6 @@ pub enum StoreError {
     #[error("the store is reopening its database after a write error; retry shortly")]
     Reopening,
     /// A backup that cannot be made as asked (the target, or a store in memory).
-    #[error("backup: {0}")]
+    #[error("{0}")]
     Backup(String),
 }

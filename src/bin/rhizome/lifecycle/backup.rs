@@ -42,7 +42,9 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
             let copy = tokio::task::spawn_blocking(move || rhizome::backup_store(&store, &dir))
                 .await
                 .context("the backup stopped")?
-                .context("backup")?;
+                .with_context(|| {
+                    format!("cannot back up {} to {}", src.display(), args.dir.display())
+                })?;
             json!(copy)
         }
         None => {

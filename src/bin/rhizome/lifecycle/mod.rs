@@ -33,7 +33,8 @@ pub struct Online {
         visible_alias = "node",
         value_name = "URL",
         env = "RHIZOME_NODE",
-        default_value = "http://127.0.0.1:8080"
+        default_value = "http://127.0.0.1:8080",
+        value_parser = crate::args::node_url
     )]
     pub url: String,
     /// The node's admin token [default: found beside a node on this machine].
@@ -56,13 +57,8 @@ impl Online {
     /// A client of the node with its admin token; `config` is the node's config file,
     /// where the token may be.
     pub fn client(&self, config: Option<&Path>) -> anyhow::Result<Client> {
-        let url = if self.url.contains("://") {
-            self.url.clone()
-        } else {
-            format!("http://{}", self.url)
-        };
         NodeArg {
-            url,
+            url: self.url.clone(),
             tls_ca: self.tls_ca.clone(),
             token: self.token.clone(),
             token_file: self.token_file.clone(),
