@@ -48,8 +48,19 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
             json!(copy)
         }
         None => {
-            // The node resolves the path itself: make it absolute here, where it was typed.
-            let dir = std::path::absolute(&args.dir)?;
+            // The path is the node's: a relative one means something only where both
+            // agree on it, a node on this machine, where it is resolved as typed here.
+            let dir = if args.dir.is_absolute() {
+                args.dir.clone()
+            } else {
+                anyhow::ensure!(
+                    crate::token::is_local(&args.node.url),
+                    "{} is relative, and the node at {} is on another machine: give the backup's absolute path there",
+                    args.dir.display(),
+                    args.node.url
+                );
+                std::path::absolute(&args.dir)?
+            };
             let client = args.node.client(args.config.as_deref())?;
             client.post("/backup", &json!({ "dir": dir })).await?
         }
