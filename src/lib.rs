@@ -45,8 +45,8 @@ pub use federation::{Federation, FederationLink, LinkConfig, LinkStatus, ServerO
 pub use filter::DeltaFilter;
 pub use http::server::{fd_limit, ConnectionStats, ConnectionStatsSnapshot, Server};
 pub use node::{
-    CreateError, IngestOutcome, Node, NodeConfig, NodeError, Origin, QuarantineEntry, ReplayReport,
-    Storage, Subscription,
+    backup_store, CreateError, ImportTrust, IngestOutcome, Node, NodeConfig, NodeError, Origin,
+    QuarantineEntry, ReplayReport, Storage, Subscription, IMPORT_SCOPE,
 };
 pub use policy::{LinkPeer, ANONYMOUS};
 pub use store::{Seq, Store, StoredDelta};

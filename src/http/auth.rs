@@ -72,6 +72,8 @@ pub fn access(method: &Method, route: &str) -> Access {
             Access::Read
         }
         "/query" if post => Access::Read,
+        // The node's whole data, in and out, and its disk.
+        "/import" | "/backup" | "/compact" if post => Access::Admin,
         _ => Access::Admin,
     }
 }

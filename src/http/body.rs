@@ -43,13 +43,19 @@ where
     }
 }
 
-/// `Content-Type: application/json` (parameters such as `charset` allowed).
+/// `Content-Type: application/json`, or `application/x-ndjson` (JSON lines, what
+/// `POST /import` reads; as safe, for a browser preflights it too), parameters such as
+/// `charset` allowed.
 fn is_json(headers: &axum::http::HeaderMap) -> bool {
     headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+        .is_some_and(|t| {
+            let t = t.trim();
+            t.eq_ignore_ascii_case("application/json")
+                || t.eq_ignore_ascii_case("application/x-ndjson")
+        })
 }
 
 /// Why a body could not be read, as the API says it.

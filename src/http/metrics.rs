@@ -194,6 +194,13 @@ pub fn render(fed: &Federation) -> String {
         "Deltas the signature rules refused (a bad signature, an unsigned or wrongly signed delta of a bound author, an unsigned delta where signatures are required, a negation by someone else), since start.",
     )
     .sample(&[], refused);
+    Family::new(
+        &mut out,
+        "rhizome_store_disk_bytes",
+        "gauge",
+        "Bytes the store's data occupies on disk: its tables and the journal blocks written (not the journal's preallocated length).",
+    )
+    .sample(&[], store.disk_space());
     let storage = store.health();
     Family::new(
         &mut out,

@@ -16,6 +16,7 @@
 //! - `/links` (see [`links`]) and the federation WebSocket endpoint (`/federation` by default)
 //! - `/peers` (see [`peers`]): the peers known by key or token
 //! - `/authors` (see [`authors`]): authors bound to keys, and the signature settings
+//! - `POST /import`, `POST /backup`, `POST /compact` (see [`lifecycle`]): the node's data
 //!
 //! Which token each route takes is said in one place, [`auth::access`]; a new route is an
 //! admin route until it is named there.
@@ -29,6 +30,7 @@ mod error;
 mod events;
 mod health;
 mod info;
+mod lifecycle;
 mod links;
 pub mod metrics;
 mod origin;
@@ -99,6 +101,9 @@ pub fn router(fed: Federation, admin_routes: AdminRoutes, refusals: Arc<Refusals
         .route("/policies/reload", post(policies::reload))
         .route("/quarantine", get(policies::quarantine))
         .route("/quarantine/replay", post(policies::replay))
+        .route("/import", post(lifecycle::import))
+        .route("/backup", post(lifecycle::backup))
+        .route("/compact", post(lifecycle::compact))
         .route(&fed.options().path.clone(), any(upgrade::upgrade))
         // IMPORTANT: after every route: a route layer covers the routes added before it.
         .route_layer(axum::middleware::from_fn_with_state(

@@ -9,6 +9,7 @@
 
 mod config;
 mod ingest;
+mod lifecycle;
 mod quarantine;
 mod subscription;
 mod verify;
@@ -16,6 +17,7 @@ mod verify;
 pub use config::{NodeConfig, NodeError, Storage};
 pub(crate) use ingest::PendingIngest;
 pub use ingest::{IngestOutcome, Origin};
+pub use lifecycle::{backup_store, ImportTrust, IMPORT_SCOPE};
 pub use quarantine::{QuarantineEntry, ReplayReport};
 pub use subscription::Subscription;
 

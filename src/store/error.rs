@@ -29,4 +29,7 @@ pub enum StoreError {
     Unwritable(String),
     #[error("the store is reopening its database after a write error; retry shortly")]
     Reopening,
+    /// A backup that cannot be made as asked (the target, or a store in memory).
+    #[error("{0}")]
+    Backup(String),
 }

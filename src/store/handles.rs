@@ -26,6 +26,25 @@ pub(crate) struct Keyspaces {
     pub quarantine: Keyspace,
 }
 
+impl Keyspaces {
+    /// Every keyspace with its name, in the order the store opens them: what a backup
+    /// copies and a compaction rewrites, so neither can forget one.
+    pub fn all(&self) -> [(&'static str, &Keyspace); 10] {
+        [
+            ("log", &self.log),
+            ("ids", &self.ids),
+            ("by_target", &self.by_target),
+            ("by_context", &self.by_context),
+            ("by_author", &self.by_author),
+            ("by_system", &self.by_system),
+            ("by_time", &self.by_time),
+            ("negations", &self.negations),
+            ("meta", &self.meta),
+            ("quarantine", &self.quarantine),
+        ]
+    }
+}
+
 /// One opening of the database.
 pub(crate) struct Handles {
     pub db: Db,

@@ -17,6 +17,8 @@
 
 mod append;
 mod backend;
+mod backup;
+mod compact;
 mod error;
 mod faults;
 mod handles;
@@ -41,6 +43,8 @@ use tokio::sync::watch;
 use handles::{Handles, Slot};
 
 pub use append::{AppendOutcome, NewEntry, PendingAppend, SideWrites};
+pub use backup::Backup;
+pub use compact::Compaction;
 pub use error::StoreError;
 pub use health::StorageHealth;
 pub use open::Durability;
@@ -99,14 +103,6 @@ impl Store {
     /// Deltas offered again after they were stored, since this process opened the store.
     pub fn duplicates(&self) -> u64 {
         self.inner.duplicates.load(Ordering::Relaxed)
-    }
-
-    /// Bytes the database uses on disk (0 in memory).
-    pub fn disk_space(&self) -> u64 {
-        self.inner
-            .handles
-            .get()
-            .map_or(0, |handles| handles.db.disk_space())
     }
 
     /// The open database, for one call (see `handles`).

@@ -31,6 +31,13 @@ const INDEX_MEMTABLE: u64 = 4 * 1024 * 1024;
 /// a lookup that misses it reads one 4 KiB partition from the OS's page cache.
 const CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
+/// Journal bytes kept before fjall flushes the keyspaces that hold the oldest journal,
+/// so it can be deleted. The journal rotates at 64 MiB; the keyspaces written rarely
+/// (metadata, quarantine) seldom fill a memtable, so with fjall's default (512 MiB) a
+/// store carried up to half a gigabyte of journal whose deltas were long in tables.
+/// 64 MiB is fjall's minimum: flushing those small memtables costs next to nothing.
+const JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
+
 /// When an acknowledged write is on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -156,10 +163,11 @@ impl Store {
 }
 
 /// Opens the fjall database in `path` (once per process: a second opening is `Locked`).
-fn open_fjall_db(path: &Path, temporary: bool) -> Result<Db, StoreError> {
+pub(super) fn open_fjall_db(path: &Path, temporary: bool) -> Result<Db, StoreError> {
     let db = Database::builder(path)
         .temporary(temporary)
         .cache_size(CACHE_BYTES)
+        .max_journaling_size(JOURNAL_BYTES)
         .open()
         .map_err(|e| match e {
             fjall::Error::Locked => StoreError::Locked(path.to_path_buf()),
@@ -175,7 +183,7 @@ pub(super) fn reopen(path: &Path) -> Result<Handles, StoreError> {
 }
 
 /// The store's keyspaces in `db`, with their tuning.
-fn open_handles(db: Db) -> Result<Handles, StoreError> {
+pub(super) fn open_handles(db: Db) -> Result<Handles, StoreError> {
     // Memtables bound the store's memory: fjall's default (64 MiB each) times ten
     // keyspaces would let a long sync hold ~600 MiB in memory before flushing.
     let open = |name: &str| {

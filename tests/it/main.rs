@@ -25,6 +25,7 @@ mod fuzz_smoke;
 mod hostile_input;
 mod http_api;
 mod http_reads;
+mod lifecycle;
 mod peer_auth;
 mod policies;
 mod readme_tour;

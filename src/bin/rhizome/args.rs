@@ -70,7 +70,7 @@ impl NodeArg {
 
 /// A node's URL as given to `--node`: `host:port` (what `--listen` takes, and what an
 /// operator types after reading it) gets `http://`; other schemes are refused by name.
-fn node_url(text: &str) -> Result<String, String> {
+pub fn node_url(text: &str) -> Result<String, String> {
     match text.split_once("://") {
         None if text.is_empty() => Err("give the node's URL, e.g. http://127.0.0.1:8080".into()),
         None => Ok(format!("http://{text}")),

@@ -119,6 +119,26 @@ impl Client {
         self.answer(url, res).await
     }
 
+    /// POSTs a text body (JSON lines, say) to `path` and returns the JSON answer.
+    ///
+    /// # Errors
+    /// As [`Client::post`].
+    pub async fn post_text(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: String,
+    ) -> Result<Value, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let res = self
+            .authorized(self.http.post(&url))
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+            .await;
+        self.answer(url, res).await
+    }
+
     /// GETs `path` with query parameters and returns the JSON answer.
     ///
     /// # Errors

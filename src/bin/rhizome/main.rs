@@ -10,6 +10,7 @@
 //! - `client`: the HTTP client behind the subcommands that talk to a running node.
 //! - `init`, `serve`, `put` (and `negate`), `query` (and `get`), `status`, `link`,
 //!   `policy`, `quarantine`, `keygen`, `verify`, `watch`: one subcommand each.
+//! - `lifecycle`: `export`, `import`, `backup`, `compact`: a node's data in and out.
 //! - `token`: where a node's admin token lives (`serve`) and how the client commands
 //!   find it.
 //! - `table`: aligned columns and binary sizes for the readable output of `status` and
@@ -24,6 +25,7 @@ mod client;
 mod id;
 mod init;
 mod keygen;
+mod lifecycle;
 mod link;
 mod logging;
 mod peer;
@@ -89,6 +91,14 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Follow a running node's changes as they are stored; resumes after a dropped connection.
     Watch(watch::WatchArgs),
+    /// Write a stopped node's deltas as JSON lines, exactly as stored.
+    Export(lifecycle::export::ExportArgs),
+    /// Ingest JSON lines of deltas into a node, resumably, with a summary.
+    Import(lifecycle::import::ImportArgs),
+    /// Copy a node's store consistently to a new directory that `serve --data` opens.
+    Backup(lifecycle::backup::BackupArgs),
+    /// Compact a node's store, and say its size on disk before and after.
+    Compact(lifecycle::compact::CompactArgs),
 }
 
 #[tokio::main]
@@ -111,6 +121,10 @@ async fn main() -> ExitCode {
         Command::Keygen(args) => keygen::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Watch(args) => watch::run(args).await,
+        Command::Export(args) => lifecycle::export::run(args).await,
+        Command::Import(args) => lifecycle::import::run(args).await,
+        Command::Backup(args) => lifecycle::backup::run(args).await,
+        Command::Compact(args) => lifecycle::compact::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

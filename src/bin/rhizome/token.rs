@@ -329,7 +329,7 @@ impl Sources<'_> {
 }
 
 /// Whether `url` names this machine (a loopback address or `localhost`).
-fn is_local(url: &str) -> bool {
+pub fn is_local(url: &str) -> bool {
     let Ok(url) = reqwest::Url::parse(url) else {
         return false;
     };

@@ -66,14 +66,6 @@ impl Db {
             Db::Memory(_) => Ok(()),
         }
     }
-
-    /// Bytes used on disk (0 in memory).
-    pub(crate) fn disk_space(&self) -> u64 {
-        match self {
-            Db::Fjall(db) => db.disk_space().unwrap_or(0),
-            Db::Memory(_) => 0,
-        }
-    }
 }
 
 /// An ordered map of byte keys to byte values.
@@ -137,6 +129,29 @@ impl Keyspace {
         match self {
             Keyspace::Fjall(ks) => Iter::Fjall(ks.iter()),
             Keyspace::Memory(ks) => Iter::Memory(ks.range::<&[u8], _>(..)),
+        }
+    }
+
+    /// Bytes of the keyspace's tables on disk (what its memtable holds is in the
+    /// journal); 0 in memory.
+    pub(crate) fn disk_space(&self) -> u64 {
+        match self {
+            Keyspace::Fjall(ks) => ks.disk_space(),
+            Keyspace::Memory(_) => 0,
+        }
+    }
+
+    /// Writes the memtable out, then merges every table into one sorted run, dropping
+    /// overwritten and removed entries; blocks until done. Nothing to do in memory.
+    pub(crate) fn major_compact(&self) -> Result<(), StoreError> {
+        match self {
+            Keyspace::Fjall(ks) => {
+                // Flushed first, so the journal that held the memtable can be dropped
+                // and the compaction sees every entry.
+                ks.rotate_memtable_and_wait()?;
+                Ok(ks.major_compact()?)
+            }
+            Keyspace::Memory(_) => Ok(()),
         }
     }
 }

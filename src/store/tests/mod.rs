@@ -62,6 +62,7 @@ macro_rules! both_backends {
     };
 }
 
+mod lifecycle;
 mod log_read;
 mod queries;
 
