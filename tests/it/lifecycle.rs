@@ -101,6 +101,34 @@ async fn export_then_import_into_an_empty_node_gives_the_same_deltas_byte_for_by
     assert!(tail.ok(), "{}", tail.err);
     assert_eq!(tail.out.lines().collect::<Vec<_>>(), exported[400..]);
 
+    // A running node over its change feed, in pages of 1000 positions: the same lines.
+    let serving = Serving::start(&["--data", a.to_str().unwrap()]);
+    let online = run(&["export", "--url", &serving.url]);
+    assert!(online.ok(), "{}", online.err);
+    assert_eq!(online.out.lines().collect::<Vec<_>>(), exported);
+    assert!(
+        online.err.contains("continue with --since 501"),
+        "{}",
+        online.err
+    );
+    let bob = run(&[
+        "export",
+        "--url",
+        &serving.url,
+        "--author",
+        "bob",
+        "--since",
+        "250",
+    ]);
+    assert!(bob.ok(), "{}", bob.err);
+    let only_bob: Vec<&str> = exported[250..]
+        .iter()
+        .copied()
+        .filter(|l| json_of(l)["author"] == "bob")
+        .collect();
+    assert_eq!(bob.out.lines().collect::<Vec<_>>(), only_bob);
+    serving.stop();
+
     // The gzip part (alice only) first, then everything: the overlap is duplicates.
     std::fs::create_dir_all(&b).unwrap();
     let empty = durable(&b, "b").await;

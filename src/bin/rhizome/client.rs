@@ -153,6 +153,23 @@ impl Client {
         self.answer(url, res).await
     }
 
+    /// GETs `path` with query parameters and returns the body as text, for an answer
+    /// whose parts must keep their exact bytes (the deltas of `GET /changes`).
+    ///
+    /// # Errors
+    /// As [`Client::post`].
+    pub async fn get_text(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<String, ClientError> {
+        let res = self.get_stream(path, query).await?;
+        res.text().await.map_err(|source| ClientError::Http {
+            url: format!("{}{path}", self.base),
+            source,
+        })
+    }
+
     /// DELETEs `path` and returns the JSON answer, `Value::Null` when the node sent no body
     /// (204 No Content).
     ///

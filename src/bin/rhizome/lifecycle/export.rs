@@ -1,19 +1,25 @@
 //! `rhizome export`: a node's log as JSON lines, one delta per line, exactly as stored.
 //!
 //! The log is read a page at a time from a [`Source`] and written as it is read, so an
-//! export holds one page in memory whatever the log's size. Progress and the last
-//! position written go to stderr; `--since` that position continues an export that
-//! stopped.
+//! export holds one page in memory whatever the log's size: a stopped node's store
+//! ([`DataDir`]), or a running node's change feed ([`Changes`], `GET /changes`). Progress
+//! and the last position written go to stderr; `--since` that position continues an
+//! export that stopped.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
 use rhizome::store::ReadLimit;
 use rhizome::{Delta, DeltaFilter, Seq, Store};
 
 use super::lines::LineWriter;
+use super::Online;
+use crate::client::Client;
 
 /// Log positions read per page.
 const PAGE: usize = 1000;
@@ -24,12 +30,14 @@ Examples:
   rhizome export --data ./data --out deltas.jsonl.gz      the whole log, compressed
   rhizome export --data ./data --since 120000 > more.jsonl  what came after position 120000
   rhizome export --data ./data --author alice --author bob   two authors' deltas
+  rhizome export --url http://127.0.0.1:8080 > all.jsonl     a running node, over GET /changes
 
-The node must be stopped: its data directory opens in one process at a time.")]
+With --data the node must be stopped: its data directory opens in one process at a time.
+Without it, the running node at --url is read through its change feed.")]
 pub struct ExportArgs {
-    /// The stopped node's data directory.
+    /// A stopped node's data directory (instead of asking a running node).
     #[arg(long, value_name = "DIR")]
-    pub data: PathBuf,
+    pub data: Option<PathBuf>,
     /// Only the deltas stored after this log position (what an earlier export printed
     /// as its last position).
     #[arg(long, value_name = "SEQ", default_value_t = 0)]
@@ -43,6 +51,11 @@ pub struct ExportArgs {
     /// Write here instead of stdout (gzip-compressed when it ends in `.gz`).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// The node's config file, where its token may be (with --url).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub node: Online,
 }
 
 /// A page of the log.
@@ -111,10 +124,95 @@ impl Drop for DataDir {
     }
 }
 
+/// A running node's change feed (`GET /changes`, `feed=normal`), paged by its
+/// `last_seq` while it says more is `pending`. The node applies the filter, so only the
+/// deltas kept cross the network.
+pub struct Changes {
+    client: Client,
+    filter: Option<String>,
+    head: Option<u64>,
+    done: bool,
+}
+
+/// One answer of the feed; each delta kept as the node sent it, byte for byte.
+#[derive(Deserialize)]
+struct FeedPage {
+    results: Vec<Change>,
+    last_seq: u64,
+    pending: u64,
+}
+
+#[derive(Deserialize)]
+struct Change {
+    seq: u64,
+    delta: Box<RawValue>,
+}
+
+impl Changes {
+    pub fn new(client: Client, filter: Option<&DeltaFilter>) -> anyhow::Result<Changes> {
+        let filter = filter
+            .map(serde_json::to_string)
+            .transpose()
+            .context("the filter does not serialize")?;
+        Ok(Changes {
+            client,
+            filter,
+            head: None,
+            done: false,
+        })
+    }
+}
+
+impl Source for Changes {
+    async fn page(&mut self, after: u64) -> anyhow::Result<Option<Page>> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut query = vec![("since", after.to_string()), ("limit", PAGE.to_string())];
+        if let Some(f) = &self.filter {
+            query.push(("filter", f.clone()));
+        }
+        let answer = self.client.get_text("/changes", &query).await?;
+        let page: FeedPage =
+            serde_json::from_str(&answer).context("the node's /changes answer is not a page")?;
+        anyhow::ensure!(
+            page.last_seq >= after,
+            "the node's change feed went back from position {after} to {}",
+            page.last_seq
+        );
+        self.head = Some(page.last_seq + page.pending);
+        // Nothing pending means the page reached the head as it was when answered: the
+        // export ends there, as an export of a stopped node ends at its head.
+        self.done = page.pending == 0 || page.last_seq == after;
+        Ok(Some(Page {
+            deltas: page
+                .results
+                .into_iter()
+                .map(|c| (c.seq, c.delta.get().to_owned()))
+                .collect(),
+            through: page.last_seq,
+        }))
+    }
+
+    fn head(&self) -> Option<u64> {
+        self.head
+    }
+}
+
 pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     let filter = filter(&args)?;
-    let source = DataDir::open(&args.data)?;
-    export(source, filter, args.since, args.out.as_deref()).await
+    match &args.data {
+        Some(dir) => {
+            let source = DataDir::open(dir)?;
+            export(source, filter, args.since, args.out.as_deref()).await
+        }
+        None => {
+            let client = args.node.client(args.config.as_deref())?;
+            let source = Changes::new(client, filter.as_ref())?;
+            // The node filtered already: every delta it sent is written.
+            export(source, None, args.since, args.out.as_deref()).await
+        }
+    }
 }
 
 fn filter(args: &ExportArgs) -> anyhow::Result<Option<DeltaFilter>> {
