@@ -6,7 +6,8 @@
 //! - `POST /query`: `{"filter": DeltaFilter, "after"?: seq, "limit"?: n}`; both answers are
 //!   streamed and paged by bytes as well as by `limit` (see [`stream`])
 //! - `GET /deltas/{id}`, `POST /deltas/{id}/negate` (`{"author"?, "reason"?}`)
-//! - `GET /`: the node's info document (see [`info`])
+//! - `GET /`: the node's info document (see [`info`]), or the console for a browser
+//! - `GET /ui/`, `/ui/{asset}`: the operator console (see [`console`])
 //! - `GET /events`: the node's events as Server-Sent Events (see [`events`])
 //! - `GET /status`
 //! - `GET /health`, `/health/live`, `/health/ready` (see [`health`])
@@ -23,6 +24,7 @@ pub mod auth;
 mod authors;
 mod body;
 mod connections;
+mod console;
 mod error;
 mod events;
 mod health;
@@ -77,7 +79,10 @@ pub fn router(fed: Federation, admin_routes: AdminRoutes, refusals: Arc<Refusals
         .route("/query", post(post_query))
         .route("/deltas/{id}", get(get_delta))
         .route("/deltas/{id}/negate", post(negate_delta))
-        .route("/", get(info::document))
+        .route("/", get(console::root))
+        .route("/ui", get(console::redirect))
+        .route("/ui/", get(console::index))
+        .route("/ui/{asset}", get(console::asset))
         .route("/status", get(status))
         .route("/events", get(events::stream))
         .route("/health", get(health::summary))
