@@ -17,6 +17,11 @@ export function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// A `<dt>`/`<dd>` pair of a facts list.
+export function fact(name, value, cls) {
+  return [el("dt", { text: name }), el("dd", { class: cls }, value)];
+}
+
 export function $(selector) {
   return document.querySelector(selector);
 }

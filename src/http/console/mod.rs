@@ -50,6 +50,11 @@ const ASSETS: &[Asset] = &[
         body: include_bytes!("api.js"),
     },
     Asset {
+        name: "links.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("links.js"),
+    },
+    Asset {
         name: "events.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("events.js"),

@@ -238,6 +238,19 @@ async fn a_broken_script_saved_on_disk_shows_its_error_and_line_at_once() {
         .await;
     assert_eq!(state, "failed");
     console.screenshot("error").await;
+
+    // A node that stops: the page says so in words, and keeps what it last showed.
+    server.shutdown().await.unwrap();
+    console
+        .wait_until(
+            "the node reported unreachable",
+            "document.querySelector('#banner').textContent.includes('is not answering')",
+        )
+        .await;
+    assert!(console
+        .text("#policies-table")
+        .await
+        .contains("broken.rhai"));
     console.close().await;
 }
 
