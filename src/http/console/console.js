@@ -240,7 +240,10 @@ async function searchDeltas(after) {
   if (after) params.set("after", String(after));
   try {
     const page = await api.get(`/deltas?${params}`, "the delta query");
-    note("#deltas-note", `${page.count} deltas${after ? " more" : ""}${page.next ? "; more follow" : ""}.`);
+    note("#deltas-note", "");
+    const result = $("#deltas-result");
+    result.textContent = `${page.count} ${after ? "more " : ""}delta${page.count === 1 ? "" : "s"}${page.next ? "; more follow" : ""}.`;
+    result.hidden = false;
     const rows = page.deltas.map((d) => el("tr", { "data-delta-id": d.id, tabindex: 0, onclick: () => showDelta(d), onkeydown: (e) => e.key === "Enter" && showDelta(d) },
       el("td", { class: "mono", text: d.id }),
       el("td", { text: d.author }),

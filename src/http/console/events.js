@@ -9,6 +9,8 @@ const RETRY_MS = 2000;
 export function follow({ onEvent, onState }) {
   let stopped = false;
   let controller = null;
+  // Set while the stream is cut on purpose (a new token): reconnect at once, quietly.
+  let restarting = false;
 
   async function run() {
     while (!stopped) {
@@ -31,7 +33,12 @@ export function follow({ onEvent, onState }) {
         }
       } catch (e) {
         if (stopped) return;
-        onState(`the event stream is cut (${e.message || e}); reconnecting`, true);
+        if (!restarting) onState(`the event stream is cut (${e.message || e}); reconnecting`, true);
+      }
+      if (restarting) {
+        restarting = false;
+        onState("reconnecting", false);
+        continue;
       }
       await new Promise((r) => setTimeout(r, RETRY_MS));
     }
@@ -41,6 +48,7 @@ export function follow({ onEvent, onState }) {
   return {
     // Reconnects now (after a new token, say).
     restart() {
+      restarting = true;
       if (controller) controller.abort();
     },
   };

@@ -171,6 +171,13 @@ async fn pausing_a_link_from_the_page_pauses_it() {
     assert_eq!(api(&a, "/links/to-b").await.1["paused"], false);
 
     console.use_token(ADMIN).await;
+    // The event stream reconnects with the token, without an alarm.
+    console
+        .wait_until(
+            "the event stream live again",
+            "document.querySelector('#events-state').textContent === 'live'",
+        )
+        .await;
     console.click(&pause).await;
     assert!(
         wait_for(T, || a
@@ -325,6 +332,29 @@ async fn a_refused_delta_is_quarantined_and_replay_from_the_page_admits_it() {
             &format!("document.querySelector('{row}') === null"),
         )
         .await;
+
+    // The delta browser finds it by author and opens it whole.
+    console
+        .type_into("#deltas-query input[name=author]", "eve")
+        .await;
+    console.click("#deltas-query button[type=submit]").await;
+    let found = format!("#deltas-table tr[data-delta-id=\"{eve}\"]");
+    console
+        .wait_until(
+            "the delta found",
+            &format!("document.querySelector('{found}') !== null"),
+        )
+        .await;
+    console.click(&found).await;
+    console
+        .wait_until(
+            "the delta shown whole",
+            &format!(
+                "document.querySelector('#delta-json').textContent.includes('\"id\": \"{eve}\"')"
+            ),
+        )
+        .await;
+    console.screenshot("replayed").await;
     console.close().await;
 }
 
