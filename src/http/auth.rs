@@ -2,8 +2,10 @@
 //! handler runs.
 //!
 //! Every route is in one class, named in one place ([`access`]):
-//! - open: `/health*` (probes) and the federation endpoint, where peers prove who they
-//!   are in their own handshake;
+//! - open: `/health*` (probes), the federation endpoint, where peers prove who they
+//!   are in their own handshake, and the console's files (`/ui/...`, and `/` when a
+//!   browser asks for the page rather than the info document): they hold no data, the
+//!   page asks the operator for a token and sends it on the API calls it makes;
 //! - read: `GET /deltas`, `GET /deltas/{id}`, `POST /query`, `GET /status`, `/metrics`;
 //! - write: `POST /deltas`;
 //! - admin: everything else: links, policies, the quarantine (it holds the deltas the
@@ -65,6 +67,7 @@ pub fn access(method: &Method, route: &str) -> Access {
     let post = method == Method::POST;
     match route {
         "/health" | "/health/live" | "/health/ready" => Access::Open,
+        "/ui" | "/ui/" | "/ui/{asset}" if read => Access::Open,
         "/deltas" if post => Access::Write,
         "/" | "/deltas" | "/deltas/{id}" | "/status" | "/metrics" | "/events" | "/changes"
             if read =>
@@ -212,7 +215,9 @@ pub(super) async fn require_token(
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
-    let class = if route == gate.federation_path {
+    let class = if route == gate.federation_path
+        || (route == "/" && super::console::wants_html(req.headers()))
+    {
         Access::Open
     } else {
         access(req.method(), &route)
@@ -294,6 +299,9 @@ mod tests {
         assert_eq!(access(&Method::POST, "/deltas"), Access::Write);
         assert_eq!(access(&Method::GET, "/deltas"), Access::Read);
         assert_eq!(access(&Method::HEAD, "/status"), Access::Read);
+        assert_eq!(access(&Method::GET, "/"), Access::Read);
+        assert_eq!(access(&Method::GET, "/ui/{asset}"), Access::Open);
+        assert_eq!(access(&Method::POST, "/ui/{asset}"), Access::Admin);
         assert_eq!(access(&Method::POST, "/query"), Access::Read);
         assert_eq!(access(&Method::GET, "/changes"), Access::Read);
         assert_eq!(access(&Method::POST, "/deltas/{id}/negate"), Access::Admin);

@@ -6,7 +6,8 @@
 //! - `POST /query`: `{"filter": DeltaFilter, "after"?: seq, "limit"?: n}`; both answers are
 //!   streamed and paged by bytes as well as by `limit` (see [`stream`])
 //! - `GET /deltas/{id}`, `POST /deltas/{id}/negate` (`{"author"?, "reason"?}`)
-//! - `GET /`: the node's info document (see [`info`])
+//! - `GET /`: the node's info document (see [`info`]), or the console for a browser
+//! - `GET /ui/`, `/ui/{asset}`: the operator console (see [`console`])
 //! - `GET /events`: the node's events as Server-Sent Events (see [`events`])
 //! - `GET /changes`: the log as a change feed, to follow and resume (see [`changes`])
 //! - `GET /status`
@@ -26,6 +27,7 @@ mod authors;
 mod body;
 mod changes;
 mod connections;
+mod console;
 mod error;
 mod events;
 mod health;
@@ -81,7 +83,10 @@ pub fn router(fed: Federation, admin_routes: AdminRoutes, refusals: Arc<Refusals
         .route("/query", post(post_query))
         .route("/deltas/{id}", get(get_delta))
         .route("/deltas/{id}/negate", post(negate_delta))
-        .route("/", get(info::document))
+        .route("/", get(console::root))
+        .route("/ui", get(console::redirect))
+        .route("/ui/", get(console::index))
+        .route("/ui/{asset}", get(console::asset))
         .route("/status", get(status))
         .route("/events", get(events::stream))
         .route("/changes", get(changes::feed))

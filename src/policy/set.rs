@@ -101,6 +101,9 @@ pub struct Script {
     /// The last compile error; with an `ast`, the script runs its last good version.
     pub error: Option<ScriptError>,
     source_hash: u64,
+    /// Evaluations of this file, kept across reloads while the file exists (shared by
+    /// every version of it, so an edit does not reset the count).
+    evaluations: Arc<AtomicU64>,
 }
 
 /// A script's verdict on one delta.
@@ -212,6 +215,8 @@ pub struct ScriptInfo {
     /// `failed` (never compiled: rejects everything in its scope).
     pub state: &'static str,
     pub error: Option<ScriptError>,
+    /// Deltas it judged (since it was first loaded).
+    pub evaluations: u64,
     /// Deltas it rejected (since the node started).
     pub rejections: u64,
 }
@@ -278,6 +283,7 @@ impl PolicySet {
                             ast,
                             error,
                             source_hash,
+                            evaluations: prior.map_or_else(Arc::default, |p| p.evaluations.clone()),
                         }
                     }
                 };
@@ -336,6 +342,7 @@ impl PolicySet {
                     (None, _) => "failed",
                 },
                 error: s.error.clone(),
+                evaluations: s.evaluations.load(Ordering::Relaxed),
                 rejections: rejections.get(&s.file).copied().unwrap_or(0),
             })
             .collect()
@@ -433,6 +440,7 @@ impl PolicySet {
         let elapsed = started.elapsed();
         let c = &self.counters;
         c.evaluations.fetch_add(1, Ordering::Relaxed);
+        script.evaluations.fetch_add(1, Ordering::Relaxed);
         c.eval_nanos
             .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
         // Over budget, whatever the script answered: it was stopped (the progress

@@ -15,6 +15,7 @@ mod cli_link;
 mod cli_policy;
 mod config;
 mod connections;
+mod console;
 mod convergence;
 mod examples;
 mod faults;

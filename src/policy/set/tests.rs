@@ -283,3 +283,37 @@ fn sleep_is_a_compile_error_at_its_line() {
         );
     }
 }
+
+#[test]
+fn each_script_counts_its_evaluations_and_rejections_across_edits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = dirs(tmp.path());
+    let p = tmp.path().join("policies");
+    fs::write(p.join("10-all.rhai"), "true").unwrap();
+    fs::write(p.join("20-no-eve.rhai"), r#"delta.author != "eve""#).unwrap();
+    let set = PolicySet::load(&d, None).unwrap();
+    for author in ["alice", "eve", "bob"] {
+        set.judge(
+            ScriptKind::Trust,
+            &link("x"),
+            &new_delta(author, "s", vec![]),
+        );
+    }
+    let counts = |set: &PolicySet| -> Vec<(u64, u64)> {
+        set.scripts()
+            .iter()
+            .map(|s| (s.evaluations, s.rejections))
+            .collect()
+    };
+    assert_eq!(counts(&set), [(3, 0), (3, 1)]);
+
+    // An edit compiles a new version of the file; its counts go on.
+    fs::write(p.join("20-no-eve.rhai"), r#"delta.author != "mallory""#).unwrap();
+    let next = PolicySet::load(&d, Some(&set)).unwrap();
+    next.judge(
+        ScriptKind::Trust,
+        &link("x"),
+        &new_delta("eve", "s", vec![]),
+    );
+    assert_eq!(counts(&next), [(4, 0), (4, 1)]);
+}
