@@ -40,6 +40,12 @@
 //! moderators = ["<key>"]     # may negate any protected delta
 //! negations = "author"       # or "any"
 //!
+//! [retention]                # move old deltas to archive files (applied live)
+//! maxAge = "90d"             # older than this (ms, s, m, h, d)
+//! maxBytes = 10737418240     # or: while the store takes more on disk
+//! filter = { targetContexts = ["logs"] }  # only these may be archived
+//! interval = "10m"           # how often the rule is applied
+//!
 //! [[author]]                 # deltas by "alice" must be signed by one of these keys
 //! name = "alice"
 //! keys = ["<base64url or hex>"]
@@ -70,6 +76,7 @@ use crate::admission::{
 };
 use crate::delta::Limits;
 use crate::federation::{LinkConfig, PointerForm, ServerOptions};
+use crate::node::retention::RetentionSettings;
 use crate::node::{NodeConfig, Storage};
 use crate::policy::PolicyDirs;
 use crate::store::Durability;
@@ -172,6 +179,8 @@ pub struct NodeFile {
     pub signatures: SignatureSettings,
     /// Signs the deltas this node completes from the authoring shorthand.
     pub signing_key: Option<PathBuf>,
+    /// `[retention]`: which deltas move to the archive.
+    pub retention: RetentionSettings,
 }
 
 /// The file as serde sees it; links are checked one by one for precise errors.
@@ -194,6 +203,7 @@ struct RawFile {
     author: Vec<AuthorEntry>,
     signatures: SignatureSettings,
     signing_key: Option<PathBuf>,
+    retention: RetentionSettings,
 }
 
 impl NodeFile {
@@ -299,6 +309,7 @@ impl NodeFile {
         PeerTable::new(raw.peer.clone()).map_err(|e| format!("peer: {e}"))?;
         AuthorTable::new(raw.author.clone()).map_err(|e| format!("author: {e}"))?;
         SignaturePolicy::new(raw.signatures.clone())?;
+        raw.retention.check()?;
         let max_message = raw
             .server
             .max_message_size
@@ -329,6 +340,7 @@ impl NodeFile {
             authors: raw.author,
             signatures: raw.signatures,
             signing_key: raw.signing_key,
+            retention: raw.retention,
         })
     }
 

@@ -2,8 +2,8 @@
 //!
 //! - `POST /deltas`: one delta, an array, or the authoring shorthand (`author` +
 //!   `pointers`; the node fills `id`, `timestamp`, `system`).
-//! - `GET /deltas?author=&system=&targetId=&context=&since=&until=&after=&limit=&includeNegated=`
-//! - `POST /query`: `{"filter": DeltaFilter, "after"?: seq, "limit"?: n}`; both answers are
+//! - `GET /deltas?author=&system=&targetId=&context=&since=&until=&after=&limit=&includeNegated=&includeArchive=`
+//! - `POST /query`: `{"filter": DeltaFilter, "after"?: seq, "limit"?: n, "includeArchive"?: bool}`; both answers are
 //!   streamed and paged by bytes as well as by `limit` (see [`stream`])
 //! - `GET /deltas/{id}`, `POST /deltas/{id}/negate` (`{"author"?, "reason"?}`)
 //! - `GET /`: the node's info document (see [`info`])
@@ -15,10 +15,12 @@
 //! - `/links` (see [`links`]) and the federation WebSocket endpoint (`/federation` by default)
 //! - `/peers` (see [`peers`]): the peers known by key or token
 //! - `/authors` (see [`authors`]): authors bound to keys, and the signature settings
+//! - `POST /archive` (see [`archive`]): one archival pass now
 //!
 //! Which token each route takes is said in one place, [`auth::access`]; a new route is an
 //! admin route until it is named there.
 
+mod archive;
 pub mod auth;
 mod authors;
 mod body;
@@ -92,6 +94,7 @@ pub fn router(fed: Federation, admin_routes: AdminRoutes, refusals: Arc<Refusals
         .route("/authors", get(authors::list).post(authors::add))
         .route("/authors/{name}", axum::routing::delete(authors::remove))
         .route("/metrics", get(metrics::metrics))
+        .route("/archive", post(archive::run))
         .route("/policies", get(policies::get))
         .route("/policies/reload", post(policies::reload))
         .route("/quarantine", get(policies::quarantine))
@@ -243,6 +246,9 @@ struct DeltaParams {
     after: Option<u64>,
     limit: Option<usize>,
     include_negated: Option<bool>,
+    /// Also read the archive files (see [`stream`]).
+    #[serde(alias = "include_archive")]
+    include_archive: Option<bool>,
 }
 
 async fn get_deltas(
@@ -263,7 +269,7 @@ async fn get_deltas(
         }),
         include_negated: p.include_negated,
     };
-    run_query(&node, filter, p.after, p.limit).await
+    run_query(&node, filter, p.after, p.limit, p.include_archive).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -273,6 +279,8 @@ struct QueryBody {
     filter: Option<Value>,
     after: Option<u64>,
     limit: Option<usize>,
+    #[serde(rename = "includeArchive", alias = "include_archive")]
+    include_archive: Option<bool>,
 }
 
 async fn post_query(
@@ -287,7 +295,7 @@ async fn post_query(
             .map_err(|e| ApiError::bad_request("INVALID_FILTER", e.to_string()))?,
         None => DeltaFilter::default(),
     };
-    run_query(&node, filter, q.after, q.limit).await
+    run_query(&node, filter, q.after, q.limit, q.include_archive).await
 }
 
 /// A page of deltas matching `filter`, streamed (see [`stream`]): `limit` deltas at most,
@@ -298,6 +306,7 @@ async fn run_query(
     filter: DeltaFilter,
     after: Option<u64>,
     limit: Option<usize>,
+    include_archive: Option<bool>,
 ) -> Result<Response, ApiError> {
     let limit = limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
@@ -311,7 +320,7 @@ async fn run_query(
         after: Seq(after.unwrap_or(0)),
         limit: Some(limit),
     };
-    stream::answer(node, query).await
+    stream::answer(node, query, include_archive.unwrap_or(false)).await
 }
 
 async fn get_delta(
@@ -392,7 +401,7 @@ async fn status(State(fed): State<Federation>) -> Json<Value> {
         "store": {
             "path": store.path(),
             "temporary": store.is_temporary(),
-            "deltas": store.head().0,
+            "deltas": store.head().0.saturating_sub(store.archive_stats().unwrap_or_default().count),
             "head": store.head().0,
             "duplicatesSinceStart": store.duplicates(),
             "diskBytes": store.disk_space(),
@@ -401,5 +410,6 @@ async fn status(State(fed): State<Federation>) -> Json<Value> {
         "links": fed.link_infos(),
         "policies": policies::policies_json(node),
         "quarantine": {"deltas": node.store().quarantine_len()},
+        "archive": archive::status(node),
     }))
 }

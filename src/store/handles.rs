@@ -32,6 +32,48 @@ pub(crate) struct Handles {
     pub ks: Keyspaces,
 }
 
+impl Handles {
+    fn all(&self) -> [&Keyspace; 10] {
+        let ks = &self.ks;
+        [
+            &ks.log,
+            &ks.ids,
+            &ks.by_target,
+            &ks.by_context,
+            &ks.by_author,
+            &ks.by_system,
+            &ks.by_time,
+            &ks.negations,
+            &ks.meta,
+            &ks.quarantine,
+        ]
+    }
+
+    /// Bytes of every keyspace's tables on disk: the flushed data, without fjall's
+    /// journal (preallocated, and recycled once its memtables are flushed).
+    pub(crate) fn table_bytes(&self) -> u64 {
+        self.all().iter().map(|k| k.disk_space()).sum()
+    }
+
+    /// Writes every memtable out, so that [`Handles::table_bytes`] counts everything.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub(crate) fn flush(&self) -> Result<(), StoreError> {
+        self.all().iter().try_for_each(|k| k.flush())
+    }
+
+    /// Makes the space of removed entries free on disk now (after archival), rather
+    /// than when compaction gets to them: flushes every keyspace and compacts each
+    /// whole. Nothing to do in memory.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub(crate) fn reclaim(&self) -> Result<(), StoreError> {
+        self.all().iter().try_for_each(|k| k.reclaim())
+    }
+}
+
 /// Where the current [`Handles`] are; empty while the writer reopens the database.
 pub(crate) struct Slot(RwLock<Option<Arc<Handles>>>);
 

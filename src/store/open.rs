@@ -150,6 +150,7 @@ impl Store {
                 duplicates,
                 quarantine,
                 recent,
+                archive_lock: std::sync::Mutex::new(()),
             }),
         })
     }

@@ -27,6 +27,7 @@ mod http_reads;
 mod peer_auth;
 mod policies;
 mod readme_tour;
+mod retention;
 mod signature_vectors;
 mod signatures;
 mod signing_cli;

@@ -18,6 +18,7 @@
 //! - `allocator`: how long `serve`'s allocator keeps freed pages.
 
 mod allocator;
+mod archive;
 mod args;
 mod author;
 mod client;
@@ -86,6 +87,8 @@ enum Command {
     Keygen(keygen::KeygenArgs),
     /// Check the signatures of deltas in a file or on stdin, offline (no node needed).
     Verify(verify::VerifyArgs),
+    /// Move old deltas of a stopped node into archive files (its `[retention]` rule, or flags).
+    Archive(archive::ArchiveArgs),
 }
 
 #[tokio::main]
@@ -107,6 +110,7 @@ async fn main() -> ExitCode {
         Command::Quarantine(args) => quarantine::run(args).await,
         Command::Keygen(args) => keygen::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Archive(args) => archive::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -132,6 +132,32 @@ impl Keyspace {
         }
     }
 
+    /// Bytes of this keyspace's tables on disk (0 in memory).
+    pub(crate) fn disk_space(&self) -> u64 {
+        match self {
+            Keyspace::Fjall(ks) => ks.disk_space(),
+            Keyspace::Memory(_) => 0,
+        }
+    }
+
+    /// Writes the memtable out as a table and waits for it; nothing to do in memory.
+    pub(crate) fn flush(&self) -> Result<(), StoreError> {
+        match self {
+            Keyspace::Fjall(ks) => Ok(ks.rotate_memtable_and_wait()?),
+            Keyspace::Memory(_) => Ok(()),
+        }
+    }
+
+    /// Flushes the memtable and compacts every table into one, dropping removed
+    /// entries from disk; nothing to do in memory.
+    pub(crate) fn reclaim(&self) -> Result<(), StoreError> {
+        self.flush()?;
+        match self {
+            Keyspace::Fjall(ks) => Ok(ks.major_compact()?),
+            Keyspace::Memory(_) => Ok(()),
+        }
+    }
+
     /// Every entry, in key order.
     pub(crate) fn iter(&self) -> Iter {
         match self {
