@@ -457,6 +457,24 @@ reconnect = { maxAttempts = 3 }
     }
 
     #[test]
+    fn the_retention_rule_parses_and_a_bad_one_names_its_key() {
+        let f = NodeFile::parse(
+            "[retention]\nmaxAge = \"90d\"\nmaxBytes = 1000\ninterval = \"5m\"\nfilter = { authors = [\"a\"] }",
+        )
+        .unwrap();
+        assert_eq!(f.retention.max_age.as_deref(), Some("90d"));
+        assert_eq!(f.retention.interval(), Duration::from_secs(300));
+        assert_eq!(
+            f.retention.filter.unwrap().authors,
+            Some(vec!["a".to_owned()])
+        );
+        let e = NodeFile::parse("[retention]\nmaxAge = \"90 days\"").unwrap_err();
+        assert!(e.contains("retention.maxAge"), "{e}");
+        let e = NodeFile::parse("[retention]\nmaxage = \"9d\"").unwrap_err();
+        assert!(e.contains("maxage"), "{e}");
+    }
+
+    #[test]
     fn bad_files_get_errors_that_name_the_key() {
         let e = NodeFile::parse("listen = 5").unwrap_err();
         assert!(e.contains("listen"), "{e}");

@@ -7,7 +7,8 @@
 //! - read: `GET /deltas`, `GET /deltas/{id}`, `POST /query`, `GET /status`, `/metrics`;
 //! - write: `POST /deltas`;
 //! - admin: everything else: links, policies, the quarantine (it holds the deltas the
-//!   node refused, which a reader of the log is not meant to see), negation, and any
+//!   node refused, which a reader of the log is not meant to see), negation, archival
+//!   (`POST /archive`), and any
 //!   route added later until it is classed otherwise, so a new route is never open by
 //!   mistake.
 //!

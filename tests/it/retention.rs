@@ -339,3 +339,50 @@ async fn the_config_files_rule_runs_every_interval_and_reloads_live() {
     assert_eq!(status["store"]["deltas"], 1);
     node.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_archive_takes_the_admin_token_and_a_node_in_memory_says_why_it_cannot() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = rhizome::ServerOptions {
+        admin_token: Some("admin-secret".into()),
+        ..rhizome::ServerOptions::default()
+    };
+    let on_disk = common::start_node_with_options(
+        NodeConfig {
+            storage: Storage::Path(dir.path().to_owned()),
+            ..NodeConfig::default()
+        },
+        options,
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/archive", on_disk.url());
+    let refused = client.post(&url).send().await.unwrap();
+    assert_eq!(refused.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let ran = client
+        .post(&url)
+        .bearer_auth("admin-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ran.status(), reqwest::StatusCode::OK);
+    let ran: Value = ran.json().await.unwrap();
+    assert_eq!(
+        ran["report"]["archived"], 0,
+        "no rule, nothing moves: {ran}"
+    );
+
+    let in_memory = common::start_node("forgetful").await;
+    let answer = client
+        .post(format!("{}/archive", in_memory.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), reqwest::StatusCode::CONFLICT);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["error"], "NO_ARCHIVE");
+    assert!(
+        body["message"].as_str().unwrap().contains("in memory"),
+        "{body}"
+    );
+}
