@@ -64,13 +64,26 @@ impl Handles {
     }
 
     /// Makes the space of removed entries free on disk now (after archival), rather
-    /// than when compaction gets to them: flushes every keyspace and compacts each
-    /// whole. Nothing to do in memory.
+    /// than when compaction gets to them: compacts the log and the indexes whole and
+    /// flushes the rest. Nothing to do in memory.
     ///
     /// # Errors
     /// Storage errors.
     pub(crate) fn reclaim(&self) -> Result<(), StoreError> {
-        self.all().iter().try_for_each(|k| k.reclaim())
+        let ks = &self.ks;
+        // The keyspaces archival removes from; the others are only flushed.
+        [
+            &ks.log,
+            &ks.by_target,
+            &ks.by_context,
+            &ks.by_author,
+            &ks.by_system,
+            &ks.by_time,
+            &ks.negations,
+        ]
+        .iter()
+        .try_for_each(|k| k.reclaim())?;
+        self.flush()
     }
 }
 

@@ -303,8 +303,10 @@ impl Store {
         }
     }
 
-    /// Archives the oldest deltas by log position until the store's bytes on disk are
-    /// under `max_bytes`'s target, reclaiming space after each chunk to measure again.
+    /// Archives the oldest deltas by log position until the store's tables are under
+    /// `max_bytes`'s target. Each round archives about the excess in record bytes
+    /// (chunk by chunk), then compacts once and measures again: records compress on
+    /// disk, so a round frees less than it archived, and the next round takes the rest.
     fn archive_by_size(
         &self,
         dir: &Path,
@@ -323,36 +325,42 @@ impl Store {
                 return Ok(());
             }
             let excess = (size - target) as usize;
-            let mut chunk = Vec::new();
-            let mut bytes = 0usize;
-            {
-                let handles = self.handles()?;
-                let head = self.head();
-                for guard in handles
-                    .ks
-                    .log
-                    .range(keys::seq_key(Seq(cursor.0 + 1))..=keys::seq_key(head))
-                {
-                    let (k, v) = guard.into_inner()?;
-                    cursor = keys::decode_seq(&k)?;
-                    chunk.push(cursor);
-                    bytes += v.len();
-                    if bytes >= excess || chunk.len() >= CHUNK_DELTAS {
-                        break;
-                    }
-                }
-                if chunk.is_empty() {
-                    cursor = head;
-                }
+            let mut archived = 0usize;
+            while archived < excess && cursor < self.head() {
+                let (chunk, next) = self.oldest_after(cursor, excess - archived)?;
+                cursor = next;
+                archived += self.archive_chunk(dir, rule, &chunk, report)?;
             }
-            if self.archive_chunk(dir, rule, &chunk, report)? > 0 {
+            if archived > 0 {
                 self.handles()?.reclaim()?;
             }
         }
     }
 
+    /// Positions after `cursor`, oldest first, whose records add up to about `bytes`
+    /// (at most a chunk), and the last position looked at.
+    fn oldest_after(&self, cursor: Seq, bytes: usize) -> Result<(Vec<Seq>, Seq), StoreError> {
+        let handles = self.handles()?;
+        let head = self.head();
+        let (mut chunk, mut last, mut sum) = (Vec::new(), head, 0usize);
+        for guard in handles
+            .ks
+            .log
+            .range(keys::seq_key(Seq(cursor.0 + 1))..=keys::seq_key(head))
+        {
+            let (k, v) = guard.into_inner()?;
+            last = keys::decode_seq(&k)?;
+            chunk.push(last);
+            sum += v.len();
+            if sum >= bytes || chunk.len() >= CHUNK_DELTAS {
+                break;
+            }
+        }
+        Ok((chunk, last))
+    }
+
     /// Archives those of `seqs` (ascending) that may be: writes their parts, then
-    /// removes them from the store. Returns how many were archived.
+    /// removes them from the store. Returns the record bytes archived.
     fn archive_chunk(
         &self,
         dir: &Path,
@@ -413,7 +421,7 @@ impl Store {
         }
         self.remove_chunk(&gone, &names, report)?;
         report.parts.extend(names);
-        Ok(gone.len())
+        Ok(bytes)
     }
 
     /// Removes `gone` from the store and marks `parts` applied, in one durable batch,
