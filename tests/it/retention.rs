@@ -127,7 +127,7 @@ async fn old_deltas_move_to_archive_files_and_include_archive_brings_them_back()
     assert!(recent.get("mayBeIncomplete").is_none(), "{recent}");
 
     // includeArchive reads them back, after the live ones, with the filter applied.
-    let all = get(&base, "/deltas?includeArchive=true").await;
+    let all = get(&base, "/deltas?include_archive=true").await;
     let ids = ids_of(&all);
     assert_eq!(ids.len(), 25);
     assert!(ids[..5].iter().all(|id| id.starts_with("new-")), "{ids:?}");
@@ -141,6 +141,21 @@ async fn old_deltas_move_to_archive_files_and_include_archive_brings_them_back()
     .await;
     assert_eq!(ids_of(&bobs).len(), 10, "{bobs}");
     assert!(get(&base, "/deltas/old-03").await.get("error").is_some());
+
+    // The CLI passes it on, and says when an answer may be incomplete.
+    let node_url = base.clone();
+    let (live, all) = tokio::task::spawn_blocking(move || {
+        let query = |extra: &[&str]| {
+            common::cli::run(&[&["query", "--node", node_url.as_str()], extra].concat())
+        };
+        (query(&[]), query(&["--include-archive"]))
+    })
+    .await
+    .unwrap();
+    assert_eq!(live.json_lines().len(), 5);
+    assert!(live.err.contains("--include-archive"), "{}", live.err);
+    assert_eq!(all.json_lines().len(), 25);
+    assert!(all.err.is_empty(), "{}", all.err);
 
     let status = get(&base, "/status").await;
     assert_eq!(status["archive"]["deltas"], 20);
