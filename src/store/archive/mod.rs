@@ -52,6 +52,28 @@ const SIZE_TARGET_PERCENT: u64 = 90;
 const STATS_KEY: &str = "archive/stats";
 const APPLIED_PREFIX: &str = "archive/applied/";
 
+/// What archival passes learn about this store, kept between passes.
+#[derive(Debug, Default)]
+pub(crate) struct Learned {
+    /// Table bytes freed on disk per record byte archived, from the last size round:
+    /// below 1 where records compress well, above where the indexes weigh more.
+    freed_per_byte: Option<f64>,
+}
+
+impl Learned {
+    /// The last round's ratio; 1 before any (a record takes its own size on disk).
+    fn freed_per_byte(&self) -> f64 {
+        self.freed_per_byte.unwrap_or(1.0)
+    }
+
+    fn freed(&mut self, freed: u64, archived: usize) {
+        // Bounded, so that a round that freed little (a compaction still catching up)
+        // cannot make the next one archive the whole store.
+        let ratio = (freed as f64 / archived.max(1) as f64).clamp(0.02, 4.0);
+        self.freed_per_byte = Some(ratio);
+    }
+}
+
 /// Which deltas a pass moves to the archive. A delta is archived when it is old enough
 /// (`before`) or the store is over its size (`max_bytes`, oldest first by log
 /// position), and it matches `filter`, and it is not one the rules above keep live.
@@ -190,7 +212,7 @@ impl Store {
     /// (what was done before them stays done and consistent).
     pub fn archive(&self, rule: &ArchiveRule) -> Result<ArchiveReport, ArchiveError> {
         let dir = self.archive_dir().ok_or(ArchiveError::NoDirectory)?;
-        let _one_at_a_time = self
+        let mut learned = self
             .inner
             .archive_lock
             .lock()
@@ -210,7 +232,7 @@ impl Store {
             self.archive_by_age(&dir, rule, before, &mut report)?;
         }
         if let Some(max_bytes) = rule.max_bytes {
-            self.archive_by_size(&dir, rule, max_bytes, &mut report)?;
+            self.archive_by_size(&dir, rule, max_bytes, &mut learned, &mut report)?;
         }
         report.store_bytes_after = self.table_bytes();
         report.took_ms = started.elapsed().as_millis() as u64;
@@ -304,14 +326,15 @@ impl Store {
     }
 
     /// Archives the oldest deltas by log position until the store's tables are under
-    /// `max_bytes`'s target. Each round archives about the excess in record bytes
-    /// (chunk by chunk), then compacts once and measures again: records compress on
-    /// disk, so a round frees less than it archived, and the next round takes the rest.
+    /// `max_bytes`'s target. Each round archives about the excess, converted to record
+    /// bytes by what earlier rounds freed per record byte (records compress on disk, and
+    /// the ids stay), chunk by chunk; then it compacts once and measures again.
     fn archive_by_size(
         &self,
         dir: &Path,
         rule: &ArchiveRule,
         max_bytes: u64,
+        learned: &mut Learned,
         report: &mut ArchiveReport,
     ) -> Result<(), ArchiveError> {
         if self.table_bytes() <= max_bytes {
@@ -324,15 +347,16 @@ impl Store {
             if size <= target || cursor >= self.head() {
                 return Ok(());
             }
-            let excess = (size - target) as usize;
+            let want = ((size - target) as f64 / learned.freed_per_byte()) as usize;
             let mut archived = 0usize;
-            while archived < excess && cursor < self.head() {
-                let (chunk, next) = self.oldest_after(cursor, excess - archived)?;
+            while archived < want && cursor < self.head() {
+                let (chunk, next) = self.oldest_after(cursor, want - archived)?;
                 cursor = next;
                 archived += self.archive_chunk(dir, rule, &chunk, report)?;
             }
             if archived > 0 {
                 self.handles()?.reclaim()?;
+                learned.freed(size.saturating_sub(self.table_bytes()), archived);
             }
         }
     }
