@@ -55,6 +55,14 @@ impl Handles {
         self.all().iter().map(|k| k.disk_space()).sum()
     }
 
+    /// Bytes of the tables that hold live deltas (the log and the query indexes): what
+    /// archiving a delta shrinks. The ids, the metadata and the quarantine stay.
+    pub(crate) fn delta_bytes(&self) -> u64 {
+        let ks = &self.ks;
+        self.table_bytes()
+            .saturating_sub(ks.ids.disk_space() + ks.meta.disk_space() + ks.quarantine.disk_space())
+    }
+
     /// Writes every memtable out, so that [`Handles::table_bytes`] counts everything.
     ///
     /// # Errors

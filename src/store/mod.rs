@@ -78,8 +78,8 @@ struct Inner {
     quarantine: quarantine::QuarantineState,
     /// The newest durable log records, for tailers (see `tail`).
     recent: Arc<tail::RecentLog>,
-    /// Held by an archival pass: one at a time, and what passes learn (see `archive`).
-    archive_lock: std::sync::Mutex<archive::Learned>,
+    /// Held by an archival pass: one at a time (see `archive`).
+    archive_lock: std::sync::Mutex<()>,
 }
 
 impl Store {

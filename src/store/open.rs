@@ -150,7 +150,7 @@ impl Store {
                 duplicates,
                 quarantine,
                 recent,
-                archive_lock: std::sync::Mutex::new(super::archive::Learned::default()),
+                archive_lock: std::sync::Mutex::new(()),
             }),
         })
     }

@@ -32,7 +32,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub(crate) use pass::Learned;
 pub use read::ArchiveScan;
 
 use super::error::StoreError;

@@ -25,28 +25,6 @@ const RECOVERY_BATCH: usize = 1_000;
 /// do not start another pass at once.
 const SIZE_TARGET_PERCENT: u64 = 90;
 
-/// What archival passes learn about this store, kept between passes.
-#[derive(Debug, Default)]
-pub(crate) struct Learned {
-    /// Table bytes freed on disk per record byte archived, from the last size round:
-    /// below 1 where records compress well, above where the indexes weigh more.
-    freed_per_byte: Option<f64>,
-}
-
-impl Learned {
-    /// The last round's ratio; 1 before any (a record takes its own size on disk).
-    fn freed_per_byte(&self) -> f64 {
-        self.freed_per_byte.unwrap_or(1.0)
-    }
-
-    fn freed(&mut self, freed: u64, archived: usize) {
-        // Bounded, so that a round that freed little (a compaction still catching up)
-        // cannot make the next one archive the whole store.
-        let ratio = (freed as f64 / archived.max(1) as f64).clamp(0.02, 4.0);
-        self.freed_per_byte = Some(ratio);
-    }
-}
-
 impl Store {
     /// Runs one archival pass: finishes what an interrupted pass left, then moves the
     /// deltas `rule` selects into new parts. Blocks (file and store I/O): async callers
@@ -57,7 +35,7 @@ impl Store {
     /// (what was done before them stays done and consistent).
     pub fn archive(&self, rule: &ArchiveRule) -> Result<ArchiveReport, ArchiveError> {
         let dir = self.archive_dir().ok_or(ArchiveError::NoDirectory)?;
-        let mut learned = self
+        let _one_at_a_time = self
             .inner
             .archive_lock
             .lock()
@@ -77,7 +55,7 @@ impl Store {
             self.archive_by_age(&dir, rule, before, &mut report)?;
         }
         if let Some(max_bytes) = rule.max_bytes {
-            self.archive_by_size(&dir, rule, max_bytes, &mut learned, &mut report)?;
+            self.archive_by_size(&dir, rule, max_bytes, &mut report)?;
         }
         report.store_bytes_after = self.table_bytes();
         report.took_ms = started.elapsed().as_millis() as u64;
@@ -171,15 +149,15 @@ impl Store {
     }
 
     /// Archives the oldest deltas by log position until the store's tables are under
-    /// `max_bytes`'s target. Each round archives about the excess, converted to record
-    /// bytes by what earlier rounds freed per record byte (records compress on disk, and
-    /// the ids stay), chunk by chunk; then it compacts once and measures again.
+    /// `max_bytes`'s target. Each round archives as many deltas as the excess holds at
+    /// the live deltas' average size on disk (what the tables hold beyond the ids, the
+    /// metadata and the quarantine, which archival does not shrink), chunk by chunk;
+    /// then it compacts once and measures again.
     fn archive_by_size(
         &self,
         dir: &Path,
         rule: &ArchiveRule,
         max_bytes: u64,
-        learned: &mut Learned,
         report: &mut ArchiveReport,
     ) -> Result<(), ArchiveError> {
         if self.table_bytes() <= max_bytes {
@@ -192,7 +170,9 @@ impl Store {
             if size <= target || cursor >= self.head() {
                 return Ok(());
             }
-            let want = ((size - target) as f64 / learned.freed_per_byte()) as usize;
+            let live = self.head().0.saturating_sub(self.archive_stats()?.count);
+            let per_delta = self.handles()?.delta_bytes() / live.max(1);
+            let want = (size - target).div_ceil(per_delta.max(1)) as usize;
             let mut archived = 0usize;
             while archived < want && cursor < self.head() {
                 let (chunk, next) = self.oldest_after(cursor, want - archived)?;
@@ -201,35 +181,31 @@ impl Store {
             }
             if archived > 0 {
                 self.handles()?.reclaim()?;
-                learned.freed(size.saturating_sub(self.table_bytes()), archived);
             }
         }
     }
 
-    /// Positions after `cursor`, oldest first, whose records add up to about `bytes`
-    /// (at most a chunk), and the last position looked at.
-    fn oldest_after(&self, cursor: Seq, bytes: usize) -> Result<(Vec<Seq>, Seq), StoreError> {
+    /// Up to `count` positions after `cursor` (at most a chunk), oldest first, and the
+    /// last position looked at.
+    fn oldest_after(&self, cursor: Seq, count: usize) -> Result<(Vec<Seq>, Seq), StoreError> {
         let handles = self.handles()?;
         let head = self.head();
-        let (mut chunk, mut last, mut sum) = (Vec::new(), head, 0usize);
+        let mut chunk = Vec::new();
+        let mut last = head;
         for guard in handles
             .ks
             .log
             .range(keys::seq_key(Seq(cursor.0 + 1))..=keys::seq_key(head))
+            .take(count.min(CHUNK_DELTAS))
         {
-            let (k, v) = guard.into_inner()?;
-            last = keys::decode_seq(&k)?;
+            last = keys::decode_seq(&guard.key()?)?;
             chunk.push(last);
-            sum += v.len();
-            if sum >= bytes || chunk.len() >= CHUNK_DELTAS {
-                break;
-            }
         }
         Ok((chunk, last))
     }
 
     /// Archives those of `seqs` (ascending) that may be: writes their parts, then
-    /// removes them from the store. Returns the record bytes archived.
+    /// removes them from the store. Returns how many were archived.
     fn archive_chunk(
         &self,
         dir: &Path,
@@ -290,7 +266,7 @@ impl Store {
         }
         self.remove_chunk(&gone, &names, report)?;
         report.parts.extend(names);
-        Ok(bytes)
+        Ok(gone.len())
     }
 
     /// Removes `gone` from the store and marks `parts` applied, in one durable batch,
