@@ -329,6 +329,14 @@ async fn get_delta(
 ) -> Result<Json<Delta>, ApiError> {
     match node.get(&id)? {
         Some(d) => Ok(Json(d.delta)),
+        // Its id stays known after archival (see `store::Store::archive`).
+        None if node.store().seq_of(&id)?.is_some() => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "ARCHIVED",
+            format!(
+                "delta {id:?} was archived: POST /query with {{\"filter\": {{\"ids\": [{id:?}]}}, \"includeArchive\": true}} reads it"
+            ),
+        )),
         None => Err(ApiError::not_found(format!("no delta with id {id:?}"))),
     }
 }

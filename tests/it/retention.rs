@@ -140,7 +140,15 @@ async fn old_deltas_move_to_archive_files_and_include_archive_brings_them_back()
     )
     .await;
     assert_eq!(ids_of(&bobs).len(), 10, "{bobs}");
-    assert!(get(&base, "/deltas/old-03").await.get("error").is_some());
+    let gone = get(&base, "/deltas/old-03").await;
+    assert_eq!(gone["error"], "ARCHIVED", "{gone}");
+    let by_id = post(
+        &base,
+        "/query",
+        &json!({"filter": {"ids": ["old-03"]}, "includeArchive": true}),
+    )
+    .await;
+    assert_eq!(ids_of(&by_id), vec!["old-03".to_owned()], "{by_id}");
 
     // The CLI passes it on, and says when an answer may be incomplete.
     let node_url = base.clone();

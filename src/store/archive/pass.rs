@@ -14,10 +14,11 @@ use crate::store::{keys, postings, Store};
 
 /// Deltas one chunk holds at most (they are held parsed until the chunk is applied).
 const CHUNK_DELTAS: usize = 5_000;
-/// Record bytes one chunk holds at most.
+/// Record bytes one chunk holds at most; the chunk's remaining candidates wait for the
+/// next pass.
 const CHUNK_BYTES: usize = 16 * 1024 * 1024;
 /// Parts one chunk writes at most (one per month met); a delta of a further month
-/// waits for the next chunk.
+/// waits for the next pass.
 const MAX_OPEN_PARTS: usize = 32;
 /// Deltas a recovering pass removes per batch.
 const RECOVERY_BATCH: usize = 1_000;
