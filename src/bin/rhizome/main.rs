@@ -9,7 +9,7 @@
 //! - `args`: flags shared by several subcommands (`--node`, a link's sync flags).
 //! - `client`: the HTTP client behind the subcommands that talk to a running node.
 //! - `init`, `serve`, `put` (and `negate`), `query` (and `get`), `status`, `link`,
-//!   `policy`, `quarantine`, `keygen`, `verify`: one subcommand each.
+//!   `policy`, `quarantine`, `keygen`, `verify`, `archive`: one subcommand each.
 //! - `token`: where a node's admin token lives (`serve`) and how the client commands
 //!   find it.
 //! - `table`: aligned columns and binary sizes for the readable output of `status` and
