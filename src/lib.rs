@@ -11,13 +11,14 @@
 //!   `events`: what the node announces. `file_watch`: debounced watching for reloads.
 //!   [`tls`]: the listener's certificate and the roots clients trust (rustls).
 //! - `filter`: [`DeltaFilter`], strict JSON and `matches`.
-//! - [`store`]: the delta store, on fjall or in memory: gap-free log by sequence number,
+//! - [`store`]: the delta store, on fjall or in memory: log by sequence number,
 //!   id index (dedup), query indexes, negations, metadata; one writer thread with group
-//!   commit; one read of the log ([`store::LogTail`]). [`policy`]: trust policies and
+//!   commit; one read of the log ([`store::LogTail`]); archival of old deltas to files. [`policy`]: trust policies and
 //!   push / pull filters as hot-reloaded Rhai scripts.
 //! - [`admission`]: what a remote delta must pass (pull filters, trust policies) and the
 //!   quarantine record of one that failed.
-//! - `node`: [`Node`], the one ingestion path, queries, subscriptions, the quarantine.
+//! - `node`: [`Node`], the one ingestion path, queries, subscriptions, the quarantine,
+//!   the retention rule ([`RetentionSettings`]).
 //! - [`federation`]: [`Federation`] (a node and its links): protocol v1 and our
 //!   extension (`wire`), the link state machine, log-tailing senders, dialing.
 //! - `http`: the JSON API and the WebSocket upgrade, served within bounds by [`Server`].
@@ -44,6 +45,7 @@ pub use delta::{Delta, InvalidDelta, Limits, Pointer, Reference, Target};
 pub use federation::{Federation, FederationLink, LinkConfig, LinkStatus, ServerOptions};
 pub use filter::DeltaFilter;
 pub use http::server::{fd_limit, ConnectionStats, ConnectionStatsSnapshot, Server};
+pub use node::retention::{LastArchival, RetentionSettings};
 pub use node::{
     backup_store, CreateError, ImportTrust, IngestOutcome, Node, NodeConfig, NodeError, Origin,
     QuarantineEntry, ReplayReport, Storage, Subscription, IMPORT_SCOPE,

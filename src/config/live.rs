@@ -3,8 +3,8 @@
 //! Links are matched by name: a link whose table is unchanged is left alone (its
 //! connection is not touched), a removed one is disconnected, a new one is opened, a
 //! changed one is reopened with the new settings. Its name keys its resume cursor, so a
-//! reopened or restarted link continues where it was. `[trust]`, `[[peer]]` and
-//! `scriptTimeoutMs` apply live too; other settings wait for a restart.
+//! reopened or restarted link continues where it was. `[trust]`, `[[peer]]`,
+//! `[retention]` and `scriptTimeoutMs` apply live too; other settings wait for a restart.
 //!
 //! A reload acts only on a complete file: it waits until the file has stopped changing
 //! (`file_watch::read_settled`) and applies exactly the text it checked, and it
@@ -185,6 +185,9 @@ impl ConfigLinks {
                     return;
                 }
             }
+        }
+        if first || old.retention != file.retention {
+            self.node().set_retention(file.retention.clone());
         }
         if first || old.script_timeout_ms != file.script_timeout_ms {
             self.node().policies().set_time_budget(

@@ -40,6 +40,12 @@
 //! moderators = ["<key>"]     # may negate any protected delta
 //! negations = "author"       # or "any"
 //!
+//! [retention]                # move old deltas to archive files (applied live)
+//! maxAge = "90d"             # older than this (ms, s, m, h, d)
+//! maxBytes = 10737418240     # or: while the store takes more on disk
+//! filter = { targetContexts = ["logs"] }  # only these may be archived
+//! interval = "10m"           # how often the rule is applied
+//!
 //! [[author]]                 # deltas by "alice" must be signed by one of these keys
 //! name = "alice"
 //! keys = ["<base64url or hex>"]
@@ -70,6 +76,7 @@ use crate::admission::{
 };
 use crate::delta::Limits;
 use crate::federation::{LinkConfig, PointerForm, ServerOptions};
+use crate::node::retention::RetentionSettings;
 use crate::node::{NodeConfig, Storage};
 use crate::policy::PolicyDirs;
 use crate::store::Durability;
@@ -172,6 +179,8 @@ pub struct NodeFile {
     pub signatures: SignatureSettings,
     /// Signs the deltas this node completes from the authoring shorthand.
     pub signing_key: Option<PathBuf>,
+    /// `[retention]`: which deltas move to the archive.
+    pub retention: RetentionSettings,
 }
 
 /// The file as serde sees it; links are checked one by one for precise errors.
@@ -194,6 +203,7 @@ struct RawFile {
     author: Vec<AuthorEntry>,
     signatures: SignatureSettings,
     signing_key: Option<PathBuf>,
+    retention: RetentionSettings,
 }
 
 impl NodeFile {
@@ -299,6 +309,7 @@ impl NodeFile {
         PeerTable::new(raw.peer.clone()).map_err(|e| format!("peer: {e}"))?;
         AuthorTable::new(raw.author.clone()).map_err(|e| format!("author: {e}"))?;
         SignaturePolicy::new(raw.signatures.clone())?;
+        raw.retention.check()?;
         let max_message = raw
             .server
             .max_message_size
@@ -329,6 +340,7 @@ impl NodeFile {
             authors: raw.author,
             signatures: raw.signatures,
             signing_key: raw.signing_key,
+            retention: raw.retention,
         })
     }
 
@@ -442,6 +454,24 @@ reconnect = { maxAttempts = 3 }
             Some(vec!["alice".into()])
         );
         assert!(matches!(f.node_config().storage, Storage::Memory));
+    }
+
+    #[test]
+    fn the_retention_rule_parses_and_a_bad_one_names_its_key() {
+        let f = NodeFile::parse(
+            "[retention]\nmaxAge = \"90d\"\nmaxBytes = 1000\ninterval = \"5m\"\nfilter = { authors = [\"a\"] }",
+        )
+        .unwrap();
+        assert_eq!(f.retention.max_age.as_deref(), Some("90d"));
+        assert_eq!(f.retention.interval(), Duration::from_secs(300));
+        assert_eq!(
+            f.retention.filter.unwrap().authors,
+            Some(vec!["a".to_owned()])
+        );
+        let e = NodeFile::parse("[retention]\nmaxAge = \"90 days\"").unwrap_err();
+        assert!(e.contains("retention.maxAge"), "{e}");
+        let e = NodeFile::parse("[retention]\nmaxage = \"9d\"").unwrap_err();
+        assert!(e.contains("maxage"), "{e}");
     }
 
     #[test]

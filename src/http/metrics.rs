@@ -118,6 +118,51 @@ fn render_connections(out: &mut String, stats: &ConnectionStats) {
     }
 }
 
+/// The archive: what it holds, and the last archival pass.
+fn render_archive(out: &mut String, node: &crate::node::Node, archived: u64) {
+    Family::new(
+        out,
+        "rhizome_archived_deltas",
+        "gauge",
+        "Deltas moved out of the live store into archive files.",
+    )
+    .sample(&[], archived);
+    Family::new(
+        out,
+        "rhizome_archive_bytes",
+        "gauge",
+        "Bytes the archive files take on disk.",
+    )
+    .sample(&[], node.store().archive_bytes());
+    let last = node.last_archival();
+    Family::new(
+        out,
+        "rhizome_archival_last_run_timestamp_seconds",
+        "gauge",
+        "When the last archival pass ended (0: none since start).",
+    )
+    .sample(&[], last.as_ref().map_or(0, |l| l.at / 1000));
+    Family::new(
+        out,
+        "rhizome_archival_last_run_deltas",
+        "gauge",
+        "Deltas the last archival pass moved to the archive.",
+    )
+    .sample(
+        &[],
+        last.as_ref()
+            .and_then(|l| l.report.as_ref())
+            .map_or(0, |r| r.archived),
+    );
+    Family::new(
+        out,
+        "rhizome_archival_last_run_failed",
+        "gauge",
+        "1 when the last archival pass failed.",
+    )
+    .sample(&[], u64::from(last.is_some_and(|l| l.error.is_some())));
+}
+
 /// Requests refused for want of the right token (see [`super::auth`]).
 fn render_refusals(out: &mut String, refusals: &Refusals) {
     let mut f = Family::new(
@@ -136,13 +181,15 @@ pub fn render(fed: &Federation) -> String {
     let mut out = String::new();
     let store = node.store();
     let head = store.head().0;
+    let archived = store.archive_stats().unwrap_or_default();
     Family::new(
         &mut out,
         "rhizome_deltas_stored",
         "gauge",
-        "Deltas in the log.",
+        "Deltas in the live store (archived ones not counted).",
     )
-    .sample(&[], head);
+    .sample(&[], head.saturating_sub(archived.count));
+    render_archive(&mut out, node, archived.count);
     Family::new(
         &mut out,
         "rhizome_duplicates_total",

@@ -2,8 +2,8 @@
 //!
 //! - `POST /deltas`: one delta, an array, or the authoring shorthand (`author` +
 //!   `pointers`; the node fills `id`, `timestamp`, `system`).
-//! - `GET /deltas?author=&system=&targetId=&context=&since=&until=&after=&limit=&includeNegated=`
-//! - `POST /query`: `{"filter": DeltaFilter, "after"?: seq, "limit"?: n}`; both answers are
+//! - `GET /deltas?author=&system=&targetId=&context=&since=&until=&after=&limit=&includeNegated=&includeArchive=`
+//! - `POST /query`: `{"filter": DeltaFilter, "after"?: seq, "limit"?: n, "includeArchive"?: bool}`; both answers are
 //!   streamed and paged by bytes as well as by `limit` (see [`stream`])
 //! - `GET /deltas/{id}`, `POST /deltas/{id}/negate` (`{"author"?, "reason"?}`)
 //! - `GET /`: the node's info document (see [`info`]), or the console for a browser
@@ -18,10 +18,12 @@
 //! - `/peers` (see [`peers`]): the peers known by key or token
 //! - `/authors` (see [`authors`]): authors bound to keys, and the signature settings
 //! - `POST /import`, `POST /backup`, `POST /compact` (see [`lifecycle`]): the node's data
+//! - `POST /archive` (see [`archive`]): one archival pass now
 //!
 //! Which token each route takes is said in one place, [`auth::access`]; a new route is an
 //! admin route until it is named there.
 
+mod archive;
 pub mod auth;
 mod authors;
 mod body;
@@ -102,6 +104,7 @@ pub fn router(fed: Federation, admin_routes: AdminRoutes, refusals: Arc<Refusals
         .route("/authors", get(authors::list).post(authors::add))
         .route("/authors/{name}", axum::routing::delete(authors::remove))
         .route("/metrics", get(metrics::metrics))
+        .route("/archive", post(archive::run))
         .route("/policies", get(policies::get))
         .route("/policies/reload", post(policies::reload))
         .route("/quarantine", get(policies::quarantine))
@@ -292,6 +295,9 @@ struct DeltaParams {
     after: Option<u64>,
     limit: Option<usize>,
     include_negated: Option<bool>,
+    /// Also read the archive files (see [`stream`]).
+    #[serde(alias = "include_archive")]
+    include_archive: Option<bool>,
 }
 
 async fn get_deltas(
@@ -307,7 +313,7 @@ async fn get_deltas(
         include_negated: p.include_negated,
         ..p.criteria.into_filter()
     };
-    run_query(&node, filter, p.after, p.limit).await
+    run_query(&node, filter, p.after, p.limit, p.include_archive).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -317,6 +323,8 @@ struct QueryBody {
     filter: Option<Value>,
     after: Option<u64>,
     limit: Option<usize>,
+    #[serde(rename = "includeArchive", alias = "include_archive")]
+    include_archive: Option<bool>,
 }
 
 async fn post_query(
@@ -331,7 +339,7 @@ async fn post_query(
             .map_err(|e| ApiError::bad_request("INVALID_FILTER", e.to_string()))?,
         None => DeltaFilter::default(),
     };
-    run_query(&node, filter, q.after, q.limit).await
+    run_query(&node, filter, q.after, q.limit, q.include_archive).await
 }
 
 /// A page of deltas matching `filter`, streamed (see [`stream`]): `limit` deltas at most,
@@ -342,6 +350,7 @@ async fn run_query(
     filter: DeltaFilter,
     after: Option<u64>,
     limit: Option<usize>,
+    include_archive: Option<bool>,
 ) -> Result<Response, ApiError> {
     let limit = limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
@@ -355,7 +364,7 @@ async fn run_query(
         after: Seq(after.unwrap_or(0)),
         limit: Some(limit),
     };
-    stream::answer(node, query).await
+    stream::answer(node, query, include_archive.unwrap_or(false)).await
 }
 
 async fn get_delta(
@@ -364,6 +373,14 @@ async fn get_delta(
 ) -> Result<Json<Delta>, ApiError> {
     match node.get(&id)? {
         Some(d) => Ok(Json(d.delta)),
+        // Its id stays known after archival (see `store::Store::archive`).
+        None if node.store().seq_of(&id)?.is_some() => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "ARCHIVED",
+            format!(
+                "delta {id:?} was archived: POST /query with {{\"filter\": {{\"ids\": [{id:?}]}}, \"includeArchive\": true}} reads it"
+            ),
+        )),
         None => Err(ApiError::not_found(format!("no delta with id {id:?}"))),
     }
 }
@@ -436,7 +453,7 @@ async fn status(State(fed): State<Federation>) -> Json<Value> {
         "store": {
             "path": store.path(),
             "temporary": store.is_temporary(),
-            "deltas": store.head().0,
+            "deltas": store.head().0.saturating_sub(store.archive_stats().unwrap_or_default().count),
             "head": store.head().0,
             "duplicatesSinceStart": store.duplicates(),
             "diskBytes": store.disk_space(),
@@ -445,5 +462,6 @@ async fn status(State(fed): State<Federation>) -> Json<Value> {
         "links": fed.link_infos(),
         "policies": policies::policies_json(node),
         "quarantine": {"deltas": node.store().quarantine_len()},
+        "archive": archive::status(node),
     }))
 }

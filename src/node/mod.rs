@@ -6,11 +6,13 @@
 //! - [`ingest`]: the one way into the log.
 //! - [`subscription`]: a lossless, filtered stream of what is stored.
 //! - [`quarantine`]: listing and replaying what trust policies refused.
+//! - [`retention`]: the retention rule and the task that archives old deltas.
 
 mod config;
 mod ingest;
 mod lifecycle;
 mod quarantine;
+pub mod retention;
 mod subscription;
 mod verify;
 
@@ -60,6 +62,8 @@ struct Inner {
     /// Ids of deltas that quarantined negations wait for (see `quarantine`).
     awaited: std::sync::Mutex<std::collections::HashSet<String>>,
     limits: Limits,
+    /// The retention rule and the last archival pass (see `retention`).
+    retention: retention::Retention,
 }
 
 const SYSTEM_ID_KEY: &str = "node/system_id";
@@ -157,9 +161,11 @@ impl Node {
                 signature_refusals: Default::default(),
                 awaited: Default::default(),
                 limits: config.limits,
+                retention: retention::Retention::new(),
             }),
         };
         node.recall_awaited_targets()?;
+        retention::Retention::spawn(&node);
         Ok(node)
     }
 

@@ -19,14 +19,10 @@ use std::time::Instant;
 
 use fjall::{PersistMode, Readable};
 
+use super::archive::files::{DIR as ARCHIVE_DIR, TMP as PARTIAL_SUFFIX};
 use super::backend::{Db, Keyspace};
 use super::error::StoreError;
 use super::{compact, keys, open, Seq, Store};
-
-/// The folder of the data directory that holds archive parts, copied with a backup.
-const ARCHIVE_DIR: &str = "archive";
-/// How a part still being written is named.
-const PARTIAL_SUFFIX: &str = ".tmp";
 
 /// What a backup copied.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -96,7 +92,7 @@ impl Store {
             batch.commit()?;
         }
         target.db.persist(PersistMode::SyncAll)?;
-        let tables: u64 = target.ks.all().iter().map(|(_, ks)| ks.disk_space()).sum();
+        let tables = target.table_bytes();
         drop(target);
         let archive_files = match self.path() {
             Some(data) => copy_archive(&data.join(ARCHIVE_DIR), &dir.join(ARCHIVE_DIR))?,

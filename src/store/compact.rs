@@ -33,8 +33,7 @@ impl Store {
         let Ok(handles) = self.handles() else {
             return 0;
         };
-        let tables: u64 = handles.ks.all().iter().map(|(_, ks)| ks.disk_space()).sum();
-        tables + self.path().map_or(0, journal_bytes)
+        handles.table_bytes() + self.path().map_or(0, journal_bytes)
     }
 
     /// Runs a major compaction of every keyspace, one after the other, and says what

@@ -51,6 +51,53 @@ pub(crate) struct Handles {
     pub ks: Keyspaces,
 }
 
+impl Handles {
+    /// Bytes of every keyspace's tables on disk: the flushed data, without fjall's
+    /// journal (preallocated, and recycled once its memtables are flushed).
+    pub(crate) fn table_bytes(&self) -> u64 {
+        self.ks.all().iter().map(|(_, k)| k.disk_space()).sum()
+    }
+
+    /// Bytes of the tables that hold live deltas (the log and the query indexes): what
+    /// archiving a delta shrinks. The ids, the metadata and the quarantine stay.
+    pub(crate) fn delta_bytes(&self) -> u64 {
+        let ks = &self.ks;
+        self.table_bytes()
+            .saturating_sub(ks.ids.disk_space() + ks.meta.disk_space() + ks.quarantine.disk_space())
+    }
+
+    /// Writes every memtable out, so that [`Handles::table_bytes`] counts everything.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub(crate) fn flush(&self) -> Result<(), StoreError> {
+        self.ks.all().iter().try_for_each(|(_, k)| k.flush())
+    }
+
+    /// Makes the space of removed entries free on disk now (after archival), rather
+    /// than when compaction gets to them: compacts the log and the indexes whole and
+    /// flushes the rest. Nothing to do in memory.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub(crate) fn reclaim(&self) -> Result<(), StoreError> {
+        let ks = &self.ks;
+        // The keyspaces archival removes from; the others are only flushed.
+        [
+            &ks.log,
+            &ks.by_target,
+            &ks.by_context,
+            &ks.by_author,
+            &ks.by_system,
+            &ks.by_time,
+            &ks.negations,
+        ]
+        .iter()
+        .try_for_each(|k| k.major_compact())?;
+        self.flush()
+    }
+}
+
 /// Where the current [`Handles`] are; empty while the writer reopens the database.
 pub(crate) struct Slot(RwLock<Option<Arc<Handles>>>);
 

@@ -12,10 +12,14 @@
 //!   the parsed deltas as a view of the same read; point reads and queries go straight
 //!   to the backend from any thread (`lookup`, `query`).
 //!
+//! Archival ([`Store::archive`], `archive`) moves old deltas out to files and leaves
+//! gaps in the log; archived ids stay in the id index for dedup.
+//!
 //! Only durable entries are visible to readers of the log: the published head
 //! ([`Store::head`], [`Store::watch_head`]) moves after commit *and* persist.
 
 mod append;
+mod archive;
 mod backend;
 mod backup;
 mod compact;
@@ -43,6 +47,7 @@ use tokio::sync::watch;
 use handles::{Handles, Slot};
 
 pub use append::{AppendOutcome, NewEntry, PendingAppend, SideWrites};
+pub use archive::{ArchiveError, ArchiveReport, ArchiveRule, ArchiveScan, ArchiveStats};
 pub use backup::Backup;
 pub use compact::Compaction;
 pub use error::StoreError;
@@ -77,6 +82,8 @@ struct Inner {
     quarantine: quarantine::QuarantineState,
     /// The newest durable log records, for tailers (see `tail`).
     recent: Arc<tail::RecentLog>,
+    /// Held by an archival pass: one at a time (see `archive`).
+    archive_lock: std::sync::Mutex<()>,
 }
 
 impl Store {
@@ -90,7 +97,8 @@ impl Store {
         self.inner.temporary
     }
 
-    /// The highest durable sequence number (also the number of deltas stored: the log has no gaps).
+    /// The highest durable sequence number: the number of deltas ever stored, archived
+    /// ones included (archival leaves gaps in the log).
     pub fn head(&self) -> Seq {
         *self.inner.head.borrow()
     }

@@ -157,6 +157,7 @@ impl Store {
                 duplicates,
                 quarantine,
                 recent,
+                archive_lock: std::sync::Mutex::new(()),
             }),
         })
     }

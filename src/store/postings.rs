@@ -55,7 +55,7 @@ impl<T: Hash + Eq> Postings<T> {
     }
 }
 
-fn encode_gaps(first: Seq, rest: &[Seq]) -> Vec<u8> {
+pub(crate) fn encode_gaps(first: Seq, rest: &[Seq]) -> Vec<u8> {
     let mut out = Vec::with_capacity(rest.len() * 2);
     let mut prev = first.0;
     for seq in rest {

@@ -30,6 +30,7 @@ mod lifecycle;
 mod peer_auth;
 mod policies;
 mod readme_tour;
+mod retention;
 mod signature_vectors;
 mod signatures;
 mod signing_cli;

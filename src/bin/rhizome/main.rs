@@ -9,7 +9,7 @@
 //! - `args`: flags shared by several subcommands (`--node`, a link's sync flags).
 //! - `client`: the HTTP client behind the subcommands that talk to a running node.
 //! - `init`, `serve`, `put` (and `negate`), `query` (and `get`), `status`, `link`,
-//!   `policy`, `quarantine`, `keygen`, `verify`, `watch`: one subcommand each.
+//!   `policy`, `quarantine`, `keygen`, `verify`, `watch`, `archive`: one subcommand each.
 //! - `lifecycle`: `export`, `import`, `backup`, `compact`: a node's data in and out.
 //! - `token`: where a node's admin token lives (`serve`) and how the client commands
 //!   find it.
@@ -19,6 +19,7 @@
 //! - `allocator`: how long `serve`'s allocator keeps freed pages.
 
 mod allocator;
+mod archive;
 mod args;
 mod author;
 mod client;
@@ -99,6 +100,8 @@ enum Command {
     Backup(lifecycle::backup::BackupArgs),
     /// Compact a node's store, and say its size on disk before and after.
     Compact(lifecycle::compact::CompactArgs),
+    /// Move old deltas of a stopped node into archive files (its `[retention]` rule, or flags).
+    Archive(archive::ArchiveArgs),
 }
 
 #[tokio::main]
@@ -125,6 +128,7 @@ async fn main() -> ExitCode {
         Command::Import(args) => lifecycle::import::run(args).await,
         Command::Backup(args) => lifecycle::backup::run(args).await,
         Command::Compact(args) => lifecycle::compact::run(args).await,
+        Command::Archive(args) => archive::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -32,6 +32,9 @@ pub struct QueryArgs {
     /// Include deltas that have been negated.
     #[arg(long)]
     pub include_negated: bool,
+    /// Also read the node's archive files (archived deltas come after the live ones).
+    #[arg(long)]
+    pub include_archive: bool,
     /// Stop after this many deltas (default: all, fetched page by page).
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
@@ -83,6 +86,10 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
     if args.include_negated {
         params.push(("includeNegated", "true".into()));
     }
+    if args.include_archive {
+        params.push(("includeArchive", "true".into()));
+    }
+    let mut warned = false;
     let mut remaining = args.limit.unwrap_or(usize::MAX);
     let mut after: Option<u64> = None;
     while remaining > 0 {
@@ -101,6 +108,14 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
             print_line(d);
         }
         remaining = remaining.saturating_sub(deltas.len());
+        if !warned && answer.get("mayBeIncomplete") == Some(&Value::Bool(true)) {
+            warned = true;
+            let archived = answer.pointer("/archived/deltas").and_then(Value::as_u64);
+            eprintln!(
+                "note: the node has archived {} deltas over a time range this query covers, which the answer may miss; --include-archive reads them too",
+                archived.unwrap_or(0)
+            );
+        }
         match answer.get("next").and_then(Value::as_u64) {
             Some(next) => after = Some(next),
             None => break,

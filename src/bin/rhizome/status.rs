@@ -111,6 +111,17 @@ pub fn render(s: &Value, url: &str) -> String {
         "quarantine  {}",
         count(&s["quarantine"]["deltas"], "delta")
     );
+    let archive = &s["archive"];
+    if archive["deltas"].as_u64().is_some_and(|n| n > 0) {
+        let _ = writeln!(
+            out,
+            "archive     {} in {}",
+            count(&archive["deltas"], "delta"),
+            archive["bytes"]
+                .as_u64()
+                .map_or_else(|| "-".to_owned(), table::bytes)
+        );
+    }
     let p = &s["policies"];
     let scripts = p["scripts"].as_array().map_or(0, Vec::len);
     let _ = writeln!(
@@ -209,6 +220,7 @@ mod tests {
             "store": {"path": "/srv/b", "temporary": false, "deltas": 1,
                       "duplicatesSinceStart": 0, "diskBytes": 67_108_864},
             "quarantine": {"deltas": 2},
+            "archive": {"deltas": 3, "bytes": 2048},
             "policies": {"hash": "00c0ffee00c0ffee", "scripts": [{}], "evaluations": 4,
                          "rejections": 1, "runtimeErrors": 0, "reloads": 2, "errors": []},
             "links": [{"name": "upstream", "direction": "outbound", "status": "connected",
@@ -224,6 +236,7 @@ mod tests {
             "data        /srv/b  (64.0 MiB on disk)",
             "store       1 delta, 0 duplicates since start",
             "quarantine  2 deltas",
+            "archive     3 deltas in ",
             "1 script, 4 evaluations (script runs), 1 rejection by scripts",
             "set 00c0ffee00c0ffee  (digest of the scripts in force",
             "  NAME      DIRECTION  STATUS     SYSTEM  PEER               URL",

@@ -33,9 +33,22 @@ where
         let mut cursor = sync.after.min(end);
         let total = end.0 - cursor.0;
         tracing::info!(link = %self.link.id, from = cursor.0, to = end.0, "serving sync");
+        // What this node archived is not served; the peer learns how much and when.
+        let archived = self
+            .node
+            .store()
+            .archive_stats()
+            .ok()
+            .filter(|s| s.count > 0)
+            .map(|s| wire::ArchivedCounts {
+                deltas: s.count,
+                oldest: s.oldest,
+                newest: s.newest,
+            });
         let start = Message::SyncStart {
             total_deltas: total,
             batch_size: BATCH_SIZE as u64,
+            archived,
         };
         if let Flow::Stop(e) = self.send_text(wire::encode(&start)).await {
             return Flow::Stop(e);

@@ -68,6 +68,10 @@ pub enum Message {
     SyncStart {
         total_deltas: u64,
         batch_size: u64,
+        /// Extra field (ignored by v1 peers): deltas the sender archived, which no sync
+        /// serves; with the time range they span.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        archived: Option<ArchivedCounts>,
     },
     SyncBatch {
         deltas: Vec<WireDelta>,
@@ -144,6 +148,19 @@ pub struct AuthHello {
     /// hello_ack only: the accepting side's signature of the handshake transcript.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proof: Option<String>,
+}
+
+/// What a node archived (moved out of its live store): no initial sync serves those
+/// deltas. Sent in `sync_start` as an extra field, which v1 peers ignore.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchivedCounts {
+    pub deltas: u64,
+    /// The oldest and newest archived timestamps (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest: Option<u64>,
 }
 
 /// [`Limits`] and the largest frame, as advertised. Every field is optional, so a peer

@@ -15,7 +15,7 @@ pub(crate) use codec::may_carry_deltas;
 pub use codec::{decode, encode, encode_with, BatchKind, DecodeError, Outbound};
 pub use delta::WireDelta;
 pub use messages::{
-    codes, AuthHello, HelloExt, Message, PeerLimits, WireLimits, DEFAULT_MAX_MESSAGE_BYTES,
-    EXTENSION_VERSION, PROTOCOL_VERSION,
+    codes, ArchivedCounts, AuthHello, HelloExt, Message, PeerLimits, WireLimits,
+    DEFAULT_MAX_MESSAGE_BYTES, EXTENSION_VERSION, PROTOCOL_VERSION,
 };
 pub use pointers::{shows_legacy, to_legacy, Pointers};

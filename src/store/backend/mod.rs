@@ -124,6 +124,14 @@ impl Keyspace {
         }
     }
 
+    /// Writes the memtable out as a table and waits for it; nothing to do in memory.
+    pub(crate) fn flush(&self) -> Result<(), StoreError> {
+        match self {
+            Keyspace::Fjall(ks) => Ok(ks.rotate_memtable_and_wait()?),
+            Keyspace::Memory(_) => Ok(()),
+        }
+    }
+
     /// Every entry, in key order.
     pub(crate) fn iter(&self) -> Iter {
         match self {
@@ -148,7 +156,7 @@ impl Keyspace {
             Keyspace::Fjall(ks) => {
                 // Flushed first, so the journal that held the memtable can be dropped
                 // and the compaction sees every entry.
-                ks.rotate_memtable_and_wait()?;
+                self.flush()?;
                 Ok(ks.major_compact()?)
             }
             Keyspace::Memory(_) => Ok(()),
