@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::cli::{self, Serving};
 use reqwest::StatusCode;
-use rhizome::{Node, NodeConfig, Pointer, Storage, Target};
+use rhizome::{Node, Pointer, Target};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(15);
@@ -57,16 +57,6 @@ async fn put(node: &Node, author: &str, topic: &str) -> String {
     .expect("create delta")
     .delta
     .id
-}
-
-async fn durable(dir: &Path) -> Node {
-    Node::open(NodeConfig {
-        storage: Storage::Path(dir.to_owned()),
-        system_id: Some("feed".into()),
-        ..Default::default()
-    })
-    .await
-    .expect("open durable node")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,7 +141,7 @@ fn urlencode(s: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_resumes_after_a_restart_with_no_gap_and_no_duplicate() {
     let dir = tempfile::tempdir().unwrap();
-    let server = common::serve(durable(dir.path()).await).await;
+    let server = common::serve(common::durable(dir.path(), "feed").await).await;
     let mut written = Vec::new();
     for i in 0..7 {
         written.push(put(server.node(), "alice", &format!("t{i}")).await);
@@ -172,7 +162,7 @@ async fn a_client_resumes_after_a_restart_with_no_gap_and_no_duplicate() {
     assert_eq!(since, 6);
     server.shutdown().await.unwrap();
 
-    let server = common::serve(durable(dir.path()).await).await;
+    let server = common::serve(common::durable(dir.path(), "feed").await).await;
     for i in 7..10 {
         written.push(put(server.node(), "alice", &format!("t{i}")).await);
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::cli::Serving;
 use common::{author, ids, wait_holds, wait_status};
 use rhizome::federation::{LinkConfig, ReconnectConfig};
-use rhizome::{LinkStatus, Node, NodeConfig, Storage};
+use rhizome::{LinkStatus, Node};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -22,20 +22,10 @@ fn quick_reconnect() -> ReconnectConfig {
     }
 }
 
-async fn durable(dir: &std::path::Path, id: &str) -> Node {
-    Node::open(NodeConfig {
-        storage: Storage::Path(dir.to_owned()),
-        system_id: Some(id.into()),
-        ..Default::default()
-    })
-    .await
-    .expect("open durable node")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_restart_reconnects_with_backoff_and_resends_nothing_committed() {
     let dir = tempfile::tempdir().unwrap();
-    let server = common::serve(durable(dir.path(), "server").await).await;
+    let server = common::serve(common::durable(dir.path(), "server").await).await;
     let addr = server.local_addr();
     let client = common::start_node("client").await;
     let mut events = client.node().events();
@@ -65,7 +55,7 @@ async fn server_restart_reconnects_with_backoff_and_resends_nothing_committed() 
     tokio::time::sleep(Duration::from_millis(400)).await;
 
     let server = common::serve_at(
-        durable(dir.path(), "server").await,
+        common::durable(dir.path(), "server").await,
         Default::default(),
         &addr.to_string(),
     )

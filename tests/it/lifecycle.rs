@@ -12,20 +12,10 @@ use common::cli::{run, Serving};
 use common::{author, ids, wait_holds};
 use rhizome::federation::{LinkConfig, SyncMode};
 use rhizome::store::ReadLimit;
-use rhizome::{Node, NodeConfig, Seq, Storage, Store};
+use rhizome::{Seq, Store};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(30);
-
-async fn durable(dir: &Path, id: &str) -> Node {
-    Node::open(NodeConfig {
-        storage: Storage::Path(dir.to_owned()),
-        system_id: Some(id.into()),
-        ..Default::default()
-    })
-    .await
-    .expect("open durable node")
-}
 
 /// Every delta of a stopped node's store: id -> the JSON as stored.
 fn stored(dir: &Path) -> BTreeMap<String, String> {
@@ -57,7 +47,7 @@ fn lines(author: &str, n: usize) -> String {
 async fn export_then_import_into_an_empty_node_gives_the_same_deltas_byte_for_byte() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    let node = durable(&a, "a").await;
+    let node = common::durable(&a, "a").await;
     let alice = author(&node, "alice", 300).await;
     author(&node, "bob", 200).await;
     node.negate(&alice[0], "alice", Some("wrong"))
@@ -131,7 +121,7 @@ async fn export_then_import_into_an_empty_node_gives_the_same_deltas_byte_for_by
 
     // The gzip part (alice only) first, then everything: the overlap is duplicates.
     std::fs::create_dir_all(&b).unwrap();
-    let empty = durable(&b, "b").await;
+    let empty = common::durable(&b, "b").await;
     empty.store().close();
     drop(empty);
     let ran = run(&[
@@ -329,7 +319,7 @@ async fn a_backup_taken_during_a_live_link_restores_to_a_node_that_resumes_the_l
         name: Some("from-a".into()),
         ..Default::default()
     };
-    let b = common::serve(durable(&b_dir, "b").await).await;
+    let b = common::serve(common::durable(&b_dir, "b").await).await;
     b.federation().connect_to_remote(&a.url(), link()).unwrap();
     assert!(
         common::wait_for(T, || b.node().store().head().0 >= 500).await,
@@ -359,7 +349,7 @@ async fn a_backup_taken_during_a_live_link_restores_to_a_node_that_resumes_the_l
     b.shutdown().await.unwrap();
 
     let later = author(a.node(), "alice-later", 200).await;
-    let restored = common::serve(durable(&copy, "b").await).await;
+    let restored = common::serve(common::durable(&copy, "b").await).await;
     assert_eq!(restored.node().store().head().0, head, "opened as it was");
     restored
         .federation()
@@ -378,7 +368,7 @@ async fn a_backup_taken_during_a_live_link_restores_to_a_node_that_resumes_the_l
 async fn compaction_keeps_every_delta_and_the_size_on_disk_is_honest() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let server = common::serve(durable(&data, "c").await).await;
+    let server = common::serve(common::durable(&data, "c").await).await;
     let http = reqwest::Client::new();
     let status = || async {
         let s: Value = http

@@ -25,55 +25,36 @@ struct Asset {
     body: &'static [u8],
 }
 
+/// The asset `file` of this folder, of type `kind`.
+macro_rules! asset {
+    ($file:literal, $kind:expr) => {
+        Asset {
+            name: $file,
+            content_type: $kind,
+            body: include_bytes!($file),
+        }
+    };
+}
+
+const HTML: &str = "text/html; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+const SVG: &str = "image/svg+xml";
+
 const INDEX: &str = "index.html";
 
-/// Every file the console is made of; nothing else is served under `/ui/`.
+/// Every file the console is made of; nothing else is served under `/ui/`. The page
+/// comes first.
 const ASSETS: &[Asset] = &[
-    Asset {
-        name: INDEX,
-        content_type: "text/html; charset=utf-8",
-        body: include_bytes!("index.html"),
-    },
-    Asset {
-        name: "console.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_bytes!("console.css"),
-    },
-    Asset {
-        name: "console.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("console.js"),
-    },
-    Asset {
-        name: "api.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("api.js"),
-    },
-    Asset {
-        name: "links.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("links.js"),
-    },
-    Asset {
-        name: "events.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("events.js"),
-    },
-    Asset {
-        name: "chart.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("chart.js"),
-    },
-    Asset {
-        name: "dom.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("dom.js"),
-    },
-    Asset {
-        name: "icon.svg",
-        content_type: "image/svg+xml",
-        body: include_bytes!("icon.svg"),
-    },
+    asset!("index.html", HTML),
+    asset!("console.css", CSS),
+    asset!("console.js", JS),
+    asset!("api.js", JS),
+    asset!("links.js", JS),
+    asset!("events.js", JS),
+    asset!("chart.js", JS),
+    asset!("dom.js", JS),
+    asset!("icon.svg", SVG),
 ];
 
 /// Only the node's own files run or style the page; it talks to its own origin only.

@@ -29,22 +29,12 @@ pub(crate) const TMP: &str = ".tmp";
 
 /// The `YYYY-MM` (UTC) of a timestamp in ms.
 pub(crate) fn period_of(timestamp_ms: u64) -> String {
-    let days = (timestamp_ms / 86_400_000) as i64;
-    let (year, month) = civil_month(days);
-    format!("{year:04}-{month:02}")
-}
-
-/// Year and month of a day count since 1970-01-01 (Howard Hinnant's `civil_from_days`).
-fn civil_month(days: i64) -> (i64, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month)
+    // Past year 9999 `time` has no date: such deltas share the last month it has.
+    let date = i128::from(timestamp_ms)
+        .checked_mul(1_000_000)
+        .and_then(|ns| time::OffsetDateTime::from_unix_timestamp_nanos(ns).ok())
+        .unwrap_or(time::PrimitiveDateTime::MAX.assume_utc());
+    format!("{:04}-{:02}", date.year(), u8::from(date.month()))
 }
 
 /// The final name of a part.

@@ -97,6 +97,17 @@ pub async fn wait_holds(
     wait_for(timeout, || ids(node).is_superset(want)).await
 }
 
+/// A node on a durable store in `dir` with system id `id`.
+pub async fn durable(dir: &std::path::Path, id: &str) -> rhizome::Node {
+    rhizome::Node::open(rhizome::NodeConfig {
+        storage: rhizome::Storage::Path(dir.to_owned()),
+        system_id: Some(id.into()),
+        ..Default::default()
+    })
+    .await
+    .expect("open durable node")
+}
+
 /// Waits until the link reaches `status`.
 pub async fn wait_status(
     link: &rhizome::FederationLink,
