@@ -298,6 +298,47 @@ fn rhizome_archive_archives_a_stopped_nodes_data_directory() {
     assert_eq!(report["archived"], 4, "{report}");
     let again = common::cli::run(&["archive", "--data", data, "--max-age", "1x"]);
     again.assert_fails_saying(&["maxAge", "unit"]);
+
+    // An export holds the live delta; with --include-archive, the archived four first.
+    let live = common::cli::run(&["export", "--data", data]);
+    assert!(live.ok(), "{}", live.err);
+    assert_eq!(live.out.lines().count(), 1, "{}", live.out);
+    let all = common::cli::run(&["export", "--data", data, "--include-archive"]);
+    assert!(all.ok(), "{}", all.err);
+    let ids: Vec<String> = all
+        .out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(ids, ["o0", "o1", "o2", "o3", "o4"]);
+    // Read from the archive byte for byte, and imported whole into an empty node.
+    let file = dir.path().join("all.jsonl");
+    std::fs::write(&file, &all.out).unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let into = other.path().join("data");
+    let ran = common::cli::run(&[
+        "import",
+        file.to_str().unwrap(),
+        "--data",
+        into.to_str().unwrap(),
+    ]);
+    assert!(ran.ok(), "{}", ran.err);
+    let copy = common::cli::run(&["export", "--data", into.to_str().unwrap()]);
+    assert_eq!(copy.out, all.out);
+    let refused = common::cli::run(&[
+        "export",
+        "--data",
+        data,
+        "--include-archive",
+        "--since",
+        "2",
+    ]);
+    assert!(!refused.ok(), "--since with --include-archive is refused");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,7 @@ use anyhow::Context;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use rhizome::store::ReadLimit;
+use rhizome::store::{ArchiveScan, ReadLimit};
 use rhizome::{Delta, DeltaFilter, Seq, Store};
 
 use super::lines::LineWriter;
@@ -31,6 +31,7 @@ Examples:
   rhizome export --data ./data --since 120000 > more.jsonl  what came after position 120000
   rhizome export --data ./data --author alice --author bob   two authors' deltas
   rhizome export --url http://127.0.0.1:8080 > all.jsonl     a running node, over GET /changes
+  rhizome export --data ./data --include-archive > all.jsonl  archived deltas too, first
 
 With --data the node must be stopped: its data directory opens in one process at a time.
 Without it, the running node at --url is read through its change feed.")]
@@ -51,6 +52,11 @@ pub struct ExportArgs {
     /// Write here instead of stdout (gzip-compressed when it ends in `.gz`).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Also the deltas archival moved to the data directory's archive files (written
+    /// first, in the archive's order: month, then log position). Only with --data and
+    /// from the start of the log.
+    #[arg(long, requires = "data", conflicts_with = "since")]
+    pub include_archive: bool,
     /// The node's config file, where its token may be (with --url).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -78,7 +84,7 @@ pub trait Source {
 
 /// A stopped node's store, read up to its head when opened.
 pub struct DataDir {
-    store: Store,
+    pub store: Store,
     head: Seq,
 }
 
@@ -204,13 +210,25 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     match &args.data {
         Some(dir) => {
             let source = DataDir::open(dir)?;
-            export(source, filter, args.since, args.out.as_deref()).await
+            let archive = if args.include_archive {
+                // Every archived delta the filter keeps, negated or not: an export
+                // carries the log as it is, as it does for live deltas.
+                let mut keep = filter.clone().unwrap_or_default();
+                keep.include_negated = Some(true);
+                Some(
+                    ArchiveScan::new(source.store.clone(), keep)
+                        .context("cannot read the archive")?,
+                )
+            } else {
+                None
+            };
+            export(source, archive, filter, args.since, args.out.as_deref()).await
         }
         None => {
             let client = args.node.client(args.config.as_deref())?;
             let source = Changes::new(client, filter.as_ref())?;
             // The node filtered already: every delta it sent is written.
-            export(source, None, args.since, args.out.as_deref()).await
+            export(source, None, None, args.since, args.out.as_deref()).await
         }
     }
 }
@@ -231,9 +249,11 @@ fn filter(args: &ExportArgs) -> anyhow::Result<Option<DeltaFilter>> {
     }))
 }
 
-/// Copies the deltas of `source` after `since` that `filter` keeps to `out`.
+/// Copies the deltas of `archive` (if given), then those of `source` after `since`
+/// that `filter` keeps, to `out`.
 pub async fn export(
     mut source: impl Source,
+    archive: Option<ArchiveScan>,
     filter: Option<DeltaFilter>,
     since: u64,
     out: Option<&Path>,
@@ -243,6 +263,19 @@ pub async fn export(
     let mut said = Instant::now();
     let mut cursor = since;
     let mut written = 0u64;
+    if let Some(mut scan) = archive {
+        // Files read and written a line at a time: the worker says it blocks.
+        let archived = tokio::task::block_in_place(|| -> anyhow::Result<u64> {
+            let mut n = 0u64;
+            while let Some(json) = scan.next_match().context("cannot read the archive")? {
+                writer.line(&json).context("cannot write the export")?;
+                n += 1;
+            }
+            Ok(n)
+        })?;
+        written = archived;
+        eprintln!("export: {archived} archived deltas written");
+    }
     while let Some(page) = source.page(cursor).await? {
         for (seq, json) in &page.deltas {
             if let Some(f) = &filter {
