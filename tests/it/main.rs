@@ -27,6 +27,7 @@ mod hostile_input;
 mod http_api;
 mod http_reads;
 mod lifecycle;
+mod mesh;
 mod peer_auth;
 mod policies;
 mod readme_tour;
