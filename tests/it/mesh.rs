@@ -9,9 +9,9 @@ use std::time::Duration;
 
 #[allow(dead_code)]
 #[path = "../../examples/mesh.rs"]
-mod mesh;
+mod simulator;
 
-use mesh::topology::Topology;
+use simulator::topology::Topology;
 
 fn assert_regular_and_connected(t: &Topology, nodes: usize, degree: usize) {
     assert_eq!(t.nodes, nodes);
@@ -64,7 +64,7 @@ fn impossible_topologies_are_refused_with_a_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_random_mesh_converges_and_accounts_for_every_copy() -> anyhow::Result<()> {
-    let opts = mesh::Options {
+    let opts = simulator::Options {
         nodes: 6,
         degree: 3,
         deltas: 200,
@@ -74,7 +74,7 @@ async fn a_small_random_mesh_converges_and_accounts_for_every_copy() -> anyhow::
         batch: 50,
         timeout: Duration::from_secs(30),
     };
-    let report = mesh::run(&opts).await?;
+    let report = simulator::run(&opts).await?;
     assert_eq!(report.links, 9);
     assert_eq!(report.needed, 6 * 5 * 200);
     assert_eq!(report.delta_bytes, 330);
