@@ -34,6 +34,11 @@
 mod common;
 #[path = "mesh/topology.rs"]
 pub mod topology;
+// Shared with the other benchmarks; the median is theirs.
+#[allow(dead_code)]
+#[path = "bench/stats.rs"]
+mod stats;
+use stats::thousands;
 
 use std::io::Write;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -165,22 +170,22 @@ impl Report {
             out,
             "loaded in {:.2} s: {} deltas of {} bytes on each node (library ingest, all nodes at once)",
             self.loaded.as_secs_f64(),
-            thousands(self.deltas_per_node as u64),
+            thousands(self.deltas_per_node as f64),
             self.delta_bytes
         )?;
         writeln!(
             out,
             "converged in {:.2} s: every node holds {} deltas",
             self.converged.as_secs_f64(),
-            thousands((self.nodes * self.deltas_per_node) as u64)
+            thousands((self.nodes * self.deltas_per_node) as f64)
         )?;
         writeln!(
             out,
             "received over links: {} deltas for {} needed ({:.2}x), {} dropped as duplicates",
-            thousands(self.received),
-            thousands(self.needed),
+            thousands(self.received as f64),
+            thousands(self.needed as f64),
             self.ratio(),
-            thousands(self.duplicates)
+            thousands(self.duplicates as f64)
         )?;
         writeln!(
             out,
@@ -203,8 +208,8 @@ impl Report {
             self.nodes,
             self.topology,
             self.converged.as_secs_f64(),
-            thousands(self.received),
-            thousands(self.needed),
+            thousands(self.received as f64),
+            thousands(self.needed as f64),
             self.ratio(),
             mb(self.bytes_received),
             self.peak_rss_bytes.map_or("-".into(), mb)
@@ -422,18 +427,6 @@ fn peak_rss() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
-}
-
-fn thousands(v: u64) -> String {
-    let digits = v.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[tokio::main]
