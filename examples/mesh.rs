@@ -3,7 +3,8 @@
 //! links carried to get there.
 //!
 //! `cargo run --release --example mesh -- --nodes N --degree K --deltas M [--seed S]
-//!  [--memory|--durable] [--delta-bytes B] [--batch B] [--timeout SECS] [--json]`
+//!  [--memory|--durable] [--delta-bytes B] [--batch B] [--timeout SECS] [--long-ids]
+//!  [--no-announce] [--json]`
 //!
 //! - Nodes: `rhizome::Node` + `Federation` + `Server` in this process, each on
 //!   127.0.0.1 port 0, in memory (`--memory`, the default) or on a durable fjall store
@@ -14,9 +15,13 @@
 //!   the still empty stores, so nothing posted afterwards can be missed.
 //! - Load: once every link is up, each node is given its M deltas through the library's
 //!   ingest path (`Node::ingest`, `Origin::Local`, the path `POST /deltas` ends in) in
-//!   batches of `--batch`, all nodes at once. Every delta is new: ids carry a fresh tag.
-//!   Each is padded to `--delta-bytes` of JSON (default 330, the size of the issue's
-//!   figures).
+//!   batches of `--batch`, all nodes at once. Every delta is new. Ids are random UUIDs,
+//!   as the reference implementation makes them; `--long-ids` makes them 51 characters
+//!   (a run tag, the node, a counter) instead. Each delta is padded to `--delta-bytes` of
+//!   JSON (default 330, the size of the figures) whatever its id.
+//! - Relaying: nodes offer the `announce` feature (relayed deltas as ids, bodies on
+//!   request) unless `--no-announce`, which makes every node relay bodies to every
+//!   neighbour as before the feature.
 //! - Converged: when every node's store holds N*M deltas (its head, polled every 10 ms;
 //!   ids are unique and the store keeps each once, so N*M stored means all of them). The
 //!   clock starts with the first ingest. `--timeout` (default 300 s) fails the run with a
@@ -27,7 +32,8 @@
 //! Figures: deltas received over links (the sum of every link end's `deltasReceived`,
 //! duplicates included) against those needed, N*(N-1)*M (each node must receive the
 //! (N-1)*M deltas it did not author); the copies the stores dropped as duplicates; the
-//! WebSocket payload bytes received over links (`bytesReceived`, every frame); and the
+//! WebSocket payload bytes received over links (`bytesReceived`, every frame); the ids
+//! announced and asked for (`announcedIn`, `requestedOut`); and the
 //! process's peak RSS (`VmHWM`, all nodes together). `--json` prints the figures as one
 //! JSON line on stdout, the human report going to stderr.
 
@@ -49,7 +55,7 @@ use rhizome::{Delta, IngestOutcome, Node, NodeConfig, Origin, Pointer, Server, S
 use serde_json::json;
 use tokio::task::JoinSet;
 
-use common::{dial, serve_with, wait_connected};
+use common::{dial, serve_with_options, wait_connected};
 use topology::Topology;
 
 // The `rhizome` binary runs its nodes with mimalloc: so do these, for comparable memory.
@@ -94,6 +100,12 @@ struct Args {
     /// Seconds to wait for convergence before failing.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
+    /// Ids of 51 characters instead of UUIDs.
+    #[arg(long)]
+    long_ids: bool,
+    /// Nodes do not offer the `announce` feature: relayed deltas go in full.
+    #[arg(long)]
+    no_announce: bool,
     /// Print the figures as one JSON line on stdout (the report goes to stderr).
     #[arg(long)]
     json: bool,
@@ -110,6 +122,8 @@ pub struct Options {
     pub delta_bytes: usize,
     pub batch: usize,
     pub timeout: Duration,
+    pub long_ids: bool,
+    pub announce: bool,
 }
 
 /// What a run measured.
@@ -131,6 +145,10 @@ pub struct Report {
     /// Copies the stores dropped because they already held them.
     pub duplicates: u64,
     pub bytes_received: u64,
+    /// Relayed deltas announced by id, summed over receiving link ends.
+    pub announced: u64,
+    /// Deltas asked for by id, summed over asking link ends.
+    pub requested: u64,
     pub peak_rss_bytes: Option<u64>,
 }
 
@@ -160,6 +178,8 @@ impl Report {
             "bytesReceived": self.bytes_received,
             "bytesPerNeeded": self.bytes_per_needed(),
             "bytesPerNeededOverDeltaBytes": self.bytes_per_needed() / self.delta_bytes as f64,
+            "announced": self.announced,
+            "requested": self.requested,
             "peakRssBytes": self.peak_rss_bytes,
         })
     }
@@ -194,6 +214,13 @@ impl Report {
             self.bytes_per_needed(),
             self.bytes_per_needed() / self.delta_bytes as f64,
             self.delta_bytes
+        )?;
+        writeln!(
+            out,
+            "announced by id: {} ({:.2} per delta needed); asked for by id: {}",
+            thousands(self.announced as f64),
+            self.announced as f64 / self.needed as f64,
+            thousands(self.requested as f64)
         )?;
         match self.peak_rss_bytes {
             Some(b) => writeln!(out, "peak RSS: {} (VmHWM, all nodes)", mb(b))?,
@@ -245,7 +272,11 @@ pub async fn run(opts: &Options) -> Result<Report> {
             system_id: Some(name.clone()),
             ..Default::default()
         };
-        servers.push(serve_with(config).await?);
+        let options = rhizome::ServerOptions {
+            announce_relayed: opts.announce,
+            ..Default::default()
+        };
+        servers.push(serve_with_options(config, options).await?);
     }
     let mut links = Vec::new();
     for &(a, b) in &topology.edges {
@@ -258,17 +289,21 @@ pub async fn run(opts: &Options) -> Result<Report> {
 
     let total = (opts.nodes * opts.deltas) as u64;
     let tag = uuid::Uuid::new_v4().simple().to_string();
-    let padding = padding(&tag, opts.delta_bytes);
-    let delta_bytes = make_delta(&tag, &names[0], 0, now_ms(), &padding)
+    let ids = IdForm {
+        tag: tag.clone(),
+        long: opts.long_ids,
+    };
+    let padding = padding(&ids, opts.delta_bytes);
+    let delta_bytes = make_delta(&ids, &names[0], 0, now_ms(), &padding)
         .to_json()
         .len();
 
     let started = Instant::now();
     let mut loads = JoinSet::new();
     for server in &servers {
-        let (node, tag, padding) = (server.node().clone(), tag.clone(), padding.clone());
+        let (node, ids, padding) = (server.node().clone(), ids.clone(), padding.clone());
         let (deltas, batch) = (opts.deltas, opts.batch);
-        loads.spawn(async move { load(&node, &tag, &padding, deltas, batch).await });
+        loads.spawn(async move { load(&node, &ids, &padding, deltas, batch).await });
     }
     let mut loaded = None;
     let deadline = started + opts.timeout;
@@ -334,6 +369,8 @@ pub async fn run(opts: &Options) -> Result<Report> {
         needed: total * (opts.nodes as u64 - 1),
         duplicates: servers.iter().map(|s| s.node().store().duplicates()).sum(),
         bytes_received: link_sum(&servers, |s| s.bytes_received),
+        announced: link_sum(&servers, |s| s.announced_in),
+        requested: link_sum(&servers, |s| s.requested_out),
         peak_rss_bytes: peak_rss(),
     };
     drop(links);
@@ -361,12 +398,12 @@ fn link_sum(
 }
 
 /// Ingests `deltas` new deltas on `node`, `batch` at a time; each must be stored.
-async fn load(node: &Node, tag: &str, padding: &str, deltas: usize, batch: usize) -> Result<()> {
+async fn load(node: &Node, ids: &IdForm, padding: &str, deltas: usize, batch: usize) -> Result<()> {
     let system = node.system_id().to_owned();
     for start in (0..deltas).step_by(batch) {
         let now = now_ms();
         let chunk: Vec<Delta> = (start..deltas.min(start + batch))
-            .map(|i| make_delta(tag, &system, i, now, padding))
+            .map(|i| make_delta(ids, &system, i, now, padding))
             .collect();
         let outcomes = node
             .ingest(chunk, Origin::Local)
@@ -382,11 +419,29 @@ async fn load(node: &Node, tag: &str, padding: &str, deltas: usize, batch: usize
     Ok(())
 }
 
+/// How the deltas of a run are named.
+#[derive(Clone)]
+struct IdForm {
+    tag: String,
+    /// `{tag}-{system}-{i:09}` (51 characters) rather than a random UUID (36).
+    long: bool,
+}
+
+impl IdForm {
+    fn id(&self, system: &str, i: usize) -> String {
+        if self.long {
+            format!("{}-{system}-{i:09}", self.tag)
+        } else {
+            uuid::Uuid::new_v4().to_string()
+        }
+    }
+}
+
 /// The `i`th delta authored on `system`: a reference in a context, a flag and a text.
 /// Every field has a fixed width, so all deltas of a run weigh the same.
-fn make_delta(tag: &str, system: &str, i: usize, now_ms: u64, padding: &str) -> Delta {
+fn make_delta(ids: &IdForm, system: &str, i: usize, now_ms: u64, padding: &str) -> Delta {
     Delta {
-        id: format!("{tag}-{system}-{i:09}"),
+        id: ids.id(system, i),
         timestamp: now_ms,
         author: format!("author-{:02}", i % AUTHORS),
         system: system.to_owned(),
@@ -404,8 +459,8 @@ fn make_delta(tag: &str, system: &str, i: usize, now_ms: u64, padding: &str) -> 
 
 /// The text that brings a delta to `bytes` of JSON (as short as it gets, at least one
 /// character, when `bytes` is below a delta's fixed part).
-fn padding(tag: &str, bytes: usize) -> String {
-    let bare = make_delta(tag, "mesh-000", 0, now_ms(), "x")
+fn padding(ids: &IdForm, bytes: usize) -> String {
+    let bare = make_delta(ids, "mesh-000", 0, now_ms(), "x")
         .to_json()
         .len();
     "a realistic short text value, "
@@ -441,6 +496,8 @@ async fn main() -> Result<()> {
         delta_bytes: args.delta_bytes,
         batch: args.batch,
         timeout: Duration::from_secs(args.timeout),
+        long_ids: args.long_ids,
+        announce: !args.no_announce,
     };
     let store = if opts.durable {
         "durable stores (fsync)"

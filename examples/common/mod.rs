@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use rhizome::federation::{InitialSync, LinkConfig, SyncMode};
 use rhizome::store::ReadLimit;
-use rhizome::{Federation, FederationLink, LinkStatus, Node, NodeConfig, Pointer, Seq, Server};
+use rhizome::{
+    Federation, FederationLink, LinkStatus, Node, NodeConfig, Pointer, Seq, Server, ServerOptions,
+};
 
 /// How long an example waits for anything it claims before failing.
 pub const TIMEOUT: Duration = Duration::from_secs(15);
@@ -27,8 +29,13 @@ pub async fn serve(system_id: &str) -> Result<Server> {
 
 /// A node opened with `config`, served on a free port.
 pub async fn serve_with(config: NodeConfig) -> Result<Server> {
+    serve_with_options(config, Default::default()).await
+}
+
+/// As [`serve_with`], with these federation options.
+pub async fn serve_with_options(config: NodeConfig, options: ServerOptions) -> Result<Server> {
     let node = Node::open(config).await?;
-    let fed = Federation::new(node, Default::default())?;
+    let fed = Federation::new(node, options)?;
     Ok(Server::bind(fed, "127.0.0.1:0").await?)
 }
 

@@ -129,6 +129,12 @@ pub struct ServerSection {
     /// Accept links from peers that did not authenticate (default: only when listening
     /// on a loopback address).
     pub allow_anonymous: Option<bool>,
+    /// Relay deltas received from one peer to the others as ids, bodies on request
+    /// (feature `announce`; default true). Peers without the feature get bodies.
+    pub announce_relayed: Option<bool>,
+    /// Reconcile links without a cursor by range-based set reconciliation (feature
+    /// `reconcile`; default true).
+    pub reconcile: Option<bool>,
     /// The bearer token of the admin routes (default for `rhizome serve`: one made on
     /// first start, in `admin.token` in the data directory).
     pub admin_token: Option<String>,
@@ -375,6 +381,8 @@ impl NodeFile {
             // Read from their files by the caller, who may override them with flags.
             tls: None,
             client_tls: None,
+            announce_relayed: s.announce_relayed.unwrap_or(d.announce_relayed),
+            reconcile: s.reconcile.unwrap_or(d.reconcile),
         }
     }
 

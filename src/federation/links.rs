@@ -64,6 +64,12 @@ pub struct LinkStats {
     pub sync_total: AtomicU64,
     pub sync_done: AtomicU64,
     pub reconnects: AtomicU64,
+    /// Relayed deltas announced by id (feature `announce`): by us, and to us.
+    pub announced_out: AtomicU64,
+    pub announced_in: AtomicU64,
+    /// Deltas asked for by id (`delta_request`): by us, and of us.
+    pub requested_out: AtomicU64,
+    pub requested_in: AtomicU64,
 }
 
 /// A snapshot of a link's counters, as `GET /links` shows them.
@@ -91,6 +97,15 @@ pub struct LinkStatsSnapshot {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sync_progress: Option<SyncProgress>,
     pub reconnects: u64,
+    /// Relayed deltas sent to the peer as ids only (feature `announce`).
+    pub announced_out: u64,
+    /// Deltas the peer announced to us by id.
+    pub announced_in: u64,
+    /// Deltas we asked the peer for by id (announced ones we lacked, or found missing
+    /// by reconciliation).
+    pub requested_out: u64,
+    /// Deltas the peer asked us for by id.
+    pub requested_in: u64,
 }
 
 impl LinkStats {
@@ -121,6 +136,10 @@ impl LinkStats {
                 done: get(&self.sync_done),
             }),
             reconnects: get(&self.reconnects),
+            announced_out: get(&self.announced_out),
+            announced_in: get(&self.announced_in),
+            requested_out: get(&self.requested_out),
+            requested_in: get(&self.requested_in),
         }
     }
 }

@@ -12,6 +12,7 @@
 //! (with reconnect and backoff), `cursor` keeps what each link has committed.
 
 mod accept;
+mod claims;
 mod connect;
 mod cursor;
 mod links;
@@ -60,6 +61,8 @@ struct Inner {
     /// it open: only on loopback ([`Federation::listening_on`]).
     anonymous_by_default: AtomicBool,
     auth_refusals: Arc<AuthRefusals>,
+    /// Announced deltas a link is fetching now (see `claims`).
+    claims: Arc<claims::Claims>,
     /// Where the endpoint listens ([`Federation::listening_on`]).
     listening: std::sync::Mutex<Option<std::net::SocketAddr>>,
 }
@@ -80,6 +83,7 @@ impl Federation {
                 links: LinkRegistry::default(),
                 anonymous_by_default: AtomicBool::new(true),
                 auth_refusals: Arc::default(),
+                claims: Arc::default(),
                 listening: std::sync::Mutex::new(None),
             }),
         })
@@ -123,6 +127,10 @@ impl Federation {
     /// Links refused in the handshake because of who the peer is.
     pub fn auth_refusals(&self) -> &Arc<AuthRefusals> {
         &self.inner.auth_refusals
+    }
+
+    pub(crate) fn claims(&self) -> &Arc<claims::Claims> {
+        &self.inner.claims
     }
 
     pub(crate) fn links(&self) -> &LinkRegistry {

@@ -167,6 +167,26 @@ pub struct ServerOptions {
     pub tls: Option<ServerTls>,
     /// What the `wss://` links this node dials trust; `None`: the system's roots.
     pub client_tls: Option<ClientTls>,
+    /// Offer the `announce` feature: deltas this node relays (received from another
+    /// peer) go to peers that speak it as ids, and a body only to a peer that asks.
+    pub announce_relayed: bool,
+    /// Offer the `reconcile` feature: a link without a cursor learns what it lacks by
+    /// range-based set reconciliation rather than receiving everything.
+    pub reconcile: bool,
+}
+
+impl ServerOptions {
+    /// The extension features this node offers (hello / hello_ack).
+    pub(crate) fn features(&self) -> Vec<String> {
+        let mut f = Vec::new();
+        if self.announce_relayed {
+            f.push(super::wire::features::ANNOUNCE.to_owned());
+        }
+        if self.reconcile {
+            f.push(super::wire::features::RECONCILE.to_owned());
+        }
+        f
+    }
 }
 
 impl Default for ServerOptions {
@@ -188,6 +208,8 @@ impl Default for ServerOptions {
             admin_listen: None,
             tls: None,
             client_tls: None,
+            announce_relayed: true,
+            reconcile: true,
         }
     }
 }

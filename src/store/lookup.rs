@@ -3,7 +3,7 @@
 //! `handles`) and reads what is committed; the log itself is read through `tail`.
 
 use super::error::StoreError;
-use super::record::StoredDelta;
+use super::record::{RawRecord, StoredDelta};
 use super::seq::Seq;
 use super::{keys, postings, query, Store};
 
@@ -39,6 +39,38 @@ impl Store {
             Some(bytes) => Ok(Some(StoredDelta::decode(seq, &bytes)?)),
             None => Ok(None),
         }
+    }
+
+    /// The log records of the deltas with these ids, as stored, in the order asked; ids
+    /// not in the log (never stored, or archived) are left out.
+    ///
+    /// # Errors
+    /// Storage or corruption errors.
+    pub fn records_of(&self, ids: &[String]) -> Result<Vec<RawRecord>, StoreError> {
+        let handles = self.handles()?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(v) = handles.ks.ids.get(id.as_bytes())? else {
+                continue;
+            };
+            let seq = keys::decode_seq(&v)?;
+            if let Some(record) = handles.ks.log.get(keys::seq_key(seq))? {
+                out.extend(RawRecord::read(seq, record, None)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Which of these ids the store holds (in its log, or archived: either way a copy
+    /// that arrives is a duplicate), as one flag per id.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn contains_ids(&self, ids: &[String]) -> Result<Vec<bool>, StoreError> {
+        let handles = self.handles()?;
+        ids.iter()
+            .map(|id| Ok(handles.ks.ids.get(id.as_bytes())?.is_some()))
+            .collect()
     }
 
     /// The last log position whose delta has a timestamp before `timestamp`, or the

@@ -73,6 +73,8 @@ async fn a_small_random_mesh_converges_and_accounts_for_every_copy() -> anyhow::
         delta_bytes: 330,
         batch: 50,
         timeout: Duration::from_secs(30),
+        long_ids: false,
+        announce: false,
     };
     let report = simulator::run(&opts).await?;
     assert_eq!(report.links, 9);
@@ -92,6 +94,66 @@ async fn a_small_random_mesh_converges_and_accounts_for_every_copy() -> anyhow::
         "{} bytes received for {} deltas of 330 bytes needed",
         report.bytes_received,
         report.needed
+    );
+    Ok(())
+}
+
+/// The simulator's options for `nodes` of `degree`, with `deltas` posted to each.
+fn mesh(nodes: usize, degree: usize, deltas: usize) -> simulator::Options {
+    simulator::Options {
+        nodes,
+        degree,
+        deltas,
+        seed: 3,
+        durable: false,
+        delta_bytes: 330,
+        batch: 100,
+        timeout: Duration::from_secs(60),
+        long_ids: false,
+        announce: true,
+    }
+}
+
+/// Every delta on every node (the simulator checks each node holds all of them), each
+/// received about once, and what the links carried near a delta's own size.
+fn assert_about_once(report: &simulator::Report) {
+    assert!(
+        report.received as f64 <= 1.3 * report.needed as f64,
+        "{} deltas received for {} needed ({:.2}x)",
+        report.received,
+        report.needed,
+        report.ratio()
+    );
+    assert_eq!(report.duplicates, report.received - report.needed);
+    assert!(
+        report.bytes_per_needed() <= 1.5 * report.delta_bytes as f64,
+        "{:.0} bytes received per delta needed, deltas of {} bytes",
+        report.bytes_per_needed(),
+        report.delta_bytes
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_mesh_of_six_receives_each_delta_about_once() -> anyhow::Result<()> {
+    let report = simulator::run(&mesh(6, 5, 500)).await?;
+    assert_eq!(report.needed, 6 * 5 * 500);
+    assert_about_once(&report);
+    // Every relayed copy went as an id: four neighbours relay each delta to each node.
+    assert!(report.announced > 0, "nothing was announced");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ring_of_eight_converges_over_many_hops() -> anyhow::Result<()> {
+    let report = simulator::run(&mesh(8, 2, 200)).await?;
+    assert_eq!(report.links, 8);
+    assert_eq!(report.needed, 8 * 7 * 200);
+    assert_about_once(&report);
+    // Most deltas cross several hops, each fetched by id after its announcement.
+    assert!(
+        report.requested > report.needed / 2,
+        "{} asked for",
+        report.requested
     );
     Ok(())
 }

@@ -25,6 +25,7 @@ use crate::policy::LinkContext;
 use crate::store::LogTail;
 use crate::store::{Seq, StoreError};
 
+mod fetch;
 mod live;
 mod select;
 mod sync;
@@ -50,6 +51,8 @@ pub(crate) enum Outgoing {
     Begin(Box<SendPlan>),
     /// The peer asked for a sync (`sync_request`).
     Sync(SyncPlan),
+    /// The peer asked for deltas by id (`delta_request`).
+    Fetch { request_id: u64, ids: Vec<String> },
     /// The peer sent `pause` / `resume`.
     PeerPaused(bool),
     /// Send a close frame and stop.
@@ -62,6 +65,9 @@ pub(crate) struct SendPlan {
     pub peer_system: Arc<str>,
     /// The peer speaks our extension: live deltas go as `delta_batch` with positions.
     pub extension: bool,
+    /// The peer speaks `announce`: deltas we relay go as ids (`delta_announce`), ours
+    /// in full.
+    pub announce: bool,
     /// Our own push filter for this link.
     pub push_filter: Option<DeltaFilter>,
     /// The filter the peer asked for (hello config); a sync_request's filter replaces it.
@@ -205,6 +211,7 @@ where
                 Flow::Continue
             }
             Outgoing::Sync(sync) => self.serve_sync(sync).await,
+            Outgoing::Fetch { request_id, ids } => self.serve_fetch(request_id, ids).await,
             other => self.handle_frame(other).await,
         }
     }
@@ -213,6 +220,8 @@ where
     async fn handle_frame(&mut self, cmd: Outgoing) -> Flow {
         match cmd {
             Outgoing::Begin(_) => Flow::Continue,
+            // Asked while a sync is served: answered in its turn, between two batches.
+            Outgoing::Fetch { request_id, ids } => self.serve_fetch(request_id, ids).await,
             Outgoing::Sync(_) => {
                 self.send_text(error_frame(
                     wire::codes::SYNC_ERROR,

@@ -17,7 +17,7 @@ use crate::federation::cursor::{CursorKeys, V1_RESUME_MARGIN_MS};
 use crate::federation::links::{Direction, FirstStart, LinkStatus, TimestampFloor};
 use crate::federation::sender::{Outgoing, SendPlan};
 use crate::federation::wire::{
-    codes, AuthHello, HelloExt, Message, WireLimits, EXTENSION_VERSION, PROTOCOL_VERSION,
+    codes, features, AuthHello, HelloExt, Message, WireLimits, EXTENSION_VERSION, PROTOCOL_VERSION,
 };
 use crate::federation::{InitialSync, SyncMode};
 use crate::filter::DeltaFilter;
@@ -55,13 +55,14 @@ impl Session<'_> {
                         nonce: nonce.clone(),
                         proof: None,
                     }),
+                    features: self.options.features(),
                 }),
             })?;
             ours = Some((nonce, config_text(config.as_ref())));
         }
         let deadline = Instant::now() + self.options.handshake_timeout;
         loop {
-            let texts = match self.read_frames(stream, deadline, true).await {
+            let texts = match self.read_frames(stream, deadline, true, None).await {
                 Ok(t) => t,
                 Err(end) if end.reason.starts_with("no frame") => return Err(self.refuse_timeout()),
                 Err(end) => return Err(end),
@@ -164,10 +165,13 @@ impl Session<'_> {
                             &nonce,
                             &config,
                         )?;
+                        let (announce, reconcile) = self.shared_features(ext.as_ref());
                         Peer {
                             system: system_id,
                             identity,
                             extension: ext.is_some(),
+                            announce,
+                            reconcile,
                             log: ext.as_ref().and_then(|r| r.log.clone()),
                             their_cursor_of_us: ext.as_ref().and_then(|r| r.cursor),
                             limits: ext.and_then(|r| r.limits).unwrap_or_default().to_peer(),
@@ -194,6 +198,15 @@ impl Session<'_> {
                 return Ok((peer, texts.collect()));
             }
         }
+    }
+
+    /// Which optional features both ends speak: (`announce`, `reconcile`).
+    fn shared_features(&self, ext: Option<&HelloExt>) -> (bool, bool) {
+        let theirs = |name: &str| ext.is_some_and(|e| e.features.iter().any(|f| f == name));
+        (
+            self.options.announce_relayed && theirs(features::ANNOUNCE),
+            self.options.reconcile && theirs(features::RECONCILE),
+        )
     }
 
     fn our_limits(&self) -> WireLimits {
@@ -280,10 +293,13 @@ impl Session<'_> {
         if by_token.is_none() && !known_key {
             self.check_anonymous_allowed(&system_id)?;
         }
+        let (announce, reconcile) = self.shared_features(ext.as_ref());
         let peer = Peer {
             system: system_id,
             identity: by_token.unwrap_or_else(LinkPeer::anonymous),
             extension: ext.is_some(),
+            announce,
+            reconcile,
             limits: ext
                 .as_ref()
                 .and_then(|r| r.limits)
@@ -339,6 +355,7 @@ impl Session<'_> {
                 log: Some(self.node.log_id().to_owned()),
                 limits: Some(self.our_limits()),
                 auth,
+                features: self.options.features(),
             }),
         })?;
         Ok(hello)
@@ -529,7 +546,7 @@ impl Session<'_> {
         };
         self.link.mark_connected();
         let paused = *self.link.paused.borrow();
-        tracing::info!(link = %self.link.id, peer = %peer.system, as_peer = %peer.identity.name, authenticated = peer.identity.authenticated, extension = peer.extension, we_send, we_receive, "link up");
+        tracing::info!(link = %self.link.id, peer = %peer.system, as_peer = %peer.identity.name, authenticated = peer.identity.authenticated, extension = peer.extension, announce = peer.announce, reconcile = peer.reconcile, we_send, we_receive, "link up");
         self.node.emit(NodeEvent::LinkConnected {
             link_id: self.link.id.clone(),
             remote_system_id: peer.system.clone(),
@@ -577,6 +594,7 @@ impl Session<'_> {
             sync_started: std::time::Instant::now(),
             progress_logged: std::time::Instant::now(),
             cursor_held: false,
+            fetch: super::fetching::Fetching::new(self.claims.clone(), next_owner()),
             admitted: None,
             answered: Default::default(),
         })
@@ -640,6 +658,7 @@ impl Session<'_> {
         Ok(SendPlan {
             peer_system: peer.system.as_str().into(),
             extension: peer.extension,
+            announce: peer.announce,
             push_filter: self.link.config.push_filter.clone(),
             peer_filter: peer.peer_filter.clone(),
             link,
@@ -693,6 +712,12 @@ impl Session<'_> {
             from_head,
         }))
     }
+}
+
+/// A number for this connection's claims (see `claims`), unique in the process.
+fn next_owner() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// What a hello leads to: the peer, or a key proof to wait for.

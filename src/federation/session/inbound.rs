@@ -49,6 +49,10 @@ struct InFlight {
     /// (delta id, how it is answered, part of the initial sync) per delta, in order.
     answered: Vec<(String, Reply, bool)>,
     last_seq: Option<u64>,
+    /// The batch commits the cursor to `last_seq` itself (no announcement held it).
+    cursor_in_batch: bool,
+    /// Our `delta_request`s this batch completes the answers to.
+    resolves: Vec<u64>,
 }
 
 /// Deltas read from consecutive frames, ingested together in one store batch.
@@ -56,11 +60,12 @@ struct InFlight {
 struct Pending {
     values: Vec<(WireDelta, Reply, bool)>,
     last_seq: Option<u64>,
+    resolves: Vec<u64>,
 }
 
 impl Pending {
     fn is_empty(&self) -> bool {
-        self.values.is_empty() && self.last_seq.is_none()
+        self.values.is_empty() && self.last_seq.is_none() && self.resolves.is_empty()
     }
 }
 
@@ -75,9 +80,13 @@ impl Session<'_> {
         // overlaps reading the next; once none is waiting, everything is answered.
         let mut in_flight = VecDeque::new();
         let end = loop {
+            if let Err(end) = self.fetch_due(est).await {
+                break end;
+            }
             let deadline = self.last_frame + dead_after;
             let wait = in_flight.is_empty();
-            let texts = match self.read_frames(stream, deadline, wait).await {
+            let wake = est.fetch.next_due();
+            let texts = match self.read_frames(stream, deadline, wait, wake).await {
                 Ok(t) if t.is_empty() && !wait => {
                     match self.complete_until(&mut in_flight, 0, est).await {
                         Ok(()) => continue,
@@ -174,6 +183,20 @@ impl Session<'_> {
                         pending.last_seq = seq.or(pending.last_seq);
                     }
                 }
+                Message::DeltaResponse {
+                    request_id,
+                    deltas,
+                    last,
+                } => {
+                    if self.may_receive(est, None)? {
+                        pending
+                            .values
+                            .extend(deltas.into_iter().map(|d| (d, Reply::NackOnly, false)));
+                        if last {
+                            pending.resolves.push(request_id);
+                        }
+                    }
+                }
                 Message::SyncBatch {
                     deltas, last_seq, ..
                 } => {
@@ -256,7 +279,7 @@ impl Session<'_> {
     }
 
     /// Refuses deltas on a link that does not carry them toward us.
-    fn may_receive(
+    pub(super) fn may_receive(
         &self,
         est: &Established,
         delta: Option<&WireDelta>,
@@ -294,7 +317,14 @@ impl Session<'_> {
         if pending.is_empty() {
             return Ok(None);
         }
-        let Pending { values, last_seq } = std::mem::take(pending);
+        let Pending {
+            values,
+            last_seq,
+            resolves,
+        } = std::mem::take(pending);
+        if let Some(seq) = last_seq {
+            est.fetch.saw(seq);
+        }
         // The ids answer with (taken before the deltas go to the store).
         let mut answered = Vec::with_capacity(values.len());
         let checked: Vec<Result<Delta, crate::delta::InvalidDelta>> = values
@@ -305,11 +335,14 @@ impl Session<'_> {
             })
             .collect();
         let mut meta = Vec::new();
+        let mut cursor_in_batch = false;
         if est.cursor_held {
             // Nothing moves the cursor past the frame that was not judged.
         } else if est.peer.extension {
-            if let Some(seq) = last_seq {
+            // While an announcement is unresolved the cursor waits (see `fetching`).
+            if let (Some(seq), false) = (last_seq, est.fetch.holding()) {
                 meta.push((est.keys.seq.clone(), cursor::encode(seq)));
+                cursor_in_batch = true;
             }
         } else {
             let newest = checked
@@ -350,6 +383,8 @@ impl Session<'_> {
             ingest,
             answered,
             last_seq,
+            cursor_in_batch,
+            resolves,
         }))
     }
 
@@ -359,6 +394,8 @@ impl Session<'_> {
             ingest,
             answered,
             last_seq,
+            cursor_in_batch,
+            resolves,
         } = batch;
         let ingest = ingest
             .await
@@ -411,13 +448,21 @@ impl Session<'_> {
             };
             answers.push(answer);
         }
-        if est.peer.extension && !est.cursor_held {
-            if let Some(last_seq) = last_seq {
-                answers.push(Message::CursorAck { last_seq });
+        if let Some(seq) = last_seq {
+            est.fetch.durable_through(seq);
+            if cursor_in_batch {
+                est.fetch.committed = est.fetch.committed.max(seq);
+                answers.push(Message::CursorAck { last_seq: seq });
             }
         }
         for answer in &answers {
             self.send_paced(answer).await?;
+        }
+        for request_id in resolves {
+            est.fetch.answered(request_id);
+        }
+        if !cursor_in_batch {
+            self.commit_gate(est).await?;
         }
         if est.syncing {
             self.sync_progress(est);
@@ -495,6 +540,12 @@ impl Session<'_> {
                 self.on_answer(&delta_id, est);
                 Ok(())
             }
+            Message::DeltaAnnounce { ids, last_seq } => {
+                self.on_announce(ids.0, last_seq, est).await
+            }
+            Message::DeltaRequest { request_id, ids } => {
+                self.on_request(request_id, ids.0, est).await
+            }
             Message::Pause => self.queue(Outgoing::PeerPaused(true)),
             Message::Resume => self.queue(Outgoing::PeerPaused(false)),
             Message::Ping => self.send(&Message::Pong),
@@ -505,9 +556,10 @@ impl Session<'_> {
                 fatal,
             } => self.on_error_frame(&code, &message, fatal, est),
             // Delta-carrying messages are handled by `process`.
-            Message::Delta { .. } | Message::SyncBatch { .. } | Message::DeltaBatch { .. } => {
-                Ok(())
-            }
+            Message::Delta { .. }
+            | Message::SyncBatch { .. }
+            | Message::DeltaBatch { .. }
+            | Message::DeltaResponse { .. } => Ok(()),
         }
     }
 
@@ -550,11 +602,9 @@ impl Session<'_> {
             // The sync is over, but not everything in it was judged.
         } else if est.peer.extension {
             if let Some(seq) = last_seq {
-                store
-                    .put_meta(&est.keys.seq, cursor::encode(seq))
-                    .await
-                    .map_err(store_end)?;
-                self.send(&Message::CursorAck { last_seq: seq })?;
+                est.fetch.saw(seq);
+                est.fetch.durable_through(seq);
+                self.commit_gate(est).await?;
             }
         } else if est.max_ts > 0 {
             store

@@ -10,6 +10,8 @@
 //! path; everything written goes through the link's [`Sender`], which this machine
 //! starts and steers.
 
+mod announce;
+mod fetching;
 mod handshake;
 mod inbound;
 mod outbound;
@@ -97,6 +99,7 @@ pub(crate) struct Session<'a> {
     /// Peers that prove no configured identity may link (see [`Federation::allows_anonymous`]).
     allow_anonymous: bool,
     refusals: Arc<AuthRefusals>,
+    claims: Arc<super::claims::Claims>,
 }
 
 /// A frame as read: text to decode, or bytes that cannot be (answered with an error).
@@ -164,6 +167,7 @@ where
         ended: None,
         allow_anonymous: fed.allows_anonymous(),
         refusals: fed.auth_refusals().clone(),
+        claims: fed.claims().clone(),
     };
     let end = tokio::select! {
         end = session.drive(&mut stream) => end,
@@ -241,6 +245,18 @@ impl Session<'_> {
         }
     }
 
+    /// Queues a command for the sender, waiting while it is behind (as `send_paced`).
+    async fn queue_paced(&self, cmd: Outgoing) -> Result<(), SessionEnd> {
+        match tokio::time::timeout(self.heartbeat * 2, self.out.send(cmd)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(SessionEnd::new(EndKind::Lost, "the link's sender stopped")),
+            Err(_) => Err(SessionEnd::new(
+                EndKind::Lost,
+                "the peer is not reading what we send (our sender stuck for two heartbeats)",
+            )),
+        }
+    }
+
     fn send(&self, msg: &Message) -> Result<(), SessionEnd> {
         self.queue(Outgoing::Frame(wire::encode(msg)))
     }
@@ -273,6 +289,7 @@ impl Session<'_> {
         stream: &mut St,
         deadline: Instant,
         wait: bool,
+        wake: Option<Instant>,
     ) -> Result<Vec<Frame>, SessionEnd>
     where
         St: Stream<Item = Result<WsMessage, WsError>> + Unpin,
@@ -303,6 +320,10 @@ impl Session<'_> {
             biased;
             ctrl = self.control.recv() => {
                 self.on_control(ctrl)?;
+                return Ok(Vec::new());
+            }
+            // Announced ids are due to be fetched (see `fetching`).
+            () = tokio::time::sleep_until(wake.unwrap_or(deadline)), if wake.is_some_and(|w| w < deadline) => {
                 return Ok(Vec::new());
             }
             next = tokio::time::timeout_at(deadline, stream.next()) => match next {

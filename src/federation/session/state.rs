@@ -29,6 +29,10 @@ pub(super) struct Peer {
     pub identity: LinkPeer,
     /// The peer speaks our extension.
     pub extension: bool,
+    /// Both ends speak the `announce` feature: relayed deltas go as ids.
+    pub announce: bool,
+    /// Both ends speak the `reconcile` feature.
+    pub reconcile: bool,
     /// The peer's log identity (extension peers).
     pub log: Option<String>,
     /// The acceptor's committed position of our log (in its `hello_ack`).
@@ -63,6 +67,8 @@ pub(super) struct Established {
     pub cursor_held: bool,
     /// What a plain v1 peer answered of what we sent (see `cursor`'s `answered`).
     pub answered: Answered,
+    /// Announced ids being fetched, and how far that lets the cursor go (`announce`).
+    pub fetch: super::fetching::Fetching,
     /// Resolves once the batch submitted last is admitted: the next one is admitted
     /// after it, so batches reach the store (and move the cursor) in the order read.
     pub admitted: Option<tokio::sync::oneshot::Receiver<()>>,

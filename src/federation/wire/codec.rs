@@ -233,8 +233,16 @@ impl<'a> From<&'a Message> for Outbound<'a> {
 /// Which batch frame: a `sync_batch` of the initial sync, or a live `delta_batch`.
 #[derive(Debug, Clone, Copy)]
 pub enum BatchKind {
-    Sync { batch_number: u64, is_last: bool },
+    Sync {
+        batch_number: u64,
+        is_last: bool,
+    },
     Live,
+    /// A `delta_response` to a `delta_request`.
+    Response {
+        request_id: u64,
+        last: bool,
+    },
 }
 
 /// Encodes one outgoing frame, stamped with the current time.
@@ -299,6 +307,7 @@ fn encode_batch(kind: BatchKind, deltas: &[&str], last_seq: Option<u64>) -> Stri
     let kind_name = match kind {
         BatchKind::Sync { .. } => "sync_batch",
         BatchKind::Live => "delta_batch",
+        BatchKind::Response { .. } => "delta_response",
     };
     // Writing into a String cannot fail.
     let _ = write!(
@@ -312,15 +321,20 @@ fn encode_batch(kind: BatchKind, deltas: &[&str], last_seq: Option<u64>) -> Stri
         frame.push_str(d);
     }
     frame.push(']');
-    if let BatchKind::Sync {
-        batch_number,
-        is_last,
-    } = kind
-    {
-        let _ = write!(
-            frame,
-            ",\"batchNumber\":{batch_number},\"isLastBatch\":{is_last}"
-        );
+    match kind {
+        BatchKind::Sync {
+            batch_number,
+            is_last,
+        } => {
+            let _ = write!(
+                frame,
+                ",\"batchNumber\":{batch_number},\"isLastBatch\":{is_last}"
+            );
+        }
+        BatchKind::Response { request_id, last } => {
+            let _ = write!(frame, ",\"requestId\":{request_id},\"last\":{last}");
+        }
+        BatchKind::Live => {}
     }
     if let Some(s) = last_seq {
         let _ = write!(frame, ",\"lastSeq\":{s}");

@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::WireDelta;
+use super::{IdList, WireDelta};
 use crate::delta::Limits;
 
 pub const PROTOCOL_VERSION: &str = "rhizomedb-federation-v1";
@@ -97,6 +97,27 @@ pub enum Message {
     CursorAck {
         last_seq: u64,
     },
+    /// Extension (feature `announce`): relayed deltas of the sender's log, by id only,
+    /// sent before the `delta_batch` frames of the same read. `lastSeq` is present when
+    /// no `delta_batch` follows: it is then the position the read reached.
+    DeltaAnnounce {
+        ids: IdList,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_seq: Option<u64>,
+    },
+    /// Extension (feature `announce`): send these deltas (the ones announced that the
+    /// receiver lacks), answered by `delta_response` frames with the same `requestId`.
+    DeltaRequest {
+        request_id: u64,
+        ids: IdList,
+    },
+    /// Extension (feature `announce`): the deltas of one `delta_request` the sender holds
+    /// and may send; `last` on its final frame. Ids not sent were not available.
+    DeltaResponse {
+        request_id: u64,
+        deltas: Vec<WireDelta>,
+        last: bool,
+    },
     /// Extension: the connecting side's key proof, right after it verified the accepting
     /// side's in hello_ack (docs/PROTOCOL.md 6.8).
     Auth {
@@ -135,6 +156,18 @@ pub struct HelloExt {
     /// key and nonce; in hello_ack the accepting side's, with its proof.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthHello>,
+    /// Optional parts of the extension this node speaks ([`features`]); a feature is
+    /// used on a link only when both ends list it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
+}
+
+/// Names of the extension's optional parts.
+pub mod features {
+    /// Relayed deltas go as ids (`delta_announce`), bodies on request.
+    pub const ANNOUNCE: &str = "announce";
+    /// Range-based set reconciliation for links without a cursor (`reconcile`).
+    pub const RECONCILE: &str = "reconcile";
 }
 
 /// One side's part of the key proof in hello / hello_ack.

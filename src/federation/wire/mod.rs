@@ -8,14 +8,16 @@
 
 mod codec;
 mod delta;
+pub(crate) mod idlist;
 mod messages;
 mod pointers;
 
 pub(crate) use codec::may_carry_deltas;
 pub use codec::{decode, encode, encode_with, BatchKind, DecodeError, Outbound};
 pub use delta::WireDelta;
+pub use idlist::IdList;
 pub use messages::{
-    codes, ArchivedCounts, AuthHello, HelloExt, Message, PeerLimits, WireLimits,
+    codes, features, ArchivedCounts, AuthHello, HelloExt, Message, PeerLimits, WireLimits,
     DEFAULT_MAX_MESSAGE_BYTES, EXTENSION_VERSION, PROTOCOL_VERSION,
 };
 pub use pointers::{shows_legacy, to_legacy, Pointers};

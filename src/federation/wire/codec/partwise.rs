@@ -39,13 +39,17 @@ pub(super) fn decode(text: &str) -> Option<Message> {
     // Placeholders for serde's envelope checks; the parts read above replace them.
     match kind.as_str() {
         "delta" => envelope.insert("delta".into(), Value::Object(Map::new())),
-        "sync_batch" | "delta_batch" => envelope.insert("deltas".into(), Value::Array(vec![])),
+        "sync_batch" | "delta_batch" | "delta_response" => {
+            envelope.insert("deltas".into(), Value::Array(vec![]))
+        }
         _ => return None,
     };
     let mut msg = decode_value(Value::Object(envelope)).ok()?;
     match &mut msg {
         Message::Delta { delta, .. } => *delta = single?,
-        Message::SyncBatch { deltas: d, .. } | Message::DeltaBatch { deltas: d, .. } => {
+        Message::SyncBatch { deltas: d, .. }
+        | Message::DeltaBatch { deltas: d, .. }
+        | Message::DeltaResponse { deltas: d, .. } => {
             *d = deltas?;
         }
         _ => return None,
@@ -64,7 +68,10 @@ pub(crate) fn may_carry_deltas(text: &str) -> bool {
         .find(|(k, _, _)| k == "type")
         .and_then(|(_, s, e)| serde_json::from_str::<String>(&text[*s..*e]).ok());
     match kind {
-        Some(kind) => matches!(kind.as_str(), "delta" | "sync_batch" | "delta_batch"),
+        Some(kind) => matches!(
+            kind.as_str(),
+            "delta" | "sync_batch" | "delta_batch" | "delta_response"
+        ),
         None => true,
     }
 }
