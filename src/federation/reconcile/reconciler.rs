@@ -42,8 +42,9 @@ pub(crate) enum Role {
 pub(crate) struct Step {
     /// The round to send back, if any.
     pub reply: Option<Round>,
-    /// Ids of deltas the source holds and the puller lacks, found in this round (never
-    /// one found in an earlier round; always empty for the source).
+    /// Ids of deltas the source holds and the puller lacks, found in this round, each
+    /// once (an honest source never lists a range twice, so no id comes back in a later
+    /// round); always empty for the source.
     pub need: Vec<String>,
     /// Whether the conversation is over for this side (see the module's termination rule).
     pub done: bool,
