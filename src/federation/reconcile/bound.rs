@@ -3,7 +3,7 @@
 //! upper one. A bound between two neighbouring items keeps only as many leading bytes of
 //! the hash as tell them apart (none when their timestamps differ), so it travels short.
 
-use super::snapshot::Item;
+use super::item::Item;
 
 /// A point in the (timestamp, hash) order of items. `At` bounds sort before
 /// `Infinity`, and among themselves by timestamp, then hash.

@@ -8,7 +8,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::snapshot::Item;
+use super::item::Item;
 
 /// The fingerprint of a range of items.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,8 +8,9 @@
 //! hash of its items and their count): equal fingerprints settle it, unequal ones are
 //! split into [`BUCKETS`] sub-ranges, until a range is small enough to list its ids.
 //!
-//! - `snapshot`: [`Item`]s, one per delta (32 bytes each), and [`Snapshot`], the sorted
-//!   items of the log up to a position, read from the store;
+//! - `item`: an [`Item`], one delta as reconciliation sees it (32 bytes);
+//! - `snapshot`: [`Snapshot`], the sorted items of the log up to a position, read from
+//!   the store;
 //! - `bound`: the points between ranges, with the shortest hash prefix that tells two
 //!   neighbouring items apart;
 //! - `fingerprint`: a range's fingerprint;
@@ -44,6 +45,7 @@
 
 mod bound;
 mod fingerprint;
+mod item;
 mod reconciler;
 mod round;
 mod snapshot;
@@ -51,9 +53,10 @@ mod snapshot;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use item::Item;
 pub(crate) use reconciler::{IdsAt, Reconciler, Role, Step};
 pub(crate) use round::{Round, WireRange};
-pub(crate) use snapshot::{Item, Snapshot};
+pub(crate) use snapshot::Snapshot;
 
 use crate::store::StoreError;
 

@@ -23,8 +23,9 @@ use std::sync::Arc;
 
 use super::bound::Bound;
 use super::fingerprint::Fingerprint;
+use super::item::{hash_id, Item};
 use super::round::{IdBudget, Mode, Round, RoundBuilder};
-use super::snapshot::{hash_id, Snapshot};
+use super::snapshot::Snapshot;
 use super::{Limits, ReconcileError, BUCKETS, ID_LIST_MAX};
 use crate::store::{Seq, StoreError};
 
@@ -286,7 +287,7 @@ struct Needs {
 impl Needs {
     /// Adds the ids among `ids` (a source's list for a range) whose hash is not among
     /// `own` (the puller's items in that range).
-    fn collect(&mut self, ids: &[String], own: &[super::snapshot::Item]) {
+    fn collect(&mut self, ids: &[String], own: &[Item]) {
         let hashes: Vec<u128> = ids.iter().map(|id| hash_id(id)).collect();
         let mut held: HashMap<u128, bool> = hashes.iter().map(|&h| (h, false)).collect();
         for item in own {

@@ -1,47 +1,15 @@
 //! What a node reconciles: one [`Item`] per delta of its live log up to a position,
-//! sorted by (timestamp, hash). An item is 32 bytes (no id: the ids of the few deltas a
-//! round lists are read from the store then), so a million deltas take 32 MB. Deltas
+//! sorted by (timestamp, hash), 32 bytes each, so a million deltas take 32 MB. Deltas
 //! archived out of the log are not in it.
 
 use std::borrow::Cow;
 use std::ops::Range;
 
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use super::bound::Bound;
+use super::item::Item;
 use crate::store::{ReadLimit, Seq, Store, StoreError};
-
-/// One delta, as reconciliation sees it. Items order by (timestamp, hash); `seq` never
-/// decides between two distinct deltas, whose hashes differ.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) struct Item {
-    pub timestamp: u64,
-    /// The first 16 bytes of SHA-256 of the delta's id, read big-endian (so the order
-    /// of hashes is the order of their bytes).
-    pub hash: u128,
-    /// Where the delta sits in this node's log.
-    pub seq: Seq,
-}
-
-impl Item {
-    /// The item of the delta `id`, made at `timestamp`, stored at `seq`.
-    pub(crate) fn of(id: &str, timestamp: u64, seq: Seq) -> Item {
-        Item {
-            timestamp,
-            hash: hash_id(id),
-            seq,
-        }
-    }
-}
-
-/// The first 16 bytes of SHA-256 of `id`, read big-endian.
-pub(crate) fn hash_id(id: &str) -> u128 {
-    let digest = Sha256::digest(id.as_bytes());
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    u128::from_be_bytes(bytes)
-}
 
 /// The items of a log up to a position, sorted, without duplicates.
 #[derive(Debug, Clone, Default)]
@@ -129,11 +97,6 @@ mod tests {
     use super::*;
     use crate::delta::{new_delta, Pointer};
     use crate::store::{NewEntry, SideWrites};
-
-    #[test]
-    fn an_item_is_32_bytes() {
-        assert_eq!(std::mem::size_of::<Item>(), 32);
-    }
 
     /// Appends deltas with these timestamps (in batches of 40); returns (id, timestamp)
     /// by position.
