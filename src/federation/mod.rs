@@ -17,6 +17,7 @@ mod connect;
 mod cursor;
 mod links;
 mod options;
+pub(crate) mod reconcile;
 mod sender;
 mod session;
 pub mod wire;
