@@ -119,6 +119,15 @@ pub enum NodeEvent {
         link_id: String,
         deltas_processed: u64,
     },
+    /// A reconciliation is over: what this node lacked of the peer's deltas is fetched
+    /// (or refused), and the link's cursor may move past it.
+    #[serde(rename = "link:reconciled")]
+    LinkReconciled {
+        link_id: String,
+        held: u64,
+        missing: u64,
+        rounds: u32,
+    },
 }
 
 /// Fan-out of events to any number of listeners.

@@ -177,6 +177,9 @@ async fn run_outbound(
                     // Pause and resume are remembered in the link's state and applied
                     // when the next connection is up.
                     Some(Control::Pause | Control::Resume) => {}
+                    Some(Control::Reconcile(ask)) => {
+                        let _ = ask.send(Err("the link is not connected; it reconciles once it is, when it has no cursor".into()));
+                    }
                     Some(Control::Disconnect) | None => {
                         link.set_status(LinkStatus::Disconnected);
                         fed.links().remove(&link.id);

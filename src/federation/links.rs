@@ -70,6 +70,10 @@ pub struct LinkStats {
     /// Deltas asked for by id (`delta_request`): by us, and of us.
     pub requested_out: AtomicU64,
     pub requested_in: AtomicU64,
+    /// Reconciliations this side completed as the one learning what it lacks, and the
+    /// deltas they found missing.
+    pub reconciliations: AtomicU64,
+    pub reconciled_missing: AtomicU64,
 }
 
 /// A snapshot of a link's counters, as `GET /links` shows them.
@@ -106,6 +110,10 @@ pub struct LinkStatsSnapshot {
     pub requested_out: u64,
     /// Deltas the peer asked us for by id.
     pub requested_in: u64,
+    /// Reconciliations completed on this link (this side learning what it lacked).
+    pub reconciliations: u64,
+    /// Deltas those reconciliations found missing here.
+    pub reconciled_missing: u64,
 }
 
 impl LinkStats {
@@ -140,6 +148,8 @@ impl LinkStats {
             announced_in: get(&self.announced_in),
             requested_out: get(&self.requested_out),
             requested_in: get(&self.requested_in),
+            reconciliations: get(&self.reconciliations),
+            reconciled_missing: get(&self.reconciled_missing),
         }
     }
 }
@@ -164,11 +174,29 @@ pub struct StateChange {
 }
 
 /// Commands from a handle to its link's task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Control {
     Pause,
     Resume,
     Disconnect,
+    /// Reconcile what the peer holds with what we hold now, and fetch what we lack.
+    Reconcile(ReconcileAsk),
+}
+
+/// Where the outcome of an operator's reconciliation goes.
+pub(crate) type ReconcileAsk = tokio::sync::oneshot::Sender<Result<ReconcileReport, String>>;
+
+/// What a reconciliation found and fetched (`POST /links/{id}/reconcile`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconcileReport {
+    /// Deltas this node held when it began (its side of the comparison).
+    pub held: u64,
+    /// Deltas the peer held that this node lacked, all fetched (or refused) since.
+    pub missing: u64,
+    /// Messages exchanged, both ways.
+    pub rounds: u32,
+    pub millis: u64,
 }
 
 /// Where a link we dial first started sending: later connections without a better
@@ -390,6 +418,11 @@ impl FederationLink {
         &self.shared.id
     }
 
+    /// Its name for logs and scoped scripts (see `LinkShared::name`).
+    pub fn name(&self) -> String {
+        self.shared.name()
+    }
+
     pub fn status(&self) -> LinkStatus {
         *self.shared.status.borrow()
     }
@@ -462,6 +495,29 @@ impl FederationLink {
     /// Closes the link for good (no reconnect) and removes it from the node's links.
     pub fn disconnect(&self) {
         let _ = self.shared.control.send(Control::Disconnect);
+    }
+
+    /// Reconciles the deltas the peer holds with ours (range-based set reconciliation)
+    /// and fetches what we lack; answers once every missing delta is in (or refused).
+    ///
+    /// # Errors
+    /// Why it could not run: the link is not connected, does not receive from the peer,
+    /// the peer does not speak `reconcile`, one is already running, or it took longer
+    /// than `timeout`.
+    pub async fn reconcile(&self, timeout: std::time::Duration) -> Result<ReconcileReport, String> {
+        let (ask, answer) = tokio::sync::oneshot::channel();
+        self.shared
+            .control
+            .send(Control::Reconcile(ask))
+            .map_err(|_| "the link has stopped".to_owned())?;
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err("the link's connection ended before the reconciliation did".into()),
+            Err(_) => Err(format!(
+                "not finished after {} s; it goes on, and its outcome is logged",
+                timeout.as_secs()
+            )),
+        }
     }
 }
 

@@ -33,6 +33,7 @@ use tokio_tungstenite::WebSocketStream;
 pub use connect::{federation_url, ConnectError};
 pub use links::{
     AuthRefusals, Direction, FederationLink, LinkInfo, LinkStats, LinkStatsSnapshot, LinkStatus,
+    ReconcileReport,
 };
 pub use options::{InitialSync, LinkConfig, PointerForm, ReconnectConfig, ServerOptions, SyncMode};
 

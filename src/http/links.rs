@@ -39,9 +39,20 @@ pub(super) async fn connect(
 }
 
 fn find(fed: &Federation, id: &str) -> Result<FederationLink, ApiError> {
-    fed.get_federation_link(id).ok_or_else(|| {
-        ApiError::not_found(format!("no link with id {id:?} (GET /links lists them)"))
-    })
+    fed.get_federation_link(id)
+        .or_else(|| {
+            // A link's name stands for it when exactly one link bears it.
+            let mut named = fed
+                .get_federation_links()
+                .into_iter()
+                .filter(|l| l.name() == id);
+            named.next().filter(|_| named.next().is_none())
+        })
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no link with id or name {id:?} (GET /links lists them)"
+            ))
+        })
 }
 
 pub(super) async fn get_one(
@@ -67,6 +78,26 @@ pub(super) async fn resume(
     let link = find(&fed, &id)?;
     link.resume();
     Ok(Json(json!(link.info())))
+}
+
+/// How long `POST /links/{id}/reconcile` waits for the outcome before answering that it
+/// goes on.
+const RECONCILE_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Runs a reconciliation on the link and answers with what it found and fetched.
+pub(super) async fn reconcile(
+    State(fed): State<Federation>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let link = find(&fed, &id)?;
+    match link.reconcile(RECONCILE_WAIT).await {
+        Ok(report) => Ok(Json(json!({"id": link.id(), "reconciled": report}))),
+        Err(why) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "RECONCILE_NOT_DONE",
+            format!("link {}: {why}", link.id()),
+        )),
+    }
 }
 
 pub(super) async fn disconnect(

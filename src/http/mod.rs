@@ -99,6 +99,7 @@ pub fn router(fed: Federation, admin_routes: AdminRoutes, refusals: Arc<Refusals
         .route("/links/{id}", get(links::get_one).delete(links::disconnect))
         .route("/links/{id}/pause", post(links::pause))
         .route("/links/{id}/resume", post(links::resume))
+        .route("/links/{id}/reconcile", post(links::reconcile))
         .route("/peers", get(peers::list).post(peers::add))
         .route("/peers/{name}", axum::routing::delete(peers::remove))
         .route("/authors", get(authors::list).post(authors::add))

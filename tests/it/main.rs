@@ -31,6 +31,7 @@ mod mesh;
 mod peer_auth;
 mod policies;
 mod readme_tour;
+mod reconcile;
 mod relay;
 mod retention;
 mod signature_vectors;

@@ -28,6 +28,9 @@ pub enum LinkCommand {
     Resume(IdArgs),
     /// Close a link for good (no reconnect).
     Disconnect(IdArgs),
+    /// Compare what the peer holds with what the node holds (range-based set
+    /// reconciliation) and fetch what the node lacks; prints what was found.
+    Reconcile(IdArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -40,7 +43,7 @@ pub struct ListArgs {
 pub struct IdArgs {
     #[command(flatten)]
     pub node: NodeArg,
-    /// The link's id (as `rhizome link list` shows it).
+    /// The link's id or name (as `rhizome link list` shows them).
     pub id: String,
 }
 
@@ -101,6 +104,7 @@ pub async fn run(args: LinkArgs) -> anyhow::Result<()> {
         LinkCommand::Pause(a) => control(a, "pause").await,
         LinkCommand::Resume(a) => control(a, "resume").await,
         LinkCommand::Disconnect(a) => disconnect(a).await,
+        LinkCommand::Reconcile(a) => control(a, "reconcile").await,
     }
 }
 
@@ -121,7 +125,7 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `pause` or `resume`: both answer with the link.
+/// `pause`, `resume` (both answer with the link) or `reconcile` (with what it found).
 async fn control(args: IdArgs, action: &str) -> anyhow::Result<()> {
     let path = format!("/links/{}/{action}", urlencode(&args.id));
     let link = args

@@ -40,9 +40,6 @@
 //! fingerprint range it will answer next round, so honest conversations always
 //! progress. Memory is the snapshot plus one round in and one out.
 
-// Until the link state machine drives a reconciliation, only the tests reach this module.
-#![cfg_attr(not(test), allow(dead_code, unused_imports))]
-
 mod bound;
 mod fingerprint;
 mod item;
@@ -53,9 +50,14 @@ mod snapshot;
 #[cfg(test)]
 mod tests;
 
+#[cfg(test)]
 pub(crate) use item::Item;
-pub(crate) use reconciler::{IdsAt, Reconciler, Role, Step};
-pub(crate) use round::{Round, WireRange};
+#[cfg(test)]
+pub(crate) use reconciler::IdsAt;
+pub(crate) use reconciler::{Reconciler, Role, Step};
+pub(crate) use round::Round;
+#[cfg(test)]
+pub(crate) use round::WireRange;
 pub(crate) use snapshot::Snapshot;
 
 use crate::store::StoreError;

@@ -81,17 +81,19 @@ impl Reconciler {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn role(&self) -> Role {
         self.role
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_done(&self) -> bool {
+        self.done
     }
 
     /// Rounds sent and received so far.
     pub(crate) fn rounds(&self) -> u32 {
         self.sent + self.received
-    }
-
-    pub(crate) fn is_done(&self) -> bool {
-        self.done
     }
 
     /// The first round: the fingerprints of our whole set, split into up to

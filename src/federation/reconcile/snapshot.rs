@@ -80,6 +80,7 @@ impl Snapshot {
         self.items.len()
     }
 
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.items.is_empty()
     }

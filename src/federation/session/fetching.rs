@@ -107,16 +107,36 @@ impl Fetching {
         if missing.is_empty() {
             return;
         }
+        let hold = self.open_hold();
+        self.wait(hold, missing, Instant::now() + GRACE);
+        self.resolve(hold);
+    }
+
+    /// Holds the cursor before whatever comes next, until [`Fetching::resolve`] is called
+    /// once for the hold itself and once for each id added to it.
+    pub fn open_hold(&mut self) -> u64 {
         let hold = self.next_hold;
         self.next_hold += 1;
         self.holds.push_back(Hold {
             id: hold,
             before: self.seen,
-            open: missing.len(),
+            open: 1,
         });
-        let due = Instant::now() + GRACE;
+        hold
+    }
+
+    /// Ids to fetch under `hold`, checked (and asked for) from `due` on.
+    pub fn wait(&mut self, hold: u64, ids: Vec<String>, due: Instant) {
+        if let Ok(i) = self.holds.binary_search_by_key(&hold, |h| h.id) {
+            self.holds[i].open += ids.len();
+        }
         self.waiting
-            .extend(missing.into_iter().map(|id| Waiting { id, hold, due }));
+            .extend(ids.into_iter().map(|id| Waiting { id, hold, due }));
+    }
+
+    /// Whether `hold` is resolved (it and every hold before it).
+    pub fn released(&self, hold: u64) -> bool {
+        self.holds.front().is_none_or(|h| h.id > hold)
     }
 
     /// When the next waiting id is due.
@@ -183,7 +203,8 @@ impl Fetching {
         }
     }
 
-    fn resolve(&mut self, hold: u64) {
+    /// One of `hold`'s ids (or the hold itself) is resolved.
+    pub fn resolve(&mut self, hold: u64) {
         if let Ok(i) = self.holds.binary_search_by_key(&hold, |h| h.id) {
             self.holds[i].open = self.holds[i].open.saturating_sub(1);
         }

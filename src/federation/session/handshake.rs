@@ -56,6 +56,7 @@ impl Session<'_> {
                         proof: None,
                     }),
                     features: self.options.features(),
+                    head: Some(self.node.store().head().0),
                 }),
             })?;
             ours = Some((nonce, config_text(config.as_ref())));
@@ -172,6 +173,7 @@ impl Session<'_> {
                             extension: ext.is_some(),
                             announce,
                             reconcile,
+                            head: ext.as_ref().and_then(|r| r.head),
                             log: ext.as_ref().and_then(|r| r.log.clone()),
                             their_cursor_of_us: ext.as_ref().and_then(|r| r.cursor),
                             limits: ext.and_then(|r| r.limits).unwrap_or_default().to_peer(),
@@ -300,6 +302,7 @@ impl Session<'_> {
             extension: ext.is_some(),
             announce,
             reconcile,
+            head: ext.as_ref().and_then(|r| r.head),
             limits: ext
                 .as_ref()
                 .and_then(|r| r.limits)
@@ -356,6 +359,7 @@ impl Session<'_> {
                 limits: Some(self.our_limits()),
                 auth,
                 features: self.options.features(),
+                head: Some(self.node.store().head().0),
             }),
         })?;
         Ok(hello)
@@ -557,14 +561,20 @@ impl Session<'_> {
             self.send(&Message::Pause)?;
         }
         if we_send {
-            let plan = self.send_plan(&peer, link_ctx.clone())?;
+            let (plan, invite) = self.send_plan(&peer, link_ctx.clone())?;
+            // Before the first live frame: the peer must hold its cursor from here.
+            if let Some(through) = invite {
+                self.send(&Message::ReconcileInvite { through: through.0 })?;
+            }
             self.queue(Outgoing::Begin(Box::new(plan)))?;
         }
         let mut awaiting_sync = false;
+        let mut reconcile_at_start = false;
         if self.role == Role::Initiator && we_receive {
-            if let Some(request) = self.sync_request(&peer, &keys, max_ts)? {
+            if let Some((request, reconcile)) = self.sync_request(&peer, &keys, max_ts)? {
                 self.send(&request)?;
                 awaiting_sync = true;
+                reconcile_at_start = reconcile;
             }
         }
         // "connected" means caught up: a link that asked for a sync is syncing until
@@ -595,16 +605,25 @@ impl Session<'_> {
             progress_logged: std::time::Instant::now(),
             cursor_held: false,
             fetch: super::fetching::Fetching::new(self.claims.clone(), next_owner()),
+            reconciling: Default::default(),
+            reconcile_at_start,
             admitted: None,
             answered: Default::default(),
         })
     }
 
-    /// Where this side's sender starts and what it filters.
-    fn send_plan(&self, peer: &Peer, link: LinkContext) -> Result<SendPlan, SessionEnd> {
+    /// Where this side's sender starts and what it filters, and the position to invite
+    /// the peer to reconcile up to when it starts live from our head instead of
+    /// replaying our whole log (the peer has no cursor of it and speaks `reconcile`).
+    fn send_plan(
+        &self,
+        peer: &Peer,
+        link: LinkContext,
+    ) -> Result<(SendPlan, Option<Seq>), SessionEnd> {
         let store = self.node.store();
         let head = store.head();
         let mut initial_floor = None;
+        let mut invite = None;
         let live_from = match self.role {
             // The acceptor of an extension peer waits for its sync_request, which names
             // the resume point; a v1 peer gets live deltas from now on (its sync_request
@@ -642,6 +661,16 @@ impl Session<'_> {
                 initial_floor = first.floor;
                 Some(match (peer.extension, peer.their_cursor_of_us) {
                     (true, Some(c)) if c > 0 => Seq(c),
+                    (true, _)
+                        if peer.reconcile
+                            && first.after == Seq(0)
+                            && first.floor.is_none()
+                            && self.link.config.push_filter.is_none()
+                            && head > Seq(0) =>
+                    {
+                        invite = Some(head);
+                        head
+                    }
                     (true, _) => first.after,
                     // A v1 peer says nothing of what it holds, but it answered each
                     // `delta` we sent it: resume after those answers, restarts included.
@@ -655,7 +684,7 @@ impl Session<'_> {
                 })
             }
         };
-        Ok(SendPlan {
+        let plan = SendPlan {
             peer_system: peer.system.as_str().into(),
             extension: peer.extension,
             announce: peer.announce,
@@ -666,16 +695,19 @@ impl Session<'_> {
             initial_floor,
             peer_limits: peer.limits,
             check_peer_limits: !self.node.limits().within(&peer.limits.delta),
-        })
+        };
+        Ok((plan, invite))
     }
 
-    /// The initiator's `sync_request`, or none (v1 peer, initial sync `none`, nothing to resume).
+    /// The initiator's `sync_request`, or none (v1 peer, initial sync `none`, nothing to
+    /// resume); and whether to reconcile instead of a full sync (the request then asks for
+    /// live deltas only).
     fn sync_request(
         &self,
         peer: &Peer,
         keys: &CursorKeys,
         max_ts: u64,
-    ) -> Result<Option<Message>, SessionEnd> {
+    ) -> Result<Option<(Message, bool)>, SessionEnd> {
         let config = &self.link.config;
         let filter = config
             .pull_filter
@@ -684,10 +716,21 @@ impl Session<'_> {
         let from_ts_config = (config.initial_sync == InitialSync::FromTimestamp)
             .then(|| config.sync_from_timestamp.unwrap_or(0));
         let (mut from_timestamp, mut resume_from, mut from_head) = (None, None, None);
+        let mut reconcile = false;
         if peer.extension {
             match keys.load_seq(self.node.store()).map_err(store_end)? {
                 Some(c) => resume_from = Some(c),
                 None => match config.initial_sync {
+                    // Most of what the peer holds may be here already (a new link in a
+                    // mesh, a restored backup): compare rather than receive it all.
+                    InitialSync::Full
+                        if peer.reconcile
+                            && config.pull_filter.is_none()
+                            && worth_reconciling(self.node.store().head().0, peer.head) =>
+                    {
+                        from_head = Some(true);
+                        reconcile = true;
+                    }
                     InitialSync::Full => resume_from = Some(0),
                     InitialSync::FromTimestamp => from_timestamp = from_ts_config,
                     InitialSync::None => from_head = Some(true),
@@ -705,13 +748,22 @@ impl Session<'_> {
                 InitialSync::None => return Ok(None),
             }
         }
-        Ok(Some(Message::SyncRequest {
-            filter,
-            from_timestamp,
-            resume_from,
-            from_head,
-        }))
+        Ok(Some((
+            Message::SyncRequest {
+                filter,
+                from_timestamp,
+                resume_from,
+                from_head,
+            },
+            reconcile,
+        )))
     }
+}
+
+/// Whether comparing pays: we hold at least half as many deltas as the peer's log has
+/// positions (otherwise most of it is new here, and receiving it all costs less).
+pub(super) fn worth_reconciling(ours: u64, peer_head: Option<u64>) -> bool {
+    ours > 0 && peer_head.is_some_and(|theirs| ours.saturating_mul(2) >= theirs)
 }
 
 /// A number for this connection's claims (see `claims`), unique in the process.

@@ -83,6 +83,12 @@ impl Session<'_> {
             if let Err(end) = self.fetch_due(est).await {
                 break end;
             }
+            if let Some(ask) = self.reconcile_asked.take() {
+                if let Err(end) = self.start_pull(est, Some(ask)).await {
+                    break end;
+                }
+            }
+            self.check_reconciled(est);
             let deadline = self.last_frame + dead_after;
             let wait = in_flight.is_empty();
             let wake = est.fetch.next_due();
@@ -546,6 +552,12 @@ impl Session<'_> {
             Message::DeltaRequest { request_id, ids } => {
                 self.on_request(request_id, ids.0, est).await
             }
+            Message::Reconcile {
+                conversation,
+                puller,
+                round,
+            } => self.on_reconcile(conversation, puller, round, est).await,
+            Message::ReconcileInvite { through } => self.on_invite(through, est).await,
             Message::Pause => self.queue(Outgoing::PeerPaused(true)),
             Message::Resume => self.queue(Outgoing::PeerPaused(false)),
             Message::Ping => self.send(&Message::Pong),
@@ -614,6 +626,10 @@ impl Session<'_> {
         }
         est.awaiting_sync = false;
         est.syncing = false;
+        self.full_sync_done(est);
+        if est.peer.extension && !est.cursor_held {
+            self.commit_gate(est).await?;
+        }
         self.link
             .stats
             .sync_total

@@ -16,6 +16,7 @@ mod handshake;
 mod inbound;
 mod outbound;
 mod proof;
+mod reconciliation;
 mod state;
 
 use std::sync::Arc;
@@ -100,6 +101,8 @@ pub(crate) struct Session<'a> {
     allow_anonymous: bool,
     refusals: Arc<AuthRefusals>,
     claims: Arc<super::claims::Claims>,
+    /// An operator asked for a reconciliation (started by the live loop).
+    reconcile_asked: Option<super::links::ReconcileAsk>,
 }
 
 /// A frame as read: text to decode, or bytes that cannot be (answered with an error).
@@ -168,6 +171,7 @@ where
         allow_anonymous: fed.allows_anonymous(),
         refusals: fed.auth_refusals().clone(),
         claims: fed.claims().clone(),
+        reconcile_asked: None,
     };
     let end = tokio::select! {
         end = session.drive(&mut stream) => end,
@@ -208,6 +212,11 @@ impl Session<'_> {
             Err(end) => return end,
         };
         self.established = true;
+        if est.reconcile_at_start {
+            if let Err(end) = self.start_pull(&mut est, None).await {
+                return end;
+            }
+        }
         let mut end = match self.process(early, &mut est).await {
             Ok(()) => self.live(stream, &mut est).await,
             Err(end) => end,
@@ -453,6 +462,14 @@ impl Session<'_> {
             }
             // Before the handshake the paused flag alone counts: `establish` sends it.
             Some(Control::Pause | Control::Resume) => {}
+            Some(Control::Reconcile(ask)) if self.established => {
+                if let Some(earlier) = self.reconcile_asked.replace(ask) {
+                    let _ = earlier.send(Err("asked again meanwhile".into()));
+                }
+            }
+            Some(Control::Reconcile(ask)) => {
+                let _ = ask.send(Err("the link is still connecting".into()));
+            }
             Some(Control::Disconnect) | None => {
                 let _ = self.queue(Outgoing::Close(
                     CloseCode::Normal,

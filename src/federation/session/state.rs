@@ -7,6 +7,8 @@ use serde_json::Value;
 
 use crate::admission::Admission;
 use crate::federation::cursor::CursorKeys;
+use crate::federation::links::ReconcileAsk;
+use crate::federation::reconcile::Reconciler;
 use crate::federation::wire::PeerLimits;
 use crate::federation::SyncMode;
 use crate::filter::DeltaFilter;
@@ -37,6 +39,8 @@ pub(super) struct Peer {
     pub log: Option<String>,
     /// The acceptor's committed position of our log (in its `hello_ack`).
     pub their_cursor_of_us: Option<u64>,
+    /// How many positions the peer's log held at the handshake, when it said.
+    pub head: Option<u64>,
     /// What the peer reads (advertised, or the defaults).
     pub limits: PeerLimits,
     /// The peer's hello config (acceptor side).
@@ -69,6 +73,11 @@ pub(super) struct Established {
     pub answered: Answered,
     /// Announced ids being fetched, and how far that lets the cursor go (`announce`).
     pub fetch: super::fetching::Fetching,
+    /// Reconciliations on this connection (feature `reconcile`).
+    pub reconciling: Reconciling,
+    /// Start a reconciliation as soon as the link is up: we asked for live deltas only
+    /// (`fromHead`) because we have no cursor of the peer's log.
+    pub reconcile_at_start: bool,
     /// Resolves once the batch submitted last is admitted: the next one is admitted
     /// after it, so batches reach the store (and move the cursor) in the order read.
     pub admitted: Option<tokio::sync::oneshot::Receiver<()>>,
@@ -81,4 +90,32 @@ pub(super) struct Established {
 pub(super) struct Answered {
     pub through: u64,
     pub committed: u64,
+}
+
+/// The reconciliations of one connection: ours, learning what we lack of the peer's
+/// deltas, and the peer's, which we answer. At most one of each at a time.
+#[derive(Default)]
+pub(super) struct Reconciling {
+    pub pull: Option<Pull>,
+    /// The peer's conversation number and our side of it.
+    pub source: Option<(u64, Reconciler)>,
+    pub next_conversation: u64,
+    /// The hold of a full sync asked for instead of (or after a failed) reconciliation.
+    pub sync_hold: Option<u64>,
+}
+
+/// Our reconciliation as the puller.
+pub(super) struct Pull {
+    pub conversation: u64,
+    /// Taken while a round is being answered on a blocking thread.
+    pub reconciler: Option<Reconciler>,
+    /// The cursor hold it resolves once every delta it found missing is resolved.
+    pub hold: u64,
+    /// The conversation is over (every missing id is known).
+    pub talked: bool,
+    pub held: u64,
+    pub missing: u64,
+    pub started: std::time::Instant,
+    /// The operator who asked, when one did.
+    pub ask: Option<ReconcileAsk>,
 }

@@ -118,6 +118,20 @@ pub enum Message {
         deltas: Vec<WireDelta>,
         last: bool,
     },
+    /// Extension (feature `reconcile`): one round of a range-based set reconciliation
+    /// (docs/PROTOCOL.md 6.10). `puller` is true on the rounds of the side that learns
+    /// what it lacks (it numbers the conversation); `round` is read by the session.
+    Reconcile {
+        conversation: u64,
+        puller: bool,
+        round: Value,
+    },
+    /// Extension (feature `reconcile`): our live deltas to you start after `through`
+    /// of our log, and we did not send what comes before: reconcile to learn what of it
+    /// you lack.
+    ReconcileInvite {
+        through: u64,
+    },
     /// Extension: the connecting side's key proof, right after it verified the accepting
     /// side's in hello_ack (docs/PROTOCOL.md 6.8).
     Auth {
@@ -160,6 +174,10 @@ pub struct HelloExt {
     /// used on a link only when both ends list it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub features: Vec<String>,
+    /// How many positions the sender's log holds: a side without a cursor compares it
+    /// with its own to choose between reconciling and receiving everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<u64>,
 }
 
 /// Names of the extension's optional parts.
@@ -278,4 +296,6 @@ pub mod codes {
     pub const AUTH_FAILED: &str = "AUTH_FAILED";
     /// This node accepts only peers that authenticate.
     pub const AUTH_REQUIRED: &str = "AUTH_REQUIRED";
+    /// A reconciliation round broke the protocol or a limit; the conversation is over.
+    pub const RECONCILE_ERROR: &str = "RECONCILE_ERROR";
 }
