@@ -42,6 +42,9 @@ use crate::policy::LinkPeer;
 use links::LinkRegistry;
 
 /// Why federation cannot start with these options.
+/// How many reconciliations (ours and the ones we answer) may run at once, node-wide.
+const RECONCILE_SLOTS: usize = 4;
+
 #[derive(Debug, thiserror::Error)]
 pub enum FederationError {
     /// The node's delta limits do not fit in the WebSocket message limit.
@@ -65,6 +68,9 @@ struct Inner {
     auth_refusals: Arc<AuthRefusals>,
     /// Announced deltas a link is fetching now (see `claims`).
     claims: Arc<claims::Claims>,
+    /// Reconciliations running at once, node-wide: each holds a sorted copy of the log's
+    /// ids (32 bytes a delta).
+    reconcile_slots: Arc<tokio::sync::Semaphore>,
     /// Where the endpoint listens ([`Federation::listening_on`]).
     listening: std::sync::Mutex<Option<std::net::SocketAddr>>,
 }
@@ -86,6 +92,7 @@ impl Federation {
                 anonymous_by_default: AtomicBool::new(true),
                 auth_refusals: Arc::default(),
                 claims: Arc::default(),
+                reconcile_slots: Arc::new(tokio::sync::Semaphore::new(RECONCILE_SLOTS)),
                 listening: std::sync::Mutex::new(None),
             }),
         })
@@ -129,6 +136,10 @@ impl Federation {
     /// Links refused in the handshake because of who the peer is.
     pub fn auth_refusals(&self) -> &Arc<AuthRefusals> {
         &self.inner.auth_refusals
+    }
+
+    pub(crate) fn reconcile_slots(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.inner.reconcile_slots
     }
 
     pub(crate) fn claims(&self) -> &Arc<claims::Claims> {

@@ -186,3 +186,54 @@ async fn reconcile_is_refused_with_a_reason_where_it_cannot_run() {
             .expect("cli");
     ran.assert_fails_saying(&["nope"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_cannot_make_the_node_sort_its_log_without_end() {
+    let server = start_node("sorted-once").await;
+    author(server.node(), "alice", 50).await;
+    let mut peer = crate::common::RawPeer::connect(&server.url()).await;
+    peer.send(
+        serde_json::json!({"type": "hello", "timestamp": 1, "systemId": "asker",
+        "protocol": "rhizomedb-federation-v1", "config": {"mode": "bidirectional"},
+        "rhizome": {"version": 1, "log": "asker-log", "features": ["reconcile"]}}),
+    )
+    .await;
+    peer.recv_type("hello_ack").await;
+    // The fingerprint of an empty set (docs/PROTOCOL.md 6.10): the node answers by
+    // listing its ids.
+    use sha2::Digest;
+    let mut empty = sha2::Sha256::new();
+    empty.update(0u128.to_le_bytes());
+    empty.update(0u64.to_le_bytes());
+    let fp: String = empty.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let round = serde_json::json!({"ranges": [{"fp": fp, "n": 0}]});
+    for conversation in 1..=4 {
+        peer.send(serde_json::json!({"type": "reconcile", "timestamp": 1,
+            "conversation": conversation, "puller": true, "round": round}))
+            .await;
+        let answer = peer.recv_type("reconcile").await;
+        assert_eq!(answer["conversation"], conversation);
+        assert_eq!(answer["puller"], false);
+    }
+    peer.send(serde_json::json!({"type": "reconcile", "timestamp": 1,
+        "conversation": 5, "puller": true, "round": round}))
+        .await;
+    let err = peer.recv_type("error").await;
+    assert_eq!(err["code"], "RECONCILE_ERROR");
+    assert!(
+        err["message"].as_str().unwrap().contains("more than 4"),
+        "{err}"
+    );
+    // A malformed round is refused by name, and the link stays up.
+    peer.send(serde_json::json!({"type": "reconcile", "timestamp": 1,
+        "conversation": 6, "puller": false, "round": {"ranges": "no"}}))
+        .await;
+    let err = peer.recv_type("error").await;
+    assert_eq!(err["code"], "RECONCILE_ERROR");
+    peer.send(serde_json::json!({"type": "ping", "timestamp": 1}))
+        .await;
+    peer.recv_type("pong").await;
+}

@@ -103,6 +103,7 @@ pub(crate) struct Session<'a> {
     claims: Arc<super::claims::Claims>,
     /// An operator asked for a reconciliation (started by the live loop).
     reconcile_asked: Option<super::links::ReconcileAsk>,
+    reconcile_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// A frame as read: text to decode, or bytes that cannot be (answered with an error).
@@ -172,6 +173,7 @@ where
         refusals: fed.auth_refusals().clone(),
         claims: fed.claims().clone(),
         reconcile_asked: None,
+        reconcile_slots: fed.reconcile_slots().clone(),
     };
     let end = tokio::select! {
         end = session.drive(&mut stream) => end,

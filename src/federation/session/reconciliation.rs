@@ -21,6 +21,10 @@ use crate::federation::reconcile::{ReconcileError, Reconciler, Role, Round, Snap
 use crate::federation::wire::{codes, Message};
 use crate::store::{Seq, Store, StoreError};
 
+/// Reconciliations a peer may start on one connection: each makes us read and sort our
+/// whole log, which one peer must not be able to ask for without end.
+const MAX_SOURCE_CONVERSATIONS: u32 = 4;
+
 impl Session<'_> {
     /// Starts our reconciliation, or tells the operator who asked why it cannot run.
     pub(super) async fn start_pull(
@@ -43,6 +47,20 @@ impl Session<'_> {
             }
             return Ok(());
         }
+        let Ok(slot) = self.reconcile_slots.clone().try_acquire_owned() else {
+            let why = "this node runs as many reconciliations as it may at once";
+            return match ask {
+                Some(ask) => {
+                    let _ = ask.send(Err(format!("{why}; try again later")));
+                    Ok(())
+                }
+                // A link that needed it to start gets everything instead.
+                None => {
+                    tracing::info!(link = %self.link.id, "{why}: asking for a full sync instead");
+                    self.full_sync_instead(est)
+                }
+            };
+        };
         let hold = est.fetch.open_hold();
         let snapshot = snapshot(self.node.store()).await?;
         let held = snapshot.len() as u64;
@@ -60,6 +78,8 @@ impl Session<'_> {
             missing: 0,
             started: std::time::Instant::now(),
             ask,
+            slot: Some(slot),
+            rounds: 0,
         });
         tracing::info!(link = %self.link.id, held, through, "reconciling with the peer");
         self.send_round(conversation, true, &round).await
@@ -137,10 +157,33 @@ impl Session<'_> {
                 "reconcile on a link that does not send to you",
             );
         }
-        let reconciler = match est.reconciling.source.take() {
-            Some((c, r)) if c == conversation => r,
-            // A new conversation replaces one the peer gave up.
-            _ => Reconciler::new(snapshot(self.node.store()).await?, Role::Source),
+        let (reconciler, slot) = match est.reconciling.source.take() {
+            Some((c, r, slot)) if c == conversation => (r, slot),
+            // A new conversation replaces one the peer gave up; each sorts our whole log,
+            // so a connection gets a few.
+            _ if est.reconciling.sources_started >= MAX_SOURCE_CONVERSATIONS => {
+                return self.reconcile_failed(
+                    conversation,
+                    true,
+                    &format!(
+                        "more than {MAX_SOURCE_CONVERSATIONS} reconciliations asked on one connection; reconnect to ask again"
+                    ),
+                    est,
+                );
+            }
+            _ => {
+                let Ok(slot) = self.reconcile_slots.clone().try_acquire_owned() else {
+                    return self.reconcile_failed(
+                        conversation,
+                        true,
+                        "this node answers as many reconciliations as it may at once; ask for a sync instead, or again later",
+                        est,
+                    );
+                };
+                est.reconciling.sources_started += 1;
+                let snapshot = snapshot(self.node.store()).await?;
+                (Reconciler::new(snapshot, Role::Source), slot)
+            }
         };
         let (reconciler, step) = step(self.node.store(), reconciler, round).await?;
         match step {
@@ -149,7 +192,7 @@ impl Session<'_> {
                     self.send_round(conversation, false, reply).await?;
                 }
                 if !step.done {
-                    est.reconciling.source = Some((conversation, reconciler));
+                    est.reconciling.source = Some((conversation, reconciler, slot));
                 }
                 Ok(())
             }
@@ -183,12 +226,16 @@ impl Session<'_> {
         let Some(pull) = est.reconciling.pull.as_mut() else {
             return Ok(());
         };
-        pull.reconciler = Some(reconciler);
         let Step { reply, need, done } = step;
         pull.missing += need.len() as u64;
         let hold = pull.hold;
         if done {
+            // The snapshot and the slot go; what is left is fetching.
             pull.talked = true;
+            pull.rounds = reconciler.rounds();
+            pull.slot = None;
+        } else {
+            pull.reconciler = Some(reconciler);
         }
         if !need.is_empty() {
             est.fetch.wait(hold, need, Instant::now());
@@ -216,7 +263,7 @@ impl Session<'_> {
         let Some(pull) = est.reconciling.pull.take() else {
             return;
         };
-        let rounds = pull.reconciler.as_ref().map_or(0, Reconciler::rounds);
+        let rounds = pull.rounds;
         let report = ReconcileReport {
             held: pull.held,
             missing: pull.missing,

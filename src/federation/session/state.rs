@@ -13,6 +13,7 @@ use crate::federation::wire::PeerLimits;
 use crate::federation::SyncMode;
 use crate::filter::DeltaFilter;
 use crate::policy::LinkPeer;
+use tokio::sync::OwnedSemaphorePermit;
 
 /// What the peer asked for in its `hello.config`. Lenient on purpose: reference
 /// clients send more (`trustPolicy`, `reconnect`...) and we only read what we honour.
@@ -97,11 +98,13 @@ pub(super) struct Answered {
 #[derive(Default)]
 pub(super) struct Reconciling {
     pub pull: Option<Pull>,
-    /// The peer's conversation number and our side of it.
-    pub source: Option<(u64, Reconciler)>,
+    /// The peer's conversation number, our side of it, and its node-wide slot.
+    pub source: Option<(u64, Reconciler, OwnedSemaphorePermit)>,
     pub next_conversation: u64,
     /// The hold of a full sync asked for instead of (or after a failed) reconciliation.
     pub sync_hold: Option<u64>,
+    /// Conversations the peer started on this connection (each sorts our whole log).
+    pub sources_started: u32,
 }
 
 /// Our reconciliation as the puller.
@@ -118,4 +121,8 @@ pub(super) struct Pull {
     pub started: std::time::Instant,
     /// The operator who asked, when one did.
     pub ask: Option<ReconcileAsk>,
+    /// Its node-wide slot, held while the conversation runs (with the snapshot).
+    pub slot: Option<OwnedSemaphorePermit>,
+    /// Messages exchanged, once the conversation is over.
+    pub rounds: u32,
 }
