@@ -288,7 +288,7 @@ pub fn render(fed: &Federation) -> String {
             ("direction", format!("{:?}", i.direction).to_lowercase()),
         ]
     };
-    let per_link: [LinkCounter; 12] = [
+    let per_link: [LinkCounter; 18] = [
         (
             "rhizome_link_deltas_sent_total",
             "counter",
@@ -348,6 +348,42 @@ pub fn render(fed: &Federation) -> String {
             "counter",
             "Bytes of frames received.",
             |s| s.bytes_received,
+        ),
+        (
+            "rhizome_link_announced_out_total",
+            "counter",
+            "Relayed deltas sent to the peer as ids only (feature announce).",
+            |s| s.announced_out,
+        ),
+        (
+            "rhizome_link_announced_in_total",
+            "counter",
+            "Deltas the peer announced to us by id.",
+            |s| s.announced_in,
+        ),
+        (
+            "rhizome_link_requested_out_total",
+            "counter",
+            "Deltas we asked the peer for by id (announced or found missing by reconciliation).",
+            |s| s.requested_out,
+        ),
+        (
+            "rhizome_link_requested_in_total",
+            "counter",
+            "Deltas the peer asked us for by id.",
+            |s| s.requested_in,
+        ),
+        (
+            "rhizome_link_reconciliations_total",
+            "counter",
+            "Reconciliations completed on the link, this side learning what it lacked.",
+            |s| s.reconciliations,
+        ),
+        (
+            "rhizome_link_reconciled_missing_total",
+            "counter",
+            "Deltas those reconciliations found missing here.",
+            |s| s.reconciled_missing,
         ),
         (
             "rhizome_link_reconnects_total",
