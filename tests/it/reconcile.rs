@@ -237,3 +237,39 @@ async fn a_peer_cannot_make_the_node_sort_its_log_without_end() {
         .await;
     peer.recv_type("pong").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cursor_waits_until_the_reconciliation_is_over() {
+    let server = start_node("held-during").await;
+    author(server.node(), "alice", 60).await;
+    let hello = serde_json::json!({"type": "hello", "timestamp": 1, "systemId": "inviter",
+        "protocol": "rhizomedb-federation-v1", "config": {"mode": "bidirectional"},
+        "rhizome": {"version": 1, "log": "inviter-log", "features": ["reconcile"], "head": 100}});
+    let live = crate::common::delta_json("live-after-the-invite", "ivy", "inviter");
+
+    // The inviter's live deltas start after 100; the node reconciles what came before,
+    // and the inviter goes away before answering.
+    let mut peer = crate::common::RawPeer::connect(&server.url()).await;
+    peer.send(hello.clone()).await;
+    let ack = peer.recv_type("hello_ack").await;
+    assert_eq!(ack["rhizome"]["cursor"], 0);
+    peer.send(serde_json::json!({"type": "reconcile_invite", "timestamp": 1, "through": 100}))
+        .await;
+    peer.send(serde_json::json!({"type": "delta_batch", "timestamp": 1, "deltas": [live], "lastSeq": 101}))
+        .await;
+    let round = peer.recv_type("reconcile").await;
+    assert_eq!(round["puller"], true, "{round}");
+    let want: BTreeSet<String> = ["live-after-the-invite".to_owned()].into();
+    assert!(
+        wait_holds(server.node(), &want, T).await,
+        "live deltas are stored at once"
+    );
+    drop(peer);
+
+    // Position 101 was stored but not committed: positions up to 100 were never
+    // compared, so the next connection starts over.
+    let mut peer = crate::common::RawPeer::connect(&server.url()).await;
+    peer.send(hello).await;
+    let ack = peer.recv_type("hello_ack").await;
+    assert_eq!(ack["rhizome"]["cursor"], 0, "{ack}");
+}

@@ -23,6 +23,8 @@ use crate::federation::claims::Claims;
 
 /// How long an announced id we lack waits before it is asked for.
 pub(super) const GRACE: Duration = Duration::from_millis(100);
+/// How often an id another link is fetching is looked up again.
+pub(super) const RECHECK: Duration = Duration::from_millis(250);
 /// How long a claim lasts: a fetch not answered by then may be asked of another link.
 pub(super) const CLAIM_TTL: Duration = Duration::from_secs(10);
 /// The most ids one `delta_request` carries.
@@ -173,10 +175,12 @@ impl Fetching {
             }
             match self.claims.try_claim(&id, self.owner, CLAIM_TTL) {
                 Ok(()) => ask.push((id, hold)),
+                // Looked up again soon: the other link's copy is usually in by then,
+                // and this link's cursor waits on it.
                 Err(until) => self.waiting.push_back(Waiting {
                     id,
                     hold,
-                    due: until.min(Instant::now() + CLAIM_TTL),
+                    due: until.min(Instant::now() + RECHECK),
                 }),
             }
         }
@@ -276,9 +280,15 @@ mod tests {
         assert_eq!(r1.len(), 1);
         assert!(r2.is_empty(), "claimed by the first link");
         assert_eq!(two.open_ids(), 1, "still waiting, not given up");
+        // Looked up again soon, still claimed: it waits on.
+        tokio::time::advance(RECHECK).await;
+        let due = two.take_due();
+        assert_eq!(due.len(), 1);
+        let Requests(r2) = two.after_check(due, &[false]);
+        assert!(r2.is_empty());
         // The first link's connection ends without an answer: the claim goes with it.
         drop(one);
-        tokio::time::advance(CLAIM_TTL).await;
+        tokio::time::advance(RECHECK).await;
         let due = two.take_due();
         let Requests(r2) = two.after_check(due, &[false]);
         assert_eq!(r2.len(), 1);
