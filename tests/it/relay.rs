@@ -222,3 +222,33 @@ fn unpack(v: &serde_json::Value) -> Vec<String> {
         .expect("a valid list")
         .0
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_link_asks_for_nothing_until_resumed() {
+    let server = start_node("relay-paused").await;
+    let (mut peer, _) = announcing_peer(&server, "log-4").await;
+    let link = server
+        .federation()
+        .get_federation_links()
+        .pop()
+        .expect("the inbound link");
+    link.pause();
+    peer.recv_type("pause").await;
+    peer.send(json!({"type": "delta_announce", "timestamp": 1,
+        "ids": pack(&["while-paused"]), "lastSeq": 3}))
+        .await;
+    // Well past the grace: no request while paused.
+    let quiet = tokio::time::timeout(Duration::from_millis(600), async {
+        loop {
+            let frame = peer.recv().await.expect("the link stays up");
+            if frame["type"] == "delta_request" {
+                return frame;
+            }
+        }
+    })
+    .await;
+    assert!(quiet.is_err(), "asked while paused: {quiet:?}");
+    link.resume();
+    let request = peer.recv_type("delta_request").await;
+    assert_eq!(unpack(&request["ids"]), ["while-paused"]);
+}

@@ -77,6 +77,10 @@ impl Session<'_> {
     /// Checks the announced ids whose grace is over, and asks for the ones still
     /// missing that no other link is fetching.
     pub(super) async fn fetch_due(&mut self, est: &mut Established) -> Result<(), SessionEnd> {
+        // A paused link asks for nothing; what waits is asked for after `resume`.
+        if *self.link.paused.borrow() {
+            return Ok(());
+        }
         let due = est.fetch.take_due();
         if due.is_empty() {
             return Ok(());

@@ -91,7 +91,8 @@ impl Session<'_> {
             self.check_reconciled(est);
             let deadline = self.last_frame + dead_after;
             let wait = in_flight.is_empty();
-            let wake = est.fetch.next_due();
+            // A paused link fetches nothing (see `fetch_due`): no wake-up for it either.
+            let wake = est.fetch.next_due().filter(|_| !*self.link.paused.borrow());
             let texts = match self.read_frames(stream, deadline, wait, wake).await {
                 Ok(t) if t.is_empty() && !wait => {
                     match self.complete_until(&mut in_flight, 0, est).await {
