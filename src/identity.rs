@@ -219,7 +219,8 @@ pub fn random_hex(n: usize) -> Result<String, IdentityError> {
     Ok(to_hex(&bytes))
 }
 
-fn to_hex(bytes: &[u8]) -> String {
+/// Lowercase hex of `bytes`.
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -230,7 +231,7 @@ fn to_hex(bytes: &[u8]) -> String {
 }
 
 /// Lowercase or uppercase hex; `None` for anything else.
-fn from_hex(hex: &str) -> Option<Vec<u8>> {
+pub(crate) fn from_hex(hex: &str) -> Option<Vec<u8>> {
     if !hex.len().is_multiple_of(2) {
         return None;
     }

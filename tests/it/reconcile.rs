@@ -10,7 +10,7 @@ use rhizome::store::ReadLimit;
 use rhizome::{FederationLink, LinkStatus, Node, Origin, Seq, Server};
 
 use crate::common::cli::run;
-use crate::common::{author, ids, start_node, wait_for, wait_holds, wait_status};
+use crate::common::{author, dial_connected, ids, start_node, wait_for, wait_holds, wait_status};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -26,20 +26,13 @@ fn deltas_of(node: &Node) -> Vec<rhizome::Delta> {
 }
 
 async fn link(from: &Server, to: &Server, name: &str, initial: InitialSync) -> FederationLink {
-    let link = from
-        .federation()
-        .connect_to_remote(
-            &to.url(),
-            LinkConfig {
-                mode: SyncMode::Bidirectional,
-                initial_sync: initial,
-                name: Some(name.into()),
-                ..Default::default()
-            },
-        )
-        .expect("dial");
-    assert!(wait_status(&link, LinkStatus::Connected, T).await);
-    link
+    let config = LinkConfig {
+        mode: SyncMode::Bidirectional,
+        initial_sync: initial,
+        name: Some(name.into()),
+        ..Default::default()
+    };
+    dial_connected(from, to, config).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,26 +7,19 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use rhizome::federation::{LinkConfig, SyncMode};
-use rhizome::{FederationLink, LinkStatus, Server};
+use rhizome::{FederationLink, Server};
 use serde_json::json;
 
-use crate::common::{author, delta_json, ids, start_node, wait_holds, wait_status, RawPeer};
+use crate::common::{author, delta_json, dial_connected, ids, start_node, wait_holds, RawPeer};
 
 const T: Duration = Duration::from_secs(20);
 
 async fn linked(from: &Server, to: &Server) -> FederationLink {
-    let link = from
-        .federation()
-        .connect_to_remote(
-            &to.url(),
-            LinkConfig {
-                mode: SyncMode::Bidirectional,
-                ..Default::default()
-            },
-        )
-        .expect("dial");
-    assert!(wait_status(&link, LinkStatus::Connected, T).await);
-    link
+    let config = LinkConfig {
+        mode: SyncMode::Bidirectional,
+        ..Default::default()
+    };
+    dial_connected(from, to, config).await
 }
 
 /// Ids of the deltas a frame carries (`delta`, `sync_batch`, `delta_batch`).

@@ -27,6 +27,8 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
+use crate::identity::{from_hex, to_hex};
+
 use super::bound::{hash_from_prefix, hash_prefix, Bound};
 use super::fingerprint::Fingerprint;
 use super::{Limits, MAX_COUNT, MAX_ID_BYTES};
@@ -240,30 +242,13 @@ fn json_len(s: &str) -> usize {
     escaped + 3
 }
 
-/// The bytes of lowercase hex `s`, when it is whole bytes and at most `max` of them.
+/// The bytes of lowercase hex `s`, when it is whole bytes and at most `max` of them
+/// (the wire's form is lowercase, so one form is compared).
 fn hex(s: &str, max: usize) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) || s.len() > 2 * max {
+    if s.len() > 2 * max || s.bytes().any(|c| c.is_ascii_uppercase()) {
         return None;
     }
-    let digit = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
-    s.as_bytes()
-        .chunks(2)
-        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
-        .collect()
-}
-
-fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    s
+    from_hex(s)
 }
 
 /// A reply being written: ranges in ascending order, neighbouring skips merged.

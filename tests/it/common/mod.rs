@@ -108,6 +108,28 @@ pub async fn durable(dir: &std::path::Path, id: &str) -> rhizome::Node {
     .expect("open durable node")
 }
 
+/// `from` dials `to` with `config` and the link is connected.
+pub async fn dial_connected(
+    from: &Server,
+    to: &Server,
+    config: rhizome::LinkConfig,
+) -> rhizome::FederationLink {
+    let link = from
+        .federation()
+        .connect_to_remote(&to.url(), config)
+        .expect("dial");
+    assert!(
+        wait_status(
+            &link,
+            rhizome::LinkStatus::Connected,
+            Duration::from_secs(30)
+        )
+        .await,
+        "the link did not connect"
+    );
+    link
+}
+
 /// Waits until the link reaches `status`.
 pub async fn wait_status(
     link: &rhizome::FederationLink,
