@@ -13,16 +13,12 @@ use crate::store::{Store, StoreError};
 
 impl Session<'_> {
     /// The peer announced relayed deltas by id: the ones we lack wait to be fetched,
-    /// holding the cursor. Every frame before this one is durable (`settle`).
+    /// holding the cursor before this announcement.
     pub(super) async fn on_announce(
         &mut self,
         ids: Vec<String>,
-        last_seq: Option<u64>,
         est: &mut Established,
     ) -> Result<(), SessionEnd> {
-        if !self.may_receive(est, None)? {
-            return Ok(());
-        }
         LinkStats::add(&self.link.stats.announced_in, ids.len() as u64);
         let stored = contains(self.node.store(), ids.clone()).await?;
         let missing: Vec<String> = ids
@@ -39,13 +35,7 @@ impl Session<'_> {
             ));
         }
         est.fetch.announced(missing);
-        if let Some(seq) = last_seq {
-            // No delta_batch follows this announcement: what came before it is
-            // durable, and its own ids are held until resolved.
-            est.fetch.saw(seq);
-            est.fetch.durable_through(seq);
-        }
-        self.commit_gate(est).await
+        Ok(())
     }
 
     /// The peer asks for deltas by id: our sender answers, through our push filters.

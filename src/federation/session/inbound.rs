@@ -222,6 +222,27 @@ impl Session<'_> {
                         pending.last_seq = Some(last_seq);
                     }
                 }
+                Message::DeltaAnnounce { ids, last_seq } => {
+                    // In the stream of positions, like a batch: the ids it lacks hold the
+                    // cursor from here, and its position (when no batch carries it) is
+                    // committed with the batch it joins, once that is durable.
+                    if self.may_receive(est, None)? {
+                        if let Some(seq) = pending.last_seq {
+                            est.fetch.saw(seq);
+                        }
+                        self.on_announce(ids.0, est).await?;
+                        pending.last_seq = last_seq.or(pending.last_seq);
+                    }
+                }
+                // Nothing read before these needs to be durable to answer them: the
+                // batches in flight go on meanwhile.
+                other @ (Message::DeltaRequest { .. }
+                | Message::CursorAck { .. }
+                | Message::Ping
+                | Message::Pong) => {
+                    self.on_message(other, est).await?;
+                    continue;
+                }
                 other => {
                     self.settle(&mut pending, in_flight, est).await?;
                     self.on_message(other, est).await?;
@@ -547,9 +568,8 @@ impl Session<'_> {
                 self.on_answer(&delta_id, est);
                 Ok(())
             }
-            Message::DeltaAnnounce { ids, last_seq } => {
-                self.on_announce(ids.0, last_seq, est).await
-            }
+            // Handled in the stream of positions (`process_carrying`).
+            Message::DeltaAnnounce { .. } => Ok(()),
             Message::DeltaRequest { request_id, ids } => {
                 self.on_request(request_id, ids.0, est).await
             }
