@@ -94,6 +94,7 @@ fn decode_value(mut value: Value) -> Result<Message, DecodeError> {
             "delta" => return delta_message(obj),
             "sync_batch" => return sync_batch_message(obj),
             "delta_batch" => return delta_batch_message(obj),
+            "delta_response" => return delta_response_message(obj),
             _ => {}
         }
     }
@@ -187,6 +188,22 @@ fn delta_batch_message(obj: &mut serde_json::Map<String, Value>) -> Result<Messa
     Ok(Message::DeltaBatch {
         deltas: take_deltas(obj, KIND)?,
         last_seq: req_u64(obj, KIND, "lastSeq")?,
+    })
+}
+
+fn delta_response_message(
+    obj: &mut serde_json::Map<String, Value>,
+) -> Result<Message, DecodeError> {
+    const KIND: &str = "delta_response";
+    let last = match obj.get("last") {
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(field_error(KIND, "last must be a boolean")),
+        None => return Err(field_error(KIND, "missing field `last`")),
+    };
+    Ok(Message::DeltaResponse {
+        deltas: take_deltas(obj, KIND)?,
+        request_id: req_u64(obj, KIND, "requestId")?,
+        last,
     })
 }
 

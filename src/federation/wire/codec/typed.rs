@@ -1,5 +1,5 @@
-//! The typed reader: `delta`, `sync_batch` and `delta_batch` frames read in one typed
-//! pass, deltas included, with no `Value` per delta.
+//! The typed reader: `delta`, `sync_batch`, `delta_batch` and `delta_response` frames
+//! read in one typed pass, deltas included, with no `Value` per delta.
 //!
 //! This reader only ever accepts a frame, never refuses one: whatever it does not take
 //! (a missing or mistyped field, another message type, a delta that is not shaped like
@@ -36,6 +36,8 @@ struct Fields {
     last_seq: Option<Value>,
     batch_number: Option<Value>,
     is_last_batch: Option<Value>,
+    request_id: Option<Value>,
+    last: Option<Value>,
 }
 
 impl Fields {
@@ -61,6 +63,14 @@ impl Fields {
             }),
             "delta_batch" => Some(Message::DeltaBatch {
                 last_seq: u64_of(&self.last_seq, "lastSeq")??,
+                deltas: self.deltas?,
+            }),
+            "delta_response" => Some(Message::DeltaResponse {
+                request_id: u64_of(&self.request_id, "requestId")??,
+                last: match self.last? {
+                    Value::Bool(b) => b,
+                    _ => return None,
+                },
                 deltas: self.deltas?,
             }),
             _ => None,
@@ -92,7 +102,10 @@ impl<'de> Visitor<'de> for FrameVisitor {
                     let kind: String = map.next_value()?;
                     // Other frames are rare and small: leave them to the `Value` path
                     // at once (senders write `type` first).
-                    if !matches!(kind.as_str(), "delta" | "sync_batch" | "delta_batch") {
+                    if !matches!(
+                        kind.as_str(),
+                        "delta" | "sync_batch" | "delta_batch" | "delta_response"
+                    ) {
                         return Err(give_up());
                     }
                     set_once(&mut f.kind, kind)?;
@@ -114,6 +127,8 @@ impl<'de> Visitor<'de> for FrameVisitor {
                 "lastSeq" => set_once(&mut f.last_seq, map.next_value()?)?,
                 "batchNumber" => set_once(&mut f.batch_number, map.next_value()?)?,
                 "isLastBatch" => set_once(&mut f.is_last_batch, map.next_value()?)?,
+                "requestId" => set_once(&mut f.request_id, map.next_value()?)?,
+                "last" => set_once(&mut f.last, map.next_value()?)?,
                 // Unknown fields are ignored, but read as `Value` so that what the
                 // `Value` path would refuse in them (say, a lone surrogate escape or
                 // nesting past serde_json's limit) is refused here too.

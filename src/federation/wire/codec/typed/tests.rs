@@ -23,7 +23,7 @@ fn encode_batch_raw(kind: BatchKind, deltas: &[&str], last_seq: Option<u64>) -> 
     encode(Outbound::batch(kind, deltas, last_seq))
 }
 
-/// Every delta text inside each of the three frames.
+/// Every delta text inside each of the delta-carrying frames.
 fn frames_around(delta: &str) -> Vec<String> {
     vec![
         encode_delta_raw(delta, Some(3)),
@@ -37,10 +37,18 @@ fn frames_around(delta: &str) -> Vec<String> {
             Some(9),
         ),
         encode_batch_raw(BatchKind::Live, &[delta], Some(4)),
+        encode_batch_raw(
+            BatchKind::Response {
+                request_id: 7,
+                last: true,
+            },
+            &[delta, delta],
+            None,
+        ),
     ]
 }
 
-/// Envelopes of the three frames with one top-level field removed or retyped, plus
+/// Envelopes of the delta-carrying frames with one top-level field removed or retyped, plus
 /// text-level oddities.
 fn envelope_cases() -> Vec<String> {
     let d = json!({"id": "d", "timestamp": 5, "author": "a", "system": "s", "pointers": []});
@@ -48,6 +56,7 @@ fn envelope_cases() -> Vec<String> {
         json!({"type": "delta", "timestamp": 1, "delta": d, "seq": 2}),
         json!({"type": "sync_batch", "timestamp": 1, "deltas": [d, d], "batchNumber": 0, "isLastBatch": true, "lastSeq": 2}),
         json!({"type": "delta_batch", "timestamp": 1.5, "deltas": [d], "lastSeq": 2}),
+        json!({"type": "delta_response", "timestamp": 1, "deltas": [d], "requestId": 3, "last": false}),
     ];
     let samples = [
         json!(null),
