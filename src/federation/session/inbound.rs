@@ -235,11 +235,9 @@ impl Session<'_> {
                     }
                 }
                 // Nothing read before these needs to be durable to answer them: the
-                // batches in flight go on meanwhile.
-                other @ (Message::DeltaRequest { .. }
-                | Message::CursorAck { .. }
-                | Message::Ping
-                | Message::Pong) => {
+                // batches in flight go on meanwhile. (A `pong` still waits: it answers
+                // after everything read before its `ping`, which a peer may rely on.)
+                other @ (Message::DeltaRequest { .. } | Message::CursorAck { .. }) => {
                     self.on_message(other, est).await?;
                     continue;
                 }
