@@ -4,12 +4,12 @@
 //! `cargo run --release --example rejoin -- --deltas N --missing M [--extra E]
 //!  [--no-reconcile] [--json]`
 //!
-//! Node A holds N deltas of ~330 bytes (ingested through the library, `Origin::Local`);
+//! Node A holds N deltas of ~390 bytes (ingested through the library, `Origin::Local`);
 //! node B holds the same N minus M of them (every N/M-th), plus E of its own, as a node
 //! restored from an older backup would. B then dials A (bidirectional, full initial
 //! sync, no cursor on either side) and the clock runs until both hold everything. The
-//! figures: time, deltas and bytes received over the link on each side (`deltasReceived`,
-//! `bytesReceived`), and the reconciliation's rounds. `--no-reconcile` turns the feature off
+//! figures: time, and deltas and bytes received over the link on each side
+//! (`deltasReceived`, `bytesReceived`). `--no-reconcile` turns the feature off
 //! on both nodes: the link then replays each log in full, as before the feature.
 
 mod common;
@@ -160,7 +160,7 @@ async fn load(node: &Node, deltas: Vec<Delta>) -> Result<()> {
     Ok(())
 }
 
-/// The `i`th delta of `author`, ~330 bytes of JSON.
+/// The `i`th delta of `author`, ~390 bytes of JSON.
 fn make_delta(author: &str, i: usize) -> Delta {
     Delta {
         id: uuid::Uuid::new_v4().to_string(),
