@@ -245,15 +245,7 @@ impl Session<'_> {
     /// deltas (one nack each) can outnumber the queue without the peer being at fault;
     /// only a sender stuck for two heartbeats means the peer is not reading.
     async fn send_paced(&self, msg: &Message) -> Result<(), SessionEnd> {
-        let frame = Outgoing::Frame(wire::encode(msg));
-        match tokio::time::timeout(self.heartbeat * 2, self.out.send(frame)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(SessionEnd::new(EndKind::Lost, "the link's sender stopped")),
-            Err(_) => Err(SessionEnd::new(
-                EndKind::Lost,
-                "the peer is not reading what we send (our sender stuck for two heartbeats)",
-            )),
-        }
+        self.queue_paced(Outgoing::Frame(wire::encode(msg))).await
     }
 
     /// Queues a command for the sender, waiting while it is behind (as `send_paced`).
