@@ -86,6 +86,24 @@ impl Store {
         })
     }
 
+    /// Appends local deltas (no origin, no side writes) and waits until they are
+    /// durable, on this (blocking) thread: what unit tests elsewhere in the crate need
+    /// to fill a store.
+    #[cfg(test)]
+    pub(crate) fn append_local_blocking(&self, deltas: Vec<Delta>) -> Vec<AppendOutcome> {
+        let entries = deltas
+            .into_iter()
+            .map(|delta| NewEntry {
+                delta,
+                origin: None,
+            })
+            .collect();
+        self.append(entries, SideWrites::default())
+            .expect("append")
+            .durable_blocking()
+            .expect("durable")
+    }
+
     /// Writes one metadata value durably, ordered with delta writes: an [`Store::append`]
     /// of that side write alone.
     ///

@@ -97,31 +97,23 @@ impl Snapshot {
 mod tests {
     use super::*;
     use crate::delta::{new_delta, Pointer};
-    use crate::store::{NewEntry, SideWrites};
 
     /// Appends deltas with these timestamps (in batches of 40); returns (id, timestamp)
     /// by position.
     fn append(store: &Store, timestamps: &[u64]) -> Vec<(String, u64)> {
         let mut stored = Vec::new();
         for chunk in timestamps.chunks(40) {
-            let entries: Vec<NewEntry> = chunk
+            let deltas = chunk
                 .iter()
                 .map(|&t| {
                     let mut delta =
                         new_delta("alice", "sys-a", vec![Pointer::new("n", 1i64.into())]);
                     delta.timestamp = t;
                     stored.push((delta.id.clone(), t));
-                    NewEntry {
-                        delta,
-                        origin: None,
-                    }
+                    delta
                 })
                 .collect();
-            store
-                .append(entries, SideWrites::default())
-                .unwrap()
-                .durable_blocking()
-                .unwrap();
+            store.append_local_blocking(deltas);
         }
         stored
     }

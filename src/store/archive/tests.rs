@@ -1,7 +1,7 @@
 use super::files::{part_name, period_of, PartWriter};
 use super::*;
 use crate::delta::{negate, new_delta, Pointer, Target};
-use crate::store::{AppendOutcome, NewEntry, Query, SideWrites};
+use crate::store::{AppendOutcome, Query};
 
 fn delta_at(timestamp: u64, target: &str) -> Delta {
     let mut d = new_delta(
@@ -14,18 +14,7 @@ fn delta_at(timestamp: u64, target: &str) -> Delta {
 }
 
 fn put(store: &Store, deltas: Vec<Delta>) -> Vec<AppendOutcome> {
-    let entries = deltas
-        .into_iter()
-        .map(|delta| NewEntry {
-            delta,
-            origin: None,
-        })
-        .collect();
-    store
-        .append(entries, SideWrites::default())
-        .unwrap()
-        .durable_blocking()
-        .unwrap()
+    store.append_local_blocking(deltas)
 }
 
 fn live_ids(store: &Store) -> Vec<String> {
