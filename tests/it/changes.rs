@@ -48,6 +48,18 @@ fn last_and_pending(answer: &Value) -> (u64, u64) {
 }
 
 /// Stores one delta by `author` about `topic`; its id.
+/// Adds a page's (seq, delta id) pairs to `seen`; returns its `last_seq`, where the
+/// next page starts.
+fn read_page(page: &Value, seen: &mut Vec<(u64, String)>) -> u64 {
+    for c in page["results"].as_array().unwrap() {
+        seen.push((
+            c["seq"].as_u64().unwrap(),
+            c["delta"]["id"].as_str().unwrap().into(),
+        ));
+    }
+    page["last_seq"].as_u64().unwrap()
+}
+
 async fn put(node: &Node, author: &str, topic: &str) -> String {
     node.create_delta(
         author,
@@ -151,13 +163,7 @@ async fn a_client_resumes_after_a_restart_with_no_gap_and_no_duplicate() {
     // Read some, in pages, then the node restarts on the same data directory.
     for _ in 0..2 {
         let page = changes(&server.url(), &format!("since={since}&limit=3")).await;
-        for c in page["results"].as_array().unwrap() {
-            seen.push((
-                c["seq"].as_u64().unwrap(),
-                c["delta"]["id"].as_str().unwrap().into(),
-            ));
-        }
-        since = page["last_seq"].as_u64().unwrap();
+        since = read_page(&page, &mut seen);
     }
     assert_eq!(since, 6);
     server.shutdown().await.unwrap();
@@ -168,13 +174,7 @@ async fn a_client_resumes_after_a_restart_with_no_gap_and_no_duplicate() {
     }
     loop {
         let page = changes(&server.url(), &format!("since={since}&limit=3")).await;
-        for c in page["results"].as_array().unwrap() {
-            seen.push((
-                c["seq"].as_u64().unwrap(),
-                c["delta"]["id"].as_str().unwrap().into(),
-            ));
-        }
-        since = page["last_seq"].as_u64().unwrap();
+        since = read_page(&page, &mut seen);
         if page["pending"] == json!(0) {
             break;
         }

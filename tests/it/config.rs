@@ -129,12 +129,7 @@ async fn metrics_expose_store_link_and_policy_figures() {
         "{:?}",
         served.stats()
     );
-    let server_metrics = reqwest::get(format!("{}/metrics", server.url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let server_metrics = common::metrics_text(&server.url()).await;
     assert!(
         server_metrics
             .lines()

@@ -75,12 +75,7 @@ async fn all_closed(sockets: &mut [TcpStream], within: Duration) -> bool {
 
 /// The value of an unlabelled sample in the node's `/metrics`.
 async fn metric(server: &Server, name: &str) -> u64 {
-    let text = reqwest::get(format!("{}/metrics", server.url()))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let text = common::metrics_text(&server.url()).await;
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}"))

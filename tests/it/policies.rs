@@ -477,12 +477,7 @@ async fn a_policy_over_its_time_budget_rejects_in_time_and_is_counted_issue_14()
         "{:?}",
         q.first().map(|e| &e.record.reason)
     );
-    let metrics = reqwest::get(format!("{}/metrics", receiver.url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics_text(&receiver.url()).await;
     assert!(
         metrics
             .lines()

@@ -170,12 +170,7 @@ async fn old_deltas_move_to_archive_files_and_include_archive_brings_them_back()
     assert_eq!(status["store"]["deltas"], 5);
     assert!(status["archive"]["bytes"].as_u64().unwrap() > 0);
     assert_eq!(status["archive"]["lastRun"]["report"]["archived"], 20);
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics_text(&base).await;
     assert!(
         metrics.contains("\nrhizome_archived_deltas 20\n"),
         "{metrics}"

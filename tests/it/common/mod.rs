@@ -130,6 +130,16 @@ pub async fn dial_connected(
     link
 }
 
+/// The text of `GET {base}/metrics` (an open node: no token).
+pub async fn metrics_text(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
 /// Waits until the link reaches `status`.
 pub async fn wait_status(
     link: &rhizome::FederationLink,
