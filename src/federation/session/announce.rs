@@ -20,7 +20,7 @@ impl Session<'_> {
         est: &mut Established,
     ) -> Result<(), SessionEnd> {
         LinkStats::add(&self.link.stats.announced_in, ids.len() as u64);
-        let stored = contains(self.node.store(), ids.clone()).await?;
+        let (ids, stored) = contains(self.node.store(), ids).await?;
         let missing: Vec<String> = ids
             .into_iter()
             .zip(stored)
@@ -75,8 +75,9 @@ impl Session<'_> {
         if due.is_empty() {
             return Ok(());
         }
-        let ids: Vec<String> = due.iter().map(|(id, _)| id.clone()).collect();
-        let stored = contains(self.node.store(), ids).await?;
+        let (ids, holds): (Vec<String>, Vec<u64>) = due.into_iter().unzip();
+        let (ids, stored) = contains(self.node.store(), ids).await?;
+        let due = ids.into_iter().zip(holds).collect();
         let Requests(requests) = est.fetch.after_check(due, &stored);
         for (request_id, ids) in requests {
             LinkStats::add(&self.link.stats.requested_out, ids.len() as u64);
@@ -107,13 +108,14 @@ impl Session<'_> {
     }
 }
 
-/// Which of `ids` the store holds, read on a blocking thread.
-async fn contains(store: &Store, ids: Vec<String>) -> Result<Vec<bool>, SessionEnd> {
+/// Which of `ids` the store holds, read on a blocking thread; the ids come back with
+/// one flag each.
+async fn contains(store: &Store, ids: Vec<String>) -> Result<(Vec<String>, Vec<bool>), SessionEnd> {
     if ids.is_empty() {
-        return Ok(Vec::new());
+        return Ok((ids, Vec::new()));
     }
     let store = store.clone();
-    tokio::task::spawn_blocking(move || store.contains_ids(&ids))
+    tokio::task::spawn_blocking(move || store.contains_ids(&ids).map(|held| (ids, held)))
         .await
         .map_err(|e| store_end(StoreError::Corrupt(format!("id lookup task failed: {e}"))))?
         .map_err(store_end)

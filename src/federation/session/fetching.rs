@@ -13,7 +13,8 @@
 //! the verdict). Until then the cursor stays before the announcement, so a connection
 //! lost in between resumes from there and the peer announces again.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,11 +34,39 @@ pub(super) const MAX_REQUEST_IDS: usize = 1000;
 /// A peer that announces faster than it answers costs its own link, not the node.
 pub(super) const MAX_OPEN_IDS: usize = 200_000;
 
-/// An announced id we lack, to be checked again at `due`.
+/// An announced id we lack, to be checked again at `due`. Ordered by `due` (then by
+/// when it was queued), so the earliest is at hand without a scan.
 struct Waiting {
+    due: Instant,
+    order: u64,
     id: String,
     hold: u64,
-    due: Instant,
+}
+
+impl Waiting {
+    fn key(&self) -> (Instant, u64) {
+        (self.due, self.order)
+    }
+}
+
+impl PartialEq for Waiting {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Waiting {}
+
+impl PartialOrd for Waiting {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Waiting {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
 }
 
 /// An announcement with ids not yet resolved: the cursor may not pass `before`.
@@ -51,7 +80,10 @@ struct Hold {
 pub(super) struct Fetching {
     claims: Arc<Claims>,
     owner: u64,
-    waiting: VecDeque<Waiting>,
+    /// Soonest due first.
+    waiting: BinaryHeap<Reverse<Waiting>>,
+    /// Numbers the ids queued in `waiting`, in order.
+    queued: u64,
     requests: HashMap<u64, Vec<(String, u64)>>,
     next_request: u64,
     holds: VecDeque<Hold>,
@@ -72,7 +104,8 @@ impl Fetching {
         Fetching {
             claims,
             owner,
-            waiting: VecDeque::new(),
+            waiting: BinaryHeap::new(),
+            queued: 0,
             requests: HashMap::new(),
             next_request: 1,
             holds: VecDeque::new(),
@@ -132,8 +165,19 @@ impl Fetching {
         if let Ok(i) = self.holds.binary_search_by_key(&hold, |h| h.id) {
             self.holds[i].open += ids.len();
         }
-        self.waiting
-            .extend(ids.into_iter().map(|id| Waiting { id, hold, due }));
+        for id in ids {
+            self.queue(id, hold, due);
+        }
+    }
+
+    fn queue(&mut self, id: String, hold: u64, due: Instant) {
+        self.queued += 1;
+        self.waiting.push(Reverse(Waiting {
+            due,
+            order: self.queued,
+            id,
+            hold,
+        }));
     }
 
     /// Whether `hold` is resolved (it and every hold before it).
@@ -143,24 +187,18 @@ impl Fetching {
 
     /// When the next waiting id is due.
     pub fn next_due(&self) -> Option<Instant> {
-        self.waiting.iter().map(|w| w.due).min()
+        self.waiting.peek().map(|Reverse(w)| w.due)
     }
 
     /// The waiting ids that are due, to be checked against the store.
     pub fn take_due(&mut self) -> Vec<(String, u64)> {
         let now = Instant::now();
-        if self.next_due().is_none_or(|d| d > now) {
-            return Vec::new();
-        }
         let mut due = Vec::new();
-        self.waiting.retain_mut(|w| {
-            if w.due <= now {
-                due.push((std::mem::take(&mut w.id), w.hold));
-                false
-            } else {
-                true
+        while self.next_due().is_some_and(|d| d <= now) {
+            if let Some(Reverse(w)) = self.waiting.pop() {
+                due.push((w.id, w.hold));
             }
-        });
+        }
         due
     }
 
@@ -177,11 +215,7 @@ impl Fetching {
                 Ok(()) => ask.push((id, hold)),
                 // Looked up again soon: the other link's copy is usually in by then,
                 // and this link's cursor waits on it.
-                Err(until) => self.waiting.push_back(Waiting {
-                    id,
-                    hold,
-                    due: until.min(Instant::now() + RECHECK),
-                }),
+                Err(until) => self.queue(id, hold, until.min(Instant::now() + RECHECK)),
             }
         }
         let mut requests = Vec::new();
