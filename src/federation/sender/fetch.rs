@@ -5,7 +5,7 @@
 use futures_util::Sink;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
-use super::select::{split_by_bytes, Wanted};
+use super::select::{split_by_bytes, FrameRecords, Wanted};
 use super::{error_frame, Flow, Sender, SenderEnd};
 use crate::federation::wire::{self, BatchKind, Outbound};
 use crate::store::{RawRecord, Seq, StoreError};
@@ -44,22 +44,18 @@ where
             Ok(selected) => selected,
             Err(e) => return Flow::Stop(e),
         };
-        let frames = split_by_bytes(kept, ids, Seq(0), plan.frame_budget());
-        let count = frames.len().max(1);
-        let mut frames = frames.into_iter();
-        for i in 0..count {
-            let (refs, frame_ids): (Vec<&str>, Vec<String>);
-            let frame = frames.next();
-            match &frame {
-                Some(f) => {
-                    refs = f.records.iter().map(RawRecord::json).collect();
-                    frame_ids = f.ids.clone();
-                }
-                None => {
-                    refs = Vec::new();
-                    frame_ids = Vec::new();
-                }
-            }
+        let mut frames = split_by_bytes(kept, ids, Seq(0), plan.frame_budget());
+        if frames.is_empty() {
+            // Nothing to send still gets its answer: the `last` frame, empty.
+            frames.push(FrameRecords {
+                records: Vec::new(),
+                ids: Vec::new(),
+                through: Seq(0),
+            });
+        }
+        let count = frames.len();
+        for (i, frame) in frames.into_iter().enumerate() {
+            let refs: Vec<&str> = frame.records.iter().map(RawRecord::json).collect();
             let kind = BatchKind::Response {
                 request_id,
                 last: i + 1 == count,
@@ -68,7 +64,7 @@ where
             if let Flow::Stop(e) = self.send_text(text).await {
                 return Flow::Stop(e);
             }
-            self.count_sent(refs.len(), frame_ids);
+            self.count_sent(refs.len(), frame.ids);
         }
         Flow::Continue
     }
