@@ -632,10 +632,10 @@ impl Session<'_> {
         if est.cursor_held {
             // The sync is over, but not everything in it was judged.
         } else if est.peer.extension {
+            // Committed below, once a full sync's own hold (if any) is gone.
             if let Some(seq) = last_seq {
                 est.fetch.saw(seq);
                 est.fetch.durable_through(seq);
-                self.commit_gate(est).await?;
             }
         } else if est.max_ts > 0 {
             store
@@ -646,9 +646,7 @@ impl Session<'_> {
         est.awaiting_sync = false;
         est.syncing = false;
         self.full_sync_done(est);
-        if est.peer.extension && !est.cursor_held {
-            self.commit_gate(est).await?;
-        }
+        self.commit_gate(est).await?;
         self.link
             .stats
             .sync_total
